@@ -1,0 +1,119 @@
+"""``cpu``: run each graph on onnxruntime's CPU execution provider (the fast host path).
+
+The graph in the container is the kernel here: compiling creates an onnxruntime session with the
+chosen thread count and graph-optimization level; loading a container does the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from aicc.backend import Backend, Executable
+from aicc.errors import BackendError
+from aicc.hookspecs import hookimpl
+from aicc.options import option
+
+__all__ = ["CpuBackend", "CpuExecutable"]
+
+_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_kernels() -> dict[tuple[str, str], list[tuple[int, int]]]:
+    """(domain, op) -> opset ranges onnxruntime's CPU provider has kernels for."""
+    from onnxruntime.capi import _pybind_state as C
+
+    table: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for k in C.get_all_opkernel_def():
+        if k.provider == "CPUExecutionProvider":
+            domain = "" if k.domain == "ai.onnx" else k.domain
+            table.setdefault((domain, k.op_name), []).append(tuple(k.version_range))
+    return table
+
+
+class CpuExecutable(Executable):
+    def __init__(self, session: ort.InferenceSession):
+        self.session = session
+        self.output_names = [o.name for o in session.get_outputs()]
+        self.runs = 0
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            results = self.session.run(self.output_names, dict(feeds))
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise BackendError(f"onnxruntime failed: {str(e).splitlines()[0]}",
+                               where="backend 'cpu'") from e
+        self.runs += 1
+        return dict(zip(self.output_names, results))
+
+    def stats(self) -> dict[str, Any]:
+        return {"runs": self.runs, "providers": self.session.get_providers()}
+
+
+class CpuBackend(Backend):
+    name = "cpu"
+    description = "onnxruntime on the host CPU"
+    dtypes = frozenset({"float32", "float16", "float64", "int8", "uint8", "int16", "uint16",
+                        "int32", "int64", "bool"})
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        threads: int = option(0, "intra-op threads (0: onnxruntime's default)", minimum=0)
+        optimization_level: Literal["disable", "basic", "extended", "all"] = option(
+            "all", "onnxruntime graph optimization level")
+
+    def unsupported_nodes(self, model: onnx.ModelProto) -> list[str]:
+        opsets = {o.domain or "": o.version for o in model.opset_import}
+        kernels = _cpu_kernels()
+        problems = []
+        for node in model.graph.node:
+            domain = "" if node.domain in ("", "ai.onnx") else node.domain
+            ranges = kernels.get((domain, node.op_type))
+            version = opsets.get(domain, 0)
+            if ranges is None or not any(lo <= version <= hi for lo, hi in ranges):
+                if ranges is None and _is_function(node, domain, version):
+                    continue
+                problems.append(f"node '{node.name}' ({node.op_type}"
+                                f"{'' if not domain else ', domain ' + domain})")
+        return problems
+
+    def compile(self, model: onnx.ModelProto, *, program_meta: Mapping[str, Any],
+                spec_options: Mapping[str, Any]) -> CpuExecutable:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = _LEVELS[self.options.optimization_level]
+        if self.options.threads:
+            so.intra_op_num_threads = self.options.threads
+        so.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(model.SerializeToString(), so,
+                                           providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise BackendError(f"onnxruntime cannot load the graph: {str(e).splitlines()[0]}",
+                               where="backend 'cpu'") from e
+        return CpuExecutable(session)
+
+
+def _is_function(node: onnx.NodeProto, domain: str, version: int) -> bool:
+    """Ops defined as ONNX functions (e.g. Gelu at opset 20) run without a kernel of their own."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, version, domain)
+    except onnx.defs.SchemaError:
+        return False
+    return schema.has_function or schema.has_context_dependent_function
+
+
+@hookimpl
+def aicc_register_backends(registry):
+    registry.add(CpuBackend)

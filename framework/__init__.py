@@ -1,0 +1,58 @@
+"""aicc: an open compiler framework taking ONNX models to AI-core accelerators.
+
+The Python API::
+
+    import aicc
+    qpc = aicc.compile("model.onnx", backend="cpu", output="model.qpc")
+    session = aicc.load(qpc)
+    outputs = session.run({"image": batch})
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .backend import Backend, Executable
+from .errors import AiccError
+from .hookspecs import hookimpl
+from .options import option
+from .pass_base import Pass, PassContext, Tolerance
+from .pipeline import Instrument, Pipeline
+from .program import Program
+from .runtime import Session, load
+
+__all__ = ["compile", "load", "Session", "Pass", "PassContext", "Tolerance", "Program",
+           "Backend", "Executable", "Instrument", "Pipeline", "hookimpl", "option", "AiccError",
+           "__version__"]
+
+
+def compile(model: Any, *, backend: str = "cpu", pipeline: Any = None, output: Any = None,
+            symbols: Mapping[str, int] | Sequence[str] = (), batchsize: int = 0,
+            backend_options: Mapping[str, Any] | None = None,
+            instruments: Sequence[str | tuple[str, Mapping[str, Any]]] = (),
+            plugins: Sequence[str | Path] = ()) -> Path:
+    """Compile an ONNX model (path, bytes or ModelProto) into a container; return its path.
+
+    ``pipeline`` is a list of pass names / ``(name, options)`` pairs, a pipeline file, or None for
+    the default. ``symbols`` binds symbolic dimensions (``{"batch": 4}``). Without ``output`` the
+    container goes to a new temporary folder.
+    """
+    from .compiler import CompileRequest, compile_model
+
+    if isinstance(symbols, Mapping):
+        symbols = [f"{k}={v}" for k, v in symbols.items()]
+    if output is None:
+        output = Path(tempfile.mkdtemp(prefix="aicc-")) / "program.qpc"
+    req = CompileRequest(model=model, backend=backend, backend_options=dict(backend_options or {}),
+                         pipeline=pipeline, output=output, symbols=list(symbols),
+                         batchsize=batchsize,
+                         instruments=[(i, {}) if isinstance(i, str) else i for i in instruments],
+                         plugins=list(plugins))
+    path, _, _ = compile_model(req)
+    assert path is not None
+    return path

@@ -1,0 +1,70 @@
+"""The ``aicc`` command: ``compile``, ``run``, ``passes``, ``backends``.
+
+User errors print one line, ``error: FILE: FIELD: what is wrong (hint)``, and exit 2; internal
+errors exit 1; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+
+from ..errors import AiccError, UsageError
+
+__all__ = ["main"]
+
+_USAGE = """usage: aicc COMMAND [flags]
+
+commands:
+  compile   compile an ONNX model into a program container (qaic-compile flags accepted)
+  run       run a compiled container on raw/.npy inputs or input lists
+  passes    list the registered passes with their options
+  backends  list the registered backends with their options
+
+'aicc COMMAND --help' describes a command's flags. Add --debug to see tracebacks.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    verbose = "-v" in argv or "--verbose" in argv
+    argv = [a for a in argv if a not in ("-v", "--verbose")]
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO if verbose
+                        else logging.WARNING, format="%(levelname)s: %(name)s: %(message)s")
+    try:
+        if not argv or argv[0] in ("-h", "--help", "help"):
+            print(_USAGE)
+            return 0
+        command, rest = argv[0], argv[1:]
+        if command == "compile":
+            from .compile_cmd import run_compile
+            return run_compile(rest)
+        if command == "run":
+            from .run_cmd import run_run
+            return run_run(rest)
+        if command in ("passes", "backends"):
+            from .list_cmd import run_list
+            return run_list(command, rest)
+        if command == "quantize":
+            raise UsageError("'aicc quantize' is not supported yet (the quantization feature "
+                             "has not landed)", where="aicc")
+        raise UsageError(f"unknown command '{command}'", where="aicc",
+                         hint="commands: compile, run, passes, backends")
+    except AiccError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # an internal error: a bug in aicc or a plugin
+        if debug:
+            traceback.print_exc()
+        print(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1

@@ -1,0 +1,37 @@
+"""``aicc passes`` / ``aicc backends``: what is registered, by which plugin, with which options."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..options import describe_options
+from ..plugins import load_registries
+from .flags import Flag, FlagParser
+
+__all__ = ["run_list"]
+
+
+def run_list(command: str, argv: Sequence[str]) -> int:
+    parser = FlagParser(command, [
+        Flag(("--plugins",), "plugins", "repeat", "a TOML file of extra plugin modules",
+             metavar="FILE"),
+        Flag(("-h", "--help"), "help", "switch", "show this help"),
+    ])
+    args = parser.parse(argv)
+    if args["help"]:
+        print(parser.help_text())
+        return 0
+    regs = load_registries(args["plugins"])
+    registry = regs.passes if command == "passes" else regs.backends
+    for entry in registry.entries():
+        cls = entry.cls
+        if command == "passes":
+            print(f"{entry.name}  [plugin {entry.plugin}; scope {cls.scope}; "
+                  f"semantics {cls.semantics}]")
+        else:
+            print(f"{entry.name}  [plugin {entry.plugin}]")
+        if cls.description:
+            print(f"    {cls.description}")
+        for row in describe_options(cls.Options):
+            print(f"    --{row['name']}: {row['type']} = {row['default']!r}  {row['description']}")
+    return 0

@@ -1,0 +1,118 @@
+"""``aicc run``: run a container on raw/.npy inputs, an input list, or random data.
+
+Prints the latency of each inference and inferences per second. ``--write-output-dir`` receives one
+raw file per output per inference (plus ``.npy`` with ``--write-output-format npy``), written to a
+temporary sibling and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .. import ir
+from ..data import parse_input_args, parse_input_list, read_tensor_file
+from ..errors import UsageError
+from ..runtime import Session
+from .flags import Flag, FlagParser, int_value
+
+__all__ = ["run_run"]
+
+RUN_FLAGS = [
+    Flag(("-t", "--test-data", "--qpc"), "qpc", help="the container directory", metavar="DIR"),
+    Flag(("-i", "--input-file"), "inputs", "repeat",
+         help="an input file (raw or .npy), in input order or NAME:=FILE", metavar="FILE"),
+    Flag(("--input-list-file", "--input_list"), "input_list",
+         help="a QNN-style input list: one inference per line", metavar="FILE"),
+    Flag(("--write-output-dir",), "output_dir", help="write every output here", metavar="DIR"),
+    Flag(("--write-output-format",), "output_format", help="raw (default) or npy (raw + .npy)",
+         metavar="raw|npy"),
+    Flag(("-n", "--num-iter"), "iterations", convert=int_value("-n"),
+         help="number of inferences (default: one per input set, or 1)", metavar="N"),
+    Flag(("--backend",), "backend", help="run on another backend than the one compiled for",
+         metavar="NAME"),
+    Flag(("-h", "--help"), "help", "switch", help="show this help"),
+]
+
+
+def run_run(argv: Sequence[str]) -> int:
+    parser = FlagParser("run", RUN_FLAGS)
+    args = parser.parse(argv)
+    if args["help"]:
+        print(parser.help_text())
+        return 0
+    if not args["qpc"]:
+        raise UsageError("no container given", where="aicc run", hint="pass -t DIR")
+    fmt = args["output_format"] or "raw"
+    if fmt not in ("raw", "npy"):
+        raise UsageError(f"unknown format {fmt!r}", where="--write-output-format",
+                         hint="raw or npy")
+    if args["inputs"] and args["input_list"]:
+        raise UsageError("-i and --input-list-file both given", where="aicc run")
+    session = Session(args["qpc"], args["backend"])
+    descs = {d.name: d for d in session.inputs}
+    names = list(descs)
+    samples: list[dict[str, np.ndarray]] = []
+    if args["inputs"]:
+        files = parse_input_args(args["inputs"], names)
+        samples.append({n: read_tensor_file(p, descs[n], where=f"-i {p}") for n, p in files.items()})
+    elif args["input_list"]:
+        lst = parse_input_list(args["input_list"], names)
+        for line, sample in zip(lst.lines, lst.samples):
+            samples.append({n: read_tensor_file(p, descs[n], where=f"{lst.path}: line {line}")
+                            for n, p in sample.items()})
+    else:
+        rng = np.random.default_rng(0)
+        sample = {}
+        for d in session.inputs:
+            shape = [s if isinstance(s, int) else 1 for s in (d.shape or [])]
+            dtype = np.dtype(d.dtype)
+            sample[d.name] = (rng.standard_normal(shape).astype(dtype) if dtype.kind == "f"
+                              else np.zeros(shape, dtype))
+        samples.append(sample)
+    count = args["iterations"] if args["iterations"] is not None else len(samples)
+    if count <= 0:
+        raise UsageError(f"{count} is not a positive number of inferences", where="-n")
+    out_tmp = None
+    if args["output_dir"]:
+        target = Path(args["output_dir"])
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise UsageError("exists and is not an empty directory", where=target,
+                             hint="choose a new output directory")
+        out_tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-",
+                                        dir=target.resolve().parent))
+    try:
+        latencies = []
+        total_start = time.perf_counter()
+        for i in range(count):
+            outputs = session.run(samples[i % len(samples)])
+            latencies.append(session.last_latency_s)
+            print(f"inference {i}: {session.last_latency_s * 1e3:.3f} ms "
+                  f"(specialization '{session.last_specialization}')")
+            if out_tmp is not None:
+                for name, arr in outputs.items():
+                    stem = f"{ir.safe_file_name(name)}-inf-{i}"
+                    np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tofile(
+                        out_tmp / f"{stem}.raw")
+                    if fmt == "npy":
+                        np.save(out_tmp / f"{stem}.npy", arr, allow_pickle=False)
+        wall = time.perf_counter() - total_start
+        if out_tmp is not None:
+            target = Path(args["output_dir"])
+            if target.exists():
+                target.rmdir()
+            os.rename(out_tmp, target)
+            out_tmp = None
+    finally:
+        if out_tmp is not None:
+            shutil.rmtree(out_tmp, ignore_errors=True)
+    mean = sum(latencies) / len(latencies)
+    print(f"{count} inference(s): mean latency {mean * 1e3:.3f} ms, "
+          f"{count / wall:.1f} inferences/second")
+    return 0

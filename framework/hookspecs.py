@@ -1,0 +1,48 @@
+"""The hooks aicc plugins implement. Every hook *registers* things; none decides order.
+
+pluggy calls implementations in reverse registration order, so nothing here may depend on that
+order: pass order lives only in the pipeline, and registries refuse duplicate names, naming both
+plugins. Implement a hook in your plugin module with ``@aicc.hookimpl`` and list the module in
+``plugins.toml`` or a ``--plugins`` file, or expose it as an entry point in group ``aicc``.
+
+Hook implementations must accept the parameters exactly as named below, without defaults
+(pluggy silently passes nothing to a parameter that has a default).
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+__all__ = ["hookspec", "hookimpl", "PROJECT"]
+
+PROJECT = "aicc"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def aicc_register_passes(registry):
+    """Register pass classes: call ``registry.add(PassClass)`` once per pass.
+
+    A pass class subclasses ``aicc.Pass`` and declares ``name``, ``Options``, ``scope`` and
+    ``semantics``. Registering a name that another plugin registered is an error that names both.
+    """
+
+
+@hookspec
+def aicc_register_backends(registry):
+    """Register backend classes: call ``registry.add(BackendClass)`` once per backend.
+
+    A backend class subclasses ``aicc.Backend`` and declares ``name``, ``Options`` and what it
+    supports. Duplicate names are refused as for passes.
+    """
+
+
+@hookspec
+def aicc_register_instruments(registry):
+    """Register pass instruments: call ``registry.add(InstrumentClass)`` once per instrument.
+
+    An instrument wraps every pass of a pipeline run (timing, IR dumps, verification). It is
+    enabled by name from the CLI or a pipeline file; instruments run in the order they are
+    enabled, ``before_*`` calls in that order and ``after_*`` calls in reverse.
+    """

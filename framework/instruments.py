@@ -1,0 +1,204 @@
+"""Built-in pass instruments: ``time-passes``, ``dump-ir`` and ``verify-each``.
+
+They register through ``aicc_register_instruments`` like any plugin's. Each takes an Options
+dataclass, so the CLI flags (``--time-passes``, ``--dump-ir-after=all|NAME[,NAME]``,
+``--verify-each[=numeric]``) and pipeline files enable them the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from . import ir
+from .errors import PassError
+from .hookspecs import hookimpl
+from .options import option
+from .pass_base import PassContext
+from .pipeline import Instrument, Step
+from .program import Program
+
+__all__ = ["TimePasses", "DumpIR", "VerifyEach", "random_feeds", "compare_outputs"]
+
+logger = logging.getLogger(__name__)
+
+
+class TimePasses(Instrument):
+    """Print a table of wall time and counters per pass when the pipeline ends."""
+
+    name = "time-passes"
+    description = "table of time per pass, with the counters each pass reports"
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        pass
+
+    def __init__(self, options: Any = None, registries: Any = None):
+        self.stream: TextIO = sys.stderr
+        self.rows: list[tuple[int, str, float, dict[str, int]]] = []
+        self._start = 0.0
+
+    def before_pass(self, index: int, step: Step, program: Program) -> None:
+        self._start = time.perf_counter()
+
+    def after_pass(self, index: int, step: Step, program: Program, ctx: PassContext) -> None:
+        self.rows.append((index + 1, step.name, time.perf_counter() - self._start,
+                          dict(ctx.counters)))
+
+    def after_pipeline(self, program: Program) -> None:
+        total = sum(r[2] for r in self.rows) or 1e-12
+        print(f"{'#':>3}  {'pass':<22} {'ms':>10} {'%':>6}  counters", file=self.stream)
+        for index, name, secs, counters in self.rows:
+            text = ", ".join(f"{k}={v}" for k, v in sorted(counters.items()))
+            print(f"{index:>3}  {name:<22} {secs * 1e3:>10.2f} {100 * secs / total:>6.1f}  {text}",
+                  file=self.stream)
+        print(f"{'':>3}  {'total':<22} {total * 1e3:>10.2f}", file=self.stream)
+
+
+class DumpIR(Instrument):
+    """Write each graph as numbered ``.onnx`` files after the chosen passes (and the input)."""
+
+    name = "dump-ir"
+    description = "write the ONNX of every graph after the chosen passes"
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        after: list[str] = option(["all"], "pass names after which to dump, or 'all'")
+        dir: str = option("aicc-ir", "folder that receives the numbered .onnx files")
+
+    def __init__(self, options: Any, registries: Any = None):
+        self.options = options
+        self.folder = Path(options.dir)
+
+    def _dump(self, tag: str, program: Program) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for name in program.graphs:
+            path = self.folder / f"{tag}-{ir.safe_file_name(name)}.onnx"
+            ir.save_model(program.to_model(name), path)
+
+    def before_pipeline(self, program: Program, steps: Sequence[Step]) -> None:
+        known = {s.name for s in steps}
+        for wanted in self.options.after:
+            if wanted != "all" and wanted not in known:
+                raise PassError(f"--dump-ir-after names pass '{wanted}', which is not in the "
+                                f"pipeline ({', '.join(s.name for s in steps)})")
+        self._dump("00-input", program)
+
+    def after_pass(self, index: int, step: Step, program: Program, ctx: PassContext) -> None:
+        if "all" in self.options.after or step.name in self.options.after:
+            self._dump(f"{index + 1:02d}-{ir.safe_file_name(step.name)}", program)
+
+
+def random_feeds(program: Program, graph_name: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random inputs for one graph; unbound symbols take the value 1."""
+    rng = np.random.default_rng(seed)
+    graph = program.graphs[graph_name]
+    symbols = {**program.symbols, **program.spec_symbols.get(graph_name, {})}
+    feeds = {}
+    for t in graph.inputs:
+        dtype = ir.tensor_dtype(t) or np.dtype(np.float32)
+        shape = [d if isinstance(d, int) and d >= 0 else symbols.get(d, 1) if isinstance(d, str)
+                 else 1 for d in (t.shape or [])]
+        if dtype.kind == "f":
+            feeds[t.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[t.name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            feeds[t.name] = rng.integers(0, 2, shape).astype(dtype)
+    return feeds
+
+
+def compare_outputs(before: dict[str, np.ndarray], after: dict[str, np.ndarray], rtol: float,
+                    atol: float) -> str | None:
+    """None if every output agrees within |a-b| <= atol + rtol*|b|, else what differs first."""
+    for name, ref in before.items():
+        if name not in after:
+            return f"output '{name}' disappeared"
+        got = after[name]
+        if got.shape != ref.shape:
+            return f"output '{name}' changed shape {list(ref.shape)} -> {list(got.shape)}"
+        if ref.dtype.kind in "fc" or got.dtype.kind in "fc":
+            a, b = got.astype(np.float64), ref.astype(np.float64)
+            if not np.array_equal(np.isnan(a), np.isnan(b)):
+                return f"output '{name}' gained or lost NaNs"
+            finite = np.isfinite(b) & np.isfinite(a)
+            err = np.abs(a - b)
+            bad = finite & (err > atol + rtol * np.abs(b))
+            if bad.any() or not np.array_equal(a[~finite], b[~finite]):
+                worst = float(err[finite].max()) if finite.any() else float("inf")
+                return (f"output '{name}' differs: max abs error {worst:.3g} "
+                        f"(tolerance rtol={rtol:g}, atol={atol:g})")
+        elif not np.array_equal(got, ref):
+            return f"output '{name}' differs ({int((got != ref).sum())} elements)"
+    return None
+
+
+class VerifyEach(Instrument):
+    """After every pass: structural checks (ONNX checker); with ``numeric``, outputs on seeded
+    random inputs before vs after every ``preserving`` pass, naming the first that breaks them."""
+
+    name = "verify-each"
+    description = "check every graph after each pass; numeric=true also compares outputs"
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        numeric: bool = option(False, "compare outputs before/after each preserving pass")
+        backend: str = option("", "backend that runs the graphs (default: interpreter if "
+                                  "registered, else cpu)")
+        seed: int = option(0, "seed of the random inputs")
+
+    def __init__(self, options: Any, registries: Any = None):
+        self.options = options
+        self.registries = registries
+        self._reference: dict[str, dict[str, np.ndarray]] | None = None
+
+    def _backend(self) -> Any:
+        name = self.options.backend or ("interpreter" if "interpreter" in self.registries.backends
+                                        else "cpu")
+        return self.registries.backends.get(name).cls()
+
+    def _run_all(self, program: Program) -> dict[str, dict[str, np.ndarray]]:
+        backend = self._backend()
+        results = {}
+        for name in program.graphs:
+            exe = backend.compile(program.to_model(name), program_meta=program.meta(),
+                                  spec_options=program.spec_options.get(name, {}))
+            results[name] = exe.run(random_feeds(program, name, self.options.seed))
+        return results
+
+    def before_pass(self, index: int, step: Step, program: Program) -> None:
+        if self.options.numeric and step.cls.semantics == "preserving" and self._reference is None:
+            self._reference = self._run_all(program)
+
+    def after_pass(self, index: int, step: Step, program: Program, ctx: PassContext) -> None:
+        for name, graph in program.graphs.items():
+            ir.verify_graph(graph, full=True, where=f"after pass '{step.name}': graph '{name}'",
+                            allowed_repeated_outputs=frozenset(program.repeated_outputs))
+        if not self.options.numeric:
+            return
+        if step.cls.semantics != "preserving":
+            self._reference = None
+            return
+        now = self._run_all(program)
+        tol = step.cls.tolerance
+        for name, before in (self._reference or {}).items():
+            problem = compare_outputs(before, now.get(name, {}), tol.rtol, tol.atol)
+            if problem:
+                raise PassError(f"pass '{step.name}' (plugin '{step.plugin}') broke its "
+                                f"'preserving' promise on graph '{name}': {problem}",
+                                hint="rerun with --dump-ir-after to inspect the graphs")
+        self._reference = now
+
+
+@hookimpl
+def aicc_register_instruments(registry):
+    registry.add(TimePasses)
+    registry.add(DumpIR)
+    registry.add(VerifyEach)

@@ -1,0 +1,441 @@
+"""ONNX files <-> onnx-graphsurgeon graphs, safely: loading, saving, shape inference, verification.
+
+``load_model`` is the only door through which a model enters aicc. It refuses what has hurt onnx and
+onnxruntime users (BAD_INPUTS.md 1-14): empty or non-ONNX files, unsupported IR/opset versions,
+external data escaping the model's folder (``..``, absolute paths, symlinks, hard links), offsets
+and lengths that do not fit the file, initializers whose dims disagree with their data, graphs
+with cycles or tensors produced twice, and shapes that cannot agree. External data is read by aicc
+itself, so no backend ever follows a path taken from a model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import stat
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from google.protobuf.message import DecodeError
+
+from .errors import ModelError
+
+__all__ = [
+    "load_model", "save_model", "import_graph", "export_model", "infer_shapes",
+    "verify_graph", "graph_symbols", "iter_tensors", "MAX_OPSET", "WEIGHTS_FILE",
+    "tensor_dtype", "safe_file_name",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_OPSET = onnx.defs.onnx_opset_version()
+MIN_OPSET = 7
+WEIGHTS_FILE = "weights.bin"
+_EXTERNAL_KEYS = {"location", "offset", "length", "checksum"}
+_TWO_GIB = 2**31 - 1
+
+
+def iter_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorProto]]:
+    """Every TensorProto in the model (initializers, Constant attributes, subgraphs), iteratively."""
+    stack = [model.graph]
+    while stack:
+        graph = stack.pop()
+        for t in graph.initializer:
+            yield f"initializer '{t.name}'", t
+        for t in graph.sparse_initializer:
+            yield f"sparse initializer '{t.values.name}'", t.values
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    yield f"node '{node.name or node.output[0]}' attribute '{attr.name}'", attr.t
+                elif attr.type == onnx.AttributeProto.TENSORS:
+                    for t in attr.tensors:
+                        yield f"node '{node.name}' attribute '{attr.name}'", t
+                elif attr.type == onnx.AttributeProto.GRAPH:
+                    stack.append(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    stack.extend(attr.graphs)
+
+
+def _check_versions(model: onnx.ModelProto, where: str) -> None:
+    if model.ir_version <= 0:
+        raise ModelError("not an ONNX model (no ir_version)", where=where,
+                         hint="is this the right file?")
+    if model.ir_version > onnx.IR_VERSION:
+        raise ModelError(f"IR version {model.ir_version} is newer than supported "
+                         f"({onnx.IR_VERSION})", where=where, hint="export with an older opset")
+    if not model.opset_import:
+        raise ModelError("the model declares no opset_import", where=where,
+                         hint="re-export the model; every ONNX model names its opsets")
+    for op in model.opset_import:
+        if op.domain in ("", "ai.onnx"):
+            if op.version > MAX_OPSET:
+                raise ModelError(f"opset {op.version} is newer than supported ({MAX_OPSET})",
+                                 where=where, field="opset_import")
+            if op.version < MIN_OPSET:
+                raise ModelError(f"opset {op.version} is older than supported ({MIN_OPSET})",
+                                 where=where, field="opset_import",
+                                 hint="convert it with onnx.version_converter")
+    if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
+        raise ModelError("the model has no graph", where=where, hint="is this the right file?")
+
+
+def _external_info(tensor: onnx.TensorProto, what: str, where: str) -> dict[str, object]:
+    info: dict[str, object] = {}
+    for entry in tensor.external_data:
+        if entry.key not in _EXTERNAL_KEYS:
+            raise ModelError(f"unknown external-data key '{entry.key}'", where=where, field=what)
+        info[entry.key] = entry.value
+    if "location" not in info or not info["location"]:
+        raise ModelError("external data has no location", where=where, field=what)
+    for key in ("offset", "length"):
+        if key in info:
+            text = str(info[key])
+            if not text.isdigit():
+                raise ModelError(f"external-data {key} {text!r} is not a non-negative integer",
+                                 where=where, field=what)
+            info[key] = int(text)
+    return info
+
+
+def _safe_external_path(base: Path, location: str, what: str, where: str) -> Path:
+    """Resolve ``location`` inside ``base``, refusing anything that could leave it."""
+    loc = Path(location)
+    if loc.is_absolute() or location.startswith(("/", "\\")) or ":" in location:
+        raise ModelError(f"external-data location {location!r} is an absolute path", where=where,
+                         field=what, hint="external data must sit in the model's folder")
+    if any(part == ".." for part in Path(os.path.normpath(location)).parts) or \
+            any(part == ".." for part in loc.parts):
+        raise ModelError(f"external-data location {location!r} escapes the model's folder",
+                         where=where, field=what, hint="external data must sit in the model's folder")
+    base_real = base.resolve()
+    current = base_real
+    for part in loc.parts:
+        if part in ("", "."):
+            continue
+        current = current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            raise ModelError(f"external-data file {location!r} not found", where=where,
+                             field=what) from None
+        if stat.S_ISLNK(st.st_mode):
+            raise ModelError(f"external-data location {location!r} goes through a symbolic link",
+                             where=where, field=what, hint="copy the data file into the folder")
+    st = os.lstat(current)
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelError(f"external-data location {location!r} is not a regular file",
+                         where=where, field=what)
+    if st.st_nlink > 1:
+        raise ModelError(f"external-data file {location!r} has {st.st_nlink} hard links",
+                         where=where, field=what,
+                         hint="a hard link may point outside the folder; copy the file instead")
+    if base_real not in current.resolve().parents:
+        raise ModelError(f"external-data location {location!r} escapes the model's folder",
+                         where=where, field=what)
+    return current
+
+
+def _read_external(base: Path, tensor: onnx.TensorProto, what: str, where: str) -> None:
+    info = _external_info(tensor, what, where)
+    path = _safe_external_path(base, str(info["location"]), what, where)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+            raise ModelError(f"external-data file {info['location']!r} changed while opening",
+                             where=where, field=what)
+        offset = int(info.get("offset", 0))
+        length = int(info["length"]) if "length" in info else st.st_size - offset
+        if offset > st.st_size or offset + length > st.st_size:
+            raise ModelError(f"external data [{offset}, {offset + length}) lies beyond the end of "
+                             f"{info['location']!r} ({st.st_size} bytes)", where=where, field=what)
+        data = os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+    tensor.raw_data = data
+    del tensor.external_data[:]
+    tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+_TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data",
+                 "uint64_data")
+
+
+def _check_tensor_size(tensor: onnx.TensorProto, what: str, where: str) -> None:
+    if any(d < 0 for d in tensor.dims):
+        raise ModelError(f"negative dimension in {list(tensor.dims)}", where=where, field=what)
+    count = math.prod(tensor.dims)
+    if tensor.data_type == onnx.TensorProto.STRING:
+        return
+    if tensor.HasField("raw_data"):
+        np_dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        bits = 4 if tensor.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4) else \
+            np.dtype(np_dtype).itemsize * 8
+        expected = (count * bits + 7) // 8
+        have = len(tensor.raw_data)
+    else:
+        have = sum(len(getattr(tensor, f)) for f in _TYPED_FIELDS)
+        expected = count
+        if tensor.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128):
+            expected = 2 * count
+        if tensor.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+            expected = (count + 1) // 2
+    if have != expected:
+        raise ModelError(f"dims {list(tensor.dims)} declare {count} elements but the data holds "
+                         f"{have} {'bytes' if tensor.HasField('raw_data') else 'values'} "
+                         f"(expected {expected})", where=where, field=what)
+
+
+def _check_topology(graph: onnx.GraphProto, where: str, outer: frozenset[str] = frozenset()) -> None:
+    """Refuse tensors produced twice and graphs that are not sorted or contain cycles."""
+    available = set(outer) | {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    available.add("")
+    producer: dict[str, str] = {}
+    for node in graph.node:
+        for out in node.output:
+            if not out:
+                continue
+            if out in producer:
+                raise ModelError(f"tensor '{out}' is produced twice (by '{producer[out]}' and "
+                                 f"'{node.name}')", where=where, field=f"node '{node.name}'")
+            producer[out] = node.name or node.op_type
+    for inp in graph.input:
+        if inp.name in producer:
+            raise ModelError(f"graph input '{inp.name}' is also produced by node "
+                             f"'{producer[inp.name]}'", where=where)
+    # Sortedness: walk nodes in order; an input produced later means unsorted or a cycle.
+    unsorted = []
+    for node in graph.node:
+        for inp in node.input:
+            if inp not in available and inp in producer:
+                unsorted.append((node, inp))
+            elif inp not in available and inp not in producer:
+                raise ModelError(f"input '{inp}' of node '{node.name}' ({node.op_type}) is "
+                                 "produced by nothing", where=where, field=f"node '{node.name}'")
+        available.update(o for o in node.output if o)
+    if unsorted and _has_cycle(graph):
+        node, inp = unsorted[0]
+        raise ModelError(f"the graph has a cycle through tensor '{inp}' (node '{node.name}')",
+                         where=where)
+
+
+def _has_cycle(graph: onnx.GraphProto) -> bool:
+    producer = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
+    indegree = [0] * len(graph.node)
+    consumers: dict[int, list[int]] = {}
+    for i, node in enumerate(graph.node):
+        for inp in set(node.input):
+            if inp in producer:
+                indegree[i] += 1
+                consumers.setdefault(producer[inp], []).append(i)
+    queue = deque(i for i, d in enumerate(indegree) if d == 0)
+    seen = 0
+    while queue:
+        i = queue.popleft()
+        seen += 1
+        for c in consumers.get(i, ()):
+            indegree[c] -= 1
+            if indegree[c] == 0:
+                queue.append(c)
+    return seen != len(graph.node)
+
+
+def load_model(source: str | Path | bytes, *, base_dir: str | Path | None = None,
+               check_shapes: bool = True) -> onnx.ModelProto:
+    """Load and validate an ONNX model from a path or bytes; external data is read safely.
+
+    A model given as bytes that refers to external data needs ``base_dir``, the folder the data
+    lives in. With ``check_shapes``, strict shape inference runs so shapes that cannot agree are
+    refused here rather than deep inside a backend. Returns the model with inferred shapes.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        where = "<model bytes>"
+        data = bytes(source)
+        base = Path(base_dir) if base_dir is not None else None
+    else:
+        path = Path(source)
+        where = str(path)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise ModelError("model file not found", where=where) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelError("model path is not a regular file", where=where)
+        if st.st_size == 0:
+            raise ModelError("model file is empty", where=where)
+        data = path.read_bytes()
+        base = Path(base_dir) if base_dir is not None else path.parent
+    if not data:
+        raise ModelError("model is empty", where=where)
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise ModelError(f"not an ONNX model (protobuf parse failed: {e})", where=where,
+                         hint="is this the right file, and is it complete?") from None
+    _check_versions(model, where)
+    for what, tensor in iter_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            if base is None:
+                raise ModelError("the model refers to external data but was given as bytes "
+                                 "with no folder", where=where, field=what,
+                                 hint="load it by path, or pass base_dir")
+            _read_external(base, tensor, what, where)
+        _check_tensor_size(tensor, what, where)
+    _check_topology(model.graph, where)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ModelError(f"invalid ONNX: {first}", where=where) from None
+    if check_shapes:
+        model = _strict_shapes(model, where)
+    return model
+
+
+def _strict_shapes(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
+                                                 data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise ModelError(f"shapes do not agree: {first}", where=where) from None
+
+
+def save_model(model: onnx.ModelProto, path: str | Path) -> list[str]:
+    """Save ``model`` to ``path``; past 2 GiB the weights go to a file named by aicc.
+
+    Returns the names of the files written (relative to ``path``'s folder).
+    """
+    path = Path(path)
+    if model.ByteSize() < _TWO_GIB - 64 * 1024 * 1024:
+        path.write_bytes(model.SerializeToString(deterministic=True))
+        return [path.name]
+    weights = f"{path.stem}.{WEIGHTS_FILE}"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=weights, size_threshold=1024)
+    return [path.name, weights]
+
+
+def import_graph(model: onnx.ModelProto) -> gs.Graph:
+    """An onnx-graphsurgeon graph of ``model``, with every node given a unique name."""
+    graph = gs.import_onnx(model)
+    seen: set[str] = set()
+    for i, node in enumerate(graph.nodes):
+        name = node.name or (node.outputs[0].name if node.outputs else f"{node.op}_{i}")
+        if name in seen:
+            base, n = name, 1
+            while f"{base}_{n}" in seen:
+                n += 1
+            name = f"{base}_{n}"
+        node.name = name
+        seen.add(name)
+    return graph
+
+
+def export_model(graph: gs.Graph, *, ir_version: int | None = None) -> onnx.ModelProto:
+    """A valid ONNX ModelProto of ``graph`` (deterministic; the IR version kept when given)."""
+    model = gs.export_onnx(graph, do_type_check=False)
+    if ir_version:
+        model.ir_version = ir_version
+    model.producer_name = "aicc"
+    return model
+
+
+def tensor_dtype(t: gs.Tensor) -> np.dtype | None:
+    """The numpy dtype of a graph-surgeon tensor, or None when unknown."""
+    if t.dtype is None:
+        return None
+    try:
+        return np.dtype(t.dtype)
+    except TypeError:
+        return None
+
+
+def infer_shapes(graph: gs.Graph, *, strict: bool = False, where: str = "graph") -> None:
+    """Recompute intermediate shapes and dtypes in place (after binding symbols, say)."""
+    model = export_model(graph)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=strict, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise ModelError(f"shapes do not agree: {first}", where=where) from None
+    info = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    tensors = graph.tensors()
+    for name, vi in info.items():
+        t = tensors.get(name)
+        if not isinstance(t, gs.Variable) or t in graph.inputs:
+            continue
+        tt = vi.type.tensor_type
+        if tt.elem_type:
+            t.dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        if tt.HasField("shape"):
+            t.shape = [d.dim_value if d.HasField("dim_value") else
+                       (d.dim_param or None) for d in tt.shape.dim]
+
+
+def graph_symbols(graph: gs.Graph) -> dict[str, list[tuple[str, int]]]:
+    """Symbolic dimension names of the graph inputs -> the (input, axis) pairs that use them."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for t in graph.inputs:
+        for axis, d in enumerate(t.shape or []):
+            if isinstance(d, str) and d:
+                out.setdefault(d, []).append((t.name, axis))
+    return out
+
+
+def verify_graph(graph: gs.Graph, *, full: bool = False, where: str = "graph",
+                 allowed_repeated_outputs: frozenset[str] = frozenset()) -> None:
+    """Check structure: one producer per tensor name, no dangling edges, no cycles, distinct
+    graph outputs (except ones repeated in the input model). ``full`` adds the ONNX checker."""
+    names: dict[str, gs.Tensor] = {}
+    producers: dict[str, str] = {}
+    graph_inputs = {t.name for t in graph.inputs}
+    for node in graph.nodes:
+        for t in node.outputs:
+            if t.name in producers:
+                raise ModelError(f"tensor '{t.name}' is produced by both '{producers[t.name]}' "
+                                 f"and '{node.name}'", where=where)
+            producers[t.name] = node.name
+    for node in graph.nodes:
+        for t in list(node.inputs) + list(node.outputs):
+            if not t.name:
+                continue
+            other = names.setdefault(t.name, t)
+            if other is not t:
+                raise ModelError(f"two different tensors share the name '{t.name}'", where=where,
+                                 field=f"node '{node.name}'")
+        for t in node.inputs:
+            if isinstance(t, gs.Variable) and t.name and t.name not in producers \
+                    and t.name not in graph_inputs:
+                raise ModelError(f"input '{t.name}' of node '{node.name}' ({node.op}) is produced "
+                                 "by nothing", where=where, hint="a pass left a dangling edge")
+    seen_out: set[str] = set()
+    for t in graph.outputs:
+        if t.name in seen_out and t.name not in allowed_repeated_outputs:
+            raise ModelError(f"graph output '{t.name}' is listed twice", where=where)
+        seen_out.add(t.name)
+        if isinstance(t, gs.Variable) and t.name not in producers and t.name not in graph_inputs:
+            raise ModelError(f"graph output '{t.name}' is produced by nothing", where=where)
+    if full:
+        model = export_model(graph)
+        _check_topology(model.graph, where)
+        try:
+            onnx.checker.check_model(model)
+        except onnx.checker.ValidationError as e:
+            first = str(e).strip().splitlines()[0]
+            raise ModelError(f"invalid ONNX: {first}", where=where) from None
+
+
+def safe_file_name(name: str) -> str:
+    """A tensor or graph name made safe to use as a file name (no separators, no dots first)."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    cleaned = cleaned.lstrip(".") or "_"
+    return cleaned[:120]

@@ -1,0 +1,185 @@
+"""Typed, strict options for passes, backends and instruments, built from dataclasses.
+
+An options class is a dataclass whose fields each have a default and a one-line description
+(``option(default, "what it does")``). Values arrive from Python, YAML, TOML or command-line text;
+``build_options`` checks names (unknown keys are errors with the nearest valid name), types and
+ranges before any work starts, so a typo in a config file fails naming the owner and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, get_args, get_origin
+
+from .errors import ConfigError, did_you_mean
+
+__all__ = ["option", "NoOptions", "build_options", "describe_options", "options_to_dict",
+           "format_value", "parse_text_value"]
+
+
+def option(default: Any, description: str, *, minimum: float | None = None,
+           maximum: float | None = None, choices: tuple | None = None) -> Any:
+    """Declare an option field: its default, a one-line description, and optional range/choices."""
+    meta = {"description": description, "minimum": minimum, "maximum": maximum, "choices": choices}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """For passes and backends that take no options."""
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin is list:
+        (inner,) = get_args(tp) or (Any,)
+        return f"list of {_type_name(inner)}"
+    if tp is type(None):
+        return "none"
+    return getattr(tp, "__name__", str(tp))
+
+
+def parse_text_value(text: str) -> Any:
+    """Turn command-line option text into a value: true/false, ints, floats, [a,b] lists, else str."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1].strip()
+        return [parse_text_value(p.strip()) for p in inner.split(",")] if inner else []
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert only lossless int->float."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise ConfigError(f"got {value!r}, expected one of {_type_name(tp)}", field=path)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for alt in get_args(tp):
+            try:
+                return _coerce(value, alt, path)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"got {value!r} ({type(value).__name__}), expected {_type_name(tp)}",
+                          field=path)
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"got {value!r}, expected none", field=path)
+    if origin is list or tp is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"got {value!r} ({type(value).__name__}), expected {_type_name(tp)}",
+                              field=path)
+        (inner,) = get_args(tp) or (Any,)
+        return [_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = float(value)
+            if math.isnan(value):
+                raise ConfigError("got NaN, expected a number", field=path)
+            return value
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"got {value!r} ({type(value).__name__}), expected {_type_name(tp)}",
+                      field=path)
+
+
+def build_options(cls: type, values: Mapping[str, Any] | None, *, owner: str) -> Any:
+    """Validate ``values`` against the options dataclass ``cls`` and return an instance.
+
+    ``owner`` names what the options belong to (``pass 'cle'``) in every error.
+    """
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        name = key.replace("-", "_") if isinstance(key, str) else key
+        if name not in fields:
+            raise ConfigError(f"unknown option '{key}'", field=owner,
+                              hint=did_you_mean(str(key), fields) if fields
+                              else f"{owner} takes no options")
+        f = fields[name]
+        path = f"{owner}: option '{name}'"
+        v = _coerce(value, hints[name], path)
+        meta = f.metadata
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if meta.get("minimum") is not None and v < meta["minimum"]:
+                raise ConfigError(f"{v} is below the minimum {meta['minimum']}", field=path)
+            if meta.get("maximum") is not None and v > meta["maximum"]:
+                raise ConfigError(f"{v} is above the maximum {meta['maximum']}", field=path)
+        if meta.get("choices") is not None:
+            items = v if isinstance(v, list) else [v]
+            for item in items:
+                if item not in meta["choices"]:
+                    raise ConfigError(f"got {item!r}, expected one of {list(meta['choices'])}",
+                                      field=path)
+        kwargs[name] = v
+    return cls(**kwargs)
+
+
+def options_to_dict(opts: Any, *, only_changed: bool = False) -> dict[str, Any]:
+    """The options as a plain dict (for manifests, printing, round-trips)."""
+    out = {}
+    for f in dataclasses.fields(opts):
+        value = getattr(opts, f.name)
+        if only_changed:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if value == default:
+                continue
+        out[f.name] = value
+    return out
+
+
+def describe_options(cls: type) -> list[dict[str, Any]]:
+    """Name, type, default and description of every option (for listings and schemas)."""
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rows.append({"name": f.name, "type": _type_name(hints[f.name]), "default": default,
+                     "description": f.metadata.get("description", "")})
+    return rows
+
+
+def format_value(value: Any) -> str:
+    """Render a value in the text form ``parse_text_value`` reads back."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    return str(value)

@@ -1,0 +1,268 @@
+"""Pipelines: an ordered list of (pass, options), validated before any work, run with instruments.
+
+A pipeline comes from a Python list, a YAML/TOML file, or the one-line text form that
+``--print-pipeline`` prints and ``--passes`` reads back::
+
+    bind-symbols{symbols=[batch=1]},fold-constants,fold-batchnorm,cleanup
+
+Building a pipeline checks every pass name and option (type, range, unknown keys) and the ordering
+each pass declares; running it wraps each pass in the enabled instruments and checks the pass
+contract after it (a Program comes back, graphs stay structurally valid).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import ir
+from .configfile import load_config
+from .errors import AiccError, ConfigError, PassError, PluginError, did_you_mean
+from .options import build_options, format_value, options_to_dict, parse_text_value
+from .pass_base import Pass, PassContext
+from .program import Program
+
+__all__ = ["Pipeline", "Step", "Instrument", "run_pipeline", "parse_pipeline_text"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Step:
+    """One pass of a pipeline with its validated options."""
+
+    name: str
+    cls: type
+    options: Any
+    plugin: str
+
+    def to_text(self) -> str:
+        changed = options_to_dict(self.options, only_changed=True)
+        if not changed:
+            return self.name
+        body = " ".join(f"{k}={format_value(v)}" for k, v in changed.items())
+        return f"{self.name}{{{body}}}"
+
+
+class Instrument:
+    """Base class of pass instruments; all methods are optional no-ops.
+
+    Order: ``before_pipeline``; per pass ``before_pass``, then ``after_pass`` (or
+    ``after_pass_failed`` if the pass raised); finally ``after_pipeline``. Several instruments are
+    called in the order they were enabled for ``before_*`` and in reverse for ``after_*``.
+    """
+
+    name = ""
+    description = ""
+
+    def __init__(self, options: Any = None, registries: Any = None):
+        self.options = options
+        self.registries = registries
+
+    def before_pipeline(self, program: Program, steps: Sequence[Step]) -> None: ...
+    def before_pass(self, index: int, step: Step, program: Program) -> None: ...
+    def after_pass(self, index: int, step: Step, program: Program, ctx: PassContext) -> None: ...
+    def after_pass_failed(self, index: int, step: Step, error: BaseException) -> None: ...
+    def after_pipeline(self, program: Program) -> None: ...
+
+
+_TEXT_STEP = re.compile(r"\s*([a-z][a-z0-9-]*)\s*(?:\{([^{}]*)\})?\s*(?:,|$)")
+
+
+def parse_pipeline_text(text: str) -> list[dict[str, Any]]:
+    """``a,b{x=1 y=[p,q]}`` -> ``[{"name": "a"}, {"name": "b", "options": {...}}]``."""
+    entries: list[dict[str, Any]] = []
+    pos = 0
+    text = text.strip()
+    while pos < len(text):
+        m = _TEXT_STEP.match(text, pos)
+        if not m or m.end() == pos:
+            raise ConfigError(f"cannot read the pipeline text at column {pos + 1}: "
+                              f"{text[pos:pos + 30]!r}", where="--passes",
+                              hint="write name{option=value option=value},name")
+        options: dict[str, Any] = {}
+        for item in _split_options(m.group(2) or ""):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"option {item!r} of pass '{m.group(1)}' has no '='",
+                                  where="--passes")
+            options[key.strip()] = parse_text_value(value.strip())
+        entries.append({"name": m.group(1), "options": options})
+        pos = m.end()
+    return entries
+
+
+def _split_options(body: str) -> list[str]:
+    items, depth, current = [], 0, ""
+    for ch in body:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        if ch.isspace() and depth == 0:
+            if current:
+                items.append(current)
+            current = ""
+        else:
+            current += ch
+    if current:
+        items.append(current)
+    return items
+
+
+@dataclass
+class Pipeline:
+    """A validated, printable list of steps."""
+
+    steps: list[Step]
+    instruments: list[str] = field(default_factory=list)
+    source: str = "<python>"
+
+    @classmethod
+    def build(cls, entries: Iterable[Any], passes_registry, *, source: str = "<python>",
+              instruments: Iterable[str] = ()) -> "Pipeline":
+        """Validate a list of pass names, ``(name, options)`` pairs or ``{name, options}`` maps."""
+        steps = []
+        for i, entry in enumerate(entries):
+            where = f"pipeline entry {i + 1}"
+            if isinstance(entry, str):
+                name, raw = entry, {}
+            elif isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str):
+                name, raw = entry[0], entry[1] or {}
+            elif isinstance(entry, Mapping):
+                extra = set(entry) - {"name", "options"}
+                if extra:
+                    raise ConfigError(f"unknown key '{sorted(extra)[0]}'", where=source,
+                                      field=where, hint="an entry has 'name' and 'options'")
+                if "name" not in entry:
+                    raise ConfigError("entry has no 'name'", where=source, field=where)
+                name, raw = entry["name"], entry.get("options") or {}
+            else:
+                raise ConfigError(f"got {entry!r}, expected a pass name or "
+                                  "{name: ..., options: {...}}", where=source, field=where)
+            if not isinstance(name, str):
+                raise ConfigError(f"pass name {name!r} is not a string", where=source, field=where)
+            if not isinstance(raw, Mapping):
+                raise ConfigError(f"options of pass '{name}' must be a mapping, got {raw!r}",
+                                  where=source, field=where)
+            try:
+                reg = passes_registry.get(name)
+            except PluginError as e:
+                raise ConfigError(f"unknown pass '{name}'", where=source, field=where,
+                                  hint=did_you_mean(name, passes_registry.names())) from e
+            try:
+                opts = build_options(reg.cls.Options, raw, owner=f"pass '{name}'")
+            except ConfigError as e:
+                e.where = source
+                raise ConfigError(e.message, where=source, field=e.field or where,
+                                  hint=e.hint) from None
+            steps.append(Step(name, reg.cls, opts, reg.plugin))
+        pipeline = cls(steps, list(instruments), source)
+        pipeline._check_order()
+        return pipeline
+
+    @classmethod
+    def from_text(cls, text: str, passes_registry, **kw: Any) -> "Pipeline":
+        return cls.build(parse_pipeline_text(text), passes_registry, source="--passes", **kw)
+
+    @classmethod
+    def from_file(cls, path: str | Path, passes_registry) -> "Pipeline":
+        """A pipeline file: a YAML list of entries, or a mapping with ``passes`` (a list) and
+        optional ``instruments`` (a list of names). TOML files use ``[[passes]]`` tables."""
+        data = load_config(path, what="pipeline file")
+        instruments: list[str] = []
+        if isinstance(data, Mapping):
+            extra = set(data) - {"passes", "instruments"}
+            if extra:
+                raise ConfigError(f"unknown key '{sorted(extra)[0]}'", where=path,
+                                  hint=did_you_mean(sorted(extra)[0], ["passes", "instruments"]))
+            instruments = data.get("instruments") or []
+            if not isinstance(instruments, list) or not all(isinstance(s, str) for s in instruments):
+                raise ConfigError("'instruments' must be a list of names", where=path)
+            data = data.get("passes")
+        if not isinstance(data, list):
+            raise ConfigError(f"expected a list of passes, got {type(data).__name__}", where=path,
+                              hint="write '- pass-name' lines, or 'passes: [...]'")
+        return cls.build(data, passes_registry, source=str(path), instruments=instruments)
+
+    def _check_order(self) -> None:
+        seen: list[str] = []
+        for step in self.steps:
+            for req in step.cls.requires:
+                if req not in seen:
+                    raise ConfigError(f"pass '{step.name}' needs pass '{req}' before it",
+                                      where=self.source)
+            for before in step.cls.after:
+                later = [s.name for s in self.steps[len(seen):]]
+                if before in later and before not in seen:
+                    raise ConfigError(f"pass '{before}' must come before pass '{step.name}'",
+                                      where=self.source)
+            seen.append(step.name)
+
+    def to_text(self) -> str:
+        """The pipeline in the text form ``--passes`` accepts back."""
+        return ",".join(step.to_text() for step in self.steps)
+
+    def names(self) -> list[str]:
+        return [s.name for s in self.steps]
+
+
+def _check_contract(step: Step, result: Any, program: Program) -> Program:
+    who = f"pass '{step.name}' (plugin '{step.plugin}')"
+    if result is not None and not isinstance(result, Program):
+        raise PassError(f"{who} returned {type(result).__name__}, expected a Program or None")
+    program = result if result is not None else program
+    if not program.graphs:
+        raise PassError(f"{who} left the Program with no graphs")
+    import onnx_graphsurgeon as gs
+    for name, graph in program.graphs.items():
+        if not isinstance(graph, gs.Graph):
+            raise PassError(f"{who} left graph '{name}' as a {type(graph).__name__}, "
+                            "expected an onnx_graphsurgeon.Graph")
+        try:
+            ir.verify_graph(graph, where=f"graph '{name}'",
+                            allowed_repeated_outputs=frozenset(program.repeated_outputs))
+        except AiccError as e:
+            raise PassError(f"{who} broke graph '{name}': {e.message}") from e
+    return program
+
+
+def run_pipeline(pipeline: Pipeline, program: Program, *, registries: Any,
+                 instruments: Sequence[Instrument] = (), backend: str = "cpu",
+                 scratch: dict[str, Any] | None = None) -> Program:
+    """Run every step over ``program`` with ``instruments`` around each; return the result."""
+    scratch = {} if scratch is None else scratch
+    for inst in instruments:
+        inst.before_pipeline(program, pipeline.steps)
+    for index, step in enumerate(pipeline.steps):
+        for inst in instruments:
+            inst.before_pass(index, step, program)
+        ctx = PassContext(options=step.options, logger=logging.getLogger(f"aicc.pass.{step.name}"),
+                          backend=backend, registries=registries, scratch=scratch)
+        instance: Pass = step.cls()
+        try:
+            result = instance.run(program, ctx)
+            program = _check_contract(step, result, program)
+        except BaseException as e:
+            for inst in reversed(instruments):
+                inst.after_pass_failed(index, step, e)
+            if isinstance(e, AiccError):
+                if not isinstance(e, PassError) and step.name not in (e.where or ""):
+                    e.args = (f"pass '{step.name}': {e.format()}",)
+                raise
+            if isinstance(e, Exception):
+                before = ", ".join(s.name for s in pipeline.steps[:index]) or "none"
+                err = PassError(f"pass '{step.name}' (plugin '{step.plugin}') failed: "
+                                f"{type(e).__name__}: {e}", hint=f"passes run before it: {before}")
+                err.exit_code = 1
+                raise err from e
+            raise
+        for inst in reversed(instruments):
+            inst.after_pass(index, step, program, ctx)
+    for inst in reversed(instruments):
+        inst.after_pipeline(program)
+    return program

@@ -1,0 +1,155 @@
+"""Loading plugins (plugins.toml, --plugins files, entry points) and filling the registries.
+
+Built-in passes and backends register through the same hooks as third-party ones. Plugins load only
+from places the user listed: the project's ``plugins.toml``, ``--plugins FILE`` (a TOML of module
+paths), and installed packages' entry points in group ``aicc`` (off when the environment variable
+``AICC_DISABLE_PLUGIN_AUTOLOAD`` is set, as pytest does with its own). A plugin that fails to import
+or raises while registering is reported by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pluggy
+
+from . import hookspecs
+from .configfile import load_toml
+from .errors import AiccError, ConfigError, PluginError
+from .registry import Registry
+
+__all__ = ["Registries", "load_registries", "plugin_modules_from_file", "DEFAULT_PLUGINS_FILE",
+           "AUTOLOAD_ENV"]
+
+logger = logging.getLogger(__name__)
+
+AUTOLOAD_ENV = "AICC_DISABLE_PLUGIN_AUTOLOAD"
+DEFAULT_PLUGINS_FILE = Path(__file__).resolve().parent.parent / "plugins.toml"
+
+
+@dataclass
+class Registries:
+    """The registries a run uses, filled once from the loaded plugins."""
+
+    passes: Registry
+    backends: Registry
+    instruments: Registry
+    plugins: list[str]
+
+
+def plugin_modules_from_file(path: str | Path) -> list[str]:
+    """The module paths a plugins TOML lists under ``[plugins] modules = [...]``."""
+    data = load_toml(path, what="plugins file")
+    unknown = set(data) - {"plugins"}
+    if unknown:
+        raise ConfigError(f"unknown section '{sorted(unknown)[0]}'", where=path,
+                          hint="expected only [plugins] with modules = [...]")
+    section = data.get("plugins")
+    if not isinstance(section, dict) or not isinstance(section.get("modules"), list):
+        raise ConfigError("expected [plugins] with modules = [\"package.module\", ...]",
+                          where=path)
+    extra = set(section) - {"modules"}
+    if extra:
+        raise ConfigError(f"unknown key '{sorted(extra)[0]}'", where=path, field="[plugins]")
+    modules = section["modules"]
+    for i, m in enumerate(modules):
+        if not isinstance(m, str) or not all(p.isidentifier() for p in m.split(".")):
+            raise ConfigError(f"entry {i + 1} ({m!r}) is not a module path", where=path,
+                              field="plugins.modules")
+    return list(modules)
+
+
+class _Host:
+    """A pluggy PluginManager plus the small typed facade core code calls hooks through."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.order: list[str] = []
+
+    def add_module(self, module_path: str, source: str) -> None:
+        if self.pm.has_plugin(module_path):
+            logger.debug("plugin %s listed again in %s; loaded once", module_path, source)
+            return
+        try:
+            module = importlib.import_module(module_path)
+        except Exception as e:  # any import failure is the plugin's, reported by name
+            raise PluginError(f"plugin '{module_path}' failed to import: "
+                              f"{type(e).__name__}: {e}", where=source) from e
+        self._register(module, module_path, source)
+
+    def add_object(self, plugin: object, name: str, source: str) -> None:
+        self._register(plugin, name, source)
+
+    def _register(self, plugin: object, name: str, source: str) -> None:
+        try:
+            self.pm.register(plugin, name=name)
+        except ValueError as e:
+            raise PluginError(f"plugin '{name}' could not be registered: {e}", where=source) from e
+        except pluggy.PluginValidationError as e:
+            raise PluginError(f"plugin '{name}' has an invalid hook: {e}", where=source) from e
+        self.order.append(name)
+
+    def check(self) -> None:
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as e:
+            raise PluginError(f"{e}", hint="hook names start with aicc_register_") from e
+
+    def register_into(self, hook_name: str, registry: Registry) -> None:
+        """Call one registration hook of every plugin, in registration order, with attribution."""
+        caller = getattr(self.pm.hook, hook_name)
+        for impl in caller.get_hookimpls():
+            registry.current_plugin = impl.plugin_name
+            try:
+                impl.function(registry=registry)
+            except AiccError:
+                raise
+            except Exception as e:
+                raise PluginError(f"plugin '{impl.plugin_name}' raised in {hook_name}: "
+                                  f"{type(e).__name__}: {e}") from e
+        registry.current_plugin = "<python>"
+
+
+def _entry_point_plugins() -> Iterable[tuple[str, object]]:
+    if os.environ.get(AUTOLOAD_ENV):
+        return []
+    found = []
+    for ep in sorted(importlib.metadata.entry_points(group=hookspecs.PROJECT),
+                     key=lambda e: e.name):
+        try:
+            found.append((f"{ep.name} ({ep.value})", ep.load()))
+        except Exception as e:
+            raise PluginError(f"entry-point plugin '{ep.name}' ({ep.value}) failed to load: "
+                              f"{type(e).__name__}: {e}") from e
+    return found
+
+
+def load_registries(plugin_files: Iterable[str | Path] = (), *,
+                    extra_plugins: Iterable[object] = (),
+                    base_file: str | Path | None = None) -> Registries:
+    """Load the plugins (base file, then ``plugin_files``, entry points, objects) and register."""
+    host = _Host()
+    base = Path(base_file) if base_file is not None else DEFAULT_PLUGINS_FILE
+    if not base.exists():
+        raise PluginError("the built-in plugin list is missing", where=base,
+                          hint="reinstall aicc with `pip install -e .` from its repository")
+    for source in [base, *map(Path, plugin_files)]:
+        for module in plugin_modules_from_file(source):
+            host.add_module(module, str(source))
+    for name, plugin in _entry_point_plugins():
+        host.add_object(plugin, name, "entry points")
+    for i, plugin in enumerate(extra_plugins):
+        host.add_object(plugin, getattr(plugin, "__name__", f"plugin-{i}"), "python")
+    host.check()
+    regs = Registries(Registry("pass"), Registry("backend"), Registry("instrument"), host.order)
+    host.register_into("aicc_register_passes", regs.passes)
+    host.register_into("aicc_register_backends", regs.backends)
+    host.register_into("aicc_register_instruments", regs.instruments)
+    return regs
