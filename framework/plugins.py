@@ -13,6 +13,7 @@ import importlib
 import importlib.metadata
 import logging
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,8 @@ from pathlib import Path
 import pluggy
 
 from . import hookspecs
-from .configfile import load_toml
-from .errors import AiccError, ConfigError, PluginError
+from .configfile import load_toml, resolve_relative
+from .errors import AiccError, ConfigError, PluginError, did_you_mean
 from .registry import Registry
 
 __all__ = ["Registries", "load_registries", "plugin_modules_from_file", "DEFAULT_PLUGINS_FILE",
@@ -43,8 +44,13 @@ class Registries:
     plugins: list[str]
 
 
-def plugin_modules_from_file(path: str | Path) -> list[str]:
-    """The module paths a plugins TOML lists under ``[plugins] modules = [...]``."""
+def plugin_modules_from_file(path: str | Path) -> tuple[list[str], list[Path]]:
+    """The module paths a plugins TOML lists, and the folders it adds to the import path.
+
+    Format: ``[plugins]`` with ``modules = ["package.module", ...]`` and optionally
+    ``paths = ["folder", ...]`` (resolved against the TOML file's folder) for plugins that are
+    not installed packages.
+    """
     data = load_toml(path, what="plugins file")
     unknown = set(data) - {"plugins"}
     if unknown:
@@ -54,15 +60,24 @@ def plugin_modules_from_file(path: str | Path) -> list[str]:
     if not isinstance(section, dict) or not isinstance(section.get("modules"), list):
         raise ConfigError("expected [plugins] with modules = [\"package.module\", ...]",
                           where=path)
-    extra = set(section) - {"modules"}
+    extra = set(section) - {"modules", "paths"}
     if extra:
-        raise ConfigError(f"unknown key '{sorted(extra)[0]}'", where=path, field="[plugins]")
+        raise ConfigError(f"unknown key '{sorted(extra)[0]}'", where=path, field="[plugins]",
+                          hint=did_you_mean(sorted(extra)[0], ["modules", "paths"]))
     modules = section["modules"]
     for i, m in enumerate(modules):
         if not isinstance(m, str) or not all(p.isidentifier() for p in m.split(".")):
             raise ConfigError(f"entry {i + 1} ({m!r}) is not a module path", where=path,
                               field="plugins.modules")
-    return list(modules)
+    paths = section.get("paths", [])
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise ConfigError("'paths' must be a list of folders", where=path, field="plugins.paths")
+    folders = [resolve_relative(path, p) for p in paths]
+    for folder in folders:
+        if not folder.is_dir():
+            raise ConfigError(f"plugin folder '{folder}' does not exist", where=path,
+                              field="plugins.paths")
+    return list(modules), folders
 
 
 class _Host:
@@ -141,7 +156,11 @@ def load_registries(plugin_files: Iterable[str | Path] = (), *,
         raise PluginError("the built-in plugin list is missing", where=base,
                           hint="reinstall aicc with `pip install -e .` from its repository")
     for source in [base, *map(Path, plugin_files)]:
-        for module in plugin_modules_from_file(source):
+        modules, folders = plugin_modules_from_file(source)
+        for folder in folders:
+            if str(folder) not in sys.path:
+                sys.path.insert(0, str(folder))
+        for module in modules:
             host.add_module(module, str(source))
     for name, plugin in _entry_point_plugins():
         host.add_object(plugin, name, "entry points")

@@ -56,13 +56,14 @@ def check_pass(model: onnx.ModelProto, name: str, options: Mapping[str, Any] | N
     cls = registries.passes.get(name).cls
     if cls.semantics != "preserving":
         return after
-    all_feeds = [random_feeds(before, "default", s) for s in seeds] + [dict(f) for f in feeds]
     for backend in backends:
         if backend not in registries.backends:
             continue
-        for feed in all_feeds:
-            ref = run_model(before.to_model(), feed, backend=backend, registries=registries)
-            for graph_name in after.graphs:
+        for graph_name in after.graphs:
+            all_feeds = [random_feeds(after, graph_name, s) for s in seeds] + \
+                [dict(f) for f in feeds]
+            for feed in all_feeds:
+                ref = run_model(before.to_model(), feed, backend=backend, registries=registries)
                 got = run_model(after.to_model(graph_name), feed, backend=backend,
                                 registries=registries)
                 problem = compare_outputs(ref, got, cls.tolerance.rtol, cls.tolerance.atol)
