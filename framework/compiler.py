@@ -23,19 +23,47 @@ from .pipeline import Instrument, Pipeline, run_pipeline
 from .plugins import Registries, load_registries
 from .program import Program, describe_tensor
 
-__all__ = ["CompileRequest", "default_pipeline", "compile_model", "build_instruments",
+__all__ = ["CompileRequest", "STAGES", "default_pipeline", "compile_model", "build_instruments",
            "prepare"]
 
 logger = logging.getLogger(__name__)
 
 
-def default_pipeline(*, symbols: Sequence[str] = (), batchsize: int = 0) -> list[Any]:
-    """The passes ``aicc compile`` runs when no pipeline is given."""
-    steps: list[Any] = []
+#: Stages of the default pipeline. Features (flags such as -convert-to-fp16) add their passes
+#: at a stage; passes of one stage keep the order in which they were added.
+STAGES = {
+    "bind": 10,         # bind-symbols
+    "specialize": 20,   # specialize (one graph per network specialization)
+    "simplify": 30,     # fold-constants, fold-batchnorm
+    "equalize": 40,     # cle
+    "interface": 50,    # custom-io
+    "precision": 60,    # fp16 marking, keep-original-precision, int32 sandwich
+    "quantize": 70,     # calibrate, quantize
+    "cleanup": 90,      # cleanup
+}
+
+
+def default_pipeline(*, symbols: Sequence[str] = (), batchsize: int = 0,
+                     feature_steps: Sequence[tuple[str, str, Mapping[str, Any]]] = ()
+                     ) -> list[Any]:
+    """The passes ``aicc compile`` runs when no pipeline is given.
+
+    ``feature_steps`` are ``(stage, pass name, options)`` triples contributed by feature flags;
+    see ``STAGES`` for where each stage runs.
+    """
+    staged: list[tuple[int, str, Mapping[str, Any]]] = []
     if symbols or batchsize:
-        steps.append(("bind-symbols", {"symbols": list(symbols), "batchsize": batchsize}))
-    steps += ["fold-constants", "fold-batchnorm", "cleanup"]
-    return steps
+        staged.append((STAGES["bind"], "bind-symbols",
+                       {"symbols": list(symbols), "batchsize": batchsize}))
+    staged += [(STAGES["simplify"], "fold-constants", {}), (STAGES["simplify"], "fold-batchnorm", {})]
+    for stage, name, options in feature_steps:
+        if stage not in STAGES:
+            raise ConfigError(f"unknown pipeline stage '{stage}' for pass '{name}'",
+                              hint=f"stages: {', '.join(STAGES)}")
+        staged.append((STAGES[stage], name, dict(options)))
+    staged.append((STAGES["cleanup"], "cleanup", {}))
+    staged.sort(key=lambda item: item[0])  # stable: same-stage passes keep their order
+    return [(name, options) for _, name, options in staged]
 
 
 @dataclass
@@ -52,6 +80,8 @@ class CompileRequest:
     batchsize: int = 0
     instruments: Sequence[tuple[str, Mapping[str, Any]]] = ()
     plugins: Sequence[str | Path] = ()
+    #: (stage, pass, options) added to the default pipeline by feature flags (see STAGES)
+    feature_steps: list[tuple[str, str, Mapping[str, Any]]] = field(default_factory=list)
 
 
 def build_instruments(specs: Iterable[tuple[str, Mapping[str, Any]]],
@@ -81,8 +111,14 @@ def prepare(req: CompileRequest, registries: Registries | None = None
     elif req.pipeline is not None:
         pipeline = Pipeline.build(req.pipeline, registries.passes)
     else:
-        pipeline = Pipeline.build(default_pipeline(symbols=req.symbols, batchsize=req.batchsize),
+        pipeline = Pipeline.build(default_pipeline(symbols=req.symbols, batchsize=req.batchsize,
+                                                   feature_steps=req.feature_steps),
                                   registries.passes, source="default pipeline")
+    if req.feature_steps and (req.pipeline_text is not None or req.pipeline is not None):
+        flags = ", ".join(sorted({name for _, name, _ in req.feature_steps}))
+        raise ConfigError(f"feature flags add passes ({flags}) but an explicit pipeline was "
+                          "given", where=pipeline.source,
+                          hint="put those passes in the pipeline, or drop --pipeline/--passes")
     if (req.symbols or req.batchsize) and "bind-symbols" not in pipeline.names():
         raise ConfigError("-onnx-define-symbol/-batchsize given, but the pipeline has no "
                           "'bind-symbols' pass", where=pipeline.source,

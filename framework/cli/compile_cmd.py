@@ -6,9 +6,11 @@ printed, as the vendor tool does; with it, only the container is written.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from ..compiler import CompileRequest, compile_model, prepare
 from ..errors import UsageError
@@ -76,6 +78,16 @@ COMPILE_FLAGS = [
 ]
 
 
+#: Modules that add feature flags to `aicc compile`. Each exports ``FLAGS`` (a list of Flag) and
+#: ``contribute(args, request)``, which turns its parsed flags into pipeline steps
+#: (``request.feature_steps``), backend choices or options, refusing bad combinations.
+FEATURE_MODULES: list[str] = []
+
+
+def _features() -> list[Any]:
+    return [importlib.import_module(m) for m in FEATURE_MODULES]
+
+
 def _request(args: dict) -> CompileRequest:
     if not args["model"] and not args["print_pipeline"]:
         raise UsageError("no model given", where="aicc compile", hint="pass -m=model.onnx")
@@ -103,15 +115,19 @@ def _request(args: dict) -> CompileRequest:
             raise UsageError(f"unknown mode {args['verify_each']!r}", where="--verify-each",
                              hint="use --verify-each or --verify-each=numeric")
         instruments.append(("verify-each", {"numeric": args["verify_each"] == "numeric"}))
-    return CompileRequest(
+    req = CompileRequest(
         model=args["model"] or "", backend=args["backend"] or "cpu",
         backend_options=backend_options, pipeline=args["pipeline"],
         pipeline_text=args["passes"], output=args["output"], symbols=args["symbols"],
         batchsize=args["batchsize"] or 0, instruments=instruments, plugins=args["plugins"])
+    for feature in _features():
+        feature.contribute(args, req)
+    return req
 
 
 def run_compile(argv: Sequence[str]) -> int:
-    parser = FlagParser("compile", COMPILE_FLAGS, not_yet=NOT_YET)
+    flags = COMPILE_FLAGS + [f for feature in _features() for f in feature.FLAGS]
+    parser = FlagParser("compile", flags, not_yet=NOT_YET)
     args = parser.parse(argv)
     if args["help"]:
         print(parser.help_text())

@@ -1,0 +1,331 @@
+"""Range selection: a tensor's calibration statistics (histogram) in, the (min, max) to encode out.
+
+These are the vendor's ``-quantization-calibration`` methods. Each returns a real range that a
+schema (``schemas.py``) or a QNN mode (``modes.py``) then turns into an Encoding; those apply the
+minimum-range and exact-zero rules, so a method may return a degenerate range but never NaN.
+
+- ``None`` (min/max): the true range.
+- ``Percentile``: the two-sided percentile range: the ``(100 - p)``-th and ``p``-th percentiles of
+  the data, ``p`` in [90, 100] (100 is the true range).
+- ``KLMinimization`` (TensorRT-style entropy calibration): a symmetric threshold ``t`` on the
+  histogram of ``|x|``; for each candidate ``t`` the reference distribution P is the histogram
+  clipped at ``t`` (outliers added to the last bin), Q is P's unclipped part merged into as many
+  bins as the integer grid has levels on one side (2^(b-1), or 2^b - 1 for data that is never
+  negative) and expanded back over P's non-empty bins; the ``t`` with the least KL(P || Q) wins.
+  Candidates where Q has a hole under P (KL infinite) are skipped. Range (-t, t), or (0, t).
+- ``KLMinimizationV2``: the same divergence with two differences: thresholds are searched on the
+  negative and the positive side separately (asymmetric ranges for skewed data, such as activations
+  after a bias), and P and Q are additively smoothed (``p + eps`` renormalised) instead of skipping
+  candidates with holes, so sparse histograms still produce a threshold.
+- ``MSE``: the candidate range minimising the expected squared quantization error, modelled on the
+  histogram as ``step^2 / 12`` per value inside the range (rounding) plus ``(x - clip(x))^2`` per
+  value outside (clipping). Candidates shrink each end of the true range on a grid.
+- ``SQNR``: maximises signal-to-quantization-noise ratio ``sum(x^2) / noise``, where clipping noise
+  weighs ``gamma`` times (default 3) as much as rounding noise: outliers carry more information than
+  their count says. With ``gamma = 1`` it chooses the same range as ``MSE``.
+
+QNN's ``enhanced`` mode (``modes.enhanced_encoding``) uses ``enhanced_range`` here: the SQNR noise
+model scored after the tf adjustments (zero exactly representable), on a finer grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, did_you_mean
+from .observers import Histogram, TensorStats
+
+__all__ = [
+    "CALIBRATION_METHODS",
+    "DEFAULT_PERCENTILE",
+    "parse_calibration_method",
+    "check_percentile",
+    "select_range",
+    "minmax_range",
+    "percentile_range",
+    "kl_range",
+    "kl_v2_range",
+    "mse_range",
+    "sqnr_range",
+    "enhanced_range",
+    "sqnr_db",
+]
+
+logger = logging.getLogger(__name__)
+
+CALIBRATION_METHODS = ("None", "Percentile", "KLMinimization", "KLMinimizationV2", "MSE", "SQNR")
+DEFAULT_PERCENTILE = 99.99
+_GRID = 128         # candidates per range end for MSE / SQNR
+_ENHANCED_GRID = 128
+_SMOOTH_EPS = 1e-4
+
+
+def parse_calibration_method(text: Any, *, where: str | None = None,
+                             field: str | None = "quantization-calibration") -> str:
+    """Canonical method name from user text (case-insensitive; Python ``None`` means min/max)."""
+    if text is None:
+        return "None"
+    if not isinstance(text, str):
+        raise ConfigError(f"calibration method must be a string, got {text!r}", where=where,
+                          field=field, hint=f"valid: {', '.join(CALIBRATION_METHODS)}")
+    canon = {m.lower(): m for m in CALIBRATION_METHODS}
+    canon.update({"minmax": "None", "min-max": "None", "kl": "KLMinimization"})
+    key = text.strip().lower()
+    if key in canon:
+        return canon[key]
+    raise ConfigError(f"unknown calibration method {text!r}", where=where, field=field,
+                      hint=did_you_mean(text, CALIBRATION_METHODS))
+
+
+def check_percentile(value: Any, *, where: str | None = None,
+                     field: str | None = "percentile-calibration-value") -> float:
+    """The percentile if it is a number in [90, 100], else ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"percentile must be a number, got {value!r}", where=where, field=field,
+                          hint="a value in [90, 100], e.g. 99.99")
+    value = float(value)
+    if not math.isfinite(value) or not 90.0 <= value <= 100.0:
+        raise ConfigError(f"percentile {value} is outside [90, 100]", where=where, field=field,
+                          hint="e.g. 99.99; 100 keeps the full range")
+    return value
+
+
+def _hist(stats: TensorStats | Histogram) -> Histogram:
+    return stats.histogram if isinstance(stats, TensorStats) else stats
+
+
+def _note(notes: list[str] | None, name: str | None, msg: str) -> None:
+    text = f"tensor '{name}': {msg}" if name else msg
+    logger.info("%s", text)
+    if notes is not None:
+        notes.append(text)
+
+
+def select_range(stats: TensorStats | Histogram, method: str | None = "None", *,
+                 percentile: float = DEFAULT_PERCENTILE, bitwidth: int = 8,
+                 symmetric: bool = False, gamma: float = 3.0, name: str | None = None,
+                 notes: list[str] | None = None) -> tuple[float, float]:
+    """Range to encode for one tensor, by calibration ``method`` (see the module docstring).
+
+    ``symmetric=True`` tells MSE / SQNR the range will be encoded symmetrically, so they search
+    symmetric candidates. Degenerate statistics (nothing seen, a constant) return their (min, max)
+    and are noted; the encoding rules then widen them.
+    """
+    method = parse_calibration_method(method)
+    h = _hist(stats)
+    if name is None and isinstance(stats, TensorStats):
+        name = stats.name
+    if method == "Percentile":
+        percentile = check_percentile(percentile)
+    if h.total == 0:
+        _note(notes, name, "no finite values observed; range [0, 0]")
+        return 0.0, 0.0
+    if h.width == 0:
+        _note(notes, name, f"constant value {h.min!r}; degenerate range")
+        return h.min, h.max
+    if method == "None":
+        return minmax_range(h)
+    if method == "Percentile":
+        return percentile_range(h, percentile)
+    if method == "KLMinimization":
+        return kl_range(h, bitwidth, name=name, notes=notes)
+    if method == "KLMinimizationV2":
+        return kl_v2_range(h, bitwidth, name=name, notes=notes)
+    if method == "MSE":
+        return mse_range(h, bitwidth, symmetric=symmetric)
+    return sqnr_range(h, bitwidth, symmetric=symmetric, gamma=gamma)
+
+
+def minmax_range(stats: TensorStats | Histogram) -> tuple[float, float]:
+    h = _hist(stats)
+    return h.min, h.max
+
+
+def percentile_range(stats: TensorStats | Histogram, value: float) -> tuple[float, float]:
+    """(the (100 - value)-th percentile, the value-th percentile), interpolated inside bins."""
+    value = check_percentile(value)
+    h = _hist(stats)
+    if value == 100.0:
+        return h.min, h.max
+    q = value / 100.0
+    return h.quantile(1.0 - q), h.quantile(q)
+
+
+# ------------------------------------------------------------------------------ KL divergence
+def _smooth(p: np.ndarray) -> np.ndarray:
+    return (p + _SMOOTH_EPS) / (1.0 + _SMOOTH_EPS * p.size)
+
+
+def _kl_best_index(counts: np.ndarray, nq: int, smooth: bool) -> int | None:
+    """The number of leading bins (the threshold) of ``counts`` with the least KL(P || Q)."""
+    n = counts.size
+    if n < nq:
+        return None
+    best_i, best_kl = None, math.inf
+    # at most ~512 candidates: stride over large histograms
+    stride = max(1, (n - nq) // 512)
+    candidates = list(range(nq, n + 1, stride))
+    if candidates[-1] != n:
+        candidates.append(n)
+    for i in candidates:
+        p = counts[:i].astype(np.float64).copy()
+        outliers = counts[i:].sum()
+        p[-1] += outliers
+        if p.sum() <= 0:
+            continue
+        nonzero = p > 0
+        bounds = (np.arange(nq + 1) * i) // nq
+        chunk_sum = np.add.reduceat(counts[:i], bounds[:-1])
+        chunk_nz = np.add.reduceat(nonzero.astype(np.float64), bounds[:-1])
+        lengths = np.diff(bounds)
+        per_bin = np.divide(chunk_sum, chunk_nz, out=np.zeros(nq), where=chunk_nz > 0)
+        q = np.repeat(per_bin, lengths) * nonzero
+        if q.sum() <= 0:
+            continue
+        p = p / p.sum()
+        q = q / q.sum()
+        if smooth:
+            p, q = _smooth(p), _smooth(q)
+            kl = float(np.sum(p * np.log(p / q)))
+        else:
+            if np.any((p > 0) & (q <= 0)):
+                continue
+            m = p > 0
+            kl = float(np.sum(p[m] * np.log(p[m] / q[m])))
+        if kl < best_kl - 1e-12:
+            best_i, best_kl = i, kl
+    return best_i
+
+
+def kl_range(stats: TensorStats | Histogram, bitwidth: int = 8, *, name: str | None = None,
+             notes: list[str] | None = None) -> tuple[float, float]:
+    """TensorRT-style symmetric KL-divergence threshold (see the module docstring)."""
+    h = _hist(stats)
+    nonneg = h.min >= 0
+    nq = (1 << bitwidth) - 1 if nonneg else 1 << (bitwidth - 1)
+    a = h.fold_abs()
+    i = _kl_best_index(a.counts, nq, smooth=False)
+    if i is None:
+        _note(notes, name, f"KLMinimization needs at least {nq} histogram bins for "
+                           f"{bitwidth}-bit ({a.num_bins} given); using min/max")
+        return h.min, h.max
+    t = a.max * i / a.num_bins
+    return (0.0, t) if nonneg else (-t, t)
+
+
+def kl_v2_range(stats: TensorStats | Histogram, bitwidth: int = 8, *, name: str | None = None,
+                notes: list[str] | None = None) -> tuple[float, float]:
+    """Asymmetric, smoothed KL-divergence thresholds (see the module docstring)."""
+    h = _hist(stats)
+    out = []
+    for positive in (False, True):
+        side = h.side(positive)
+        if side.max == 0 or side.total == 0:
+            out.append(0.0)
+            continue
+        nq = (1 << bitwidth) - 1 if (positive and h.min >= 0) or (not positive and h.max <= 0) \
+            else 1 << (bitwidth - 1)
+        i = _kl_best_index(side.counts, nq, smooth=True)
+        if i is None:
+            _note(notes, name, f"KLMinimizationV2 needs at least {nq} histogram bins for "
+                               f"{bitwidth}-bit ({side.num_bins} given); using min/max")
+            return h.min, h.max
+        out.append(side.max * i / side.num_bins)
+    # a side without values keeps the true range's own end (e.g. min 5 for data in [5, 10])
+    lo = -out[0] if h.min < 0 else h.min
+    hi = out[1] if h.max > 0 else h.max
+    return lo, hi
+
+
+# ------------------------------------------------------------------------------ MSE / SQNR
+def _candidates(h: Histogram, grid: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
+    lo0, hi0 = min(h.min, 0.0), max(h.max, 0.0)
+    fr = 1.0 - np.arange(grid) / grid   # 1, 1 - 1/grid, ..., 1/grid
+    if symmetric:
+        t = max(-lo0, hi0) * fr
+        return (np.zeros_like(t) if lo0 == 0 else -t), t
+    los = lo0 * fr if lo0 < 0 else np.zeros(1)
+    his = hi0 * fr if hi0 > 0 else np.zeros(1)
+    lo, hi = np.meshgrid(los, his, indexing="ij")
+    return lo.ravel(), hi.ravel()
+
+
+def _noise(h: Histogram, lo: np.ndarray, hi: np.ndarray, bitwidth: int, gamma: float,
+           nudge: bool) -> np.ndarray:
+    """Expected quantization noise of each candidate range over the histogram (bin centers):
+    ``step^2 / 12`` per value inside, ``gamma * (x - clip(x))^2`` per value outside.
+
+    Prefix sums of n, n*c and n*c^2 make each candidate O(log bins).
+    """
+    levels = float((1 << bitwidth) - 1)
+    step = (hi - lo) / levels
+    step = np.where(step > 0, step, np.finfo(np.float64).tiny)
+    if nudge:
+        zp = np.clip(np.round(-lo / step), 0, levels)
+        lo = -zp * step
+        hi = lo + levels * step
+    c = h.centers
+    n = h.counts
+    p0 = np.concatenate([[0.0], np.cumsum(n)])
+    p1 = np.concatenate([[0.0], np.cumsum(n * c)])
+    p2 = np.concatenate([[0.0], np.cumsum(n * c * c)])
+    k_lo = np.searchsorted(c, lo, side="left")     # bins [0, k_lo) lie below lo
+    k_hi = np.searchsorted(c, hi, side="right")    # bins [k_hi, N) lie above hi
+    below = p2[k_lo] - 2 * lo * p1[k_lo] + lo * lo * p0[k_lo]
+    above = (p2[-1] - p2[k_hi]) - 2 * hi * (p1[-1] - p1[k_hi]) + hi * hi * (p0[-1] - p0[k_hi])
+    inside = p0[k_hi] - p0[k_lo]
+    return inside * step ** 2 / 12.0 + gamma * (np.maximum(below, 0) + np.maximum(above, 0))
+
+
+def _search(h: Histogram, bitwidth: int, *, symmetric: bool, gamma: float, grid: int,
+            nudge: bool) -> tuple[float, float]:
+    lo, hi = _candidates(h, grid, symmetric)
+    keep = hi - lo > 0
+    if not np.any(keep):
+        return h.min, h.max
+    lo, hi = lo[keep], hi[keep]
+    noise = _noise(h, lo, hi, bitwidth, gamma, nudge)
+    k = int(np.argmin(noise))      # first minimum: the widest such candidate (grid order)
+    return float(lo[k]), float(hi[k])
+
+
+def mse_range(stats: TensorStats | Histogram, bitwidth: int = 8, *,
+              symmetric: bool = False) -> tuple[float, float]:
+    """The candidate range with the least expected quantization MSE."""
+    return _search(_hist(stats), bitwidth, symmetric=symmetric, gamma=1.0, grid=_GRID,
+                   nudge=False)
+
+
+def sqnr_range(stats: TensorStats | Histogram, bitwidth: int = 8, *, symmetric: bool = False,
+               gamma: float = 3.0) -> tuple[float, float]:
+    """The candidate range with the best SQNR (clipping noise weighted by ``gamma``)."""
+    if not gamma > 0:
+        raise ConfigError(f"SQNR gamma must be > 0, got {gamma}")
+    return _search(_hist(stats), bitwidth, symmetric=symmetric, gamma=gamma, grid=_GRID,
+                   nudge=False)
+
+
+def enhanced_range(stats: TensorStats | Histogram, bitwidth: int = 8, *,
+                   gamma: float = 3.0) -> tuple[float, float]:
+    """QNN ``enhanced``: the SQNR search, scoring each candidate after the tf zero adjustment."""
+    h = _hist(stats)
+    if h.total == 0 or h.width == 0:
+        return h.min, h.max
+    return _search(h, bitwidth, symmetric=False, gamma=gamma, grid=_ENHANCED_GRID, nudge=True)
+
+
+def sqnr_db(stats: TensorStats | Histogram, lo: float, hi: float, bitwidth: int = 8,
+            *, gamma: float = 1.0) -> float:
+    """Modelled SQNR in dB of encoding the histogram's data with range [lo, hi]."""
+    h = _hist(stats)
+    signal = float((h.counts * h.centers ** 2).sum())
+    noise = float(_noise(h, np.array([lo]), np.array([hi]), bitwidth, gamma, False)[0])
+    if noise <= 0:
+        return math.inf
+    if signal <= 0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)

@@ -1,0 +1,335 @@
+"""Streaming tensor statistics: batches of values in, min / max / fixed-bin histogram out.
+
+A ``TensorObserver`` sees a tensor's values batch after batch (calibration runs the model over many
+samples) and keeps only the true min, the true max and a histogram of ``num_bins`` bins spanning
+exactly ``[min, max]`` (the layout of Glow's profiles), so its memory does not depend on how many
+samples it saw. When a batch widens the range, the existing histogram is re-binned onto the wider
+range: each old bin's count is spread over the new bins it overlaps, in proportion to the overlap
+(values are taken as uniform inside a bin), which keeps the total count exact and makes counts
+floats. NaN and ±Inf are not data for the statistics: they are counted and reported, never binned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Histogram", "TensorStats", "TensorObserver", "DEFAULT_NUM_BINS", "FLOAT32_MAX",
+           "finite_range"]
+
+logger = logging.getLogger(__name__)
+
+#: The vendor's ``-num-histogram-bins`` default.
+DEFAULT_NUM_BINS = 512
+#: Ranges are clamped to float32's finite range (ONNX scales are float32).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclasses.dataclass(eq=False)
+class Histogram:
+    """``counts[i]`` values fell in bin ``i`` of ``len(counts)`` equal bins over ``[min, max]``.
+
+    A zero-width histogram (``min == max``) is a point mass at ``min``: its whole total is kept in
+    bin 0. ``counts`` are float64 (re-binning splits counts).
+    """
+
+    min: float
+    max: float
+    counts: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.min = float(self.min)
+        self.max = float(self.max)
+        self.counts = np.asarray(self.counts, dtype=np.float64)
+        if self.counts.ndim != 1 or self.counts.size == 0:
+            raise ValueError("histogram counts must be a non-empty 1-D array")
+        if not self.min <= self.max:
+            raise ValueError(f"histogram min {self.min} > max {self.max}")
+
+    @classmethod
+    def empty(cls, num_bins: int = DEFAULT_NUM_BINS) -> Histogram:
+        return cls(0.0, 0.0, np.zeros(num_bins))
+
+    @classmethod
+    def from_values(cls, values: Any, num_bins: int = DEFAULT_NUM_BINS) -> Histogram:
+        """A histogram of the finite values in ``values`` over their own [min, max]."""
+        v, _ = _finite_values(values)
+        if v.size == 0:
+            return cls.empty(num_bins)
+        lo, hi = float(v.min()), float(v.max())
+        h = cls(lo, hi, np.zeros(num_bins))
+        h._add(v)
+        return h
+
+    # ---------------------------------------------------------------- geometry
+    @property
+    def num_bins(self) -> int:
+        return int(self.counts.size)
+
+    @property
+    def width(self) -> float:
+        return self.max - self.min
+
+    @property
+    def bin_width(self) -> float:
+        return self.width / self.num_bins
+
+    @property
+    def total(self) -> float:
+        return float(self.counts.sum())
+
+    @property
+    def edges(self) -> np.ndarray:
+        return np.linspace(self.min, self.max, self.num_bins + 1)
+
+    @property
+    def centers(self) -> np.ndarray:
+        e = self.edges
+        return (e[:-1] + e[1:]) / 2
+
+    def copy(self) -> Histogram:
+        return Histogram(self.min, self.max, self.counts.copy())
+
+    # ---------------------------------------------------------------- cumulative view
+    def cdf(self, x: Any) -> np.ndarray:
+        """Count of values <= x, taking values as uniform inside each bin."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.width == 0:
+            return np.where(x >= self.min, self.total, 0.0)
+        cum = np.concatenate([[0.0], np.cumsum(self.counts)])
+        return np.interp(x, self.edges, cum)
+
+    def quantile(self, q: float) -> float:
+        """The value below which a fraction ``q`` (0..1) of the counts lies."""
+        if self.width == 0 or self.total == 0:
+            return self.min
+        cum = np.concatenate([[0.0], np.cumsum(self.counts)])
+        target = min(max(q, 0.0), 1.0) * cum[-1]
+        # cum is non-decreasing; interpolate the inverse on the strictly increasing part.
+        idx = int(np.searchsorted(cum, target, side="left"))
+        if idx == 0:
+            return self.min
+        if idx > self.num_bins:
+            return self.max
+        c0, c1 = cum[idx - 1], cum[idx]
+        e = self.edges
+        frac = 0.0 if c1 == c0 else (target - c0) / (c1 - c0)
+        return float(e[idx - 1] + frac * (e[idx] - e[idx - 1]))
+
+    # ---------------------------------------------------------------- re-binning and merging
+    def rebin(self, lo: float, hi: float, num_bins: int | None = None) -> Histogram:
+        """This histogram's counts redistributed onto ``num_bins`` bins over ``[lo, hi]``.
+
+        Proportional to overlap; mass outside ``[lo, hi]`` is folded into the end bins so the total
+        is preserved (aicc only ever widens, where nothing is outside).
+        """
+        n = num_bins or self.num_bins
+        lo, hi = float(lo), float(hi)
+        out = np.zeros(n)
+        if hi == lo:
+            out[0] = self.total
+            return Histogram(lo, hi, out)
+        if self.width == 0:
+            idx = int(np.clip(np.floor((self.min - lo) / (hi - lo) * n), 0, n - 1))
+            out[idx] = self.total
+            return Histogram(lo, hi, out)
+        edges = np.linspace(lo, hi, n + 1)
+        f = self.cdf(edges)
+        out = np.diff(f)
+        out[0] += f[0]                  # mass below lo
+        out[-1] += self.total - f[-1]   # mass above hi
+        return Histogram(lo, hi, np.maximum(out, 0.0))
+
+    def merge(self, other: Histogram) -> Histogram:
+        """The histogram of both data sets: each re-binned onto the union range, then summed."""
+        if other.total == 0:
+            return self.copy()
+        if self.total == 0:
+            return other.rebin(other.min, other.max, self.num_bins)
+        lo, hi = min(self.min, other.min), max(self.max, other.max)
+        a = self.rebin(lo, hi, self.num_bins)
+        b = other.rebin(lo, hi, self.num_bins)
+        return Histogram(lo, hi, a.counts + b.counts)
+
+    def fold_abs(self, num_bins: int | None = None) -> Histogram:
+        """The histogram of ``|x|`` over ``[0, max(|min|, |max|)]``."""
+        n = num_bins or self.num_bins
+        amax = max(abs(self.min), abs(self.max))
+        if amax == 0 or self.total == 0:
+            out = np.zeros(n)
+            out[0] = self.total
+            return Histogram(0.0, amax, out)
+        if self.width == 0:
+            out = np.zeros(n)
+            out[min(int(abs(self.min) / amax * n), n - 1)] = self.total
+            return Histogram(0.0, amax, out)
+        e = np.linspace(0.0, amax, n + 1)
+        # mass(|x| in [a, b]) = mass(x in [a, b]) + mass(x in [-b, -a])
+        pos = np.diff(self.cdf(e))
+        neg = np.diff(self.cdf(-e[::-1]))[::-1]
+        return Histogram(0.0, amax, np.maximum(pos + neg, 0.0))
+
+    def side(self, positive: bool, num_bins: int | None = None) -> Histogram:
+        """The histogram of the positive values over [0, max], or of ``-x`` for the negative
+        values over [0, -min] (empty when that side has no extent)."""
+        n = num_bins or self.num_bins
+        extent = self.max if positive else -self.min
+        if extent <= 0 or self.total == 0:
+            return Histogram(0.0, 0.0, np.zeros(n))
+        e = np.linspace(0.0, extent, n + 1)
+        if self.width == 0:
+            out = np.zeros(n)
+            out[-1] = self.total
+            return Histogram(0.0, extent, out)
+        out = np.diff(self.cdf(e)) if positive else np.diff(self.cdf(-e[::-1]))[::-1]
+        return Histogram(0.0, extent, np.maximum(out, 0.0))
+
+    # ---------------------------------------------------------------- internals
+    def _add(self, v: np.ndarray) -> None:
+        """Add finite values that lie inside [min, max]."""
+        if v.size == 0:
+            return
+        if self.width == 0:
+            self.counts[0] += v.size
+            return
+        counts, _ = np.histogram(v, bins=self.num_bins, range=(self.min, self.max))
+        self.counts += counts
+
+
+@dataclasses.dataclass(eq=False)
+class TensorStats:
+    """What calibration learned about one tensor: its histogram (hence min and max) and how many
+    non-finite values (NaN, ±Inf) it saw and left out."""
+
+    name: str
+    histogram: Histogram
+    nonfinite: int = 0
+
+    @property
+    def min(self) -> float:
+        return self.histogram.min
+
+    @property
+    def max(self) -> float:
+        return self.histogram.max
+
+    @property
+    def count(self) -> float:
+        """Number of finite values seen."""
+        return self.histogram.total
+
+    def merge(self, other: TensorStats) -> TensorStats:
+        return TensorStats(self.name, self.histogram.merge(other.histogram),
+                           self.nonfinite + other.nonfinite)
+
+
+def _finite_values(values: Any) -> tuple[np.ndarray, dict[str, int]]:
+    """Flattened finite values (float64, clamped to float32's range) and non-finite counts."""
+    a = np.asarray(values)
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"cannot observe values of dtype {a.dtype}")
+    a = a.ravel()
+    if a.dtype.kind != "f":
+        return a.astype(np.float64), {"nan": 0, "posinf": 0, "neginf": 0}
+    finite = np.isfinite(a)
+    n_bad = int(a.size - np.count_nonzero(finite))
+    counts = {"nan": 0, "posinf": 0, "neginf": 0}
+    if n_bad:
+        counts["nan"] = int(np.count_nonzero(np.isnan(a)))
+        counts["posinf"] = int(np.count_nonzero(a == np.inf))
+        counts["neginf"] = int(np.count_nonzero(a == -np.inf))
+        a = a[finite]
+    v = a.astype(np.float64, copy=False)
+    if v.size and (v.min() < -FLOAT32_MAX or v.max() > FLOAT32_MAX):
+        v = np.clip(v, -FLOAT32_MAX, FLOAT32_MAX)
+    return v, counts
+
+
+def finite_range(values: Any) -> tuple[float, float, int]:
+    """(min, max, number of non-finite values) of an array, ignoring NaN/±Inf.
+
+    An array with no finite value gives (0.0, 0.0, n): a degenerate range that the encoding rules
+    then widen (minimum range), never a NaN.
+    """
+    v, bad = _finite_values(values)
+    n_bad = sum(bad.values())
+    if v.size == 0:
+        return 0.0, 0.0, n_bad
+    return float(v.min()), float(v.max()), n_bad
+
+
+class TensorObserver:
+    """Accumulates min, max and a ``num_bins``-bin histogram of one tensor over many batches.
+
+    Memory is one array of ``num_bins`` floats plus a few counters, whatever the number of batches.
+    """
+
+    def __init__(self, name: str, num_bins: int = DEFAULT_NUM_BINS):
+        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
+            raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
+        self.name = name
+        self.num_bins = num_bins
+        self.histogram = Histogram.empty(num_bins)
+        self.seen = False
+        self.batches = 0
+        self.nan = 0
+        self.posinf = 0
+        self.neginf = 0
+
+    @property
+    def nonfinite(self) -> int:
+        return self.nan + self.posinf + self.neginf
+
+    @property
+    def min(self) -> float | None:
+        return self.histogram.min if self.seen else None
+
+    @property
+    def max(self) -> float | None:
+        return self.histogram.max if self.seen else None
+
+    def nbytes(self) -> int:
+        """Bytes of array state held (constant in the number of batches)."""
+        return int(self.histogram.counts.nbytes)
+
+    def update(self, values: Any) -> None:
+        """Fold one batch of values into the statistics."""
+        v, bad = _finite_values(values)
+        self.batches += 1
+        self.nan += bad["nan"]
+        self.posinf += bad["posinf"]
+        self.neginf += bad["neginf"]
+        if v.size == 0:
+            return
+        bmin, bmax = float(v.min()), float(v.max())
+        h = self.histogram
+        if not self.seen:
+            self.histogram = Histogram(bmin, bmax, np.zeros(self.num_bins))
+            self.seen = True
+        elif bmin < h.min or bmax > h.max:
+            self.histogram = h.rebin(min(h.min, bmin), max(h.max, bmax), self.num_bins)
+        self.histogram._add(v)
+
+    def stats(self) -> TensorStats:
+        """A snapshot of the statistics (independent of later updates)."""
+        if self.nonfinite:
+            logger.warning("tensor '%s': %d non-finite values (NaN %d, +Inf %d, -Inf %d) left "
+                           "out of the calibration statistics", self.name, self.nonfinite,
+                           self.nan, self.posinf, self.neginf)
+        return TensorStats(self.name, self.histogram.copy(), self.nonfinite)
+
+    def report(self) -> list[str]:
+        """Human-readable notes about data that calibration could not use as-is."""
+        notes = []
+        if self.nonfinite:
+            notes.append(f"tensor '{self.name}': {self.nonfinite} non-finite values ignored "
+                         f"(NaN {self.nan}, +Inf {self.posinf}, -Inf {self.neginf})")
+        if not self.seen:
+            notes.append(f"tensor '{self.name}': no finite values observed")
+        elif self.histogram.width == 0:
+            notes.append(f"tensor '{self.name}': constant value {self.histogram.min!r} "
+                         "(degenerate range)")
+        return notes
