@@ -20,7 +20,7 @@ from .observers import DEFAULT_NUM_BINS, Histogram, TensorObserver, TensorStats,
 from .packing import pack_4bit, packed_size, unpack_4bit
 from .profile import PROFILE_FORMAT, PROFILE_VERSION, Profile, dump_profile_yaml, \
     load_profile_yaml, merge_profiles, parse_profile, profile_to_dict
-from .schemas import DEFAULT_SCHEMA, SCHEMAS, parse_schema, schema_encoding
+from .schemas import DEFAULT_SCHEMA, SCHEMAS, calibrated_encoding, parse_schema, schema_encoding
 
 __all__ = [
     # encodings
@@ -31,7 +31,7 @@ __all__ = [
     "adjusted_encoding", "enhanced_encoding", "encoding_for_mode", "per_channel_encoding",
     "weight_channel_axis", "bias_encoding",
     # vendor schemas
-    "SCHEMAS", "DEFAULT_SCHEMA", "parse_schema", "schema_encoding",
+    "SCHEMAS", "DEFAULT_SCHEMA", "parse_schema", "schema_encoding", "calibrated_encoding",
     # statistics and calibration
     "DEFAULT_NUM_BINS", "Histogram", "TensorStats", "TensorObserver", "finite_range",
     "CALIBRATION_METHODS", "DEFAULT_PERCENTILE", "parse_calibration_method", "check_percentile",

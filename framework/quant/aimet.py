@@ -5,19 +5,21 @@ Two forms are read and written:
 - the dict form (versions 0.4.0 .. 0.6.1, and files without a version), shown on the QNN page::
 
     {"version": "0.6.1",
-     "activation_encodings": {"<tensor>": [{"bitwidth": 8, "dtype": "int", "is_symmetric": "False",
-                                            "min": -1.0, "max": 1.0, "scale": ..., "offset": -128}]},
+     "activation_encodings": {"<tensor>": [{"bitwidth": 8, "dtype": "int",
+                                            "is_symmetric": "False", "min": -1.0, "max": 1.0,
+                                            "scale": ..., "offset": -128}]},
      "param_encodings": {...}, "excluded_layers": [...], "quantizer_args": {...}}
 
   one entry per tensor, or one per channel (per-channel); ``dtype: float`` with bitwidth 16/32 keeps
   the tensor in float; an int entry with only a bitwidth asks for that bitwidth with a calibrated
   range. As the QNN page says, "scale and offset will be calculated from the provided bw, min, and
-  max parameters regardless if they are provided or not": aicc recomputes them with the ``tf`` rules
-  (``modes.tf_encoding``: step = (max - min) / (2^bw - 1), offset = round(-min / step), range shifted
-  so that zero is an integer); given scale/offset are only checked to be numbers. The page's first
-  example carries legacy positive offsets (``input:0`` ``offset: 127``, ``Conv2d/weights`` 140): those
-  are ``trunc(-min / step)`` of old exporters (127.99999... -> 127); the recomputed offset is -128
-  (zero_point 128 in uint8), the ``round`` the page's own algorithm prescribes.
+  max parameters regardless if they are provided or not": aicc recomputes them with the ``tf``
+  rules (``modes.tf_encoding``: step = (max - min) / (2^bw - 1), offset = round(-min / step), range
+  shifted so that zero is an integer); given scale/offset are only checked to be numbers. The
+  page's first example carries legacy positive offsets (``input:0`` ``offset: 127``,
+  ``Conv2d/weights`` 140): those are ``trunc(-min / step)`` of old exporters (127.99999... -> 127);
+  the recomputed offset is -128 (zero_point 128 in uint8), the ``round`` the page's own algorithm
+  prescribes.
 - the list form (version 1.0.0)::
 
     {"version": "1.0.0",
@@ -143,7 +145,8 @@ def _keys(entry: Any, allowed: tuple[str, ...], where: str, field: str) -> dict:
         raise _err(f"expected an object, got {type(entry).__name__}", where, field)
     for key in entry:
         if key not in allowed:
-            raise _err(f"unknown key {key!r}", where, f"{field}.{key}", did_you_mean(str(key), allowed))
+            raise _err(f"unknown key {key!r}", where, f"{field}.{key}",
+                       did_you_mean(str(key), allowed))
     return entry
 
 
@@ -166,8 +169,9 @@ def _from_scale_offset(scales: list[float], offsets: list[int], bw: int, sym: bo
     zps = []
     for i, off in enumerate(offsets):
         if not 0 <= -off <= hi_u:
+            at = f"{field}.offset" + (f"[{i}]" if per_channel else "")
             raise _err(f"offset {off} puts zero outside the {bw}-bit range (must be in "
-                       f"[{-hi_u}, 0])", where, f"{field}.offset" + (f"[{i}]" if per_channel else ""))
+                       f"[{-hi_u}, 0])", where, at)
         zps.append(-off)
     for i, s in enumerate(scales):
         if s <= 0:

@@ -12,7 +12,8 @@ minimum-range and exact-zero rules, so a method may return a degenerate range bu
   clipped at ``t`` (outliers added to the last bin), Q is P's unclipped part merged into as many
   bins as the integer grid has levels on one side (2^(b-1), or 2^b - 1 for data that is never
   negative) and expanded back over P's non-empty bins; the ``t`` with the least KL(P || Q) wins.
-  Candidates where Q has a hole under P (KL infinite) are skipped. Range (-t, t), or (0, t).
+  Candidates where Q has a hole under P (KL infinite) are skipped. Range (-t, t) cut to the data
+  and zero on each side: (0, t) for data never negative, (-t, 0) for data never positive.
 - ``KLMinimizationV2``: the same divergence with two differences: thresholds are searched on the
   negative and the positive side separately (asymmetric ranges for skewed data, such as activations
   after a bias), and P and Q are additively smoothed (``p + eps`` renormalised) instead of skipping
@@ -205,8 +206,8 @@ def kl_range(stats: TensorStats | Histogram, bitwidth: int = 8, *, name: str | N
              notes: list[str] | None = None) -> tuple[float, float]:
     """TensorRT-style symmetric KL-divergence threshold (see the module docstring)."""
     h = _hist(stats)
-    nonneg = h.min >= 0
-    nq = (1 << bitwidth) - 1 if nonneg else 1 << (bitwidth - 1)
+    one_signed = h.min >= 0 or h.max <= 0
+    nq = (1 << bitwidth) - 1 if one_signed else 1 << (bitwidth - 1)
     a = h.fold_abs()
     i = _kl_best_index(a.counts, nq, smooth=False)
     if i is None:
@@ -214,7 +215,8 @@ def kl_range(stats: TensorStats | Histogram, bitwidth: int = 8, *, name: str | N
                            f"{bitwidth}-bit ({a.num_bins} given); using min/max")
         return h.min, h.max
     t = a.max * i / a.num_bins
-    return (0.0, t) if nonneg else (-t, t)
+    # the threshold applies to both sides, never beyond the data (or zero) on either
+    return max(-t, min(h.min, 0.0)), min(t, max(h.max, 0.0))
 
 
 def kl_v2_range(stats: TensorStats | Histogram, bitwidth: int = 8, *, name: str | None = None,

@@ -2,15 +2,16 @@
 
 Internally aicc uses ONNX's convention everywhere::
 
-    real = (q - zero_point) * scale          q = saturate(round_half_even(real / scale) + zero_point)
+    real = (q - zero_point) * scale       q = saturate(round_half_even(real / scale) + zero_point)
 
 The other two conventions are converted at the parsers that meet them (see ``aimet.py`` for the
 AIMET/QNN JSON ``real = (q + offset) * scale``, and ``Encoding.vendor_offset`` for the vendor's
 compile-side files, Glow lineage, ``real = (q - offset) * scale``).
 
-Rounding: the QNN page writes ``round(...)`` without saying how ties go; aicc uses round-half-to-even
-(``np.round``) because that is what ONNX ``QuantizeLinear`` does, so that ``Encoding.quantize`` and
-the QDQ graph the runtime executes agree bit for bit (up to the float32 rounding of the scale).
+Rounding: the QNN page writes ``round(...)`` without saying how ties go; aicc uses
+round-half-to-even (``np.round``) because that is what ONNX ``QuantizeLinear`` does, so that
+``Encoding.quantize`` and the QDQ graph the runtime executes agree bit for bit (up to the float32
+rounding of the scale).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ _NUMPY_INT = {(4, True): np.int8, (4, False): np.uint8, (8, True): np.int8, (8, 
 
 def check_bitwidth(bitwidth: Any, *, dtype: str = "int", role: str | None = None,
                    where: str | None = None, field: str | None = None) -> int:
-    """Return ``bitwidth`` if it is supported for ``dtype`` (and ``role``), else raise ConfigError."""
+    """``bitwidth`` if it is supported for ``dtype`` (and ``role``), else a ConfigError."""
     if isinstance(bitwidth, float) and bitwidth.is_integer():
         bitwidth = int(bitwidth)
     if dtype == "float":
@@ -67,8 +68,8 @@ def check_bitwidth(bitwidth: Any, *, dtype: str = "int", role: str | None = None
         allowed = INT_BITWIDTHS
         what = "integer"
     if isinstance(bitwidth, bool) or not isinstance(bitwidth, (int, np.integer)):
-        raise ConfigError(f"bitwidth must be an integer, got {bitwidth!r}", where=where, field=field,
-                          hint=f"{what} bitwidths: {', '.join(map(str, allowed))}")
+        raise ConfigError(f"bitwidth must be an integer, got {bitwidth!r}", where=where,
+                          field=field, hint=f"{what} bitwidths: {', '.join(map(str, allowed))}")
     if int(bitwidth) not in allowed:
         raise ConfigError(f"unsupported {what} bitwidth {bitwidth}", where=where, field=field,
                           hint=f"supported: {', '.join(map(str, allowed))}")
@@ -114,9 +115,10 @@ class Encoding:
     - ``dtype='float'``: the tensor stays float16/float32 (``bitwidth`` 16 or 32); no range fields.
     - ``dtype='int'`` without ``scale``: "integer, range still to be calibrated" (an AIMET override
       such as ``{"bitwidth": 8, "dtype": "int"}``); ``is_resolved`` is False.
-    - ``dtype='int'`` with ``scale``: a complete encoding. Per-tensor fields are scalars; per-channel
-      fields are tuples of equal length (one per channel) and ``axis`` says which axis of the tensor
-      they run along (``None`` until the consumer decides, e.g. straight out of an AIMET file).
+    - ``dtype='int'`` with ``scale``: a complete encoding. Per-tensor fields are scalars;
+      per-channel fields are tuples of equal length (one per channel) and ``axis`` says which
+      axis of the tensor they run along (``None`` until the consumer decides, e.g. straight out
+      of an AIMET file).
 
     ``signed`` is the storage type (int8 vs uint8, ...); ``zero_point`` is in that storage type's
     range (ONNX convention). ``min``/``max`` are the encoding range: the reals that the smallest and
@@ -308,6 +310,8 @@ class Encoding:
 
     def _check_channels_of(self, x: np.ndarray) -> None:
         if self.per_channel:
+            if self.axis is None:
+                raise ValueError("per-channel encoding without an axis: call with_axis() first")
             if x.ndim == 0 or not -x.ndim <= self.axis < x.ndim:
                 raise DataError(f"per-channel axis {self.axis} does not exist in a tensor of "
                                 f"shape {x.shape}")
@@ -438,5 +442,6 @@ def combine_channels(encodings: Sequence[Encoding], axis: int | None = None) -> 
     encs = [e.with_storage(signed) for e in encodings]
     return Encoding(bitwidth=first.bitwidth, signed=signed, symmetric=first.symmetric, axis=axis,
                     min=tuple(e.min for e in encs), max=tuple(e.max for e in encs),
-                    scale=tuple(e.scale for e in encs), zero_point=tuple(e.zero_point for e in encs))
+                    scale=tuple(e.scale for e in encs),
+                    zero_point=tuple(e.zero_point for e in encs))
 

@@ -88,7 +88,8 @@ def prepare_range(lo: Any, hi: Any, *, name: str | None = None,
         hi = min(max(hi, -FLOAT32_MAX), FLOAT32_MAX)
         _note(notes, name, "range clamped to float32's finite range", logging.WARNING)
     if lo > hi:
-        raise DataError(f"range min {lo!r} > max {hi!r}", field=f"tensor '{name}'" if name else None)
+        raise DataError(f"range min {lo!r} > max {hi!r}",
+                        field=f"tensor '{name}'" if name else None)
     if hi - lo < MIN_RANGE:
         new_hi = max(hi, lo + MIN_RANGE)
         if hi == lo:
@@ -185,8 +186,9 @@ def enhanced_encoding(values: Any = None, bitwidth: int = 8, *,
     return tf_encoding(lo, hi, bitwidth, signed=signed, name=name, notes=notes)
 
 
-def encoding_for_mode(mode: str, values: Any = None, *, stats: TensorStats | Histogram | None = None,
-                      bitwidth: int = 8, signed: bool | None = None, name: str | None = None,
+def encoding_for_mode(mode: str, values: Any = None, *,
+                      stats: TensorStats | Histogram | None = None, bitwidth: int = 8,
+                      signed: bool | None = None, name: str | None = None,
                       notes: list[str] | None = None, where: str | None = None) -> Encoding:
     """Encode a tensor's ``values`` (or its calibration ``stats``) with a QNN mode.
 
@@ -196,8 +198,8 @@ def encoding_for_mode(mode: str, values: Any = None, *, stats: TensorStats | His
         raise ConfigError(f"unknown quantization mode {mode!r}", where=where, field="mode",
                           hint=did_you_mean(str(mode), MODES))
     if mode == "enhanced":
-        return enhanced_encoding(values, bitwidth, stats=stats, signed=_signed_default(signed, False),
-                                 name=name, notes=notes)
+        return enhanced_encoding(values, bitwidth, stats=stats,
+                                 signed=_signed_default(signed, False), name=name, notes=notes)
     if stats is not None:
         lo, hi = (stats.min, stats.max)
     else:

@@ -168,7 +168,8 @@ def parse_profile(data: Any, *, where: str, expected_graph_hash: str | None = No
     version = _int(data["version"], where, "version", 1)
     if version != PROFILE_VERSION:
         raise _err(f"profile version {version} is not supported (this aicc reads version "
-                   f"{PROFILE_VERSION})", where, "version", "re-create the profile with -dump-profile")
+                   f"{PROFILE_VERSION})", where, "version",
+                   "re-create the profile with -dump-profile")
     tools_version = data["tools_version"]
     if not isinstance(tools_version, str):
         raise _err(f"expected a string, got {tools_version!r}", where, "tools_version",
@@ -176,8 +177,9 @@ def parse_profile(data: Any, *, where: str, expected_graph_hash: str | None = No
     graph_hash = _hash(data["graph_hash"], where, "graph_hash")
     if expected_graph_hash is not None and graph_hash != expected_graph_hash.lower():
         raise _err("profile belongs to another graph", where, "graph_hash",
-                   f"profile hash {graph_hash[:16]}..., this graph {expected_graph_hash.lower()[:16]}"
-                   "...; re-run calibration with -dump-profile on this model")
+                   f"profile hash {graph_hash[:16]}..., "
+                   f"this graph {expected_graph_hash.lower()[:16]}...; "
+                   "re-run calibration with -dump-profile on this model")
     bins = _int(data["num_histogram_bins"], where, "num_histogram_bins", 1)
     if bins > MAX_HISTOGRAM_BINS:
         raise _err(f"{bins} bins is more than the maximum {MAX_HISTOGRAM_BINS}", where,

@@ -25,14 +25,17 @@ import math
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
+from .calibration import DEFAULT_PERCENTILE, select_range
 from .encodings import Encoding, check_bitwidth
 from .modes import prepare_range, tf_encoding
+from .observers import Histogram, TensorStats
 
 __all__ = [
     "SCHEMAS",
     "DEFAULT_SCHEMA",
     "parse_schema",
     "schema_encoding",
+    "calibrated_encoding",
     "asymmetric",
     "symmetric",
     "symmetric_with_uint8",
@@ -118,3 +121,18 @@ def schema_encoding(schema: str, lo: Any, hi: Any, bitwidth: int = 8, *, name: s
                     notes: list[str] | None = None, where: str | None = None) -> Encoding:
     """Encode the range ``[lo, hi]`` with a vendor schema (any spelling ``parse_schema`` takes)."""
     return _FUNCS[parse_schema(schema, where=where)](lo, hi, bitwidth, name=name, notes=notes)
+
+
+def calibrated_encoding(stats: TensorStats | Histogram, schema: str = DEFAULT_SCHEMA,
+                        method: str | None = "None", bitwidth: int = 8, *,
+                        percentile: float = DEFAULT_PERCENTILE, name: str | None = None,
+                        notes: list[str] | None = None, where: str | None = None) -> Encoding:
+    """Calibration statistics -> Encoding: range by ``method`` (``-quantization-calibration``),
+    then ``schema`` (``-quantization-schema-activations``). MSE / SQNR search symmetric ranges when
+    the schema is symmetric (every schema but ``asymmetric``)."""
+    schema = parse_schema(schema, where=where)
+    if name is None and isinstance(stats, TensorStats):
+        name = stats.name
+    lo, hi = select_range(stats, method, percentile=percentile, bitwidth=bitwidth,
+                          symmetric=schema != "asymmetric", name=name, notes=notes)
+    return schema_encoding(schema, lo, hi, bitwidth, name=name, notes=notes, where=where)
