@@ -26,7 +26,12 @@ Semantics = Literal["preserving", "approximating", "interface"]
 
 @dataclass(frozen=True)
 class Tolerance:
-    """How close outputs must stay for a ``preserving`` pass: |a - b| <= atol + rtol * |b|."""
+    """How close outputs must stay for a ``preserving`` pass.
+
+    Each element must satisfy |a - b| <= atol + rtol * max(|b|, max|b| over the output): a pass
+    that reassociates float arithmetic (folding, equalization) makes rounding errors that scale
+    with the output's magnitude, not with each element's, which may be a near-zero cancellation.
+    """
 
     rtol: float = 1e-4
     atol: float = 1e-5

@@ -1,0 +1,244 @@
+"""``cle``: cross-layer equalization -- a float model -> the same function with per-channel weight
+ranges equalized across layers (Nagel et al. 2019, arXiv 1906.04721), plus high-bias absorption.
+
+BatchNormalization is folded first (by ``fold-batchnorm``'s own code, which keeps each BN's gamma
+and beta in ``ctx.scratch["folded_batchnorm"]``). Chains of layers joined by positively homogeneous
+activations (``_cle_patterns``) are then equalized: for a pair, output channel i of layer 1 is
+divided by s_i = sqrt(r1_i / r2_i) and input channel i of layer 2 multiplied by it, so both ranges
+become sqrt(r1_i * r2_i); a Conv -> depthwise Conv -> Conv triplet gets the closed form in which all
+three ranges become cbrt(r1_i * r2_i * r3_i). Longer chains repeat these sweeps until no scale
+moves by more than ``convergence`` (at most ``max_iterations`` sweeps).
+
+ReLU6 (``Clip(0, 6)``): in ``relu6_mode=exact`` the bound of channel i becomes 6 / s_i, written as
+``Relu -> Min(per-channel constant)``, so the float function is unchanged; ``relu6_mode=replace``
+does what the vendor tools do, Relu instead (this changes the float model wherever an activation
+exceeded 6; it is counted and logged as a warning).
+
+High-bias absorption (paper section 4.2): when layer 1 carries BN statistics, its pre-activation
+in channel i is taken to be N(beta_i, gamma_i^2) (scaled by 1 / s_i after equalization), so it is
+>= c_i = max(0, beta_i - 3 |gamma_i|) for all but ~0.13% of values. Then f(x) = f(x - c) + c for
+the supported activations, hence b1 -= c and b2 += W2 c (bounded activations: bound -= c). This is
+exact wherever the pre-activation is >= c; elsewhere the input of layer 2 changes by at most c_i in
+that channel. It is skipped for layer 2 convolutions with zero padding unless
+``absorb_into_padded`` (their border outputs would read 0 instead of c). The statistics as cle
+leaves them (scaled, shifted by c) are kept per graph in ``ctx.scratch["cle_statistics"]``
+[graph][layer], so a later cle in the same pipeline starts from them; ``folded_batchnorm`` itself,
+shared by all graphs, is never changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Literal
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from aicc.hookspecs import hookimpl
+from aicc.options import NoOptions, option
+from aicc.pass_base import Pass, PassContext, Tolerance
+from aicc.program import Program
+
+from ._cle_patterns import Layer, Link, find_chains, refuse_non_float
+from ._cle_rewrite import Editor
+from .fold_batchnorm import FoldBatchNorm
+
+__all__ = ["CrossLayerEqualization", "RELU6_MODES"]
+
+logger = logging.getLogger(__name__)
+
+RELU6_MODES = ("exact", "replace")
+
+
+class CrossLayerEqualization(Pass):
+    name = "cle"
+    description = ("cross-layer equalization: fold BN, equalize per-channel weight ranges across "
+                   "Conv/Gemm/MatMul chains, absorb high biases")
+    scope = "graph"
+    semantics = "preserving"
+    # Scales are applied in float64 and written back as float32 (relative rounding ~6e-8 per
+    # weight); what remains is float32 re-association noise, which grows with the magnitude of
+    # the summed terms rather than of each output, hence an absolute floor as large as rtol.
+    tolerance = Tolerance(rtol=1e-4, atol=1e-4)
+    after = ("fold-constants", "fold-batchnorm")
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        relu6_mode: Literal["exact", "replace"] = option(
+            "exact", "ReLU6/Clip(0,M) on equalized links: 'exact' keeps the float function "
+                     "(Relu -> Min with a per-channel bound); 'replace' turns it into Relu as "
+                     "the vendor tools do (changes the float model)")
+        high_bias_absorption: bool = option(
+            True, "move c = max(0, beta - 3|gamma|) from layer 1's bias into layer 2's "
+                  "(needs BatchNorm statistics; exact where the pre-activation is >= c)")
+        absorb_into_padded: bool = option(
+            False, "also absorb into convolutions with zero padding (their border outputs shift)")
+        max_iterations: int = option(
+            100, "most equalization sweeps over one chain of more than one pair/triplet",
+            minimum=1, maximum=100000)
+        convergence: float = option(
+            1e-6, "a chain has converged when no scale of a sweep differs from 1 by more than "
+                  "this", minimum=0.0, maximum=1.0)
+
+    def run_graph(self, graph: gs.Graph, program: Program, ctx: PassContext) -> None:
+        where = f"graph '{ctx.graph_name}'"
+        refuse_non_float(graph, where)
+        fold = PassContext(options=NoOptions(), logger=ctx.logger, backend=ctx.backend,
+                           registries=ctx.registries, scratch=ctx.scratch,
+                           graph_name=ctx.graph_name)
+        FoldBatchNorm().run_graph(graph, program, fold)
+        if fold.counters["batchnorms folded"]:
+            ctx.count("batchnorms folded", fold.counters["batchnorms folded"])
+        chains, skipped = find_chains(graph)
+        for node_name, reason in skipped:
+            logger.debug("cle: skip '%s': %s", node_name, reason)
+            ctx.count("candidates skipped")
+        if not chains:
+            logger.info("cle: no candidate in %s (%d layer(s) looked at; --debug shows why)",
+                        where, len(skipped))
+            return
+        # BN statistics: as folded (shared by all graphs), and as cle left them in this graph
+        stats = {"folded": ctx.scratch.setdefault("folded_batchnorm", {}),
+                 "graph": ctx.scratch.setdefault("cle_statistics", {})
+                 .setdefault(ctx.graph_name, {})}
+        editor = Editor(graph)
+        replace = ctx.options.relu6_mode == "replace"
+        replaced = exact = 0
+        for chain in chains:
+            totals = self._equalize(chain, ctx)
+            for link, total in zip(chain, totals):
+                bound = self._new_bound(link, total, replace)
+                bound = self._absorb(link, total, bound, stats, ctx)
+                replaced += editor.activation(link, bound, replace)
+                exact += bound is not None
+        if exact:
+            ctx.count("bounded relus kept exact", exact)
+        for layer in _layers(chains):
+            editor.layer(layer, ctx)
+        editor.finish()
+        if replaced:
+            ctx.count("relu6 replaced by relu", replaced)
+            logger.warning("cle: replaced %d ReLU6/Clip activation(s) by Relu in %s "
+                           "(relu6_mode=replace): float outputs change wherever an activation "
+                           "exceeded its bound", replaced, where)
+
+    # ------------------------------------------------------------------ equalization
+    @staticmethod
+    def _equalize(chain: list[Link], ctx: PassContext) -> list[np.ndarray]:
+        """Scale the chain's layers in place; return the total scale s of every link."""
+        totals = [np.ones(link.first.c_out) for link in chain]
+        sets: list[tuple[int, int]] = []  # (first link, number of links: 1 pair, 2 triplet)
+        k = 0
+        while k < len(chain):
+            width = 2 if k + 1 < len(chain) and chain[k].second.depthwise else 1
+            sets.append((k, width))
+            k += width
+        sweeps, change = 0, 0.0
+        for sweeps in range(1, ctx.options.max_iterations + 1):
+            change = 0.0
+            for k, width in sets:
+                for i, s in enumerate(_scales(chain, k, width)):
+                    totals[k + i] *= s
+                    change = max(change, float(np.max(np.abs(s - 1.0), initial=0.0)))
+            if len(sets) == 1 or change <= ctx.options.convergence:
+                break
+        names = " -> ".join([chain[0].first.node.name] + [lk.second.node.name for lk in chain])
+        pairs = sum(1 for _, w in sets if w == 1)
+        ctx.count("pairs equalized", pairs)
+        ctx.count("triplets equalized", len(sets) - pairs)
+        if len(sets) > 1 and change > ctx.options.convergence:
+            logger.info("cle: chain %s did not converge in %d sweeps (last change %.3g)",
+                        names, sweeps, change)
+        else:
+            logger.debug("cle: equalized %s (%d pair(s), %d triplet(s), %d sweep(s))", names,
+                         pairs, len(sets) - pairs, sweeps)
+        return totals
+
+    # ------------------------------------------------------------------ activations and HBA
+    @staticmethod
+    def _new_bound(link: Link, total: np.ndarray, replace: bool) -> np.ndarray | None:
+        """The bounded activation's per-channel bound after scaling (None: unbounded)."""
+        if link.act.bound is None or replace:
+            return None
+        return link.act.bound / total
+
+    @staticmethod
+    def _absorb(link: Link, total: np.ndarray, bound: np.ndarray | None, stats: dict,
+                ctx: PassContext) -> np.ndarray | None:
+        """High-bias absorption on one link (module docstring); returns the activation's bound
+        after it. Also records layer 1's pre-activation statistics after scaling."""
+        first, second = link.first, link.second
+        st = stats["graph"].get(first.node.name) or stats["folded"].get(first.node.name)
+        if st is None:
+            if ctx.options.high_bias_absorption:
+                logger.debug("cle: no high-bias absorption '%s' -> '%s': no BatchNorm statistics "
+                             "for '%s'", first.node.name, second.node.name, first.node.name)
+            return bound
+        gamma = np.asarray(st["gamma"], dtype=np.float64)
+        beta = np.asarray(st["beta"], dtype=np.float64)
+        if gamma.shape != (first.c_out,) or beta.shape != (first.c_out,):
+            logger.debug("cle: no high-bias absorption after '%s': statistics of %d channels",
+                         first.node.name, gamma.size)
+            return bound
+        gamma, beta = gamma / total, beta / total
+        st = stats["graph"][first.node.name] = {"gamma": gamma.tolist(), "beta": beta.tolist()}
+        if not ctx.options.high_bias_absorption:
+            return bound
+        if second.zero_padded() and not ctx.options.absorb_into_padded:
+            logger.debug("cle: no high-bias absorption into '%s': it reads zero padding "
+                         "(absorb_into_padded=true allows it)", second.node.name)
+            return bound
+        c = np.maximum(0.0, beta - 3.0 * np.abs(gamma))
+        if bound is not None:
+            c = np.minimum(c, bound)
+        if not np.any(c > 0):
+            return bound
+        first.b -= c
+        first.changed = True
+        second.b += second.input_bias_effect(c)
+        second.changed = True
+        st["beta"] = (beta - c).tolist()
+        ctx.count("bias channels absorbed", int(np.count_nonzero(c)))
+        return None if bound is None else bound - c
+
+
+def _scales(chain: list[Link], k: int, width: int) -> list[np.ndarray]:
+    """Apply one pair (width 1) or depthwise triplet (width 2) equalization; return its scales."""
+    def ratio(num: np.ndarray, den: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.where(ok, num / np.where(ok, den, 1.0), 1.0)
+        return np.where(np.isfinite(out) & (out > 0), out, 1.0)
+
+    first = chain[k].first
+    if width == 1:
+        second = chain[k].second
+        r1, r2 = first.out_range(), second.in_range()
+        s = np.sqrt(ratio(r1, r2, (r1 > 0) & (r2 > 0)))
+        first.scale_out(1.0 / s)
+        second.scale_in(s)
+        return [s]
+    mid, last = chain[k].second, chain[k + 1].second
+    r1, r2, r3 = first.out_range(), mid.out_range(), last.in_range()
+    ok = (r1 > 0) & (r2 > 0) & (r3 > 0)
+    t = np.cbrt(r1 * r2 * r3)
+    s1, s2 = ratio(r1, t, ok), ratio(t, r3, ok)
+    first.scale_out(1.0 / s1)
+    mid.scale_in(s1)
+    mid.scale_out(1.0 / s2)
+    last.scale_in(s2)
+    return [s1, s2]
+
+
+def _layers(chains: list[list[Link]]) -> list[Layer]:
+    seen: dict[int, Layer] = {}
+    for chain in chains:
+        for link in chain:
+            for layer in (link.first, link.second):
+                seen.setdefault(id(layer), layer)
+    return list(seen.values())
+
+
+@hookimpl
+def aicc_register_passes(registry):
+    registry.add(CrossLayerEqualization)
