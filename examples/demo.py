@@ -43,7 +43,40 @@ def main() -> int:
         diff = float(np.abs(logits - ref_logits).max())
         print(f"  aicc {backend:<12} compiled     accuracy {accuracy(logits, labels):.4f}  "
               f"(max |logit diff| vs onnxruntime {diff:.2e}; container {qpc.relative_to(HERE.parent)})")
+    precision_variants(images, labels, ref_logits)
     return 0
+
+
+def precision_variants(images: np.ndarray, labels: np.ndarray, ref_logits: np.ndarray) -> None:
+    """fp16 (-convert-to-fp16) and an int8 NHWC input (custom I/O, host conversions).
+
+    The input's int8 Scale/Offset cover the test images' range [lo, hi] on the 256 int8 levels,
+    in the vendor convention real = (q - Offset) * Scale: Scale = (hi - lo) / 255 and
+    Offset = round(-128 - lo / Scale), so lo maps to -128 and hi to 127.
+    """
+    lo, hi = float(images.min()), float(images.max())
+    scale = (hi - lo) / 255.0
+    offset = int(round(-128 - lo / scale))
+    custom_io = OUT / "digits_int8_nhwc.yaml"
+    custom_io.write_text(f"- IOName: image\n  Layout: NHWC\n  Precision: int8\n"
+                         f"  Scale: {scale!r}\n  Offset: {offset}\n")
+    q = np.clip(np.rint(images / np.float32(scale)) + offset, -128, 127).astype(np.int8)
+    nhwc = np.ascontiguousarray(q.transpose(0, 2, 3, 1))
+    variants = [
+        ("fp16", [("convert-fp16", {"all": True}), "fold-constants", "fold-batchnorm", "cleanup"],
+         images),
+        ("int8 NHWC input", ["fold-constants", "fold-batchnorm",
+                             ("custom-io", {"config": str(custom_io)}), "cleanup"], nhwc),
+    ]
+    for name, pipeline, feed in variants:
+        qpc = OUT / f"digits-{name.split()[0]}-{name.split()[-1]}.qpc"
+        aicc.compile(MODEL, pipeline=pipeline, output=qpc)
+        session = aicc.load(qpc)
+        logits = session.run({"image": feed})["logits"]
+        diff = float(np.abs(logits - ref_logits).max())
+        shape = "x".join(str(d) for d in session.inputs[0].shape)
+        print(f"  aicc cpu {name:<17} accuracy {accuracy(logits, labels):.4f}  (input "
+              f"{session.inputs[0].dtype} {shape}; max |logit diff| {diff:.2e})")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any
 
 from .backend import Backend, Executable
 from .errors import AiccError
+from .generate import generate
 from .hookspecs import hookimpl
 from .options import option
 from .pass_base import Pass, PassContext, Tolerance
@@ -26,21 +27,24 @@ from .pipeline import Instrument, Pipeline
 from .program import Program
 from .runtime import Session, load
 
-__all__ = ["compile", "load", "Session", "Pass", "PassContext", "Tolerance", "Program",
-           "Backend", "Executable", "Instrument", "Pipeline", "hookimpl", "option", "AiccError",
-           "__version__"]
+__all__ = ["compile", "load", "generate", "Session", "Pass", "PassContext", "Tolerance",
+           "Program", "Backend", "Executable", "Instrument", "Pipeline", "hookimpl", "option",
+           "AiccError", "__version__"]
 
 
 def compile(model: Any, *, backend: str = "cpu", pipeline: Any = None, output: Any = None,
             symbols: Mapping[str, int] | Sequence[str] = (), batchsize: int = 0,
             backend_options: Mapping[str, Any] | None = None,
             instruments: Sequence[str | tuple[str, Mapping[str, Any]]] = (),
-            plugins: Sequence[str | Path] = ()) -> Path:
+            plugins: Sequence[str | Path] = (), specializations: str | Path | None = None,
+            retained_state: bool = False) -> Path:
     """Compile an ONNX model (path, bytes or ModelProto) into a container; return its path.
 
     ``pipeline`` is a list of pass names / ``(name, options)`` pairs, a pipeline file, or None for
-    the default. ``symbols`` binds symbolic dimensions (``{"batch": 4}``). Without ``output`` the
-    container goes to a new temporary folder.
+    the default. ``symbols`` binds symbolic dimensions (``{"batch": 4}``). ``specializations`` is
+    a network specialization config (JSON), ``retained_state`` keeps ``*_RetainedState`` outputs
+    in the session (both as the CLI flags). Without ``output`` the container goes to a new
+    temporary folder.
     """
     from .compiler import CompileRequest, compile_model
 
@@ -52,7 +56,11 @@ def compile(model: Any, *, backend: str = "cpu", pipeline: Any = None, output: A
                          pipeline=pipeline, output=output, symbols=list(symbols),
                          batchsize=batchsize,
                          instruments=[(i, {}) if isinstance(i, str) else i for i in instruments],
-                         plugins=list(plugins))
+                         plugins=list(plugins), retained_state=retained_state)
+    if specializations is not None:
+        from .specconfig import parse_specialization_config
+        parse_specialization_config(specializations)  # refuse a bad file before any work
+        req.feature_steps.append(("specialize", "specialize", {"config": str(specializations)}))
     path, _, _ = compile_model(req)
     assert path is not None
     return path

@@ -8,6 +8,7 @@ atomically only once every specialization compiled.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from .plugins import Registries, load_registries
 from .program import Program, describe_tensor
 
 __all__ = ["CompileRequest", "STAGES", "default_pipeline", "compile_model", "build_instruments",
-           "prepare"]
+           "prepare", "retained_state_pairs", "RETAINED_SUFFIX"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,13 @@ class CompileRequest:
     plugins: Sequence[str | Path] = ()
     #: (stage, pass, options) added to the default pipeline by feature flags (see STAGES)
     feature_steps: list[tuple[str, str, Mapping[str, Any]]] = field(default_factory=list)
+    #: -retained-state: keep X_RetainedState outputs and feed them back as input X
+    retained_state: bool = False
+    #: -json-input-file: inference inputs, checked against the program's specializations
+    json_input_file: str | Path | None = None
+    #: run the pipeline only (no backend compile, no container), e.g. -dump-profile; the text
+    #: says what the run produced
+    pipeline_only: str | None = None
 
 
 def build_instruments(specs: Iterable[tuple[str, Mapping[str, Any]]],
@@ -144,33 +152,118 @@ def compile_model(req: CompileRequest, registries: Registries | None = None
     try:
         program = run_pipeline(pipeline, program, registries=registries,
                                instruments=instruments, backend=backend.name)
-        executables, lowered = {}, {}
-        for name in program.graphs:
-            lowered[name] = program.to_model(name)
-            _check_supported(backend, lowered[name], f"graph '{name}'")
-            executables[name] = backend.compile(lowered[name], program_meta=program.meta(),
-                                                spec_options=program.spec_options.get(name, {}))
-        if writer is None:
-            return None, program, executables
-        specs = []
+        if req.pipeline_only:
+            return None, program, {}
+        retained = retained_state_pairs(program) if req.retained_state else []
+        if retained:
+            program.compile_options["retained_state"] = True
+        if req.json_input_file is not None:
+            from .data import parse_json_input_file, program_input_descs, spec_input_shapes
+            parse_json_input_file(req.json_input_file, program_input_descs(program,
+                                                                           interface=True),
+                                  shapes=spec_input_shapes(program, interface=True),
+                                  optional=[p["input"] for p in retained])
+        # Several specializations store weights they share once, at the container root.
+        shared = len(program.graphs) > 1
+        executables, specs = {}, []
+        progress = _Progress(len(program.graphs))
         for name, graph in program.graphs.items():
+            progress.step(name)
+            lowered = program.to_model(name)
+            _check_supported(backend, lowered, f"graph '{name}'")
+            executables[name] = backend.compile(lowered, program_meta=program.meta(),
+                                                spec_options=program.spec_options.get(name, {}))
+            if writer is None:
+                continue
             folder = ir.safe_file_name(name)
-            writer.add_model(folder, lowered[name])
+            writer.add_model(folder, lowered, shared_weights=shared)
             writer.add_files(folder, executables[name].save(writer.folder(folder)))
             specs.append({"name": name, "folder": folder,
+                          "external_data": "container" if shared else "folder",
                           "symbols": {**program.symbols, **program.spec_symbols.get(name, {})},
                           "options": program.spec_options.get(name, {}),
                           "inputs": [describe_tensor(t).to_json() for t in graph.inputs],
                           "outputs": [describe_tensor(t).to_json() for t in graph.outputs]})
+        progress.done()
+        if writer is None:
+            return None, program, executables
         path = writer.commit({"backend": backend.name,
                               "backend_options": options_to_dict(backend.options),
                               "pipeline": pipeline.to_text(),
                               "program": program.meta(),
+                              "retained_state": retained,
                               "specializations": specs})
         return path, program, executables
     finally:
         if writer is not None:
             writer.abort()
+
+
+#: Suffix of the outputs that ``-retained-state`` keeps and feeds back (``past_key.0`` ->
+#: ``past_key.0_RetainedState``), as the vendor's LLM flow names them.
+RETAINED_SUFFIX = "_RetainedState"
+
+
+def retained_state_pairs(program: Program) -> list[dict[str, str]]:
+    """``-retained-state``: the (input X, output X_RetainedState) pairs of the program, checked.
+
+    Each output named ``X_RetainedState`` must have an input ``X`` of the same dtype and shape in
+    every graph, so the runtime can feed it back; a program with no such output is refused.
+    """
+    where = "-retained-state"
+    pairs: list[dict[str, str]] | None = None
+    for name, graph in program.graphs.items():
+        inputs = {t.name: describe_tensor(t) for t in graph.inputs}
+        found = []
+        for t in graph.outputs:
+            if not t.name.endswith(RETAINED_SUFFIX):
+                continue
+            state = t.name[: -len(RETAINED_SUFFIX)]
+            out = describe_tensor(t)
+            if state not in inputs:
+                raise ConfigError(f"output '{t.name}' has no input '{state}' to feed back",
+                                  where=where, field=f"graph '{name}'",
+                                  hint="retained-state outputs are named after their input "
+                                       f"plus '{RETAINED_SUFFIX}'")
+            inp = inputs[state]
+            if (inp.dtype, inp.shape) != (out.dtype, out.shape):
+                raise ConfigError(f"output '{t.name}' is {out.dtype} {out.shape} but input "
+                                  f"'{state}' is {inp.dtype} {inp.shape}", where=where,
+                                  field=f"graph '{name}'",
+                                  hint="a retained state must keep its dtype and shape")
+            found.append({"input": state, "output": t.name})
+        if pairs is not None and found != pairs:
+            raise ConfigError("the specializations retain different states", where=where,
+                              field=f"graph '{name}'")
+        pairs = found
+    if not pairs:
+        outs = ", ".join(t.name for g in program.graphs.values() for t in g.outputs[:8])
+        raise ConfigError(f"no output is named '*{RETAINED_SUFFIX}' (outputs: {outs})",
+                          where=where, hint="drop -retained-state, or export the model with "
+                                            "retained-state outputs")
+    return pairs
+
+
+class _Progress:
+    """``compiling specialization 3/16: name`` on a terminal; silent in pipes and for one graph."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.index = 0
+        self.active = total > 1 and sys.stderr.isatty()
+
+    def step(self, name: str) -> None:
+        self.index += 1
+        logger.info("compiling graph %d/%d: %s", self.index, self.total, name)
+        if self.active:
+            sys.stderr.write(f"\rcompiling specialization {self.index}/{self.total}: "
+                             f"{name[:40]:<40}")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.active:
+            sys.stderr.write("\r" + " " * 80 + "\r")
+            sys.stderr.flush()
 
 
 def _check_supported(backend: Any, model: onnx.ModelProto, what: str) -> None:

@@ -4,6 +4,23 @@ Written to a temporary sibling and renamed at the end, so a failed compile never
 container; an existing directory is replaced only if it is itself a container (or empty). Loading
 checks the format version and the SHA-256 of every file the manifest names. Writing is
 deterministic: the same program and options give byte-identical containers.
+
+Layout::
+
+    manifest.json          format, versions, program metadata, specializations, file checksums
+    weights.bin            (several specializations only) every shared initializer, stored once
+    <specialization>/      one folder per specialization: model.onnx + backend artifacts
+
+With several specializations, every initializer of at least ``SHARED_MIN_BYTES`` is stored once in
+``weights.bin``, deduplicated by content (dtype, dims and bytes, hashed), and each ``model.onnx``
+refers to it as ONNX external data with ``location: weights.bin``, a location relative to the
+*container root* (the manifest marks such specializations ``"external_data": "container"``). So a
+weight that 16 specializations share costs its bytes once. ``load_spec_model`` loads these models
+through aicc's safe loader with the container root as the external-data folder, so no location ever
+needs ``..``. (To open such a model in another tool, load its external data from the container
+root, e.g. ``onnx.load(path, load_external_data=False)`` then
+``onnx.external_data_helper.load_external_data_for_model(model, root)``.) A single specialization
+keeps its weights inside its ``model.onnx``.
 """
 
 from __future__ import annotations
@@ -21,12 +38,17 @@ import onnx
 from . import __version__, ir
 from .errors import ContainerError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "ContainerWriter", "read_manifest",
-           "load_spec_model"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "SHARED_WEIGHTS", "SHARED_MIN_BYTES",
+           "ContainerWriter", "read_manifest", "load_spec_model"]
 
 FORMAT = "aicc-qpc"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+#: The container-root file holding the initializers specializations share.
+SHARED_WEIGHTS = "weights.bin"
+#: Initializers smaller than this stay inside each model.onnx (not worth an indirection).
+SHARED_MIN_BYTES = 1024
+_ALIGN = 64
 
 
 def _sha256(path: Path) -> str:
@@ -50,6 +72,9 @@ class ContainerWriter:
             raise ContainerError("parent folder does not exist", where=self.target)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=parent))
         self.files: dict[str, str] = {}
+        self._blobs: dict[bytes, tuple[int, int]] = {}  # content hash -> (offset, length)
+        self._weights_size = 0
+        self.shared_stats = {"tensors": 0, "references": 0, "bytes": 0}
 
     @staticmethod
     def _replaceable(path: Path) -> bool:
@@ -61,9 +86,47 @@ class ContainerWriter:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def add_model(self, folder: str, model: onnx.ModelProto) -> None:
+    def add_model(self, folder: str, model: onnx.ModelProto, *,
+                  shared_weights: bool = False) -> None:
+        """Write ``model`` as ``folder/model.onnx``. With ``shared_weights`` its large
+        initializers move to the root ``weights.bin`` (once per distinct content); ``model`` is
+        changed in place to refer to them."""
+        if shared_weights:
+            self._share_weights(model)
         for name in ir.save_model(model, self.folder(folder) / "model.onnx"):
             self.files[f"{folder}/{name}"] = ""
+
+    def _share_weights(self, model: onnx.ModelProto) -> None:
+        path = self.tmp / SHARED_WEIGHTS
+        with open(path, "ab") as f:
+            for tensor in model.graph.initializer:
+                if tensor.data_location == onnx.TensorProto.EXTERNAL or \
+                        not tensor.HasField("raw_data") or \
+                        len(tensor.raw_data) < SHARED_MIN_BYTES:
+                    continue
+                data = tensor.raw_data
+                h = hashlib.sha256()
+                h.update(f"{tensor.data_type}:{list(tensor.dims)}:".encode())
+                h.update(data)
+                key = h.digest()
+                if key not in self._blobs:
+                    pad = (-self._weights_size) % _ALIGN
+                    f.write(b"\0" * pad)
+                    f.write(data)
+                    self._blobs[key] = (self._weights_size + pad, len(data))
+                    self._weights_size += pad + len(data)
+                    self.shared_stats["tensors"] += 1
+                    self.shared_stats["bytes"] += len(data)
+                offset, length = self._blobs[key]
+                self.shared_stats["references"] += 1
+                tensor.ClearField("raw_data")
+                del tensor.external_data[:]
+                for k, v in (("location", SHARED_WEIGHTS), ("offset", str(offset)),
+                             ("length", str(length))):
+                    entry = tensor.external_data.add()
+                    entry.key, entry.value = k, v
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+        self.files[SHARED_WEIGHTS] = ""
 
     def add_files(self, folder: str, names: list[str]) -> None:
         for name in names:
@@ -133,6 +196,18 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def load_spec_model(container: str | Path, folder: str) -> onnx.ModelProto:
-    """The lowered graph of one specialization, loaded through aicc's safe loader."""
-    return ir.load_model(Path(container) / folder / "model.onnx", check_shapes=False)
+def load_spec_model(container: str | Path, folder: str, *,
+                    external_data: str = "folder") -> onnx.ModelProto:
+    """The lowered graph of one specialization, loaded through aicc's safe loader.
+
+    ``external_data`` (the manifest's value for the specialization) says where its external-data
+    locations are relative to: ``folder`` (its own folder) or ``container`` (the container root,
+    where the shared ``weights.bin`` lives).
+    """
+    container = Path(container)
+    if external_data not in ("folder", "container"):
+        raise ContainerError(f"specialization '{folder}' has unknown external_data "
+                             f"{external_data!r}", where=container,
+                             hint="expected 'folder' or 'container'; recompile the model")
+    base = container if external_data == "container" else container / folder
+    return ir.load_model(container / folder / "model.onnx", base_dir=base, check_shapes=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +75,7 @@ class Program:
         """A single-graph (``default``) Program of a loaded, validated model."""
         graph = ir.import_graph(model)
         names = [t.name for t in graph.outputs]
-        repeated = sorted({n for n in names if names.count(n) > 1})
+        repeated = sorted(n for n, k in Counter(names).items() if k > 1)
         return cls(graphs={"default": graph}, ir_version=model.ir_version,
                    model_inputs=[describe_tensor(t) for t in graph.inputs],
                    model_outputs=[describe_tensor(t) for t in graph.outputs],

@@ -10,6 +10,7 @@ batch is fixed is an error, never ignored.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 
 import onnx_graphsurgeon as gs
 
@@ -20,7 +21,7 @@ from aicc.options import option
 from aicc.pass_base import Pass, PassContext
 from aicc.program import Program
 
-__all__ = ["BindSymbols", "parse_symbol_values"]
+__all__ = ["BindSymbols", "bind_graph", "parse_symbol_values"]
 
 
 def parse_symbol_values(items: list[str], *, where: str = "-onnx-define-symbol") -> dict[str, int]:
@@ -39,6 +40,38 @@ def parse_symbol_values(items: list[str], *, where: str = "-onnx-define-symbol")
                               where=where)
         out[name] = int(value)
     return out
+
+
+def bind_graph(graph: gs.Graph, values: Mapping[str, int], *, unnamed: Sequence[gs.Variable] = (),
+               unnamed_value: int = 0, where: str = "graph", strict: bool = False) -> bool:
+    """Give the named symbols of ``graph``'s inputs and outputs their ``values`` (and dimension 0
+    of each tensor in ``unnamed`` the value ``unnamed_value``), then re-infer every intermediate
+    shape. Returns whether any shape changed.
+
+    Shared by ``bind-symbols`` and ``specialize`` so both bind the same way. Intermediate shapes
+    are cleared before inference so no stale symbolic dimension survives; with ``strict``, shapes
+    that cannot agree under these values are an error (``ModelError`` naming ``where``).
+    """
+    unnamed_ids = {id(t) for t in unnamed}
+    bound_any = False
+    for t in list(graph.inputs) + list(graph.outputs):
+        if t.shape is None:
+            continue
+        new = [values.get(d, d) if isinstance(d, str) else d for d in t.shape]
+        if id(t) in unnamed_ids:
+            new[0] = unnamed_value
+        if new != list(t.shape):
+            bound_any = True
+            t.shape = new
+    if not bound_any:
+        return False
+    outputs = {id(t) for t in graph.outputs}
+    for node in graph.nodes:
+        for t in node.outputs:
+            if id(t) not in outputs:
+                t.shape = None
+    ir.infer_shapes(graph, strict=strict, where=where)
+    return True
 
 
 class BindSymbols(Pass):
@@ -81,22 +114,8 @@ class BindSymbols(Pass):
                                   where="-batchsize", hint="the model's batch size is fixed")
         if not values and not unnamed:
             return
-        bound_any = False
-        for t in list(graph.inputs) + list(graph.outputs):
-            if t.shape is None:
-                continue
-            new = [values.get(d, d) if isinstance(d, str) else d for d in t.shape]
-            if t in unnamed:
-                new[0] = ctx.options.batchsize
-            if new != list(t.shape):
-                bound_any = True
-                t.shape = new
-        for node in graph.nodes:
-            for t in node.outputs:
-                if t not in graph.outputs:
-                    t.shape = None
-        if bound_any:
-            ir.infer_shapes(graph, where=f"graph '{ctx.graph_name}'")
+        bind_graph(graph, values, unnamed=unnamed, unnamed_value=ctx.options.batchsize,
+                   where=f"graph '{ctx.graph_name}'")
         program.symbols.update(values)
         ctx.count("symbols bound", len(values) + len(unnamed))
 

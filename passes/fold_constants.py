@@ -1,16 +1,33 @@
 """``fold-constants``: evaluate subgraphs whose inputs are all constant and store the results.
 
-Folding runs the constant subgraphs on onnxruntime (through onnx-graphsurgeon) and also folds
-shape computations whose result is known from static shapes. Results larger than
-``size_threshold`` bytes stay as computations, so folding never inflates the model.
+Folding runs the constant subgraphs on onnxruntime and also folds shape computations whose result
+is known from static shapes (``Shape``, and ``Gather``/``Slice`` of a ``Shape``). Results larger
+than ``size_threshold`` bytes stay as computations, so folding never inflates the model.
+
+The steps are those of onnx-graphsurgeon's ``Graph.fold_constants`` (lower ``Constant`` nodes;
+with ``fold_shapes``, elide int -> float -> int ``Cast`` pairs around shape arithmetic; find the
+nodes whose inputs are all constant; fold static shapes; evaluate), done in time linear in the
+graph: no copy of the graph is made, and the constant subgraphs are evaluated in batches of
+independent components of at most ``_BATCH_NODES`` nodes, because onnxruntime's session creation
+grows faster than linearly with the number of nodes in one session. Graphs that hold control-flow
+subgraphs or local functions are folded by onnx-graphsurgeon's ``fold_constants`` itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable, Iterable
+from typing import Any
 
+import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
+from onnx import numpy_helper
+from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter, dtype_to_onnx
+from onnx_graphsurgeon.importers.onnx_importer import get_itemsize
+from onnx_graphsurgeon.ir.tensor import SparseValues
+from onnx_graphsurgeon.util import misc
 
 from aicc.hookspecs import hookimpl
 from aicc.options import option
@@ -20,6 +37,13 @@ from aicc.program import Program
 __all__ = ["FoldConstants"]
 
 logger = logging.getLogger(__name__)
+
+#: Most nodes evaluated in one onnxruntime session (a larger connected component is one session).
+_BATCH_NODES = 512
+_NO_FOLD_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+_CONSTANT_ATTRS = frozenset({"value", "value_float", "value_floats", "value_int", "value_ints"})
+_CAST_ELISION_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Equal", "Greater",
+                               "Less", "Concat"})
 
 
 class FoldConstants(Pass):
@@ -40,8 +64,13 @@ class FoldConstants(Pass):
             logger.debug("fold-constants: graph '%s' has no node with only constant inputs",
                          ctx.graph_name)
             return
-        graph.fold_constants(fold_shapes=ctx.options.fold_shapes,
-                             size_threshold=ctx.options.size_threshold, error_ok=False)
+        if graph.functions or any(True for _ in graph.subgraphs()):
+            graph.fold_constants(fold_shapes=ctx.options.fold_shapes,
+                                 size_threshold=ctx.options.size_threshold, error_ok=False)
+        else:
+            sessions = _fold(graph, fold_shapes=ctx.options.fold_shapes,
+                             size_threshold=ctx.options.size_threshold)
+            ctx.count("onnxruntime sessions", sessions)
         graph.cleanup(remove_unused_graph_inputs=False)
         folded = before - len(graph.nodes)
         ctx.count("nodes folded", folded)
@@ -56,6 +85,322 @@ def _foldable(node: gs.Node) -> bool:
         return True
     return bool(node.inputs) and all(isinstance(t, gs.Constant) or not t.name
                                      for t in node.inputs)
+
+
+# -- the folding itself (a graph without subgraphs or functions) ----------------------------------
+
+def _fold(graph: gs.Graph, *, fold_shapes: bool, size_threshold: int | None) -> int:
+    """Fold ``graph`` in place (dead nodes stay for cleanup); return the sessions created."""
+    _lower_constant_nodes(graph)
+    if fold_shapes:
+        outputs = {t.name for t in graph.outputs}
+        for node in list(graph.nodes):
+            _elide_casts(node, outputs)
+    tensors = graph.tensors()
+    # name -> tensor of everything known to be constant: initializers, then foldable outputs.
+    known: dict[str, gs.Tensor] = {n: t for n, t in tensors.items() if isinstance(t, gs.Constant)}
+    _add_foldable_outputs(graph.nodes, known)
+    shapes: dict[str, np.ndarray] = {}  # tensors folded from static shapes
+    if fold_shapes:
+        for fold in (_shape_gather, _shape_slice, _shape):
+            for tensor in tensors.values():
+                value = fold(tensor, known, shapes)
+                if value is not None:
+                    known[tensor.name] = tensor
+                    shapes[tensor.name] = value
+            _add_foldable_outputs(graph.nodes, known)
+    wanted = [t for t in known.values()
+              if _should_evaluate(t, known, shapes, size_threshold)]
+    values: dict[str, np.ndarray] = dict(shapes)
+    sessions = 0
+    for nodes, outputs in _batches(graph, wanted, shapes):
+        values.update(_evaluate(graph, nodes, outputs, shapes))
+        sessions += 1
+    large: dict[str, int] = {}
+    for name, value in values.items():
+        tensor = tensors[name]
+        if isinstance(tensor, gs.Constant):
+            continue
+        if size_threshold is not None and value.nbytes > size_threshold:
+            logger.debug("fold-constants: not folding '%s': %d bytes exceed the size threshold "
+                         "(%d)", name, value.nbytes, size_threshold)
+            continue
+        if size_threshold is None and value.nbytes > (1 << 20):
+            large[name] = value.nbytes
+        tensor.to_constant(value)
+        tensor.inputs.clear()
+    if large:
+        logger.warning("fold-constants: folded large tensors: %s",
+                       ", ".join(f"{n} ({b >> 20} MiB)" for n, b in large.items()))
+    return sessions
+
+
+def _lower_constant_nodes(graph: gs.Graph) -> None:
+    """Turn the output of every ``Constant`` node into a Constant tensor."""
+    for node in list(graph.nodes):
+        if node.op != "Constant":
+            continue
+        for tensor in list(node.outputs):
+            if len(tensor.inputs) != 1:
+                continue
+            if len(node.attrs) != 1:
+                logger.warning("fold-constants: Constant node '%s' must have exactly one "
+                               "attribute", node.name)
+                continue
+            attr_name, attr_val = next(iter(node.attrs.items()))
+            if attr_name not in _CONSTANT_ATTRS:
+                logger.warning("fold-constants: Constant node '%s': unsupported attribute '%s'",
+                               node.name, attr_name)
+                continue
+            if isinstance(attr_val, gs.Node.AttributeRef):
+                continue
+            arr = attr_val._values if isinstance(attr_val, gs.Constant) else np.array(attr_val)
+            tensor.to_constant(arr)
+            tensor.inputs.clear()
+
+
+def _elide_casts(node: gs.Node, graph_outputs: set[str]) -> None:
+    """Cast(int -> float) -> arithmetic -> Cast(back to int): compute in the int type instead."""
+    if node.op not in _CAST_ELISION_OPS:
+        return
+    for out in node.outputs:
+        if out.name in graph_outputs or any(c.op != "Cast" for c in out.outputs):
+            return
+    in_casts = [p for t in node.inputs for p in t.inputs
+                if p.op == "Cast" and p.attrs["to"] == onnx.TensorProto.FLOAT]
+    if not in_casts:
+        return
+    in_types = {dtype_to_onnx(c.inputs[0].dtype) for c in in_casts}
+    if len(in_types) != 1:
+        return
+    final_type = in_types.pop()
+    out_casts = [c for t in node.outputs for c in t.outputs
+                 if c.op == "Cast" and c.attrs["to"] in (onnx.TensorProto.INT32,
+                                                         onnx.TensorProto.INT64)]
+    if not out_casts:
+        return
+    if len({c.attrs["to"] for c in out_casts}) != 1 or out_casts[0].attrs["to"] != final_type:
+        return
+    for index, inp in enumerate(node.inputs):
+        if isinstance(inp, gs.Constant):
+            inp.values = inp.values.astype(onnx.helper.tensor_dtype_to_np_dtype(final_type))
+        for cast in in_casts:
+            if cast.outputs[0] == inp:
+                node.inputs[index] = cast.inputs[0]
+    for index, out in enumerate(node.outputs):
+        for cast in out_casts:
+            if cast.inputs[0] == out:
+                cast_out = cast.outputs[0]
+                cast_out.inputs.clear()
+                node.outputs[index] = cast_out
+
+
+def _add_foldable_outputs(nodes: Iterable[gs.Node], known: dict[str, gs.Tensor]) -> None:
+    """One pass in node order: a node whose inputs are all known makes its outputs known."""
+    for node in nodes:
+        if node.op in _NO_FOLD_OPS:
+            continue
+        if any(isinstance(v, gs.Node.AttributeRef) for v in node.attrs.values()):
+            continue
+        if all(t.name in known for t in node.inputs if not t.is_empty()):
+            known.update((t.name, t) for t in node.outputs if not t.is_empty())
+
+
+# Shape folding. A tensor folded here loses its producer, so ``_producer`` ignores it.
+
+def _producer(tensor: gs.Tensor, op: str, shapes: dict[str, np.ndarray]) -> gs.Node | None:
+    if tensor.name in shapes or len(tensor.inputs) != 1 or tensor.inputs[0].op != op:
+        return None
+    return tensor.inputs[0]
+
+
+def _unknown_input(node: gs.Node | None, known: dict[str, gs.Tensor]) -> gs.Tensor | None:
+    if node is None:
+        return None
+    inp = node.inputs[0]
+    return None if inp.name in known else inp
+
+
+def _const_value(tensor: gs.Tensor, shapes: dict[str, np.ndarray]) -> np.ndarray | None:
+    if tensor.name in shapes:
+        return shapes[tensor.name]
+    return tensor.values if isinstance(tensor, gs.Constant) else None
+
+
+def _scalar(value: np.ndarray) -> Any:
+    return value if not value.shape else list(value)[0]
+
+
+def _shape(tensor, known, shapes) -> np.ndarray | None:
+    inp = _unknown_input(_producer(tensor, "Shape", shapes), known)
+    if inp is None or inp.shape is None or misc.is_dynamic_shape(inp.shape):
+        return None
+    return np.array(inp.shape, dtype=np.int64)
+
+
+def _shape_gather(tensor, known, shapes) -> np.ndarray | None:
+    gather = _producer(tensor, "Gather", shapes)
+    if gather is None:
+        return None
+    inp = _unknown_input(_producer(gather.inputs[0], "Shape", shapes), known)
+    if inp is None or inp.shape is None:
+        return None
+    indices = _const_value(gather.inputs[1], shapes)
+    if indices is None:
+        return None
+    if not indices.shape:
+        shape = inp.shape[int(indices)]
+        if misc.is_dynamic_dimension(shape):
+            return None
+    else:
+        shape = [inp.shape[i] for i in indices]
+        if misc.is_dynamic_shape(shape):
+            return None
+    return np.array(shape, dtype=np.int64)
+
+
+def _shape_slice(tensor, known, shapes) -> np.ndarray | None:
+    node = _producer(tensor, "Slice", shapes)
+    if node is None:
+        return None
+    if len(node.inputs) >= 3:
+        bounds = [_const_value(t, shapes) for t in node.inputs[1:3]]
+        if any(b is None for b in bounds):
+            return None
+        starts, ends = (_scalar(b) for b in bounds)
+    elif "starts" in node.attrs and "ends" in node.attrs:
+        starts, ends = node.attrs["starts"][0], node.attrs["ends"][0]
+    else:
+        return None
+    inp = _unknown_input(_producer(node.inputs[0], "Shape", shapes), known)
+    if inp is None or inp.shape is None:
+        return None
+    if len(node.inputs) > 3:  # a shape tensor can only be sliced along axis 0
+        axes = _const_value(node.inputs[3], shapes)
+        if axes is None or _scalar(axes) != 0:
+            return None
+    elif "axes" in node.attrs and node.attrs["axes"][0] != 0:
+        return None
+    steps = 1
+    if len(node.inputs) > 4:
+        value = _const_value(node.inputs[4], shapes)
+        if value is None:
+            return None
+        steps = _scalar(value)
+    elif "steps" in node.attrs:
+        steps = node.attrs["steps"][0]
+    shape = inp.shape[starts:ends:steps]
+    if misc.is_dynamic_shape(shape):
+        return None
+    return np.array(shape, dtype=np.int64)
+
+
+# Evaluation.
+
+def _should_evaluate(tensor: gs.Tensor, known: dict[str, gs.Tensor],
+                     shapes: dict[str, np.ndarray], size_threshold: int | None) -> bool:
+    """Evaluate a folded tensor that something outside the folded set reads (as graph-surgeon
+    does, a reader counts as folded when its node name is a folded tensor's name)."""
+    if isinstance(tensor, gs.Constant) or tensor.name in shapes:
+        return False
+    if tensor.outputs and all(node.name in known for node in tensor.outputs):
+        return False
+    if (size_threshold is not None and tensor.shape is not None and tensor.dtype is not None
+            and not misc.is_dynamic_shape(tensor.shape)):
+        return misc.volume(tensor.shape) * get_itemsize(tensor.dtype) <= size_threshold
+    return True
+
+
+def _batches(graph: gs.Graph, wanted: list[gs.Tensor], shapes: dict[str, np.ndarray]
+             ) -> Iterable[tuple[list[gs.Node], list[gs.Tensor]]]:
+    """The nodes that compute ``wanted``, split into independent batches, in graph order."""
+    # Nodes needed: walk back from the wanted tensors; Constants and folded shapes are leaves.
+    parent: dict[int, int] = {}  # union-find over node ids: connected components
+
+    def find(i: int) -> int:
+        root = i
+        while parent[root] != root:
+            root = parent[root]
+        while parent[i] != root:
+            parent[i], i = root, parent[i]
+        return root
+
+    stack = [p for t in wanted for p in t.inputs]
+    for node in stack:
+        parent.setdefault(id(node), id(node))
+    while stack:
+        node = stack.pop()
+        for t in node.inputs:
+            if isinstance(t, gs.Constant) or t.name in shapes:
+                continue
+            for producer in t.inputs:
+                if id(producer) not in parent:
+                    parent[id(producer)] = id(producer)
+                    stack.append(producer)
+                a, b = find(id(node)), find(id(producer))
+                if a != b:
+                    parent[a] = b
+    if not parent:
+        return
+    components: dict[int, list[gs.Node]] = {}
+    for node in graph.nodes:
+        if id(node) in parent:
+            components.setdefault(find(id(node)), []).append(node)
+    outputs: dict[int, list[gs.Tensor]] = {}
+    for t in wanted:
+        outputs.setdefault(find(id(t.inputs[0])), []).append(t)
+    batch_nodes: list[gs.Node] = []
+    batch_outputs: list[gs.Tensor] = []
+    for root, nodes in components.items():
+        if batch_nodes and len(batch_nodes) + len(nodes) > _BATCH_NODES:
+            yield batch_nodes, batch_outputs
+            batch_nodes, batch_outputs = [], []
+        batch_nodes += nodes
+        batch_outputs += outputs.get(root, [])
+    if batch_nodes:
+        yield batch_nodes, batch_outputs
+
+
+def _evaluate(graph: gs.Graph, nodes: list[gs.Node], outputs: list[gs.Tensor],
+              shapes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run ``nodes`` on onnxruntime and return the values of ``outputs``."""
+    import onnxruntime as ort
+
+    initializers: dict[str, onnx.TensorProto] = {}
+    sparse: dict[str, onnx.SparseTensorProto] = {}
+    value_info: dict[str, onnx.ValueInfoProto] = {}
+    output_names = {t.name for t in outputs}
+    for node in nodes:
+        for t in node.inputs:
+            if t.is_empty() or t.name in initializers or t.name in sparse:
+                continue
+            if t.name in shapes:
+                initializers[t.name] = numpy_helper.from_array(shapes[t.name], t.name)
+            elif isinstance(t, gs.Constant):
+                if isinstance(t._values, SparseValues):
+                    sparse[t.name] = OnnxExporter.export_sparse_tensor_proto(t)
+                else:
+                    initializers[t.name] = OnnxExporter.export_tensor_proto(t)
+        for t in node.outputs:
+            if (not t.is_empty() and t.name not in output_names
+                    and (t.dtype is not None or t.shape is not None)):
+                value_info[t.name] = OnnxExporter.export_value_info_proto(t, False)
+    opsets = list(graph.import_domains or [onnx.helper.make_opsetid("", graph.opset)])
+    have = {o.domain for o in opsets}
+    for domain in sorted({n.domain for n in nodes if n.domain is not None} - have):
+        opsets.append(onnx.helper.make_opsetid(domain, 1))
+    proto = onnx.helper.make_graph(
+        [OnnxExporter.export_node(n) for n in nodes], f"{graph.name}-folding", [],
+        [OnnxExporter.export_value_info_proto(t, False) for t in outputs],
+        initializer=list(initializers.values()), sparse_initializer=list(sparse.values()),
+        value_info=list(value_info.values()))
+    model = onnx.helper.make_model(proto, opset_imports=opsets)
+    if graph.ir_version is not None:
+        model.ir_version = graph.ir_version
+    names = [t.name for t in outputs]
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    return dict(zip(names, session.run(names, {})))
 
 
 @hookimpl

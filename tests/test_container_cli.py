@@ -122,7 +122,7 @@ def test_existing_container_is_replaced_but_other_dirs_are_not(tmp_path, example
     (["compile", "-m=MODEL", "-aic-binary-dir=OUT", "-onnx-define-symbol=seq,4"],
      "no symbol 'seq'"),
     (["compile", "-m=MODEL", "-aic-binary-dir=OUT", "-batchsize=abc"], "not an integer"),
-    (["compile", "-m=MODEL", "-aic-binary-dir=OUT", "-convert-to-fp16"], "not supported yet"),
+    (["compile", "-m=MODEL", "-aic-binary-dir=OUT", "-multicast-weights"], "not supported yet"),
     (["compile", "-m=MODEL", "-aic-binary-dir=OUT", "-aic-num-cores=4"], "not supported yet"),
     (["compile", "-m=MODEL", "-aic-binary-dir=OUT", "--backend", "gpu"], "unknown backend 'gpu'"),
     (["compile", "-m=MODEL", "-aic-binary-dir=OUT", "--backend-option", "threads=-1"],

@@ -1,4 +1,4 @@
-"""The ``aicc`` command: ``compile``, ``run``, ``passes``, ``backends``.
+"""The ``aicc`` command: ``compile``, ``run``, ``quantize``, ``passes``, ``backends``.
 
 User errors print one line, ``error: FILE: FIELD: what is wrong (hint)``, and exit 2; internal
 errors exit 1; ``--debug`` shows the traceback.
@@ -20,6 +20,7 @@ _USAGE = """usage: aicc COMMAND [flags]
 commands:
   compile   compile an ONNX model into a program container (qaic-compile flags accepted)
   run       run a compiled container on raw/.npy inputs or input lists
+  quantize  quantize an ONNX model to QDQ ONNX (QNN quantizer flags accepted)
   passes    list the registered passes with their options
   backends  list the registered backends with their options
 
@@ -50,10 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .list_cmd import run_list
             return run_list(command, rest)
         if command == "quantize":
-            raise UsageError("'aicc quantize' is not supported yet (the quantization feature "
-                             "has not landed)", where="aicc")
+            from .quantize_cmd import run_quantize
+            return run_quantize(rest)
         raise UsageError(f"unknown command '{command}'", where="aicc",
-                         hint="commands: compile, run, passes, backends")
+                         hint="commands: compile, run, quantize, passes, backends")
     except AiccError as e:
         if debug:
             traceback.print_exc()

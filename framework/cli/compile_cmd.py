@@ -20,26 +20,10 @@ from .flags import Flag, FlagParser, int_value
 
 __all__ = ["run_compile", "COMPILE_FLAGS", "NOT_YET"]
 
-_QUANT = "quantization (calibration profiles, encodings) has not landed yet"
-_CUSTOM = "custom I/O and mixed precision have not landed yet"
-_SPEC = "network specialization has not landed yet"
 _AIC = "the simulated AIC100 backend has not landed yet"
 
 #: Vendor flags that belong to features of other open issues: refused, never ignored.
 NOT_YET = {
-    "-input-list-file": _QUANT, "-dump-profile": _QUANT, "-load-profile": _QUANT,
-    "-convert-to-quantize": _QUANT, "-quantization-schema-activations": _QUANT,
-    "-quantization-schema-constants": _QUANT, "-quantization-calibration": _QUANT,
-    "-percentile-calibration-value": _QUANT, "-num-histogram-bins": _QUANT,
-    "-quantization-precision": _QUANT, "-quantization-precision-bias": _QUANT,
-    "-enable-channelwise": _QUANT, "-enable-rowwise": _QUANT,
-    "-external-quantization": _QUANT, "--input-shape": _QUANT,
-    "-custom-IO-list-file": _CUSTOM, "-dump-custom-IO-config-template": _CUSTOM,
-    "-convert-to-fp16": _CUSTOM, "-node-precision-info": _CUSTOM,
-    "-keep-original-precision-for-nodes": _CUSTOM, "-execute-nodes-in-fp16": _CUSTOM,
-    "-aic-preproc": _CUSTOM,
-    "-network-specialization-config": _SPEC, "-json-input-file": _SPEC,
-    "-retained-state": _SPEC,
     "-aic-hw": _AIC, "-aic-hw-version": _AIC, "-aic-num-cores": _AIC, "-ols": _AIC,
     "-mos": _AIC, "-multicast-weights": _AIC, "-stats-batchsize": _AIC,
     "-aic-profiling-type": _AIC, "-size-split-granularity": _AIC,
@@ -80,8 +64,14 @@ COMPILE_FLAGS = [
 
 #: Modules that add feature flags to `aicc compile`. Each exports ``FLAGS`` (a list of Flag) and
 #: ``contribute(args, request)``, which turns its parsed flags into pipeline steps
-#: (``request.feature_steps``), backend choices or options, refusing bad combinations.
-FEATURE_MODULES: list[str] = []
+#: (``request.feature_steps``), backend choices or options, refusing bad combinations. A module
+#: may also export ``standalone(args)``: work that replaces compiling (e.g. writing a template);
+#: it returns an exit code to stop there, or None to go on.
+FEATURE_MODULES: list[str] = [
+    "aicc.cli.feature_specialization",
+    "aicc.cli.feature_precision",
+    "aicc.cli.feature_quantization",
+]
 
 
 def _features() -> list[Any]:
@@ -133,6 +123,10 @@ def run_compile(argv: Sequence[str]) -> int:
         print(parser.help_text())
         return 0
     req = _request(args)
+    for feature in _features():
+        code = feature.standalone(args) if hasattr(feature, "standalone") else None
+        if code is not None:
+            return code
     if args["print_pipeline"]:
         _, pipeline, _, _ = prepare(req)
         print(pipeline.to_text())
@@ -143,16 +137,53 @@ def run_compile(argv: Sequence[str]) -> int:
     start = time.perf_counter()
     path, program, executables = compile_model(req)
     elapsed = time.perf_counter() - start
+    if req.pipeline_only:      # e.g. -dump-profile: the pipeline's own output is the result
+        print(req.pipeline_only)
+        return 0
     if path is not None:
         print(f"compiled {req.model} for backend '{req.backend}' in {elapsed:.2f} s: {path}")
     if args["compile_only"]:
         return 0
-    for name, exe in executables.items():
-        feeds = random_feeds(program, name, seed=0)
+    if req.json_input_file:
+        from ..data import (match_shapes, parse_json_input_file, program_input_descs,
+                            spec_input_shapes)
+        from ..customio import HostConversions
+        shapes = spec_input_shapes(program, interface=True)
+        host = HostConversions.from_meta({"custom_io": program.custom_io})
+        runs = []
+        for i, feeds in enumerate(parse_json_input_file(req.json_input_file,
+                                                        program_input_descs(program,
+                                                                            interface=True),
+                                                        shapes=shapes,
+                                                        optional=_state_inputs(program)), 1):
+            name = match_shapes(feeds, shapes)
+            feeds = host.convert(feeds) if host is not None else feeds  # custom -> graph I/O
+            runs.append((name, feeds, f"inference {i} of {req.json_input_file}"))
+    else:
+        runs = [(name, random_feeds(program, name, seed=0), "random data")
+                for name in executables]
+    for name, feeds, what in runs:
+        exe = executables[name]
+        feeds = _with_zero_state(program, name, feeds)
         t0 = time.perf_counter()
         outputs = exe.run(feeds)
         ms = (time.perf_counter() - t0) * 1e3
         shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in outputs.items())
-        print(f"ran graph '{name}' once on random data: {ms:.3f} ms -> {shapes}")
+        print(f"ran graph '{name}' once on {what}: {ms:.3f} ms -> {shapes}")
     sys.stdout.flush()
     return 0
+
+
+def _state_inputs(program: Any) -> list[str]:
+    """Inputs fed back from ``*_RetainedState`` outputs when compiled with -retained-state."""
+    if not program.compile_options.get("retained_state"):
+        return []
+    from ..compiler import retained_state_pairs
+    return [p["input"] for p in retained_state_pairs(program)]
+
+
+def _with_zero_state(program: Any, graph: str, feeds: dict) -> dict:
+    import numpy as np
+    from ..ir import tensor_dtype
+    missing = {t.name: t for t in program.graphs[graph].inputs if t.name not in feeds}
+    return {**feeds, **{n: np.zeros(t.shape, tensor_dtype(t)) for n, t in missing.items()}}

@@ -1,4 +1,9 @@
-"""``aicc run``: run a container on raw/.npy inputs, an input list, or random data.
+"""``aicc run``: run a container on raw/.npy inputs, an input list, a JSON input file, or random
+data.
+
+With several specializations each inference runs the one whose input shapes match its data, and
+the specialization that ran is printed; ``-json-input-file`` (the vendor runner's format) says the
+shape of every buffer, so it suits specializations best.
 
 Prints the latency of each inference and inferences per second. ``--write-output-dir`` receives one
 raw file per output per inference (plus ``.npy`` with ``--write-output-format npy``), written to a
@@ -17,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import ir
-from ..data import parse_input_args, parse_input_list, read_tensor_file
+from ..data import (merged_input_descs, parse_input_args, parse_input_list,
+                    parse_json_input_file, read_tensor_file)
 from ..errors import UsageError
 from ..runtime import Session
 from .flags import Flag, FlagParser, int_value
@@ -30,6 +36,9 @@ RUN_FLAGS = [
          help="an input file (raw or .npy), in input order or NAME:=FILE", metavar="FILE"),
     Flag(("--input-list-file", "--input_list"), "input_list",
          help="a QNN-style input list: one inference per line", metavar="FILE"),
+    Flag(("-json-input-file", "--json-input-file"), "json_input",
+         help="inputs in the vendor runner's JSON form: one list of buffers per inference",
+         metavar="FILE"),
     Flag(("--write-output-dir",), "output_dir", help="write every output here", metavar="DIR"),
     Flag(("--write-output-format",), "output_format", help="raw (default) or npy (raw + .npy)",
          metavar="raw|npy"),
@@ -53,13 +62,22 @@ def run_run(argv: Sequence[str]) -> int:
     if fmt not in ("raw", "npy"):
         raise UsageError(f"unknown format {fmt!r}", where="--write-output-format",
                          hint="raw or npy")
-    if args["inputs"] and args["input_list"]:
-        raise UsageError("-i and --input-list-file both given", where="aicc run")
+    given = [f for f, k in (("-i", "inputs"), ("--input-list-file", "input_list"),
+                            ("-json-input-file", "json_input")) if args[k]]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)} both given", where="aicc run",
+                         hint="give the inputs one way")
     session = Session(args["qpc"], args["backend"])
-    descs = {d.name: d for d in session.inputs}
+    held = {i for i, _ in session.retained}
+    merged = merged_input_descs([[d for d in s.inputs if d.name not in held]
+                                 for s in session.specs])
+    descs = {d.name: d for d in merged}
     names = list(descs)
     samples: list[dict[str, np.ndarray]] = []
-    if args["inputs"]:
+    if args["json_input"]:
+        samples = parse_json_input_file(args["json_input"], merged, shapes={
+            s.name: {d.name: d.shape for d in s.inputs} for s in session.specs})
+    elif args["inputs"]:
         files = parse_input_args(args["inputs"], names)
         samples.append({n: read_tensor_file(p, descs[n], where=f"-i {p}") for n, p in files.items()})
     elif args["input_list"]:

@@ -195,8 +195,14 @@ class Histogram:
         if self.width == 0:
             self.counts[0] += v.size
             return
-        counts, _ = np.histogram(v, bins=self.num_bins, range=(self.min, self.max))
-        self.counts += counts
+        # The bin index computed directly (what np.histogram does for equal bins, without its
+        # range mask and edge re-checks, ~8x faster): the values are known to lie in [min, max];
+        # max itself goes to the last bin. A value within float rounding of an inner edge may
+        # land one bin off np.histogram's choice, which no range method can notice.
+        n = self.num_bins
+        idx = ((v - self.min) * (n / self.width)).astype(np.intp)
+        np.clip(idx, 0, n - 1, out=idx)
+        self.counts += np.bincount(idx, minlength=n)[:n]
 
 
 @dataclasses.dataclass(eq=False)
@@ -297,14 +303,24 @@ class TensorObserver:
 
     def update(self, values: Any) -> None:
         """Fold one batch of values into the statistics."""
-        v, bad = _finite_values(values)
+        a = np.asarray(values)
+        if a.dtype.kind == "f" and a.dtype.itemsize <= 4 and a.size:
+            # fast path: finite min and max mean every value is finite (NaN propagates)
+            bmin, bmax = float(a.min()), float(a.max())
+            if np.isfinite(bmin) and np.isfinite(bmax):
+                self.batches += 1
+                self._fold(a.ravel(), bmin, bmax)
+                return
+        v, bad = _finite_values(a)
         self.batches += 1
         self.nan += bad["nan"]
         self.posinf += bad["posinf"]
         self.neginf += bad["neginf"]
         if v.size == 0:
             return
-        bmin, bmax = float(v.min()), float(v.max())
+        self._fold(v, float(v.min()), float(v.max()))
+
+    def _fold(self, v: np.ndarray, bmin: float, bmax: float) -> None:
         h = self.histogram
         if not self.seen:
             self.histogram = Histogram(bmin, bmax, np.zeros(self.num_bins))

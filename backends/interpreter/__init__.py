@@ -1,0 +1,85 @@
+"""The ``interpreter`` backend: turns an ONNX graph into an Executable that runs it op by op in numpy.
+
+Exact ONNX semantics (fp16 and QDQ included) rather than speed; observers can see every tensor,
+which calibration and ``--dump-tensors`` rely on. See ``engine`` for the executor and ``kernels``
+for the precision policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import onnx
+
+from aicc.backend import Backend, Executable
+from aicc.hookspecs import hookimpl
+from aicc.options import option
+
+from .engine import Interpreter
+from .kernels import supported_op_types
+
+__all__ = ["InterpreterBackend", "InterpreterExecutable", "Interpreter", "aicc_register_backends"]
+
+
+@dataclasses.dataclass(frozen=True)
+class InterpreterOptions:
+    """Options of the interpreter backend."""
+
+    check_types: bool = option(False, "check every produced tensor against the dtype and static "
+                                      "shape the model declares for it (slow; for debugging)")
+    profile: bool = option(False, "record the time spent per op type (reported by stats())")
+
+
+class InterpreterExecutable(Executable):
+    """A model prepared for the interpreter; ``interpreter`` gives observers and any tensor."""
+
+    def __init__(self, interpreter: Interpreter):
+        self.interpreter = interpreter
+        self.runs = 0
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.runs += 1
+        return self.interpreter.run(feeds)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"runs": self.runs}
+        if self.interpreter.profile:
+            out["op_time_s"] = {op: round(t, 6) for op, (_, t) in
+                                sorted(self.interpreter.op_times.items(), key=lambda kv: -kv[1][1])}
+        return out
+
+
+class InterpreterBackend(Backend):
+    """numpy reference execution with ONNX semantics, op by op."""
+
+    name = "interpreter"
+    description = ("numpy, op by op, exact ONNX semantics incl. fp16 and QDQ; observers see every "
+                   "tensor (calibration, debugging)")
+    Options = InterpreterOptions
+    dtypes = frozenset({
+        "float16", "bfloat16", "float32", "float64", "bool",
+        "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
+        "int4", "uint4", "int2", "uint2",
+        "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+    })
+
+    #: op types of the default ONNX domain that have a kernel
+    op_types = supported_op_types()
+
+    def unsupported_nodes(self, model: onnx.ModelProto) -> list[str]:
+        return Interpreter.unsupported_nodes(model)
+
+    def compile(self, model: onnx.ModelProto, *, program_meta: Mapping[str, Any],
+                spec_options: Mapping[str, Any]) -> InterpreterExecutable:
+        interp = Interpreter(model, check_types=self.options.check_types,
+                             profile=self.options.profile)
+        return InterpreterExecutable(interp)
+
+
+@hookimpl
+def aicc_register_backends(registry):
+    """Register the interpreter backend."""
+    registry.add(InterpreterBackend)

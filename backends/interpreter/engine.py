@@ -1,0 +1,497 @@
+"""The interpreter engine: an ONNX model turned into a precomputed schedule of numpy kernels.
+
+Construction does all the per-model work once: it checks every op up front (reporting all the
+unsupported ones together), parses attributes, builds one kernel per node, evaluates Constant
+nodes, orders the nodes and, per requested set of outputs, plans which nodes to run and after which
+step each intermediate tensor dies. ``run`` then only binds and checks the feeds and walks the plan,
+dropping every intermediate after its last consumer so memory follows the live set.
+
+Observers (calibration, ``--dump-tensors``) see tensors as they are produced; they must not modify
+the arrays they are given.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx.inliner
+from onnx import numpy_helper
+
+from aicc.errors import AiccError, BackendError, DataError, ModelError, did_you_mean
+
+from . import ops_conv, ops_elementwise, ops_nn, ops_quant, ops_reduce, ops_resize, ops_shape
+from .kernels import NodeSpec, in_float32, lookup, onnx_dtype, parse_attribute
+from .ops_shape import constant_value
+
+__all__ = ["Interpreter", "TensorSpec", "ScheduledNode", "Observer"]
+
+logger = logging.getLogger(__name__)
+
+_KERNEL_MODULES = (ops_conv, ops_elementwise, ops_nn, ops_quant, ops_reduce, ops_resize, ops_shape)
+
+Observer = Callable[[str, np.ndarray], None]
+_ALL = "all"  # plan key: observe every produced tensor
+_MAX_PLANS = 32
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output as declared: dtype (None if not a tensor) and dims.
+
+    ``shape`` is None when the rank is unknown; a dim is an int, a symbol name, or None.
+    """
+
+    name: str
+    dtype: np.dtype | None
+    shape: tuple[int | str | None, ...] | None
+
+    def describe(self) -> str:
+        if self.dtype is None:
+            return "a non-tensor value"
+        if self.shape is None:
+            return f"{self.dtype} of any shape"
+        return f"{self.dtype} {_format_shape(self.shape)}"
+
+
+@dataclass(frozen=True)
+class ScheduledNode:
+    """One step of a plan: the node, what it reads and writes, and what dies after it."""
+
+    name: str
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    frees: tuple[str, ...]
+
+
+@dataclass
+class _Plan:
+    steps: list[tuple]  # (kernel, input names, output names, names to free, names to observe, i)
+    observe_first: tuple[str, ...]  # inputs/constants to show the observer before the first step
+    schedule: list[ScheduledNode]
+
+
+def _format_shape(shape: Sequence[Any]) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + (
+        ",)" if len(shape) == 1 else ")")
+
+
+def _type_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
+    t = vi.type
+    if not t.HasField("tensor_type"):
+        return TensorSpec(vi.name, None, None)
+    tt = t.tensor_type
+    dtype = onnx_dtype(tt.elem_type) if tt.elem_type else None
+    shape = None
+    if tt.HasField("shape"):
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                      for d in tt.shape.dim)
+    return TensorSpec(vi.name, dtype, shape)
+
+
+def _node_label(node: onnx.NodeProto, index: int) -> str:
+    return node.name or f"#{index}"
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for op in model.opset_import:
+        if op.domain in ("", "ai.onnx"):
+            return op.version
+    return onnx.defs.onnx_opset_version()
+
+
+def _inline(model: onnx.ModelProto) -> onnx.ModelProto:
+    return onnx.inliner.inline_local_functions(model) if len(model.functions) else model
+
+
+def _resolve(node: onnx.NodeProto, index: int, opset: int):
+    """(registry entry, op version, problem text or None) for one node."""
+    label = f"node '{_node_label(node, index)}' ({node.op_type})"
+    if node.domain not in ("", "ai.onnx"):
+        return None, 0, f"node '{_node_label(node, index)}' ({node.domain}.{node.op_type})"
+    entry = lookup(node.op_type)
+    if entry is None:
+        return None, 0, label
+    try:
+        version = onnx.defs.get_schema(node.op_type, opset, "").since_version
+    except onnx.defs.SchemaError:
+        return None, 0, f"{label}: not an operator of opset {opset}"
+    if version < entry.min_version:
+        return None, 0, (f"{label}: opset {opset} selects version {version}; the interpreter "
+                         f"implements {node.op_type} from version {entry.min_version}")
+    return entry, version, None
+
+
+class Interpreter:
+    """Runs an ONNX model op by op in numpy with ONNX semantics (opsets 13-21 and beyond).
+
+    ``check_types`` compares every produced tensor with the dtype and static dims the model
+    declares for it (slow; for debugging kernels and shape inference). ``profile`` records the
+    time spent per op type in ``self.op_times``.
+    """
+
+    def __init__(self, model: onnx.ModelProto, *, check_types: bool = False,
+                 profile: bool = False):
+        model = _inline(model)
+        problems = self.unsupported_nodes(model)
+        if problems:
+            raise BackendError(
+                f"{len(problems)} node(s) the interpreter cannot run: " + "; ".join(problems),
+                hint="run the model on another backend or rewrite these ops")
+        graph = model.graph
+        self.check_types = check_types
+        self.profile = profile
+        self.op_times: dict[str, list[float]] = {}
+        self._consts: dict[str, np.ndarray] = {}
+        for init in graph.initializer:
+            arr = numpy_helper.to_array(init)
+            arr.setflags(write=False)
+            self._consts[init.name] = arr
+        self._inputs = [_type_spec(vi) for vi in graph.input]
+        self._input_map = {s.name: s for s in self._inputs}
+        self._output_names = tuple(o.name for o in graph.output)
+        self._types = {vi.name: _type_spec(vi)
+                       for vi in list(graph.value_info) + list(graph.output) + list(graph.input)}
+        self._constant_outputs: list[str] = []
+        self._nodes: list[tuple] = []  # (kernel, NodeSpec) in execution order
+        self._build(graph, _default_opset(model))
+        self._producer = {name: i for i, (_, spec) in enumerate(self._nodes)
+                          for name in spec.outputs if name}
+        self._known = set(self._consts) | set(self._input_map) | set(self._producer)
+        self._plans: dict[tuple, _Plan] = {}
+
+    # --- construction ----------------------------------------------------------------------
+
+    @staticmethod
+    def unsupported_nodes(model: onnx.ModelProto) -> list[str]:
+        """Every node the interpreter cannot run, as ``"node 'NAME' (OpType)"`` (+ why, if versioned)."""
+        model = _inline(model)
+        opset = _default_opset(model)
+        problems = []
+        for i, node in enumerate(model.graph.node):
+            _, _, problem = _resolve(node, i, opset)
+            if problem:
+                problems.append(problem)
+        return problems
+
+    def _build(self, graph: onnx.GraphProto, opset: int) -> None:
+        specs = []
+        for i, node in enumerate(graph.node):
+            entry, version, _ = _resolve(node, i, opset)
+            spec = NodeSpec(name=_node_label(node, i), op_type=node.op_type, version=version,
+                            attrs={a.name: parse_attribute(a) for a in node.attribute},
+                            inputs=tuple(node.input), outputs=tuple(node.output))
+            if node.op_type == "Constant":
+                try:
+                    value = constant_value(spec)
+                except Exception as e:
+                    raise ModelError(f"{spec.describe()}: {e}") from e
+                value.setflags(write=False)
+                self._consts[node.output[0]] = value
+                self._constant_outputs.append(node.output[0])
+                continue
+            try:
+                kernel = entry.builder(spec)
+            except AiccError:
+                raise
+            except Exception as e:
+                raise ModelError(f"{spec.describe()}: {e}") from e
+            specs.append((in_float32(kernel) if entry.half_in_float32 else kernel, spec))
+        self._nodes = self._toposort(specs)
+
+    def _toposort(self, nodes: list[tuple]) -> list[tuple]:
+        """Nodes in an order where every input exists before use (stable for sorted graphs)."""
+        available = set(self._consts) | set(self._input_map) | {""}
+        producer: dict[str, int] = {}
+        for i, (_, spec) in enumerate(nodes):
+            for out in spec.outputs:
+                if not out:
+                    continue
+                if out in producer or out in self._consts:
+                    raise ModelError(f"{spec.describe()}: output '{out}' is produced twice")
+                producer[out] = i
+        waiting = {}
+        users: dict[str, list[int]] = {}
+        ready = []
+        for i, (_, spec) in enumerate(nodes):
+            missing = {n for n in spec.inputs if n not in available}
+            for n in missing:
+                if n not in producer:
+                    raise ModelError(f"{spec.describe()}: input '{n}' is not a graph input, an "
+                                     "initializer or the output of any node")
+                users.setdefault(n, []).append(i)
+            waiting[i] = len(missing)
+            if not missing:
+                ready.append(i)
+        order = []
+        heapq.heapify(ready)
+        while ready:
+            i = heapq.heappop(ready)
+            order.append(i)
+            for out in nodes[i][1].outputs:
+                for j in users.get(out, ()):
+                    waiting[j] -= 1
+                    if waiting[j] == 0:
+                        heapq.heappush(ready, j)
+        if len(order) != len(nodes):
+            done = set(order)
+            stuck = next(nodes[i][1] for i in range(len(nodes)) if i not in done)
+            raise ModelError(f"{stuck.describe()}: the graph has a cycle through this node")
+        return [nodes[i] for i in order]
+
+    # --- introspection ---------------------------------------------------------------------
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """The graph inputs a caller feeds (initializer-backed inputs are optional)."""
+        return list(self._inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self._output_names
+
+    def tensor_names(self) -> list[str]:
+        """Every tensor a run can observe or return: inputs, initializers, node outputs."""
+        return sorted(self._known)
+
+    def schedule(self, outputs: Iterable[str] | None = None) -> list[ScheduledNode]:
+        """The steps a run computing ``outputs`` takes, with the tensors freed after each."""
+        names = self._output_names if outputs is None else self._check_names(outputs, "outputs")
+        return list(self._plan(tuple(names), None).schedule)
+
+    # --- planning --------------------------------------------------------------------------
+
+    def _check_names(self, names: Iterable[str], what: str) -> tuple[str, ...]:
+        if isinstance(names, str):
+            names = [names]
+        names = tuple(names)
+        for n in names:
+            if n not in self._known:
+                raise DataError(f"{what}: no tensor named '{n}' in the model",
+                                hint=did_you_mean(n, self._known))
+        return names
+
+    def _plan(self, outputs: tuple[str, ...], observed) -> _Plan:
+        """The steps computing ``outputs`` (and ``observed``: None, _ALL or a set of names)."""
+        key = (outputs, observed)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        nodes = self._nodes
+        if observed == _ALL:
+            needed = list(range(len(nodes)))
+        else:
+            needed = self._needed(set(outputs) | set(observed or ()))
+
+        def shown(name: str) -> bool:
+            return observed == _ALL or (observed is not None and name in observed)
+
+        keep = set(outputs) | set(self._consts)
+        last_use: dict[str, int] = {}
+        for k, i in enumerate(needed):
+            for n in nodes[i][1].inputs:
+                if n:
+                    last_use[n] = k
+        steps, schedule = [], []
+        for k, i in enumerate(needed):
+            kernel, spec = nodes[i]
+            dying = [n for n in dict.fromkeys(spec.inputs)
+                     if n and last_use.get(n) == k and n not in keep]
+            dying += [n for n in spec.outputs if n and n not in last_use and n not in keep]
+            observe_now = tuple(n for n in spec.outputs if n and shown(n))
+            steps.append((kernel, spec.inputs, spec.outputs, tuple(dying), observe_now, i))
+            schedule.append(ScheduledNode(spec.name, spec.op_type, spec.inputs, spec.outputs,
+                                          tuple(dying)))
+        if observed == _ALL:
+            first = tuple(s.name for s in self._inputs) + tuple(self._constant_outputs)
+        else:
+            first = tuple(sorted(n for n in observed or () if n not in self._producer))
+        plan = _Plan(steps, first, schedule)
+        if len(self._plans) >= _MAX_PLANS:
+            self._plans.clear()
+        self._plans[key] = plan
+        return plan
+
+    def _needed(self, targets: set[str]) -> list[int]:
+        """Indices (in execution order) of the nodes that ``targets`` depend on."""
+        nodes = self._nodes
+        mark = [False] * len(nodes)
+        stack = [self._producer[t] for t in targets if t in self._producer]
+        while stack:
+            i = stack.pop()
+            if not mark[i]:
+                mark[i] = True
+                stack.extend(self._producer[n] for n in nodes[i][1].inputs if n in self._producer)
+        return [i for i in range(len(nodes)) if mark[i]]
+
+    # --- running ---------------------------------------------------------------------------
+
+    def run(self, feeds: Mapping[str, np.ndarray], *, observe: Observer | None = None,
+            observe_names: Iterable[str] | None = None,
+            outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Run the model on ``feeds`` and return the graph outputs (or the ``outputs`` named).
+
+        ``observe(name, array)`` is called for every tensor produced (graph inputs and Constant
+        outputs too) whose name is in ``observe_names`` (None = all); naming an initializer in
+        ``observe_names`` shows it as well.
+        """
+        env = self._bind(feeds)
+        out_names = self._output_names if outputs is None else self._check_names(outputs,
+                                                                                  "outputs")
+        if observe is None:
+            observed = None
+        elif observe_names is None:
+            observed = _ALL
+        else:
+            observed = frozenset(self._check_names(observe_names, "observe_names"))
+        plan = self._plan(out_names, observed)
+        for name in plan.observe_first:
+            if name in env:
+                observe(name, env[name])
+        with np.errstate(all="ignore"):
+            self._walk(plan, env, observe)
+        return self._collect(out_names, env, feeds)
+
+    def _walk(self, plan: _Plan, env: dict, observe: Observer | None) -> None:
+        nodes = self._nodes
+        check = self.check_types
+        profile = self.profile
+        for kernel, ins, outs, dying, shown, i in plan.steps:
+            args = [env[n] for n in ins]
+            try:
+                if profile:
+                    t0 = time.perf_counter()
+                    res = kernel(*args)
+                    self._account(nodes[i][1].op_type, time.perf_counter() - t0)
+                else:
+                    res = kernel(*args)
+            except AiccError:
+                raise
+            except Exception as e:
+                raise self._kernel_error(nodes[i][1], args, e) from e
+            if type(res) is np.ndarray:
+                env[outs[0]] = res
+            elif type(res) is tuple:
+                for name, value in zip(outs, res):
+                    if name:
+                        env[name] = np.asarray(value) if isinstance(value, np.generic) else value
+            else:  # numpy scalars from full reductions become 0-d arrays; sequences pass as is
+                env[outs[0]] = np.asarray(res) if isinstance(res, np.generic) else res
+            if check:
+                self._check_produced(nodes[i][1], env)
+            for name in shown:
+                observe(name, env[name])
+            for name in dying:
+                del env[name]
+
+    def _account(self, op_type: str, seconds: float) -> None:
+        slot = self.op_times.setdefault(op_type, [0, 0.0])
+        slot[0] += 1
+        slot[1] += seconds
+
+    def _kernel_error(self, spec: NodeSpec, args: list, e: Exception) -> BackendError:
+        shapes = ", ".join("none" if a is None else f"{getattr(a, 'dtype', '?')}"
+                           f"{_format_shape(getattr(a, 'shape', ()))}" for a in args)
+        return BackendError(f"{spec.describe()} failed on inputs [{shapes}]: "
+                            f"{type(e).__name__}: {e}")
+
+    def _check_produced(self, spec: NodeSpec, env: dict) -> None:
+        for name in spec.outputs:
+            declared = self._types.get(name)
+            if name and declared is not None and declared.dtype is not None:
+                self._check_against(declared, env[name], f"{spec.describe()}: output")
+
+    @staticmethod
+    def _check_against(declared: TensorSpec, value: np.ndarray, what: str) -> None:
+        if value.dtype != declared.dtype:
+            raise BackendError(f"{what} '{declared.name}' has dtype {value.dtype}, but the model "
+                               f"declares {declared.dtype}")
+        if declared.shape is not None:
+            ok = len(declared.shape) == value.ndim and all(
+                not isinstance(d, int) or d == v for d, v in zip(declared.shape, value.shape))
+            if not ok:
+                raise BackendError(f"{what} '{declared.name}' has shape "
+                                   f"{_format_shape(value.shape)}, but the model declares "
+                                   f"{_format_shape(declared.shape)}")
+
+    def _collect(self, names: tuple[str, ...], env: dict, feeds: Mapping) -> dict:
+        result = {}
+        fed = [v for v in feeds.values() if isinstance(v, np.ndarray)]
+        for name in names:
+            value = env[name]
+            if isinstance(value, np.ndarray):
+                declared = self._types.get(name)
+                if declared is not None and declared.dtype is not None \
+                        and value.dtype != declared.dtype:
+                    who = self._producer.get(name)
+                    where = self._nodes[who][1].describe() if who is not None else "the graph"
+                    raise BackendError(f"{where}: output '{name}' has dtype {value.dtype}, but "
+                                       f"the model declares {declared.dtype}")
+                if not value.flags.writeable or any(np.may_share_memory(value, f) for f in fed):
+                    value = value.copy()
+            result[name] = value
+        return result
+
+    # --- feeds -----------------------------------------------------------------------------
+
+    def _bind(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(feeds, Mapping):
+            raise DataError(f"feeds must map input names to numpy arrays, got "
+                            f"{type(feeds).__name__}")
+        for name in feeds:
+            if name not in self._input_map:
+                raise DataError(f"feed '{name}': the model has no such input",
+                                hint=did_you_mean(str(name), self._input_map))
+        env: dict[str, Any] = dict(self._consts)
+        env[""] = None
+        symbols: dict[str, tuple[int, str]] = {}
+        for spec in self._inputs:
+            if spec.name not in feeds:
+                if spec.name in self._consts:
+                    continue
+                raise DataError(f"input '{spec.name}': missing (expected {spec.describe()})",
+                                hint="the model's inputs are " + ", ".join(
+                                    s.name for s in self._inputs if s.name not in self._consts))
+            env[spec.name] = self._check_feed(spec, feeds[spec.name], symbols)
+        return env
+
+    @staticmethod
+    def _check_feed(spec: TensorSpec, value: Any, symbols: dict) -> Any:
+        if spec.dtype is None:  # sequences / optionals pass through as given
+            return value
+        if isinstance(value, np.generic):
+            value = np.asarray(value)
+        if not isinstance(value, np.ndarray):
+            raise DataError(f"input '{spec.name}': got a {type(value).__name__}, expected a "
+                            f"numpy array of {spec.describe()}")
+        if value.dtype != spec.dtype:
+            if spec.dtype == object and value.dtype.kind in "US":
+                value = value.astype(object)
+            else:
+                raise DataError(f"input '{spec.name}': dtype {value.dtype}, expected "
+                                f"{spec.dtype}",
+                                hint="convert the data; the interpreter never casts feeds")
+        if spec.shape is None:
+            return value
+        if value.ndim != len(spec.shape):
+            raise DataError(f"input '{spec.name}': shape {_format_shape(value.shape)} has rank "
+                            f"{value.ndim}, expected rank {len(spec.shape)} "
+                            f"{_format_shape(spec.shape)}")
+        for axis, (want, got) in enumerate(zip(spec.shape, value.shape)):
+            if isinstance(want, int) and want != got:
+                raise DataError(f"input '{spec.name}': shape {_format_shape(value.shape)}, "
+                                f"expected {_format_shape(spec.shape)} (dim {axis} is {got}, "
+                                f"expected {want})")
+            if isinstance(want, str):
+                seen = symbols.setdefault(want, (got, spec.name))
+                if seen[0] != got:
+                    raise DataError(f"input '{spec.name}': dim {axis} ('{want}') is {got}, but "
+                                    f"input '{seen[1]}' has '{want}' = {seen[0]}")
+        return value

@@ -1,0 +1,359 @@
+"""Compile-time scaling: CNN-like ONNX graphs of growing size -> ms per 1k nodes, vs onnxruntime.
+
+Builds Conv -> BatchNormalization -> Relu/Clip chains with residual Adds and small constant
+subgraphs that fold (a Reshape whose target shape is computed from Constant nodes, another whose
+shape is ``Shape`` of a statically shaped tensor), at about 1k, 10k and 50k nodes. For each size it
+compiles the model with aicc's default pipeline (fold-constants, fold-batchnorm, cleanup) on the
+``cpu`` backend, split into load (checker, strict shape inference, import), the pipeline (per pass)
+and the backend compile (an onnxruntime session on the lowered graph), and measures, in the same
+run, onnxruntime's own session creation on the original model (ORT_ENABLE_ALL).
+
+Passes must be linear (or n log n) in graph size (DESIGN.md section 3): the per-node cost at the
+largest size should stay within 1.5x of that at the smallest. Run::
+
+    python benchmarks/compile_scaling.py            # ~1k, 10k, 50k nodes
+    python benchmarks/compile_scaling.py --quick    # ~1k, 5k nodes (smoke use)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+os.environ.setdefault("AICC_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import aicc  # noqa: E402
+from aicc.backends.cpu import CpuBackend  # noqa: E402
+from aicc.compiler import CompileRequest, compile_model  # noqa: E402
+from aicc.plugins import load_registries  # noqa: E402
+
+__all__ = ["build_cnn", "NODES_PER_BLOCK", "bench_registries", "measure", "main"]
+
+#: ONNX nodes in one residual block of :func:`build_cnn`.
+NODES_PER_BLOCK = 15
+#: Largest per-node cost at the largest size, relative to the smallest, that counts as scaling.
+TARGET_RATIO = 1.5
+OPSET = 17
+
+
+def build_cnn(target_nodes: int, *, channels: int = 4, spatial: int = 4,
+              seed: int = 0) -> onnx.ModelProto:
+    """A checked CNN-like model of about ``target_nodes`` nodes (a multiple of 15, at least 15).
+
+    Each residual block (15 nodes) computes, from its input x of shape [1, C, S, S]::
+
+        y = Clip(BN(Conv(Relu(BN(Conv(x))))) + x, 0, 6)
+        y = Reshape(Reshape(y, Concat([1], [C] * [S*S])), Shape(y)) * (g / Sqrt(v))
+
+    where the shape computations and ``g / Sqrt(v)`` (initializers) fold to constants and both
+    BatchNormalizations fold into their Convs, leaving 8 nodes per block.
+    The second activation is ``Clip`` in even blocks and ``Relu`` in odd ones. Weights are distinct per block but tiny, so the model stays a few MB.
+    """
+    rng = np.random.default_rng(seed)
+    blocks = max(1, round(target_nodes / NODES_PER_BLOCK))
+    c, s = channels, spatial
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = [
+        numpy_helper.from_array(np.array(0.0, np.float32), "clip_min"),
+        numpy_helper.from_array(np.array(6.0, np.float32), "clip_max"),
+    ]
+
+    def init(name: str, values: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(values.astype(np.float32), name))
+        return name
+
+    def ints(name: str, values: list[int]) -> str:
+        inits.append(numpy_helper.from_array(np.array(values, np.int64), name))
+        return name
+
+    def bn(p: str, x: str, out: str) -> onnx.NodeProto:
+        names = [init(f"{p}_{k}", v) for k, v in (
+            ("gamma", rng.uniform(0.5, 1.5, c)), ("beta", rng.normal(0.0, 0.1, c)),
+            ("mean", rng.normal(0.0, 0.1, c)), ("var", rng.uniform(0.5, 1.5, c)))]
+        return helper.make_node("BatchNormalization", [x, *names], [out], name=f"{p}_bn",
+                                epsilon=1e-5)
+
+    x = "input"
+    scale = 1.0 / np.sqrt(c * 9)
+    for b in range(blocks):
+        p = f"b{b}"
+        w1 = init(f"{p}_w1", rng.normal(0.0, scale, (c, c, 3, 3)))
+        b1 = init(f"{p}_b1", rng.normal(0.0, 0.1, c))
+        w2 = init(f"{p}_w2", rng.normal(0.0, scale, (c, c, 1, 1)))
+        act2 = (helper.make_node("Relu", [f"{p}_add"], [f"{p}_act"], name=f"{p}_relu2")
+                if b % 2 else
+                helper.make_node("Clip", [f"{p}_add", "clip_min", "clip_max"], [f"{p}_act"],
+                                 name=f"{p}_clip"))
+        nodes += [
+            helper.make_node("Conv", [x, w1, b1], [f"{p}_c1"], name=f"{p}_conv1",
+                             pads=[1, 1, 1, 1]),
+            bn(f"{p}_bn1", f"{p}_c1", f"{p}_n1"),
+            helper.make_node("Relu", [f"{p}_n1"], [f"{p}_r1"], name=f"{p}_relu1"),
+            helper.make_node("Conv", [f"{p}_r1", w2], [f"{p}_c2"], name=f"{p}_conv2"),
+            bn(f"{p}_bn2", f"{p}_c2", f"{p}_n2"),
+            helper.make_node("Add", [f"{p}_n2", x], [f"{p}_add"], name=f"{p}_add"),
+            act2,
+            # [1] ++ ([C] * [S*S]) -> [1, C*S*S]: two nodes that fold to one constant.
+            helper.make_node("Mul", [ints(f"{p}_k_c", [c]), ints(f"{p}_k_hw", [s * s])],
+                             [f"{p}_k_chw"], name=f"{p}_kmul"),
+            helper.make_node("Concat", [ints(f"{p}_k_one", [1]), f"{p}_k_chw"],
+                             [f"{p}_flat_shape"], name=f"{p}_kcat", axis=0),
+            helper.make_node("Reshape", [f"{p}_act", f"{p}_flat_shape"], [f"{p}_flat"],
+                             name=f"{p}_flatten"),
+            # Shape of a statically shaped tensor: folded by fold-constants' shape folding.
+            helper.make_node("Shape", [f"{p}_act"], [f"{p}_shape"], name=f"{p}_shape"),
+            helper.make_node("Reshape", [f"{p}_flat", f"{p}_shape"], [f"{p}_unflat"],
+                             name=f"{p}_unflatten"),
+            # A per-channel scale computed from constants: Sqrt and Div fold, Mul stays.
+            helper.make_node("Sqrt", [init(f"{p}_sv", rng.uniform(0.8, 1.2, (1, c, 1, 1)))],
+                             [f"{p}_sroot"], name=f"{p}_ssqrt"),
+            helper.make_node("Div", [init(f"{p}_sg", rng.uniform(0.8, 1.2, (1, c, 1, 1))),
+                                     f"{p}_sroot"], [f"{p}_scale"], name=f"{p}_sdiv"),
+            helper.make_node("Mul", [f"{p}_unflat", f"{p}_scale"], [f"{p}_out"],
+                             name=f"{p}_smul"),
+        ]
+        x = f"{p}_out"
+    graph = helper.make_graph(
+        nodes, "compile_scaling",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, c, s, s])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, c, s, s])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="aicc-benchmark")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+# -- timing ---------------------------------------------------------------------------------------
+
+@dataclass
+class Timing:
+    """One compile of one model, split into stages (seconds of wall time)."""
+
+    load: float = 0.0  # request checks, load (checker, strict shape inference), import
+    passes: dict[str, float] = field(default_factory=dict)
+    lower: float = 0.0  # export of the final graph, backend support check
+    backend_ort: float = 0.0  # onnxruntime session creation inside the cpu backend
+    total: float = 0.0
+    nodes_after: int = 0
+
+    @property
+    def pipeline(self) -> float:
+        return sum(self.passes.values())
+
+    @property
+    def own(self) -> float:
+        """Everything aicc itself does: the total without the backend's onnxruntime session."""
+        return self.total - self.backend_ort
+
+
+class _Clock:
+    """Where the instrument and the backend below leave their readings."""
+
+    timing: Timing | None = None
+    marks: dict[str, float] = {}
+
+
+class _StageClock(aicc.Instrument):
+    """Records when the pipeline starts and ends and how long each pass takes."""
+
+    name = "bench-stage-clock"
+    description = "benchmark stage timing (benchmarks/compile_scaling.py)"
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        pass
+
+    def before_pipeline(self, program, steps) -> None:
+        _Clock.marks["pipeline_start"] = time.perf_counter()
+
+    def before_pass(self, index, step, program) -> None:
+        _Clock.marks["pass_start"] = time.perf_counter()
+
+    def after_pass(self, index, step, program, ctx) -> None:
+        passes = _Clock.timing.passes
+        passes[step.name] = passes.get(step.name, 0.0) + (time.perf_counter()
+                                                          - _Clock.marks["pass_start"])
+
+    def after_pipeline(self, program) -> None:
+        _Clock.marks["pipeline_end"] = time.perf_counter()
+        _Clock.timing.nodes_after = sum(len(g.nodes) for g in program.graphs.values())
+
+
+class _TimedCpuBackend(CpuBackend):
+    """The ``cpu`` backend, unchanged, with its onnxruntime session creation timed."""
+
+    name = "bench-cpu"
+    description = "the cpu backend, timed (benchmarks/compile_scaling.py)"
+
+    def compile(self, model, **kwargs):
+        start = time.perf_counter()
+        try:
+            return super().compile(model, **kwargs)
+        finally:
+            _Clock.timing.backend_ort += time.perf_counter() - start
+
+
+class _BenchPlugin:
+    @aicc.hookimpl
+    def aicc_register_instruments(self, registry):
+        registry.add(_StageClock)
+
+    @aicc.hookimpl
+    def aicc_register_backends(self, registry):
+        registry.add(_TimedCpuBackend)
+
+
+def bench_registries():
+    """The built-in plugins plus the benchmark's timing instrument and timed cpu backend."""
+    return load_registries(extra_plugins=[_BenchPlugin()])
+
+
+def time_aicc(model_bytes: bytes, registries) -> Timing:
+    """Compile once through ``compile_model`` (default pipeline, no container written)."""
+    timing = _Clock.timing = Timing()
+    req = CompileRequest(model=model_bytes, backend=_TimedCpuBackend.name,
+                         instruments=[(_StageClock.name, {})])
+    gc.collect()
+    start = time.perf_counter()
+    compile_model(req, registries)
+    end = time.perf_counter()
+    _Clock.timing = None
+    timing.total = end - start
+    timing.load = _Clock.marks["pipeline_start"] - start
+    timing.lower = end - _Clock.marks["pipeline_end"] - timing.backend_ort
+    return timing
+
+
+def time_ort(model_bytes: bytes) -> float:
+    """Seconds onnxruntime takes to create a session (ORT_ENABLE_ALL) on the original model."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    gc.collect()
+    start = time.perf_counter()
+    ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    return time.perf_counter() - start
+
+
+@dataclass
+class Row:
+    nodes: int
+    aicc: Timing
+    ort: float
+    repeats: tuple[int, int]
+
+
+def measure(target: int, aicc_repeats: int, ort_repeats: int, registries, *,
+            budget: float = 0.0) -> Row:
+    """Best of at least ``aicc_repeats`` compiles and ``ort_repeats`` onnxruntime sessions, more
+    while ``budget`` seconds have not passed (the best run is the one least disturbed by other
+    work on the machine; small models get many runs because a short run is easily disturbed)."""
+    model = build_cnn(target)
+    data = model.SerializeToString()
+    aicc_runs: list[Timing] = []
+    ort_runs: list[float] = []
+    start = time.perf_counter()
+    while True:
+        required = len(aicc_runs) < aicc_repeats or len(ort_runs) < ort_repeats
+        if not required and (time.perf_counter() - start >= budget or len(aicc_runs) >= 50):
+            break
+        if not required or len(ort_runs) < ort_repeats:
+            ort_runs.append(time_ort(data))
+        if not required or len(aicc_runs) < aicc_repeats:
+            aicc_runs.append(time_aicc(data, registries))
+    return Row(len(model.graph.node), min(aicc_runs, key=lambda t: t.total), min(ort_runs),
+               (len(aicc_runs), len(ort_runs)))
+
+
+def _per_k(seconds: float, nodes: int) -> float:
+    return seconds * 1e6 / nodes
+
+
+def print_table(rows: Sequence[Row], out=sys.stdout) -> float:
+    """Print the results; return the scaling ratio of aicc's own work (largest / smallest)."""
+    pass_names = list(rows[0].aicc.passes)
+    cols = [("load", lambda r: r.aicc.load)]
+    cols += [(n, lambda r, n=n: r.aicc.passes.get(n, 0.0)) for n in pass_names]
+    cols += [("pipeline", lambda r: r.aicc.pipeline), ("lower", lambda r: r.aicc.lower),
+             ("aicc-own", lambda r: r.aicc.own), ("be-ort", lambda r: r.aicc.backend_ort),
+             ("total", lambda r: r.aicc.total), ("ort-ref", lambda r: r.ort)]
+    widths = [max(8, len(name)) for name, _ in cols]
+    print("\naicc compile time in ms per 1k nodes (default pipeline, cpu backend; best of "
+          "repeats)", file=out)
+    head = f"{'nodes':>6} {'after':>6} " + " ".join(f"{name:>{w}}" for (name, _), w in
+                                                    zip(cols, widths))
+    head += f" {'total/ort':>9} {'own/ort':>8}"
+    print(head, file=out)
+    print("-" * len(head), file=out)
+    for r in rows:
+        cells = [f"{r.nodes:>6}", f"{r.aicc.nodes_after:>6}"]
+        cells += [f"{_per_k(get(r), r.nodes):>{w}.1f}" for (_, get), w in zip(cols, widths)]
+        cells += [f"{r.aicc.total / r.ort:>9.2f}", f"{r.aicc.own / r.ort:>8.2f}"]
+        print(" ".join(cells), file=out)
+    print("\nload: checks, onnx checker, strict shape inference, import; lower: export of the final "
+          "graph and support check;\naicc-own = total - be-ort, the onnxruntime session the cpu "
+          "backend creates on the folded graph;\nort-ref: onnxruntime session creation "
+          "(ORT_ENABLE_ALL) on the original model, same run", file=out)
+    first, last = rows[0], rows[-1]
+
+    def ratio(get) -> float:
+        return _per_k(get(last), last.nodes) / max(_per_k(get(first), first.nodes), 1e-12)
+
+    print(f"\nscaling ratio = ms per 1k nodes at {last.nodes} nodes / at {first.nodes} nodes",
+          file=out)
+    own = ratio(lambda r: r.aicc.own)
+    for name, get in [("aicc-own", lambda r: r.aicc.own), ("  load", lambda r: r.aicc.load),
+                      ("  pipeline", lambda r: r.aicc.pipeline)] + \
+            [(f"    {n}", lambda r, n=n: r.aicc.passes.get(n, 0.0)) for n in pass_names] + \
+            [("  lower", lambda r: r.aicc.lower), ("be-ort", lambda r: r.aicc.backend_ort),
+             ("total", lambda r: r.aicc.total), ("ort-ref", lambda r: r.ort)]:
+        print(f"  {name:<22} {ratio(get):6.2f}", file=out)
+    print("aicc total / onnxruntime session creation: "
+          + ", ".join(f"{r.nodes} nodes {r.aicc.total / r.ort:.2f}x" for r in rows), file=out)
+    verdict = "OK" if own <= TARGET_RATIO else "DOES NOT SCALE"
+    print(f"verdict: {verdict}: aicc's own per-node cost at {last.nodes} nodes is {own:.2f}x that "
+          f"at {first.nodes} (target <= {TARGET_RATIO}); onnxruntime's session creation alone "
+          f"is {ratio(lambda r: r.ort):.2f}x", file=out)
+    return own
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="only ~1k and ~5k nodes (smoke use)")
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
+                        help="comma-separated node counts (overrides the defaults)")
+    args = parser.parse_args(argv)
+    sizes = args.sizes or ([1000, 5000] if args.quick else [1000, 10000, 50000])
+    registries = bench_registries()
+    # Warm up imports, kernel tables and onnxruntime once, so the smallest size is not charged.
+    warm = build_cnn(NODES_PER_BLOCK * 4).SerializeToString()
+    time_ort(warm)
+    time_aicc(warm, registries)
+    rows = []
+    for size in sizes:
+        aicc_repeats, ort_repeats = (3, 3) if size <= 10000 else (2, 1)
+        budget = 6.0 if size <= 5000 else 0.0
+        start = time.perf_counter()
+        row = measure(size, aicc_repeats, ort_repeats, registries, budget=budget)
+        rows.append(row)
+        print(f"measured {row.nodes} nodes: aicc x{row.repeats[0]}, onnxruntime x{row.repeats[1]}"
+              f" in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    ratio = print_table(rows)
+    return 0 if ratio <= TARGET_RATIO else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""``aicc quantize``: a float ONNX model and calibration inputs in, a QDQ ONNX model out, with the
+flags of the QNN quantizer (``qnn-onnx-converter`` / ``qairt-quantizer``) for users coming from it.
+
+The output runs on onnxruntime (QuantizeLinear/DequantizeLinear only, opset 21 when 4- or 16-bit
+types need it) and is written atomically. Defaults follow QNN: 8-bit activations, weights and
+biases, ``tf`` quantizers, min-max calibration. ``--input_dim NAME DIMS`` takes two values (QNN's
+spelling); ``--algorithms cle`` runs the ``cle`` pass first. Flags that only matter together with
+another one (``--pack_4_bit_weights`` without 4-bit weights, ``--float_bw`` without float layers in
+the overrides, ...) are refused rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import UsageError
+from ..quant import MODES, check_bitwidth, check_percentile
+from .flags import Flag, FlagParser, int_value
+
+__all__ = ["run_quantize", "QUANTIZE_FLAGS", "CALIBRATIONS"]
+
+#: QNN's ``--act_quantizer_calibration`` values -> aicc's calibration methods.
+CALIBRATIONS = {"min-max": "None", "minmax": "None", "percentile": "Percentile",
+                "kl": "KLMinimization", "entropy": "KLMinimization", "mse": "MSE",
+                "sqnr": "SQNR"}
+
+
+def _float_value(flag: str):
+    def convert(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise UsageError(f"{text!r} is not a number", where=flag) from None
+    return convert
+
+
+QUANTIZE_FLAGS = [
+    Flag(("--input_model", "-i"), "input_model", help="the float ONNX model", metavar="PATH"),
+    Flag(("--output_model", "-o"), "output_model", help="where to write the QDQ ONNX model",
+         metavar="PATH"),
+    Flag(("--input_list",), "input_list", help="calibration inputs: a QNN input list",
+         metavar="FILE"),
+    Flag(("--input_dim",), "input_dim", "repeat",
+         help="NAME DIMS: bind input NAME to DIMS (comma-separated), e.g. --input_dim x 1,3,8,8",
+         metavar="NAME DIMS"),
+    Flag(("--act_bw",), "act_bw", convert=int_value("--act_bw"),
+         help="activation bitwidth: 4, 8 (default) or 16", metavar="BW"),
+    Flag(("--weight_bw",), "weight_bw", convert=int_value("--weight_bw"),
+         help="weight bitwidth: 4, 8 (default) or 16", metavar="BW"),
+    Flag(("--bias_bw",), "bias_bw", convert=int_value("--bias_bw"),
+         help="bias bitwidth: 8 (default), 16 or 32 (scale = input scale x weight scale)",
+         metavar="BW"),
+    Flag(("--float_bw",), "float_bw", convert=int_value("--float_bw"),
+         help="bitwidth (16 or 32) of layers the overrides exclude from quantization",
+         metavar="BW"),
+    Flag(("--float_bias_bw",), "float_bias_bw", convert=int_value("--float_bias_bw"),
+         help="bitwidth (16 or 32) of float biases the overrides do not give", metavar="BW"),
+    Flag(("--param_quantizer",), "param_quantizer",
+         help="weights: tf (default), symmetric, enhanced, adjusted", metavar="MODE"),
+    Flag(("--act_quantizer",), "act_quantizer",
+         help="activations: tf (default), symmetric, enhanced, adjusted", metavar="MODE"),
+    Flag(("--act_quantizer_calibration",), "act_calibration",
+         help="activation range: min-max (default), percentile, kl, mse, sqnr", metavar="METHOD"),
+    Flag(("--percentile_calibration_value",), "percentile",
+         convert=_float_value("--percentile_calibration_value"),
+         help="percentile in [90, 100] (default 99.99)", metavar="P"),
+    Flag(("--use_per_channel_quantization",), "per_channel", "switch",
+         help="per-channel weights (Conv, ConvTranspose, Gemm, MatMul)"),
+    Flag(("--use_per_row_quantization",), "per_row", "switch",
+         help="per-row weights of Gemm/MatMul"),
+    Flag(("--pack_4_bit_weights",), "pack_4bit", "switch",
+         help="store 4-bit weights two per byte (ONNX INT4/UINT4)"),
+    Flag(("--quantization_overrides",), "overrides",
+         help="AIMET encodings JSON: full or partial overrides", metavar="FILE"),
+    Flag(("--export_encodings",), "export_encodings",
+         help="write the encodings used as AIMET JSON (0.6.1 form)", metavar="FILE"),
+    Flag(("--algorithms",), "algorithms", "repeat",
+         help="pre-quantization algorithms: cle", metavar="NAME"),
+    Flag(("--num_histogram_bins",), "num_bins", convert=int_value("--num_histogram_bins"),
+         help="histogram bins per tensor for histogram methods (default 512)", metavar="N"),
+    Flag(("-h", "--help"), "help", "switch", help="show this help"),
+]
+
+
+def _split_input_dims(argv: Sequence[str]) -> list[str]:
+    """``--input_dim NAME DIMS`` (two values) -> ``--input_dim=NAME=DIMS`` for the flag parser."""
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        if args[i] != "--input_dim":
+            out.append(args[i])
+            i += 1
+            continue
+        values = args[i + 1:i + 3]
+        if len(values) != 2 or any(v.startswith("-") for v in values):
+            raise UsageError("--input_dim takes two values: NAME DIMS", where="aicc quantize",
+                             hint="e.g. --input_dim image 1,1,8,8")
+        out.append(f"--input_dim={values[0]}={values[1]}")
+        i += 3
+    return out
+
+
+def _check_mode(value: str | None, flag: str) -> str:
+    if value is None:
+        return "tf"
+    if value not in MODES:
+        raise UsageError(f"unknown quantizer {value!r}", where=flag,
+                         hint=f"valid: {', '.join(MODES)}")
+    return value
+
+
+def _options(args: dict[str, Any]) -> dict[str, Any]:
+    """The ``quantize`` pass options the flags ask for (QNN defaults), checked."""
+    act_bw = check_bitwidth(args["act_bw"] if args["act_bw"] is not None else 8,
+                            role="activation", where="--act_bw")
+    weight_bw = check_bitwidth(args["weight_bw"] if args["weight_bw"] is not None else 8,
+                               role="weight", where="--weight_bw")
+    bias_bw = check_bitwidth(args["bias_bw"] if args["bias_bw"] is not None else 8,
+                             role="bias", where="--bias_bw")
+    opts: dict[str, Any] = {
+        "act_quantizer": _check_mode(args["act_quantizer"], "--act_quantizer"),
+        "param_quantizer": _check_mode(args["param_quantizer"], "--param_quantizer"),
+        "act_bitwidth": act_bw, "weight_bitwidth": weight_bw, "bias_bitwidth": bias_bw,
+        "per_channel": bool(args["per_channel"]), "per_row": bool(args["per_row"]),
+    }
+    method = args["act_calibration"]
+    if method is not None:
+        key = method.strip().lower()
+        if key not in CALIBRATIONS:
+            raise UsageError(f"unknown calibration {method!r}",
+                             where="--act_quantizer_calibration",
+                             hint="valid: min-max, percentile, kl, mse, sqnr")
+        opts["calibration"] = CALIBRATIONS[key]
+        if opts["act_quantizer"] == "enhanced" and opts["calibration"] != "None":
+            raise UsageError("--act_quantizer enhanced chooses its own range",
+                             where="--act_quantizer_calibration",
+                             hint="drop --act_quantizer_calibration or use another quantizer")
+    if args["percentile"] is not None:
+        if opts.get("calibration") != "Percentile":
+            raise UsageError("--percentile_calibration_value needs "
+                             "--act_quantizer_calibration percentile",
+                             where="--percentile_calibration_value")
+        opts["percentile"] = check_percentile(args["percentile"],
+                                              where="--percentile_calibration_value", field=None)
+    if args["pack_4bit"]:
+        if weight_bw != 4:
+            raise UsageError("--pack_4_bit_weights packs 4-bit weights; the weights are "
+                             f"{weight_bw}-bit", where="--pack_4_bit_weights",
+                             hint="add --weight_bw 4")
+        opts["pack_4bit"] = True
+    if args["export_encodings"]:
+        opts["export_encodings"] = args["export_encodings"]
+    return opts
+
+
+def _float_flags(args: dict[str, Any], opts: dict[str, Any]) -> None:
+    """--float_bw / --float_bias_bw act on float layers of the overrides: refuse them without."""
+    for flag, dest, key in (("--float_bw", "float_bw", "float_bitwidth"),
+                            ("--float_bias_bw", "float_bias_bw", "float_bias_bitwidth")):
+        value = args[dest]
+        if value is None:
+            continue
+        check_bitwidth(value, dtype="float", where=flag)
+        if not args["overrides"]:
+            raise UsageError(f"{flag} sets the precision of layers that --quantization_overrides "
+                             "keeps in float, and no overrides file was given", where=flag)
+        from aicc.passes.quantize import load_overrides
+        table = load_overrides(args["overrides"])
+        has_float = any(e.is_float for e in list(table.activations.values())
+                        + list(table.params.values()))
+        if dest == "float_bw" and not table.excluded_layers:
+            raise UsageError(f"{flag} applies to the overrides' excluded_layers, and "
+                             f"{args['overrides']} lists none", where=flag)
+        if dest == "float_bias_bw" and not (has_float or table.excluded_layers):
+            raise UsageError(f"{flag} applies to float Conv/Gemm/MatMul layers, and "
+                             f"{args['overrides']} keeps none in float", where=flag)
+        opts[key] = value
+
+
+def run_quantize(argv: Sequence[str]) -> int:
+    parser = FlagParser("quantize", QUANTIZE_FLAGS)
+    args = parser.parse(_split_input_dims(argv))
+    if args["help"]:
+        print(parser.help_text())
+        return 0
+    for dest, flag in (("input_model", "--input_model"), ("output_model", "--output_model")):
+        if not args[dest]:
+            raise UsageError(f"{flag} is required", where="aicc quantize")
+    opts = _options(args)
+    _float_flags(args, opts)
+    algorithms = []
+    from ..plugins import load_registries
+    registries = load_registries()
+    for algo in args["algorithms"]:
+        for name in (a.strip() for a in algo.split(",") if a.strip()):
+            if name != "cle":
+                raise UsageError(f"unknown algorithm {name!r}", where="--algorithms",
+                                 hint="supported: cle")
+            if "cle" not in registries.passes:
+                raise UsageError("--algorithms cle needs the 'cle' pass, which is not "
+                                 "registered", where="--algorithms")
+            algorithms.append(name)
+    input_shapes = []
+    for item in args["input_dim"]:
+        name, _, dims = item.partition("=")
+        input_shapes.append(f"{name}={dims}")
+    if args["num_bins"] is not None:
+        if opts.get("calibration", "None") == "None" and opts["act_quantizer"] != "enhanced":
+            raise UsageError("--num_histogram_bins only matters for histogram calibrations",
+                             where="--num_histogram_bins",
+                             hint="add --act_quantizer_calibration percentile|kl|mse|sqnr")
+        if not args["input_list"]:
+            raise UsageError("--num_histogram_bins needs --input_list", where="aicc quantize")
+    if not args["input_list"] and not args["overrides"]:
+        raise UsageError("nothing to quantize with: give --input_list (calibration) or "
+                         "--quantization_overrides (encodings)", where="aicc quantize")
+    from ..quantization import quantize_model, save_model_atomic
+    model, program = quantize_model(args["input_model"], input_list=args["input_list"],
+                                    overrides=args["overrides"], input_shapes=input_shapes,
+                                    algorithms=algorithms, num_bins=args["num_bins"],
+                                    registries=registries, **opts)
+    save_model_atomic(model, args["output_model"])
+    enc = program.encodings
+    print(f"quantized {args['input_model']} -> {args['output_model']}: "
+          f"{len(enc.get('activations', {}))} activations, {len(enc.get('params', {}))} "
+          f"parameters, {len(enc.get('float_ops', {}))} float ops")
+    if args["export_encodings"]:
+        print(f"encodings written to {args['export_encodings']}")
+    sys.stdout.flush()
+    return 0

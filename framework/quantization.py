@@ -1,0 +1,128 @@
+"""The Python API of quantization: a float ONNX model plus samples (or a profile, or encodings) in,
+a QDQ ONNX model out. ``aicc quantize`` is a thin command line over ``quantize_model``.
+
+    import aicc.quantization as q
+    model, program = q.quantize_model("model.onnx", samples=[{"x": a}, {"x": b}],
+                                      per_channel=True)
+
+The pipeline it runs is ``[input-shape] fold-constants fold-batchnorm [cle] [quant-overrides]
+[int32-sandwich] [calibrate] quantize cleanup``: the same simplifications as ``aicc compile``'s
+default pipeline before calibration, so a profile dumped by one can be loaded by the other.
+Samples are any iterable of feed dicts (streamed: a generator is read once, one sample at a time),
+or an input list file. Shards calibrated apart merge with ``aicc.quant.merge_profiles`` (or give
+several ``profile`` files).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from . import ir
+from .errors import ConfigError
+from .pipeline import Pipeline, run_pipeline
+from .plugins import Registries, load_registries
+from .program import Program
+
+__all__ = ["quantize_pipeline", "quantize_model", "save_model_atomic"]
+
+
+def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool = False,
+                      profile: Sequence[str | Path] = (), overrides: str | Path | None = None,
+                      int32: bool = False, input_shapes: Sequence[str] = (),
+                      algorithms: Sequence[str] = (), num_bins: int | None = None,
+                      progress: bool = True, **options: Any) -> list[tuple[str, dict]]:
+    """The (pass, options) list ``quantize_model`` runs; ``options`` go to ``quantize``."""
+    steps: list[tuple[str, dict]] = []
+    if input_shapes:
+        steps.append(("input-shape", {"shapes": list(input_shapes)}))
+    steps += [("fold-constants", {}), ("fold-batchnorm", {})]
+    for algo in algorithms:
+        steps.append((algo, {}))
+    if overrides:
+        steps.append(("quant-overrides", {"file": str(overrides)}))
+        if int32:
+            steps.append(("int32-sandwich", {"overrides": str(overrides)}))
+    if input_list is not None or calibrate:
+        cal: dict[str, Any] = {"progress": progress}
+        if input_list is not None:
+            cal["input_list"] = str(input_list)
+        if num_bins is not None:
+            cal["num_bins"] = num_bins
+        steps.append(("calibrate", cal))
+    q = dict(options)
+    if profile:
+        q["profile"] = [str(p) for p in profile]
+    steps.append(("quantize", q))
+    steps.append(("cleanup", {}))
+    return steps
+
+
+def _has_int32(overrides: str | Path | None) -> bool:
+    if not overrides:
+        return False
+    from aicc.passes.quantize import load_overrides
+    table = load_overrides(overrides)
+    return any(not e.is_float and e.bitwidth == 32 for e in table.activations.values())
+
+
+def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
+                   samples: Iterable[Mapping[str, np.ndarray]] | None = None,
+                   input_list: str | Path | None = None,
+                   profile: Sequence[str | Path] = (), overrides: str | Path | None = None,
+                   input_shapes: Sequence[str] = (), algorithms: Sequence[str] = (),
+                   num_bins: int | None = None, progress: bool = True,
+                   registries: Registries | None = None,
+                   **options: Any) -> tuple[onnx.ModelProto, Program]:
+    """Quantize ``model``; returns the QDQ model and the Program (``program.encodings`` holds
+    the encodings used). ``options`` are the ``quantize`` pass options (``per_channel=True``,
+    ``act_bitwidth=16``, ``calibration="Percentile"``, ...)."""
+    if samples is not None and input_list is not None:
+        raise ConfigError("give samples or an input list, not both", field="quantize_model")
+    registries = registries or load_registries()
+    for algo in algorithms:
+        if algo not in registries.passes:
+            raise ConfigError(f"algorithm '{algo}' is not available (no pass '{algo}' is "
+                              "registered)", field="algorithms")
+    if isinstance(model, onnx.ModelProto):
+        loaded = ir.load_model(model.SerializeToString())
+    else:
+        loaded = ir.load_model(model)
+    steps = quantize_pipeline(input_list=input_list, calibrate=samples is not None,
+                              profile=profile, overrides=overrides, int32=_has_int32(overrides),
+                              input_shapes=input_shapes, algorithms=algorithms,
+                              num_bins=num_bins, progress=progress, **options)
+    pipeline = Pipeline.build(steps, registries.passes, source="quantize_model")
+    scratch: dict[str, Any] = {}
+    if samples is not None:
+        from aicc.passes.calibrate import SAMPLES_KEY
+        scratch[SAMPLES_KEY] = samples
+    program = run_pipeline(pipeline, Program.from_model(loaded), registries=registries,
+                           scratch=scratch)
+    return program.to_model(), program
+
+
+def save_model_atomic(model: onnx.ModelProto, path: str | Path) -> list[Path]:
+    """Save ``model`` at ``path`` (weights beside it past 2 GiB) through a temporary folder next
+    to it and renames, so a failure never leaves a half-written model."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ConfigError(f"folder '{folder}' does not exist", where=str(path))
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".{path.name}.tmp"))
+    try:
+        names = ir.save_model(model, tmp / path.name)
+        written = []
+        for name in names:
+            os.replace(tmp / name, folder / name)
+            written.append(folder / name)
+        return written
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

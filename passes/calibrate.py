@@ -1,0 +1,572 @@
+"""``calibrate``: sample inputs in, a calibration profile (per-tensor min, max, histogram) out;
+the graphs are left untouched.
+
+Samples come from exactly one source: a QNN input list (``input_list``, ``-input-list-file``), the
+vendor's JSON input file (``json_input_file``, ``-json-input-file``, needed with several
+specializations), or, through the Python API, any iterable of feed dicts placed in the pipeline's
+scratch store under ``"calibration_samples"`` (``run_pipeline(..., scratch={...})``). Every file an
+input list names is checked against the input's dtype and shape (from the model, bound symbols or
+``--input-shape``) before anything runs.
+
+Each sample runs through the numpy interpreter with an observer on every float tensor (graph
+inputs and node outputs). Statistics stream: small tensors are buffered up to a fixed number of
+elements before they reach their ``TensorObserver``, so memory depends on the graph, never on the
+number of samples. With several specializations (graphs), each sample goes to the graph whose
+input shapes it fits, and all graphs feed one set of observers keyed by tensor name, so the result
+is one profile (clones keep tensor names).
+
+The profile goes to ``ctx.scratch["calibration_profile"]`` (the ``quantize`` pass reads it there)
+and, with ``dump_profile``, to a YAML file written atomically. Its ``graph_hash`` is
+``program_hash``: see ``graph_hash`` for what it covers and why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import os
+import stat
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+import aicc
+from aicc import ir
+from aicc.data import parse_input_list, read_tensor_file
+from aicc.errors import ConfigError, DataError
+from aicc.hookspecs import hookimpl
+from aicc.options import option
+from aicc.pass_base import Pass, PassContext
+from aicc.program import Program, TensorDesc, describe_tensor
+from aicc.quant import DEFAULT_NUM_BINS, Profile, TensorObserver, dump_profile_yaml
+from aicc.quant.profile import MAX_HISTOGRAM_BINS
+
+__all__ = ["Calibrate", "calibrate_program", "graph_hash", "program_hash", "input_list_samples",
+           "json_input_samples", "write_text_atomic", "SAMPLES_KEY", "PROFILE_KEY"]
+
+logger = logging.getLogger(__name__)
+
+#: Scratch key of a Python iterable of feed dicts (the Python API's sample source).
+SAMPLES_KEY = "calibration_samples"
+#: Scratch key under which the profile is left for ``quantize``.
+PROFILE_KEY = "calibration_profile"
+#: Elements buffered per tensor before they are folded into its histogram.
+_CHUNK_ELEMENTS = 1 << 16
+
+
+# ------------------------------------------------------------------------------ graph hash
+def _hash_attr(h: Any, attr: onnx.AttributeProto) -> None:
+    h.update(attr.name.encode())
+    h.update(attr.SerializeToString(deterministic=True))
+
+
+def graph_hash(graph: gs.Graph) -> str:
+    """sha256 of what decides a graph's activation statistics, in a fixed order.
+
+    Covered: graph input and output names and element types; every node's op type, domain,
+    attributes, input and output tensor names, in graph order; every initializer's name and
+    element type, and the *values* of floating-point initializers (the weights: a retrained model
+    of the same architecture has other activation ranges, so its profile is refused too).
+    Not covered: shapes and integer initializer values (binding a batch size or specializing
+    changes those without changing a tensor's value distribution), node names (renamed freely on
+    import) and metadata. So the same model, through the same passes, always hashes the same.
+    """
+    h = hashlib.sha256(b"aicc-graph-hash-v1\0")
+    model = ir.export_model(graph)
+    g = model.graph
+    for vi in list(g.input) + [None] + list(g.output):
+        if vi is None:
+            h.update(b"|outputs|")
+            continue
+        h.update(vi.name.encode() + b"\0")
+        h.update(str(vi.type.tensor_type.elem_type).encode() + b";")
+    h.update(b"|nodes|")
+    for node in g.node:
+        h.update(f"{node.domain}::{node.op_type}(".encode())
+        h.update("\0".join(node.input).encode() + b")->(")
+        h.update("\0".join(node.output).encode() + b")")
+        for attr in sorted(node.attribute, key=lambda a: a.name):
+            _hash_attr(h, attr)
+        h.update(b";")
+    h.update(b"|initializers|")
+    for init in sorted(g.initializer, key=lambda t: t.name):
+        h.update(init.name.encode() + b"\0" + str(init.data_type).encode() + b":")
+        if init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
+                              onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16):
+            arr = onnx.numpy_helper.to_array(init)
+            h.update(np.ascontiguousarray(arr).tobytes())
+        h.update(b";")
+    return h.hexdigest()
+
+
+def program_hash(program: Program) -> str:
+    """The hash a profile of ``program`` carries: ``graph_hash`` of its graph, or, with several
+    specializations, sha256 of their distinct graph hashes in sorted order."""
+    hashes = sorted({graph_hash(g) for g in program.graphs.values()})
+    if len(hashes) == 1:
+        return hashes[0]
+    return hashlib.sha256(("aicc-program-hash-v1\0" + "\0".join(hashes)).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------ sample sources
+def _graph_inputs(graph: gs.Graph) -> list[TensorDesc]:
+    return [describe_tensor(t) for t in graph.inputs]
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    return tuple(shape), np.dtype(dtype)
+
+
+def _precheck(path: Path, desc: TensorDesc, where: str) -> None:
+    """What ``read_tensor_file`` would refuse, found from the file's size or header alone."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"data file '{path}' not found", where=where) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"'{path}' is not a regular file", where=where)
+    dtype = np.dtype(desc.dtype)
+    shape = desc.shape
+    static = shape is not None and all(isinstance(d, int) for d in shape)
+    if path.suffix == ".npy":
+        try:
+            fshape, fdtype = _npy_header(path)
+        except (ValueError, OSError) as e:
+            raise DataError(f"'{path}' is not a plain .npy array ({e})", where=where) from None
+        if fdtype.hasobject:
+            raise DataError(f"'{path}' holds Python objects; only plain arrays are read",
+                            where=where)
+        if fdtype != dtype:
+            raise DataError(f"'{path}' holds {fdtype}, input '{desc.name}' is {dtype}",
+                            where=where, hint="convert the data; aicc never reinterprets it")
+        if static and list(fshape) != list(shape):
+            raise DataError(f"'{path}' has shape {list(fshape)}, input '{desc.name}' expects "
+                            f"{list(shape)}", where=where)
+        return
+    if not static:
+        raise DataError(f"input '{desc.name}' has symbolic shape {shape}; a raw file cannot say "
+                        "its shape", where=where,
+                        hint="bind it with --input-shape/--input_dim or -onnx-define-symbol, "
+                             "or use .npy files")
+    expected = math.prod(shape) * dtype.itemsize
+    if st.st_size != expected:
+        raise DataError(f"'{path}' has {st.st_size} bytes; input '{desc.name}' ({dtype}, "
+                        f"{list(shape)}) needs {expected}", where=where)
+
+
+def input_list_samples(path: str | Path, inputs: list[TensorDesc]
+                       ) -> tuple[int, Callable[[], Iterator[dict[str, np.ndarray]]]]:
+    """An input list checked in full (every file's size or header against ``inputs``) and a
+    factory of a stream of feed dicts that reads one sample's files at a time.
+
+    Returns ``(number of samples, factory)``; nothing is read before the check passed.
+    """
+    descs = {d.name: d for d in inputs}
+    lst = parse_input_list(path, list(descs))
+    for line, sample in zip(lst.lines, lst.samples):
+        for name, file in sample.items():
+            _precheck(file, descs[name], f"{lst.path}: line {line}")
+
+    def stream() -> Iterator[dict[str, np.ndarray]]:
+        for line, sample in zip(lst.lines, lst.samples):
+            yield {n: read_tensor_file(p, descs[n], where=f"{lst.path}: line {line}")
+                   for n, p in sample.items()}
+    return len(lst.samples), stream
+
+
+def json_input_samples(path: str | Path, program: Program
+                       ) -> tuple[int, Callable[[], Iterator[dict[str, np.ndarray]]]]:
+    """Samples of the vendor's JSON input file (``-json-input-file``), read and checked by
+    ``aicc.data.parse_json_input_file``: every inference must fit a specialization and every
+    specialization needs at least one inference."""
+    from aicc.data import parse_json_input_file, program_input_descs, spec_input_shapes
+
+    samples = parse_json_input_file(path, program_input_descs(program),
+                                    shapes=spec_input_shapes(program), require_all_shapes=True)
+    return len(samples), lambda: iter(samples)
+
+
+# ------------------------------------------------------------------------------ progress
+class _ProgressBar:
+    """``calibrating [#####.....] 12/32`` on a terminal (stderr), redrawn at most 10 times a
+    second; silent when stderr is not a terminal (pipes, CI logs)."""
+
+    def __init__(self, total: int | None, stream: TextIO | None = None, enabled: bool = True):
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.active = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.count = 0
+        self._last = 0.0
+
+    def step(self) -> None:
+        self.count += 1
+        if not self.active:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1 and self.count != self.total:
+            return
+        self._last = now
+        if self.total:
+            filled = int(30 * self.count / self.total)
+            bar = "#" * filled + "." * (30 - filled)
+            self.stream.write(f"\rcalibrating [{bar}] {self.count}/{self.total}")
+        else:
+            self.stream.write(f"\rcalibrating: {self.count} samples")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.active:
+            self.stream.write("\r" + " " * 60 + "\r")
+            self.stream.flush()
+
+
+# ------------------------------------------------------------------------------ the runner
+class _Collector:
+    """Observers by tensor name, fed in chunks of at least ``_CHUNK_ELEMENTS`` values."""
+
+    def __init__(self, names: Iterable[str], num_bins: int):
+        self.observers = {n: TensorObserver(n, num_bins) for n in names}
+        self.pending: dict[str, list[np.ndarray]] = {}
+        self.pending_size: dict[str, int] = {}
+
+    def __call__(self, name: str, array: np.ndarray) -> None:
+        obs = self.observers.get(name)
+        if obs is None or not isinstance(array, np.ndarray) or array.dtype.kind != "f":
+            return
+        if array.size >= _CHUNK_ELEMENTS:
+            self._flush(name)
+            obs.update(array)
+            return
+        self.pending.setdefault(name, []).append(array.ravel().copy())
+        size = self.pending_size.get(name, 0) + array.size
+        self.pending_size[name] = size
+        if size >= _CHUNK_ELEMENTS:
+            self._flush(name)
+
+    def _flush(self, name: str) -> None:
+        parts = self.pending.pop(name, None)
+        self.pending_size.pop(name, None)
+        if parts:
+            self.observers[name].update(parts[0] if len(parts) == 1 else np.concatenate(parts))
+
+    def finish(self) -> list[TensorObserver]:
+        for name in list(self.pending):
+            self._flush(name)
+        return [o for o in self.observers.values() if o.seen or o.batches]
+
+
+def _float_activations(graph: gs.Graph) -> list[str]:
+    """Graph inputs and node outputs (not Constant nodes) that are, or may be, floating point."""
+    names = []
+    seen = set()
+    candidates = list(graph.inputs) + [t for n in graph.nodes if n.op != "Constant"
+                                       for t in n.outputs]
+    for t in candidates:
+        if not t.name or t.name in seen or isinstance(t, gs.Constant):
+            continue
+        dtype = ir.tensor_dtype(t)
+        if dtype is not None and dtype.kind != "f":
+            continue
+        seen.add(t.name)
+        names.append(t.name)
+    return names
+
+
+def _fits(graph: gs.Graph, feeds: Mapping[str, np.ndarray]) -> bool:
+    for t in graph.inputs:
+        value = feeds.get(t.name)
+        if value is None:
+            return False
+        shape = t.shape
+        if shape is None:
+            continue
+        arr_shape = np.shape(value)
+        if len(arr_shape) != len(shape):
+            return False
+        if any(isinstance(d, int) and d >= 0 and d != a for d, a in zip(shape, arr_shape)):
+            return False
+    return True
+
+
+def _batch_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with dimension 0 of every input and output made symbolic and intermediate shape
+    information dropped, so the interpreter takes several samples stacked along axis 0."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.value_info[:]
+    for vi in list(out.graph.input) + list(out.graph.output):
+        tt = vi.type.tensor_type
+        if tt.HasField("shape") and len(tt.shape.dim):
+            tt.shape.dim[0].Clear()
+            tt.shape.dim[0].dim_param = "aicc_calibration_batch"
+    return out
+
+
+class _GraphRunner:
+    """Runs one graph's samples through the interpreter, several at a time when that is exact.
+
+    Stacking samples along axis 0 turns many small runs into a few large ones. It is used only
+    after a check on the first two samples: each alone, then both stacked, and every observed
+    tensor of the stacked run must be the two single results stacked (so a graph that mixes
+    samples, or folded its batch size into a constant, runs one sample at a time). Statistics do
+    not depend on how samples are grouped (up to histogram re-binning order).
+    """
+
+    def __init__(self, program: Program, name: str, collector: _Collector, batch: int):
+        from aicc.backends.interpreter.engine import Interpreter
+
+        self.model = program.to_model(name)
+        self.engine = Interpreter(self.model)
+        known = set(self.engine.tensor_names())
+        self.names = [n for n in _float_activations(program.graphs[name]) if n in known]
+        self.collector = collector
+        self.max_batch = batch
+        self.batched: Any = None        # Interpreter of the batch model once verified
+        self.first: list[tuple[dict, dict[str, np.ndarray]]] = []
+        self.pending: list[Mapping[str, np.ndarray]] = []
+        self.limit = 1
+
+    def _run(self, engine: Any, feeds: Mapping[str, np.ndarray],
+             keep: dict[str, np.ndarray] | None = None) -> None:
+        if keep is None:
+            engine.run(feeds, observe=self.collector, observe_names=self.names)
+            return
+
+        def observe(name: str, array: np.ndarray) -> None:
+            keep[name] = array
+            self.collector(name, array)
+        engine.run(feeds, observe=observe, observe_names=self.names)
+
+    def add(self, feeds: Mapping[str, np.ndarray]) -> None:
+        if self.max_batch == 1:
+            self._run(self.engine, feeds)
+            return
+        if self.batched is None and len(self.first) < 2:
+            kept: dict[str, np.ndarray] = {}
+            self._run(self.engine, feeds, kept)
+            self.first.append((dict(feeds), kept))
+            if len(self.first) == 2:
+                self._verify()
+            return
+        if self.batched is None:
+            self._run(self.engine, feeds)
+            return
+        if self.pending and any(np.shape(v) != np.shape(self.pending[0].get(k))
+                                for k, v in feeds.items()):
+            self.flush()
+        self.pending.append(feeds)
+        if len(self.pending) >= self.limit:
+            self.flush()
+
+    def _verify(self) -> None:
+        (f1, o1), (f2, o2) = self.first
+        why = None
+        try:
+            if set(f1) != set(f2) or any(np.ndim(v) == 0 or np.shape(v) != np.shape(f2[k])
+                                         for k, v in f1.items()):
+                raise ValueError("samples differ in shape or have rank-0 inputs")
+            stacked = {k: np.concatenate([f1[k], f2[k]]) for k in f1}
+            engine = self.engine
+            if any(isinstance(d, int) for t in self.engine.inputs for d in (t.shape or ())[:1]):
+                from aicc.backends.interpreter.engine import Interpreter
+                engine = Interpreter(_batch_model(self.model))
+            got: dict[str, np.ndarray] = {}
+            engine.run(stacked, observe=lambda n, a: got.__setitem__(n, a),
+                       observe_names=self.names)
+            for name, a in o1.items():
+                b, c = o2.get(name), got.get(name)
+                if b is None or c is None or np.ndim(a) == 0 or \
+                        c.shape != (a.shape[0] + b.shape[0],) + a.shape[1:]:
+                    raise ValueError(f"tensor '{name}' does not stack along axis 0")
+                ref = np.concatenate([a, b]).astype(np.float64)
+                scale = float(np.max(np.abs(ref), initial=0.0)) or 1.0
+                if not np.allclose(c, ref, rtol=1e-4, atol=1e-5 * scale, equal_nan=True):
+                    raise ValueError(f"tensor '{name}' differs when samples are stacked")
+        except Exception as e:  # any failure just means: one sample at a time
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        self.first = []
+        if why is not None:
+            logger.debug("calibration runs one sample at a time: %s", why)
+            self.max_batch = 1
+            return
+        per_sample = sum(int(np.size(a)) for a in o1.values()) or 1
+        self.limit = max(1, min(self.max_batch or 256, (1 << 23) // per_sample))
+        self.batched = engine
+        if self.limit == 1:
+            self.max_batch = 1
+        logger.debug("calibration stacks up to %d samples per run", self.limit)
+
+    def flush(self) -> None:
+        if self.first:              # fewer than two samples: nothing to verify
+            self.first = []
+        if not self.pending:
+            return
+        group, self.pending = self.pending, []
+        if len(group) == 1:
+            self._run(self.engine, group[0])
+            return
+        stacked = {k: np.concatenate([g[k] for g in group]) for k in group[0]}
+        self._run(self.batched, stacked)
+
+
+def calibrate_program(program: Program, samples: Iterable[Mapping[str, np.ndarray]], *,
+                      num_bins: int = DEFAULT_NUM_BINS, total: int | None = None,
+                      progress: bool = True, max_samples: int = 0, batch: int = 0) -> Profile:
+    """Run ``samples`` (feed dicts) through every graph of ``program`` with observers on every
+    float tensor and return the profile (the Python API of calibration).
+
+    With several graphs each sample goes to the first graph whose input shapes it fits; a sample
+    that fits none, or a graph that gets no sample, is an error. ``batch``: 0 stacks samples when
+    that is exact (see ``_GraphRunner``), 1 never, N at most N per run.
+    """
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or \
+            not 1 <= num_bins <= MAX_HISTOGRAM_BINS:
+        raise ConfigError(f"number of histogram bins must be an integer in [1, "
+                          f"{MAX_HISTOGRAM_BINS}], got {num_bins!r}",
+                          field="num-histogram-bins")
+    names: list[str] = []
+    for graph in program.graphs.values():
+        names += [n for n in _float_activations(graph) if n not in names]
+    collector = _Collector(names, num_bins)
+    runners: dict[str, _GraphRunner] = {}
+    counts = dict.fromkeys(program.graphs, 0)
+    bar = _ProgressBar(total if not max_samples else min(total or max_samples, max_samples),
+                       enabled=progress)
+    seen = 0
+    try:
+        for index, feeds in enumerate(samples):
+            if max_samples and seen >= max_samples:
+                break
+            if not isinstance(feeds, Mapping):
+                raise DataError(f"calibration sample {index} is a {type(feeds).__name__}, "
+                                "expected a dict of input name -> numpy array")
+            target = next((n for n, g in program.graphs.items() if _fits(g, feeds)), None)
+            if target is None:
+                shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feeds.items())
+                have = "; ".join(f"{n}: " + ", ".join(f"{t.name}{t.shape}" for t in g.inputs)
+                                 for n, g in program.graphs.items())
+                raise DataError(f"calibration sample {index} ({shapes}) fits no graph",
+                                hint=f"graph inputs: {have}")
+            runner = runners.get(target)
+            if runner is None:
+                runner = runners[target] = _GraphRunner(program, target, collector, batch)
+            runner.add(feeds)
+            counts[target] += 1
+            seen += 1
+            bar.step()
+        for runner in runners.values():
+            runner.flush()
+    finally:
+        bar.done()
+    if seen == 0:
+        raise DataError("no calibration samples", hint="give at least one sample")
+    empty = [n for n, c in counts.items() if c == 0]
+    if empty:
+        raise DataError(f"graph(s) {', '.join(empty)} got no calibration sample",
+                        hint="give at least one input per specialization (JSON input file)")
+    logger.info("calibrated %d tensors over %d samples (%s)", len(names), seen,
+                ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return Profile.from_observers(collector.finish(), graph_hash=program_hash(program),
+                                  tools_version=aicc.__version__)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary sibling and a rename (no half files)."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ConfigError(f"folder '{folder}' does not exist", where=str(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# ------------------------------------------------------------------------------ the pass
+class Calibrate(Pass):
+    name = "calibrate"
+    description = "run calibration samples through the interpreter and record a profile " \
+                  "(graphs unchanged)"
+    scope = "program"
+    semantics = "preserving"
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        input_list: str = option("", "a QNN input list of calibration samples "
+                                     "(-input-list-file)")
+        json_input_file: str = option("", "the vendor's JSON input file of samples "
+                                          "(-json-input-file)")
+        num_bins: int = option(DEFAULT_NUM_BINS, "histogram bins per tensor "
+                                                 "(-num-histogram-bins)",
+                               minimum=1, maximum=MAX_HISTOGRAM_BINS)
+        dump_profile: str = option("", "also write the profile to this YAML file "
+                                       "(-dump-profile)")
+        max_samples: int = option(0, "use at most this many samples (0: all)", minimum=0)
+        batch: int = option(0, "samples stacked per interpreter run: 0 = as many as is exact "
+                               "(checked on the first two), 1 = one at a time", minimum=0)
+        progress: bool = option(True, "show a progress bar on a terminal")
+
+    def run(self, program: Program, ctx: PassContext) -> None:
+        opts = ctx.options
+        python_samples = ctx.scratch.get(SAMPLES_KEY)
+        given = [s for s, v in (("input_list", opts.input_list),
+                                ("json_input_file", opts.json_input_file),
+                                (f"scratch['{SAMPLES_KEY}']", python_samples is not None)) if v]
+        if not given:
+            raise ConfigError("no calibration samples", field="pass 'calibrate'",
+                              hint="give input_list (-input-list-file), json_input_file "
+                                   "(-json-input-file) or samples through the Python API")
+        if len(given) > 1:
+            raise ConfigError(f"several sample sources given ({', '.join(given)})",
+                              field="pass 'calibrate'", hint="give exactly one")
+        total: int | None = None
+        if opts.input_list:
+            if len(program.graphs) > 1:
+                raise ConfigError("an input list cannot feed several specializations",
+                                  where=opts.input_list,
+                                  hint="describe the samples with -json-input-file")
+            graph = next(iter(program.graphs.values()))
+            total, factory = input_list_samples(opts.input_list, _graph_inputs(graph))
+            samples: Iterable[Mapping[str, np.ndarray]] = factory()
+        elif opts.json_input_file:
+            total, factory = json_input_samples(opts.json_input_file, program)
+            samples = factory()
+        else:
+            samples = python_samples
+            total = len(samples) if hasattr(samples, "__len__") else None
+        profile = calibrate_program(program, samples, num_bins=opts.num_bins, total=total,
+                                    progress=opts.progress, max_samples=opts.max_samples,
+                                    batch=opts.batch)
+        ctx.scratch[PROFILE_KEY] = profile
+        ctx.count("tensors profiled", len(profile.tensors))
+        if opts.dump_profile:
+            write_text_atomic(opts.dump_profile, dump_profile_yaml(profile))
+            logger.info("quantization profile is dumped at %s", opts.dump_profile)
+
+
+@hookimpl
+def aicc_register_passes(registry):
+    registry.add(Calibrate)

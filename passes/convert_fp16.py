@@ -1,0 +1,482 @@
+"""``convert-fp16``: a float32 program in; the chosen nodes computing in float16 out, with Casts at
+their boundaries (-convert-to-fp16, -node-precision-info, -execute-nodes-in-fp16,
+-keep-original-precision-for-nodes).
+
+Which nodes run in fp16:
+
+- ``all`` (-convert-to-fp16): every node with floating-point computation, except those whose op
+  type is in ``keep_op_types`` (-keep-original-precision-for-nodes);
+- ``op_types`` (-execute-nodes-in-fp16): every node of those types;
+- ``nodes`` / ``node_precision_info`` (-node-precision-info, YAML ``FP16NodeInstanceNames``): the
+  node instances named by their first output. A named instance runs in fp16 even if its type is
+  kept (the instance is the more specific request). FP32 requests are refused: the vendor does
+  not support setting node instances to FP32 (keep their op type instead).
+
+How: a node's inputs and outputs whose schema type variable allows float16 and is bound to float32
+become float16. A float32 initializer read by an fp16 node gets a float16 copy (the original stays
+for fp32 readers, so shared initializers are split); other float32 inputs get one shared
+``Cast(to=FLOAT16)``; each converted output keeps its name through ``Cast(to=FLOAT)`` so the
+graph's I/O and fp32 readers are unchanged, while fp16 readers take the fp16 tensor directly (no
+Cast pairs back to back; a ``Cast(int -> float)`` becomes ``Cast(int -> float16)``). Integer
+tensors (shapes, indices) are never touched, nor are other Casts, Q/DQ, control-flow and random
+ops. Afterwards every Cast's ``to`` is checked against its output's
+declared type and the graph must pass strict ONNX type inference.
+
+This pass runs **before** ``fold-batchnorm`` in the default pipeline (stage ``bind``): instance
+names refer to the model as given (folding renames a Conv's output to its BatchNormalization's),
+and a Conv whose BatchNormalization runs in another precision must not be folded with it. That is
+the vendor's note (mark both to let them fuse); aicc warns about each such pair
+(counter ``conv/batchnorm pairs that will not fuse``) and the Casts between them keep them apart.
+
+With ``sample_inputs`` (an input list; -input-list-file), the float program first runs on those
+samples (the interpreter with an observer, onnxruntime with every tensor exposed when the
+interpreter cannot run the model) and every node going to fp16 whose output exceeds the fp16 range
+(|x| > 65504) is reported by name as a warning (``overflow=error`` makes it an error). Values
+inside one op (a Conv's accumulator) are not observable; only op outputs are checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+from collections.abc import Collection, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from aicc import ir
+from aicc.configfile import load_yaml
+from aicc.errors import AiccError, BackendError, ConfigError, PassError, did_you_mean
+from aicc.hookspecs import hookimpl
+from aicc.options import option
+from aicc.pass_base import Pass, PassContext
+from aicc.program import Program, describe_tensor
+
+from ._precision import Names, fold_cast_pairs, has_subgraph, schema_of, type_slots, verify_types
+
+__all__ = ["ConvertFP16", "FP16_MAX", "load_node_precision_info", "check_op_types",
+           "fp16_overflow_report", "read_samples"]
+
+logger = logging.getLogger(__name__)
+
+FP16_MAX = 65504.0
+_NPI_KEY = "FP16NodeInstanceNames"
+#: ops never converted: dtype set by an attribute, quantization, control flow, randomness
+_NEVER = frozenset({
+    "Cast", "CastLike", "Constant", "ConstantOfShape", "QuantizeLinear", "DequantizeLinear",
+    "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
+    "If", "Loop", "Scan", "RandomNormal", "RandomUniform", "RandomNormalLike",
+    "RandomUniformLike", "Multinomial", "Bernoulli", "EyeLike", "Shape", "Size",
+})
+_LAYERS = ("Conv", "ConvTranspose", "Gemm")
+
+
+def load_node_precision_info(path: str | Path) -> list[str]:
+    """The node instances (first output names) of a -node-precision-info YAML file.
+
+    Exactly one key, ``FP16NodeInstanceNames``, a non-empty list of names; FP32 requests and
+    unknown keys are refused. Integer names (``[123]``: exporters name tensors by number) are
+    read as their decimal text; repeats are merged.
+    """
+    data = load_yaml(path, what="node precision info file")
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping with key {_NPI_KEY}, got {type(data).__name__}",
+                          where=path, hint=f"write '{_NPI_KEY}: [conv0, bn0, relu0]'")
+    for key in data:
+        if isinstance(key, str) and key.upper().startswith("FP32"):
+            raise ConfigError(f"{key}: setting node instances to FP32 is not supported",
+                              where=path, field=str(key),
+                              hint="list FP16 instances only; keep op types in their original "
+                                   "precision with -keep-original-precision-for-nodes")
+        if key != _NPI_KEY:
+            raise ConfigError(f"unknown key {key!r}", where=path, field=str(key),
+                              hint=did_you_mean(str(key), [_NPI_KEY]))
+    if _NPI_KEY not in data:
+        raise ConfigError(f"missing key {_NPI_KEY}", where=path)
+    names = data[_NPI_KEY]
+    if not isinstance(names, list):
+        raise ConfigError(f"expected a list of node output names, got {type(names).__name__} "
+                          f"{names!r}", where=path, field=_NPI_KEY)
+    if not names:
+        raise ConfigError("the list is empty", where=path, field=_NPI_KEY,
+                          hint="name at least one node, or drop -node-precision-info")
+    out: list[str] = []
+    for i, name in enumerate(names):
+        if isinstance(name, bool) or not isinstance(name, (str, int)) or name == "":
+            raise ConfigError(f"expected a node's first output name, got {name!r}", where=path,
+                              field=f"{_NPI_KEY}[{i}]", hint="quote names in YAML if in doubt")
+        name = str(name)
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def check_op_types(types: Iterable[str], *, where: str) -> list[str]:
+    """Refuse names that are not ONNX op types (suggesting the nearest); drop repeats."""
+    known = None
+    out: list[str] = []
+    for op in types:
+        op = op.strip()
+        if not op:
+            raise ConfigError("empty op type in the list", where=where,
+                              hint="write OpType[,OpType], e.g. Softmax,LayerNormalization")
+        if not onnx.defs.has(op):
+            known = known or sorted({s.name for s in onnx.defs.get_all_schemas()})
+            raise ConfigError(f"unknown op type '{op}'", where=where, hint=did_you_mean(op, known))
+        if op not in out:
+            out.append(op)
+    return out
+
+
+class ConvertFP16(Pass):
+    name = "convert-fp16"
+    description = "run all, or the chosen, floating-point nodes in float16 (Casts at boundaries)"
+    scope = "program"
+    semantics = "approximating"
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        all: bool = option(False, "run every floating-point node in fp16 (-convert-to-fp16)")
+        node_precision_info: str = option("", "YAML file listing FP16NodeInstanceNames "
+                                              "(-node-precision-info)")
+        nodes: list[str] = option([], "node instances (first output names) to run in fp16")
+        op_types: list[str] = option([], "op types whose every node runs in fp16 "
+                                         "(-execute-nodes-in-fp16)")
+        keep_op_types: list[str] = option([], "op types that keep their original precision "
+                                              "with all=true (-keep-original-precision-for-nodes)")
+        sample_inputs: str = option("", "input list to run the float program on first, "
+                                        "reporting nodes whose outputs overflow fp16")
+        sample_custom_io: str = option("", "custom I/O list file the samples are written for")
+        overflow: Literal["warn", "error"] = option("warn", "what an fp16 overflow found on the "
+                                                            "samples does")
+
+    def run(self, program: Program, ctx: PassContext) -> None:
+        opts = ctx.options
+        instances = list(opts.nodes)
+        if opts.node_precision_info:
+            instances += [n for n in load_node_precision_info(opts.node_precision_info)
+                          if n not in instances]
+        op_types = check_op_types(opts.op_types, where="pass 'convert-fp16': option 'op_types'")
+        keep = check_op_types(opts.keep_op_types,
+                              where="pass 'convert-fp16': option 'keep_op_types'")
+        if keep and not opts.all:
+            raise ConfigError("keep_op_types keeps op types in their original precision while the "
+                              "rest is converted; it needs all=true",
+                              field="pass 'convert-fp16'",
+                              hint="add -convert-to-fp16 (quantization has not landed yet)")
+        if not (opts.all or instances or op_types):
+            raise ConfigError("nothing to convert", field="pass 'convert-fp16'",
+                              hint="set all=true, nodes, node_precision_info or op_types")
+        for gname, graph in program.graphs.items():
+            where = f"graph '{gname}'"
+            selected = _select(graph, opts.all, instances, op_types, keep,
+                               source=opts.node_precision_info or "pass 'convert-fp16': "
+                                                                  "option 'nodes'")
+            if opts.sample_inputs:
+                _overflow_check(program, gname, graph, selected, ctx)
+            _warn_split_pairs(graph, selected, ctx)
+            converted = convert_nodes(graph, selected, ctx, where=where)
+            for node in graph.nodes:
+                if node.name in converted:
+                    program.node_precision[node.name] = "float16"
+                elif keep and node.op in keep and _fp16_plan(node, graph.opset)[0] is not None:
+                    program.node_precision.setdefault(node.name, "original")
+            verify_types(graph, who=f"pass 'convert-fp16' ({where})",
+                         ir_version=program.ir_version)
+
+
+def _select(graph: gs.Graph, all_: bool, instances: list[str], op_types: list[str],
+            keep: list[str], *, source: str) -> list[gs.Node]:
+    """The nodes to run in fp16, in graph order; refuses unknown names and types."""
+    by_output: dict[str, gs.Node] = {}
+    for node in graph.nodes:
+        if node.outputs and node.outputs[0].name:
+            by_output.setdefault(node.outputs[0].name, node)
+    named: set[int] = set()
+    for name in instances:
+        node = by_output.get(name)
+        if node is None:
+            close = difflib.get_close_matches(name, list(by_output), n=3, cutoff=0.6)
+            hint = (f"close matches: {', '.join(close)}" if close else
+                    "nodes are named by their first output; no output is close to it")
+            raise ConfigError(f"no node has first output '{name}'", where=source,
+                              field=_NPI_KEY, hint=hint)
+        plan, why = _fp16_plan(node, graph.opset)
+        if plan is None:
+            raise ConfigError(f"node '{name}' ({node.op}) cannot run in fp16: {why}",
+                              where=source, field=_NPI_KEY)
+        named.add(id(node))
+    present = {n.op for n in graph.nodes}
+    for option_name, flag, ops in (("op_types", "-execute-nodes-in-fp16", op_types),
+                                   ("keep_op_types", "-keep-original-precision-for-nodes", keep)):
+        for op in ops:
+            where = f"pass 'convert-fp16': option '{option_name}' ({flag})"
+            if op not in present:
+                raise ConfigError(f"the model has no {op} node", where=where,
+                                  hint=f"its op types: {', '.join(sorted(present))}")
+            if option_name == "op_types" and not any(
+                    n.op == op and _fp16_plan(n, graph.opset)[0] is not None
+                    for n in graph.nodes):
+                raise ConfigError(f"no {op} node computes in float32, so none can run in fp16",
+                                  where=where)
+    selected = []
+    for node in graph.nodes:
+        if id(node) in named or node.op in op_types or (all_ and node.op not in keep):
+            if id(node) in named and node.op in keep:
+                logger.info("convert-fp16: node '%s' (%s) is named in the fp16 instances; it "
+                            "runs in fp16 although its op type is kept", node.name, node.op)
+            selected.append(node)
+    return selected
+
+
+def _fp16_plan(node: gs.Node, opset: int) -> tuple[tuple[list[int], list[int]] | None, str]:
+    """(input indices, output indices) that become float16, or (None, why not)."""
+    if node.op == "Cast":
+        # Cast(x -> float32) from another type becomes Cast(x -> float16): no Cast pair after it
+        src = ir.tensor_dtype(node.inputs[0]) if node.inputs else None
+        if int(node.attrs.get("to", 0)) == onnx.TensorProto.FLOAT and src is not None and \
+                src not in (np.dtype(np.float32), np.dtype(np.float16)):
+            return ([], [0]), ""
+        return None, "a Cast that does not produce float32 from another type stays"
+    if node.op in _NEVER:
+        return None, f"{node.op} is never converted"
+    if has_subgraph(node):
+        return None, "it holds subgraphs"
+    schema = schema_of(node, opset)
+    if schema is None:
+        return None, f"no ONNX schema for {node.domain or ''}{node.op} at opset {opset}"
+    slots, allowed = type_slots(node, schema)
+    ins: list[int] = []
+    outs: list[int] = []
+    for tv, where in slots.items():
+        tensors = [(kind, i, (node.inputs if kind == "in" else node.outputs)[i])
+                   for kind, i in where]
+        if not any(ir.tensor_dtype(t) == np.float32 for _, _, t in tensors):
+            continue
+        if "tensor(float16)" not in allowed.get(tv, ()):
+            continue
+        for kind, i, t in tensors:
+            if ir.tensor_dtype(t) in (np.dtype(np.float32), None):
+                (ins if kind == "in" else outs).append(i)
+    if not ins and not outs:
+        return None, "it has no float32 computation that may be float16"
+    return (ins, outs), ""
+
+
+def _warn_split_pairs(graph: gs.Graph, selected: list[gs.Node], ctx: PassContext) -> None:
+    chosen = {id(n) for n in selected}
+    for node in graph.nodes:
+        if node.op != "BatchNormalization" or not node.inputs:
+            continue
+        x = node.inputs[0]
+        if len(x.inputs) != 1 or x.inputs[0].op not in _LAYERS or len(x.outputs) != 1:
+            continue
+        layer = x.inputs[0]
+        if (id(layer) in chosen) != (id(node) in chosen):
+            fp16, other = (layer, node) if id(layer) in chosen else (node, layer)
+            logger.warning("convert-fp16: %s '%s' runs in fp16 but %s '%s' does not: they will "
+                           "not fuse (mark both to let them fold)", fp16.op, fp16.name, other.op,
+                           other.name)
+            ctx.count("conv/batchnorm pairs that will not fuse")
+
+
+def convert_nodes(graph: gs.Graph, selected: Iterable[gs.Node], ctx: PassContext, *,
+                  where: str) -> set[str]:
+    """Run ``selected`` nodes in float16 (see the module docstring); returns their names."""
+    if any(ir.tensor_dtype(t) is None for n in graph.nodes for t in n.outputs if t.name):
+        ir.infer_shapes(graph, where=where)
+    names = Names(graph)
+    cache: dict[int, gs.Tensor] = {}
+    new_nodes: list[gs.Node] = []
+    converted: set[str] = set()
+
+    def to16(t: gs.Tensor) -> gs.Tensor:
+        if id(t) in cache:
+            return cache[id(t)]
+        if isinstance(t, gs.Constant):
+            values = np.asarray(t.values)
+            big = np.isfinite(values) & (np.abs(values) > FP16_MAX)
+            if big.any():
+                logger.warning("convert-fp16: initializer '%s' has %d value(s) beyond the fp16 "
+                               "range (max |x| %.4g); they are clipped to +-65504", t.name,
+                               int(big.sum()), float(np.abs(values[big]).max()))
+                ctx.count("initializer values clipped to fp16 range", int(big.sum()))
+                values = np.where(big, np.sign(values) * FP16_MAX, values)
+            out: gs.Tensor = gs.Constant(names.new(f"{t.name}_fp16"),
+                                         np.ascontiguousarray(values.astype(np.float16)))
+            ctx.count("initializers converted")
+        elif (len(t.inputs) == 1 and t.inputs[0].op == "Cast" and t.inputs[0].inputs
+              and ir.tensor_dtype(t.inputs[0].inputs[0]) == np.float16):
+            out = t.inputs[0].inputs[0]          # Cast(fp16 -> fp32): read the fp16 source
+        else:
+            out = gs.Variable(names.new(f"{t.name}_fp16"), dtype=np.float16, shape=t.shape)
+            new_nodes.append(gs.Node("Cast", names.new(f"Cast_{out.name}"),
+                                     {"to": onnx.TensorProto.FLOAT16}, [t], [out]))
+            ctx.count("casts inserted")
+        cache[id(t)] = out
+        return out
+
+    for node in selected:
+        plan, why = _fp16_plan(node, graph.opset)
+        if plan is None:
+            logger.debug("convert-fp16: '%s' (%s) stays: %s", node.name, node.op, why)
+            ctx.count("nodes left in original precision")
+            continue
+        ins, outs = plan
+        if node.op == "Cast":
+            node.attrs["to"] = onnx.TensorProto.FLOAT16
+        for i in ins:
+            node.inputs[i] = to16(node.inputs[i])
+        for i in outs:
+            o = node.outputs[i]
+            o16 = gs.Variable(names.new(f"{o.name}_fp16"), dtype=np.float16, shape=o.shape)
+            node.outputs[i] = o16
+            new_nodes.append(gs.Node("Cast", names.new(f"Cast_{o.name}"),
+                                     {"to": onnx.TensorProto.FLOAT}, [o16], [o]))
+            ctx.count("casts inserted")
+        converted.add(node.name)
+        ctx.count("nodes in fp16")
+    graph.nodes.extend(new_nodes)
+    ctx.count("cast pairs folded", fold_cast_pairs(graph))
+    graph.cleanup(remove_unused_graph_inputs=False)
+    graph.toposort()
+    return converted
+
+
+# -- the overflow report ----------------------------------------------------------------------
+
+def read_samples(input_list: str | Path, inputs: list[Any],
+                 custom_io: str | Path | None = None, outputs: list[Any] | None = None
+                 ) -> list[dict[str, np.ndarray]]:
+    """The samples of an input list (or a vendor JSON input file, ``.json``) as model feeds.
+
+    ``inputs`` are the model's input descriptors; with ``custom_io`` the files hold the custom
+    tensors of that custom I/O list, converted here to the model's (on the host, as a Session
+    compiled without -aic-preproc does).
+    """
+    from aicc.customio import apply_steps, custom_desc, load_custom_io, plan_steps
+    from aicc.data import parse_input_list, parse_json_input_file, read_tensor_file
+
+    steps: dict[str, list[dict[str, Any]]] = {}
+    descs = list(inputs)
+    if custom_io:
+        by_name = {d.name: d for d in inputs}
+        for e in load_custom_io(custom_io, inputs, outputs or []):
+            if e.direction == "input":
+                steps[e.name] = plan_steps(e, by_name[e.name])
+                by_name[e.name] = custom_desc(by_name[e.name], e)
+        descs = [by_name[d.name] for d in inputs]
+    if Path(input_list).suffix.lower() == ".json":
+        return [{n: apply_steps(steps[n], a) if n in steps else a for n, a in feeds.items()}
+                for feeds in parse_json_input_file(input_list, descs)]
+    listing = parse_input_list(input_list, [d.name for d in descs])
+    samples = []
+    for line, sample in zip(listing.lines, listing.samples):
+        feeds = {}
+        for d in descs:
+            arr = read_tensor_file(sample[d.name], d, where=f"{listing.path}: line {line}")
+            feeds[d.name] = apply_steps(steps[d.name], arr) if d.name in steps else arr
+        samples.append(feeds)
+    return samples
+
+
+def fp16_overflow_report(model: onnx.ModelProto, samples: Iterable[Mapping[str, np.ndarray]], *,
+                         nodes: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """Run a float model on ``samples``; list node outputs whose magnitude exceeds fp16's range.
+
+    Returns ``[{"node", "op", "tensor", "max_abs"}]`` in graph order (graph inputs appear with
+    node ``None``), limited to the nodes named in ``nodes`` when given. Uses the interpreter with
+    an observer, or onnxruntime with every float tensor exposed as an output if the interpreter
+    cannot run the model.
+    """
+    producer: dict[str, tuple[str | None, str]] = {i.name: (None, "input")
+                                                   for i in model.graph.input}
+    order: dict[str, int] = {n: i for i, n in enumerate(producer)}
+    for node in model.graph.node:
+        for out in node.output:
+            if out and (nodes is None or node.name in nodes):
+                producer[out] = (node.name, node.op_type)
+                order[out] = len(order)
+    peak: dict[str, float] = {}
+
+    def observe(name: str, arr: np.ndarray) -> None:
+        if name in producer and isinstance(arr, np.ndarray) and arr.dtype.kind == "f" and arr.size:
+            finite = np.abs(arr[np.isfinite(arr)])
+            if finite.size:
+                peak[name] = max(peak.get(name, 0.0), float(finite.max()))
+
+    samples = list(samples)
+    try:
+        from aicc.backends.interpreter.engine import Interpreter
+        interp = Interpreter(model)
+        for feeds in samples:
+            interp.run(dict(feeds), observe=observe)
+    except (ImportError, BackendError):
+        _ort_observe(model, samples, set(producer), observe)
+    report = [{"node": producer[t][0], "op": producer[t][1], "tensor": t, "max_abs": v}
+              for t, v in peak.items() if v > FP16_MAX]
+    return sorted(report, key=lambda r: order[r["tensor"]])
+
+
+def _ort_observe(model: onnx.ModelProto, samples: list[Mapping[str, np.ndarray]],
+                 wanted: set[str], observe: Any) -> None:
+    import onnxruntime as ort
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(inferred)
+    have = {o.name for o in exposed.graph.output}
+    for vi in inferred.graph.value_info:
+        elem = vi.type.tensor_type.elem_type
+        if vi.name in wanted and vi.name not in have and elem in (
+                onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+            exposed.graph.output.append(vi)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    session = ort.InferenceSession(exposed.SerializeToString(), so,
+                                   providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    for feeds in samples:
+        for name, arr in feeds.items():
+            observe(name, arr)
+        for name, arr in zip(names, session.run(names, dict(feeds))):
+            observe(name, arr)
+
+
+def _overflow_check(program: Program, gname: str, graph: gs.Graph, selected: list[gs.Node],
+                    ctx: PassContext) -> None:
+    opts = ctx.options
+    inputs = [describe_tensor(t) for t in graph.inputs]
+    outputs = [describe_tensor(t) for t in graph.outputs]
+    samples = read_samples(opts.sample_inputs, inputs, opts.sample_custom_io or None, outputs)
+    model = ir.export_model(graph, ir_version=program.ir_version)
+    try:
+        report = fp16_overflow_report(model, samples, nodes={n.name for n in selected})
+    except AiccError:
+        raise
+    except Exception as e:  # a backend failing on user data: say which check failed
+        raise PassError(f"the fp16 overflow check could not run the float program: "
+                        f"{type(e).__name__}: {e}", where=opts.sample_inputs) from e
+    ctx.count("samples checked for fp16 overflow", len(samples))
+    for r in report:
+        what = f"node '{r['node']}' ({r['op']})" if r["node"] else "graph input"
+        logger.warning("convert-fp16: %s output '%s' reaches |x| = %.4g on the samples, beyond "
+                       "fp16's 65504: it will overflow to inf in fp16", what, r["tensor"],
+                       r["max_abs"])
+        ctx.count("nodes overflowing fp16")
+    if report and opts.overflow == "error":
+        shown = ", ".join(f"{r['node'] or r['tensor']} ({r['max_abs']:.4g})" for r in report[:8])
+        raise PassError(f"{len(report)} tensor(s) overflow fp16 on the samples of graph "
+                        f"'{gname}': {shown}", where=opts.sample_inputs,
+                        hint="keep those op types in fp32 (-keep-original-precision-for-nodes) "
+                             "or rescale the model")
+
+
+@hookimpl
+def aicc_register_passes(registry):
+    registry.add(ConvertFP16)

@@ -1,0 +1,39 @@
+"""Helpers of the network-specialization tests: the example builders and small file writers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def load_example(name: str) -> Any:
+    """Import ``examples/<name>.py`` (the examples are scripts, not a package)."""
+    module_name = f"aicc_example_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path.write_text(data if isinstance(data, str) else json.dumps(data, indent=1))
+    return path
+
+
+SEED_CONFIG = {"specializations": [
+    {"batch": "1", "height": "56", "width": "56"},
+    {"batch": "1", "height": "112", "width": "112"},
+    {"batch": "2", "height": "56", "width": "56"},
+]}
+SEED_SHAPES = [(1, 3, 56, 56), (1, 3, 112, 112), (2, 3, 56, 56)]
+SEED_NAMES = ["spec0-batch1-height56-width56", "spec1-batch1-height112-width112",
+              "spec2-batch2-height56-width56"]
