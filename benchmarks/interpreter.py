@@ -1,4 +1,4 @@
-"""Benchmark of the numpy interpreter: a ResNet-18-shaped CNN and a transformer encoder in, ratios out.
+"""Interpreter benchmark: a ResNet-18-like CNN and a transformer encoder in, ratios out.
 
 Everything is measured in the same run on the same machine:
 
@@ -185,9 +185,12 @@ def _gemm_shapes(model: onnx.ModelProto, interp: Interpreter, feeds) -> list[tup
             flops = 2 * batch * a[-2] * a[-1] * bshape[-1]
             operands = (a, bshape)
         elif node.op_type == "Gemm":
+            attrs = {a.name: a.i for a in node.attribute}
             a, bshape = shape_of[node.input[0]], shape_of[node.input[1]]
-            flops = 2 * a[0] * a[1] * bshape[0]
-            operands = (a, bshape[::-1])
+            a = a[::-1] if attrs.get("transA") else a
+            bshape = bshape[::-1] if attrs.get("transB") else bshape
+            flops = 2 * a[0] * a[1] * bshape[1]
+            operands = (a, bshape)
         else:
             continue
         out.append((node.op_type, flops, operands))
@@ -216,7 +219,7 @@ def _memory(interp: Interpreter, feeds) -> tuple[int, int]:
     """(peak traced bytes of one run, largest live set of distinct buffers in the schedule)."""
     held: dict[str, np.ndarray] = {}
     interp.run(feeds, observe=lambda n, a: held.__setitem__(n, a))
-    consts = set(interp._consts)  # noqa: SLF001 - weights are not part of the live set
+    consts = interp.constant_names  # weights are allocated before the run: not in the live set
     buf_of, size_of = {}, {}
     for name, arr in held.items():
         base = arr
@@ -231,7 +234,7 @@ def _memory(interp: Interpreter, feeds) -> tuple[int, int]:
         bufs = {buf_of[n] for n in live if n in buf_of and n not in consts}
         worst = max(worst, sum(size_of[b] for b in bufs))
         live.difference_update(step.frees)
-    del held
+    held.clear()
     tracemalloc.start()
     fresh = {k: v.copy() for k, v in feeds.items()}
     interp.run(fresh)

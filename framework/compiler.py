@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 STAGES = {
     "bind": 10,         # bind-symbols
     "specialize": 20,   # specialize (one graph per network specialization)
+    "select": 25,       # passes that pick nodes by their original output names (convert-fp16),
+                        # before fold-batchnorm hands a Conv its BatchNormalization's output
     "simplify": 30,     # fold-constants, fold-batchnorm
     "equalize": 40,     # cle
     "interface": 50,    # custom-io

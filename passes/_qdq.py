@@ -95,7 +95,7 @@ def needs_opset21(enc: Encoding, *, activation: bool, packed: bool) -> bool:
 
 
 def _constant(name: str, values: np.ndarray) -> gs.Constant:
-    values = np.ascontiguousarray(values)
+    values = np.array(values, order="C")         # (np.ascontiguousarray makes 0-d 1-d)
     if values.dtype in (np.dtype(ml_dtypes.int4), np.dtype(ml_dtypes.uint4)):
         # graphsurgeon would write one byte per value; let onnx pack two per byte
         return gs.Constant(name, gs.ir.tensor.LazyValues(numpy_helper.from_array(values, name)))

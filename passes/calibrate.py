@@ -46,7 +46,7 @@ from aicc.errors import ConfigError, DataError
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext
-from aicc.program import Program, TensorDesc, describe_tensor
+from aicc.program import Program, TensorDesc
 from aicc.quant import DEFAULT_NUM_BINS, Profile, TensorObserver, dump_profile_yaml
 from aicc.quant.profile import MAX_HISTOGRAM_BINS
 
@@ -118,10 +118,6 @@ def program_hash(program: Program) -> str:
 
 
 # ------------------------------------------------------------------------------ sample sources
-def _graph_inputs(graph: gs.Graph) -> list[TensorDesc]:
-    return [describe_tensor(t) for t in graph.inputs]
-
-
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
@@ -198,9 +194,20 @@ def json_input_samples(path: str | Path, program: Program
     specialization needs at least one inference."""
     from aicc.data import parse_json_input_file, program_input_descs, spec_input_shapes
 
-    samples = parse_json_input_file(path, program_input_descs(program),
-                                    shapes=spec_input_shapes(program), require_all_shapes=True)
+    samples = parse_json_input_file(path, program_input_descs(program, interface=True),
+                                    shapes=spec_input_shapes(program, interface=True),
+                                    require_all_shapes=True)
     return len(samples), lambda: iter(samples)
+
+
+def _host_conversion(program: Program) -> Callable[[dict], dict] | None:
+    """Custom I/O converted on the host: samples come as callers give them (custom dtype and
+    layout) and are converted to the graph's inputs, as the Session does at run time."""
+    if not program.custom_io:
+        return None
+    from aicc.customio import HostConversions
+    host = HostConversions.from_meta({"custom_io": program.custom_io})
+    return host.convert if host is not None and host.host else None
 
 
 # ------------------------------------------------------------------------------ progress
@@ -396,7 +403,7 @@ class _GraphRunner:
                         c.shape != (a.shape[0] + b.shape[0],) + a.shape[1:]:
                     raise ValueError(f"tensor '{name}' does not stack along axis 0")
                 ref = np.concatenate([a, b]).astype(np.float64)
-                scale = float(np.max(np.abs(ref), initial=0.0)) or 1.0
+                scale = float(np.max(np.abs(ref[np.isfinite(ref)]), initial=0.0)) or 1.0
                 if not np.allclose(c, ref, rtol=1e-4, atol=1e-5 * scale, equal_nan=True):
                     raise ValueError(f"tensor '{name}' differs when samples are stacked")
         except Exception as e:  # any failure just means: one sample at a time
@@ -548,8 +555,9 @@ class Calibrate(Pass):
                 raise ConfigError("an input list cannot feed several specializations",
                                   where=opts.input_list,
                                   hint="describe the samples with -json-input-file")
-            graph = next(iter(program.graphs.values()))
-            total, factory = input_list_samples(opts.input_list, _graph_inputs(graph))
+            from aicc.data import program_input_descs
+            total, factory = input_list_samples(opts.input_list,
+                                                program_input_descs(program, interface=True))
             samples: Iterable[Mapping[str, np.ndarray]] = factory()
         elif opts.json_input_file:
             total, factory = json_input_samples(opts.json_input_file, program)
@@ -557,6 +565,9 @@ class Calibrate(Pass):
         else:
             samples = python_samples
             total = len(samples) if hasattr(samples, "__len__") else None
+        convert = _host_conversion(program)
+        if convert is not None:
+            samples = (convert(dict(f)) for f in samples)
         profile = calibrate_program(program, samples, num_bins=opts.num_bins, total=total,
                                     progress=opts.progress, max_samples=opts.max_samples,
                                     batch=opts.batch)

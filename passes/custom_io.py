@@ -13,6 +13,10 @@ they run is the ``conversions`` option:
   QuantizeLinear/DequantizeLinear, and standard ops for mxint8), so the compiled program's own
   inputs and outputs are the custom ones; the manifest records ``conversions: device``.
 
+With ``encodings`` (-external-quantization), int8 entries take their Scale/Offset from the AIMET
+file's activation encoding of that tensor (stored as int8: Offset is the int8 zero point), and any
+given in the custom I/O file are ignored, as the vendor documents.
+
 Either way the container's interface (``Session.inputs``/``outputs``, what ``aicc run`` reads and
 writes) is the custom I/O, and the numbers are the same. The manifest keeps the model's I/O in
 ``program.model_inputs``/``model_outputs`` and the custom ones in ``program.custom_io``.
@@ -57,6 +61,8 @@ class CustomIO(Pass):
         conversions: Literal["host", "device"] = option(
             "host", "where the conversions run: host (the Session, in numpy) or device (nodes in "
                     "the compiled graph, -aic-preproc)")
+        encodings: str = option("", "AIMET encodings JSON (-external-quantization): int8 entries "
+                                    "take Scale/Offset from it, ignoring the file's")
 
     def run(self, program: Program, ctx: PassContext) -> None:
         opts = ctx.options
@@ -70,7 +76,10 @@ class CustomIO(Pass):
         inputs = [describe_tensor(t) for t in first.inputs]
         outputs = [describe_tensor(t) for t in first.outputs]
         notes: list[str] = []
-        entries = load_custom_io(opts.config, inputs, outputs, notes=notes)
+        entries = load_custom_io(opts.config, inputs, outputs, notes=notes,
+                                 external_quantization=bool(opts.encodings))
+        if opts.encodings:
+            entries = _external_int8(entries, opts.encodings, opts.config)
         records: list[dict[str, Any]] | None = None
         for gname, graph in program.graphs.items():
             planned = _plan(graph, entries, opts.config)
@@ -90,6 +99,36 @@ class CustomIO(Pass):
         for note in notes:
             ctx.count("notes")
             logger.info("custom-io: %s", note)
+
+
+def _external_int8(entries: list[CustomIOEntry], path: str, config: str
+                   ) -> list[CustomIOEntry]:
+    """int8 entries with Scale/Offset from the external encodings (vendor convention: the int8
+    zero point is the Offset)."""
+    from aicc.configfile import read_text
+    from aicc.quant.aimet import loads_aimet_json
+
+    table = loads_aimet_json(read_text(path, what="external quantization file"), where=path)
+    out = []
+    for e in entries:
+        if e.precision != "int8":
+            out.append(e)
+            continue
+        field = f"entry {e.entry} (IOName '{e.name}')"
+        enc = table.activations.get(e.name)
+        problem = ("has no activation encoding there" if enc is None else
+                   "is kept in float there" if enc.is_float else
+                   "has no scale there (only a bitwidth)" if not enc.is_resolved else
+                   f"is {enc.bitwidth}-bit there" if enc.bitwidth != 8 else
+                   "is per-channel there" if enc.per_channel else None)
+        if problem:
+            raise ConfigError(f"Precision int8 takes Scale/Offset from {path}, but '{e.name}' "
+                              f"{problem}", where=config, field=field,
+                              hint="give an 8-bit per-tensor encoding with scale/offset or "
+                                   "min/max for it")
+        enc8 = enc.with_storage(True)
+        out.append(dataclasses.replace(e, scale=float(enc8.scale), offset=int(enc8.zero_point)))
+    return out
 
 
 def _qparams_of(graph: gs.Graph, tensor: gs.Tensor, direction: str) -> tuple[float, int] | None:

@@ -53,7 +53,7 @@ import onnx_graphsurgeon as gs
 
 from aicc import ir
 from aicc.configfile import load_json, load_yaml
-from aicc.errors import ConfigError, DataError, did_you_mean
+from aicc.errors import ConfigError, did_you_mean
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext
@@ -269,7 +269,7 @@ class _GraphQuantizer:
         self.g = graph
         self.s = s
         self.profile = profile
-        self.ov = overrides or EncodingsTable()
+        self.ov = overrides if overrides is not None else EncodingsTable()
         self.ov_where = overrides_where or "overrides"
         self.int32 = int32
         self.ctx = ctx
@@ -381,13 +381,24 @@ class _GraphQuantizer:
     def _groups(self, ints: list[str]) -> dict[str, list[str]]:
         uf = _UnionFind()
         ints_set = set(ints)
+        fixed: dict[str, Encoding] = {}      # root -> the override its group carries
         for n in ints:
             uf.find(n)
+            e = self._override(n)
+            if e is not None:
+                fixed[n] = e
 
         def compatible(a: str, b: str) -> bool:
-            ea, eb = self._override(a), self._override(b)
-            return ea is None and eb is None or (ea is not None and eb is not None
-                                                 and ea.isclose(eb))
+            """Groups join unless they carry different overrides (the override then spreads)."""
+            ra, rb = uf.find(a), uf.find(b)
+            ea, eb = fixed.get(ra), fixed.get(rb)
+            if ea is not None and eb is not None and not ea.isclose(eb):
+                return False
+            keep = ea if ea is not None else eb
+            uf.union(a, b)
+            if keep is not None:
+                fixed[uf.find(a)] = keep
+            return True
         for node in self.g.nodes:
             if id(node) in self.float_ops or not node.inputs:
                 continue
@@ -396,16 +407,16 @@ class _GraphQuantizer:
                 if x not in ints_set:
                     continue
                 for y in node.outputs:
-                    if y.name in ints_set and compatible(x, y.name):
-                        uf.union(x, y.name)
+                    if y.name in ints_set:
+                        compatible(x, y.name)
             elif node.op == "Concat" and node.outputs and node.outputs[0].name in ints_set:
                 y = node.outputs[0].name
                 for x in node.inputs:
                     exclusive = (x.name in ints_set and len(self.readers.get(x.name, [])) == 1
                                  and x.name not in self.outputs and x.name not in self.inputs
                                  and uf.size[uf.find(x.name)] == 1)
-                    if exclusive and compatible(x.name, y):
-                        uf.union(x.name, y)
+                    if exclusive:
+                        compatible(x.name, y)
         groups: dict[str, list[str]] = {}
         for n in ints:
             groups.setdefault(uf.find(n), []).append(n)

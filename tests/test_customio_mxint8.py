@@ -99,3 +99,28 @@ def test_mxint8_with_nhwc_layout(tmp_path):
     out = run_model(program.to_model(), {"past_key.0": mx_encode(x)})
     np.testing.assert_array_equal(out["past_key.0_RetainedState"],
                                   mx_decode(mx_encode(x), 2).transpose(0, 3, 1, 2) * 0.5)
+
+
+def test_retained_kv_cache_in_mxint8(tmp_path):
+    """The seed's LLM flow: the KV cache stays mxint8 across calls (-retained-state)."""
+    from aicc.cli import main
+    import aicc
+
+    (tmp_path / "kv.onnx").write_bytes(kv_model(64, 17, batch=1).SerializeToString())
+    (tmp_path / "kv.yaml").write_text(LLM_YAML)
+    x = np.random.default_rng(0).standard_normal((1, 2, 8, 64)).astype(np.float32)
+    states = []
+    for extra in ([], ["-aic-preproc"]):
+        qpc = tmp_path / f"kv{len(extra)}.qpc"
+        assert main(["compile", f"-m={tmp_path / 'kv.onnx'}",
+                     f"-custom-IO-list-file={tmp_path / 'kv.yaml'}", "-retained-state",
+                     f"-aic-binary-dir={qpc}", "-compile-only"] + extra) == 0
+        session = aicc.load(qpc)
+        session.run({"past_key.0": mx_encode(x)})
+        state = session.state["past_key.0"]
+        assert (state.dtype, state.shape) == (np.uint8, (1, 2, 8, 2, 33))
+        session.run({})                       # fed back as it is: halved once more
+        states.append(session.state["past_key.0"])
+        np.testing.assert_array_equal(mx_decode(states[-1], 64),
+                                      mx_decode(mx_encode(x), 64) * np.float32(0.25))
+    np.testing.assert_array_equal(states[0], states[1])

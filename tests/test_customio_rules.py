@@ -213,3 +213,64 @@ def test_layout_only_compiles_on_the_example(tmp_path, example_model_path):
     got = session.run({"image": np.ascontiguousarray(images.transpose(0, 2, 3, 1))})["logits"]
     ref = run_model(aicc.ir.load_model(example_model_path), {"image": images})["logits"]
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def _aimet(tmp_path, acts):
+    import json
+
+    path = tmp_path / "enc.json"
+    path.write_text(json.dumps({"version": "0.6.1", "activation_encodings": acts,
+                                "param_encodings": {}}))
+    return path
+
+
+def test_external_quantization_gives_int8_scale_and_offset(tmp_path):
+    from aicc.quant import tf_encoding
+
+    enc = _aimet(tmp_path, {"input_0": [{"bitwidth": 8, "dtype": "int", "min": -1.0,
+                                         "max": 3.0}]})
+    (tmp_path / "c.yaml").write_text("- IOName: input_0\n  Precision: int8\n"
+                                     "- IOName: input_1\n  Layout: NHWC\n")
+    program = run_pass(seed_model(), "custom-io", {"config": str(tmp_path / "c.yaml"),
+                                                   "encodings": str(enc)})
+    expected = tf_encoding(-1.0, 3.0, 8, signed=False).with_storage(True)
+    step = program.custom_io[0]["steps"][0]
+    assert step["op"] == "dequantize"
+    assert (step["scale"], step["zero_point"]) == (pytest.approx(expected.scale),
+                                                   expected.zero_point)
+    # Scale/Offset written in the custom I/O file are ignored in favour of the encodings
+    (tmp_path / "c.yaml").write_text("- IOName: input_0\n  Precision: int8\n  Scale: 9.0\n"
+                                     "  Offset: 0\n")
+    program = run_pass(seed_model(), "custom-io", {"config": str(tmp_path / "c.yaml"),
+                                                   "encodings": str(enc)})
+    assert program.custom_io[0]["scale"] == pytest.approx(expected.scale)
+
+
+@pytest.mark.parametrize("acts,match", [
+    ({}, "'input_0' has no activation encoding there"),
+    ({"input_0": [{"bitwidth": 16, "dtype": "float"}]}, "'input_0' is kept in float there"),
+    ({"input_0": [{"bitwidth": 8, "dtype": "int"}]}, "has no scale there"),
+    ({"input_0": [{"bitwidth": 16, "dtype": "int", "min": 0.0, "max": 1.0}]}, "is 16-bit there"),
+])
+def test_external_quantization_must_cover_int8_entries(tmp_path, acts, match):
+    enc = _aimet(tmp_path, acts)
+    (tmp_path / "c.yaml").write_text("- IOName: input_0\n  Precision: int8\n")
+    with pytest.raises(ConfigError, match=match):
+        run_pass(seed_model(), "custom-io", {"config": str(tmp_path / "c.yaml"),
+                                             "encodings": str(enc)})
+
+
+def test_cli_passes_external_quantization_to_custom_io(tmp_path, capsys):
+    enc = _aimet(tmp_path, {"input_0": [{"bitwidth": 8, "dtype": "int", "min": -1.0,
+                                         "max": 3.0}]})
+    (tmp_path / "c.yaml").write_text("- IOName: input_0\n  Precision: int8\n")
+    model = tmp_path / "seed.onnx"
+    model.write_bytes(seed_model().SerializeToString())
+    assert main(["compile", f"-m={model}", f"-custom-IO-list-file={tmp_path / 'c.yaml'}",
+                 f"-external-quantization={enc}", "--print-pipeline"]) == 0
+    text = capsys.readouterr().out
+    assert f"custom-io{{config={tmp_path / 'c.yaml'} encodings={enc}}}" in text
+    # without external quantization the same file lacks Scale/Offset: refused before any work
+    assert main(["compile", f"-m={model}", f"-custom-IO-list-file={tmp_path / 'c.yaml'}",
+                 "--print-pipeline"]) == 2
+    assert "Precision int8 needs Scale and Offset" in capsys.readouterr().err

@@ -120,3 +120,15 @@ def test_custom_io_samples_are_converted_first(tmp_path, caplog):
                  {"all": True, "sample_inputs": str(tmp_path / "list.txt"),
                   "sample_custom_io": str(tmp_path / "c.yaml")})
     assert "node 'scale_up' (Mul) output 'big'" in caplog.text
+
+
+def test_compile_with_an_input_list_warns(tmp_path, caplog):
+    """-input-list-file (quantization's flag) also feeds the fp16 overflow report."""
+    listing = _input_list(tmp_path, SAMPLES)
+    model_path = tmp_path / "o.onnx"
+    model_path.write_bytes(overflow_model().SerializeToString())
+    with caplog.at_level(logging.WARNING):
+        assert main(["compile", f"-m={model_path}", "-convert-to-fp16",
+                     f"-input-list-file={listing}", f"-aic-binary-dir={tmp_path / 'q'}",
+                     "-compile-only"]) == 0
+    assert "node 'scale_up' (Mul) output 'big' reaches" in caplog.text

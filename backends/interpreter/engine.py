@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,37 +27,20 @@ from onnx import numpy_helper
 from aicc.errors import AiccError, BackendError, DataError, ModelError, did_you_mean
 
 from . import ops_conv, ops_elementwise, ops_nn, ops_quant, ops_reduce, ops_resize, ops_shape
-from .kernels import NodeSpec, in_float32, lookup, onnx_dtype, parse_attribute
+from .feeds import TensorSpec, bind_feeds, check_declared, format_shape, tensor_spec
+from .kernels import NodeSpec, in_float32, lookup, parse_attribute
 from .ops_shape import constant_value
 
 __all__ = ["Interpreter", "TensorSpec", "ScheduledNode", "Observer"]
 
 logger = logging.getLogger(__name__)
 
+# importing the op modules registers their kernels
 _KERNEL_MODULES = (ops_conv, ops_elementwise, ops_nn, ops_quant, ops_reduce, ops_resize, ops_shape)
 
 Observer = Callable[[str, np.ndarray], None]
 _ALL = "all"  # plan key: observe every produced tensor
 _MAX_PLANS = 32
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """A graph input or output as declared: dtype (None if not a tensor) and dims.
-
-    ``shape`` is None when the rank is unknown; a dim is an int, a symbol name, or None.
-    """
-
-    name: str
-    dtype: np.dtype | None
-    shape: tuple[int | str | None, ...] | None
-
-    def describe(self) -> str:
-        if self.dtype is None:
-            return "a non-tensor value"
-        if self.shape is None:
-            return f"{self.dtype} of any shape"
-        return f"{self.dtype} {_format_shape(self.shape)}"
 
 
 @dataclass(frozen=True)
@@ -76,24 +59,6 @@ class _Plan:
     steps: list[tuple]  # (kernel, input names, output names, names to free, names to observe, i)
     observe_first: tuple[str, ...]  # inputs/constants to show the observer before the first step
     schedule: list[ScheduledNode]
-
-
-def _format_shape(shape: Sequence[Any]) -> str:
-    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + (
-        ",)" if len(shape) == 1 else ")")
-
-
-def _type_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
-    t = vi.type
-    if not t.HasField("tensor_type"):
-        return TensorSpec(vi.name, None, None)
-    tt = t.tensor_type
-    dtype = onnx_dtype(tt.elem_type) if tt.elem_type else None
-    shape = None
-    if tt.HasField("shape"):
-        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                      for d in tt.shape.dim)
-    return TensorSpec(vi.name, dtype, shape)
 
 
 def _node_label(node: onnx.NodeProto, index: int) -> str:
@@ -154,10 +119,10 @@ class Interpreter:
             arr = numpy_helper.to_array(init)
             arr.setflags(write=False)
             self._consts[init.name] = arr
-        self._inputs = [_type_spec(vi) for vi in graph.input]
+        self._inputs = [tensor_spec(vi) for vi in graph.input]
         self._input_map = {s.name: s for s in self._inputs}
         self._output_names = tuple(o.name for o in graph.output)
-        self._types = {vi.name: _type_spec(vi)
+        self._types = {vi.name: tensor_spec(vi)
                        for vi in list(graph.value_info) + list(graph.output) + list(graph.input)}
         self._constant_outputs: list[str] = []
         self._nodes: list[tuple] = []  # (kernel, NodeSpec) in execution order
@@ -166,12 +131,17 @@ class Interpreter:
                           for name in spec.outputs if name}
         self._known = set(self._consts) | set(self._input_map) | set(self._producer)
         self._plans: dict[tuple, _Plan] = {}
+        logger.debug("interpreter: %d kernels, %d constants (%d from Constant nodes)",
+                     len(self._nodes), len(self._consts), len(self._constant_outputs))
 
     # --- construction ----------------------------------------------------------------------
 
     @staticmethod
     def unsupported_nodes(model: onnx.ModelProto) -> list[str]:
-        """Every node the interpreter cannot run, as ``"node 'NAME' (OpType)"`` (+ why, if versioned)."""
+        """Every node the interpreter cannot run, as ``"node 'NAME' (OpType)"``.
+
+        A node whose opset selects an op version older than the kernel's gets the reason appended.
+        """
         model = _inline(model)
         opset = _default_opset(model)
         problems = []
@@ -256,6 +226,11 @@ class Interpreter:
     @property
     def output_names(self) -> tuple[str, ...]:
         return self._output_names
+
+    @property
+    def constant_names(self) -> frozenset[str]:
+        """Initializers and Constant-node outputs: made once at construction, never freed."""
+        return frozenset(self._consts)
 
     def tensor_names(self) -> list[str]:
         """Every tensor a run can observe or return: inputs, initializers, node outputs."""
@@ -342,7 +317,9 @@ class Interpreter:
         outputs too) whose name is in ``observe_names`` (None = all); naming an initializer in
         ``observe_names`` shows it as well.
         """
-        env = self._bind(feeds)
+        env: dict[str, Any] = dict(self._consts)
+        env[""] = None  # an omitted optional input
+        env.update(bind_feeds(feeds, self._inputs, self._consts))
         out_names = self._output_names if outputs is None else self._check_names(outputs,
                                                                                   "outputs")
         if observe is None:
@@ -398,7 +375,7 @@ class Interpreter:
 
     def _kernel_error(self, spec: NodeSpec, args: list, e: Exception) -> BackendError:
         shapes = ", ".join("none" if a is None else f"{getattr(a, 'dtype', '?')}"
-                           f"{_format_shape(getattr(a, 'shape', ()))}" for a in args)
+                           f"{format_shape(getattr(a, 'shape', ()))}" for a in args)
         return BackendError(f"{spec.describe()} failed on inputs [{shapes}]: "
                             f"{type(e).__name__}: {e}")
 
@@ -406,20 +383,7 @@ class Interpreter:
         for name in spec.outputs:
             declared = self._types.get(name)
             if name and declared is not None and declared.dtype is not None:
-                self._check_against(declared, env[name], f"{spec.describe()}: output")
-
-    @staticmethod
-    def _check_against(declared: TensorSpec, value: np.ndarray, what: str) -> None:
-        if value.dtype != declared.dtype:
-            raise BackendError(f"{what} '{declared.name}' has dtype {value.dtype}, but the model "
-                               f"declares {declared.dtype}")
-        if declared.shape is not None:
-            ok = len(declared.shape) == value.ndim and all(
-                not isinstance(d, int) or d == v for d, v in zip(declared.shape, value.shape))
-            if not ok:
-                raise BackendError(f"{what} '{declared.name}' has shape "
-                                   f"{_format_shape(value.shape)}, but the model declares "
-                                   f"{_format_shape(declared.shape)}")
+                check_declared(declared, env[name], f"{spec.describe()}: output")
 
     def _collect(self, names: tuple[str, ...], env: dict, feeds: Mapping) -> dict:
         result = {}
@@ -438,60 +402,3 @@ class Interpreter:
                     value = value.copy()
             result[name] = value
         return result
-
-    # --- feeds -----------------------------------------------------------------------------
-
-    def _bind(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        if not isinstance(feeds, Mapping):
-            raise DataError(f"feeds must map input names to numpy arrays, got "
-                            f"{type(feeds).__name__}")
-        for name in feeds:
-            if name not in self._input_map:
-                raise DataError(f"feed '{name}': the model has no such input",
-                                hint=did_you_mean(str(name), self._input_map))
-        env: dict[str, Any] = dict(self._consts)
-        env[""] = None
-        symbols: dict[str, tuple[int, str]] = {}
-        for spec in self._inputs:
-            if spec.name not in feeds:
-                if spec.name in self._consts:
-                    continue
-                raise DataError(f"input '{spec.name}': missing (expected {spec.describe()})",
-                                hint="the model's inputs are " + ", ".join(
-                                    s.name for s in self._inputs if s.name not in self._consts))
-            env[spec.name] = self._check_feed(spec, feeds[spec.name], symbols)
-        return env
-
-    @staticmethod
-    def _check_feed(spec: TensorSpec, value: Any, symbols: dict) -> Any:
-        if spec.dtype is None:  # sequences / optionals pass through as given
-            return value
-        if isinstance(value, np.generic):
-            value = np.asarray(value)
-        if not isinstance(value, np.ndarray):
-            raise DataError(f"input '{spec.name}': got a {type(value).__name__}, expected a "
-                            f"numpy array of {spec.describe()}")
-        if value.dtype != spec.dtype:
-            if spec.dtype == object and value.dtype.kind in "US":
-                value = value.astype(object)
-            else:
-                raise DataError(f"input '{spec.name}': dtype {value.dtype}, expected "
-                                f"{spec.dtype}",
-                                hint="convert the data; the interpreter never casts feeds")
-        if spec.shape is None:
-            return value
-        if value.ndim != len(spec.shape):
-            raise DataError(f"input '{spec.name}': shape {_format_shape(value.shape)} has rank "
-                            f"{value.ndim}, expected rank {len(spec.shape)} "
-                            f"{_format_shape(spec.shape)}")
-        for axis, (want, got) in enumerate(zip(spec.shape, value.shape)):
-            if isinstance(want, int) and want != got:
-                raise DataError(f"input '{spec.name}': shape {_format_shape(value.shape)}, "
-                                f"expected {_format_shape(spec.shape)} (dim {axis} is {got}, "
-                                f"expected {want})")
-            if isinstance(want, str):
-                seen = symbols.setdefault(want, (got, spec.name))
-                if seen[0] != got:
-                    raise DataError(f"input '{spec.name}': dim {axis} ('{want}') is {got}, but "
-                                    f"input '{seen[1]}' has '{want}' = {seen[0]}")
-        return value

@@ -31,29 +31,29 @@ _ERF_LARGE = (-0.00015916604643423994, 0.2849863603463528, 0.2592252753868458,
               -0.47374935171969434, 0.12005965087928676)
 
 
-def _horner(coeffs, v: np.ndarray) -> np.ndarray:
-    """sum(coeffs[i] * v**i), evaluated in v's dtype."""
+def _horner(coeffs, v: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """sum(coeffs[i] * v**i) into ``out``, evaluated in v's dtype."""
     t = v.dtype.type
-    r = v * t(coeffs[-1])
-    r += t(coeffs[-2])
+    np.multiply(v, t(coeffs[-1]), out=out)
+    out += t(coeffs[-2])
     for c in coeffs[-3::-1]:
-        r *= v
-        r += t(c)
-    return r
+        out *= v
+        out += t(c)
+    return out
 
 
-def erf32(x: np.ndarray, *, owned: bool = False) -> np.ndarray:
-    """erf of a 1-D float32 block; ``owned`` lets it reuse ``x``'s buffer.
+def erf32(x: np.ndarray, out: np.ndarray | None = None, *, owned: bool = False) -> np.ndarray:
+    """erf of a 1-D float32 block, written into ``out``; ``owned`` lets it reuse ``x``.
 
     The polynomial branch runs on every element (x clipped to [-4, 4], where erf rounds to
     +-1); the exp branch only on the gathered elements with |x| >= 1 (np.where and masked
-    copies are slow on random masks). Three block-sized buffers at most.
+    copies are slow on random masks). Two block-sized temporaries besides ``out``.
     """
     one = np.float32(1)
     xc = x if owned else np.empty(x.shape, np.float32)
     np.clip(x, np.float32(-4), np.float32(4), out=xc)
     z = xc * xc
-    y = _horner(_ERF_SMALL, z)
+    y = _horner(_ERF_SMALL, z, np.empty_like(z) if out is None else out)
     y *= xc
     np.abs(xc, out=z)
     far = np.flatnonzero(z >= one)
@@ -63,7 +63,7 @@ def erf32(x: np.ndarray, *, owned: bool = False) -> np.ndarray:
         t = a * np.float32(0.5)
         t += one
         np.reciprocal(t, out=t)
-        q = _horner(_ERF_LARGE, t)
+        q = _horner(_ERF_LARGE, t, np.empty_like(t))
         np.multiply(a, a, out=a)
         np.negative(a, out=a)
         np.exp(a, out=a)

@@ -1,4 +1,4 @@
-"""An ``onnx.backend.base.Backend`` adapter, so onnx's backend test runner can drive the interpreter.
+"""An ``onnx.backend.base.Backend`` adapter: onnx's backend test runner in, interpreter runs out.
 
 Usage with onnx's runner::
 

@@ -141,23 +141,22 @@ def _gelu(spec: NodeSpec):
     if approximate not in ("none", "tanh"):
         raise ValueError(f"{spec.describe()}: approximate={approximate!r} is not 'none' or 'tanh'")
 
-    def gelu(x):
+    def gelu(x, out):
         t = x.dtype.type
         if approximate == "tanh":
-            inner = x * x
-            inner *= t(0.044715)
-            inner += 1
-            inner *= x
-            inner *= t(math.sqrt(2 / math.pi))
-            y = np.tanh(inner, out=inner)
-        elif x.dtype == np.float32:  # blockwise hands 1-D blocks
-            y = erf32(x * t(1 / math.sqrt(2)), owned=True)
+            np.multiply(x, x, out=out)
+            out *= t(0.044715)
+            out += t(1)
+            out *= x
+            out *= t(math.sqrt(2 / math.pi))
+            np.tanh(out, out=out)
+        elif x.dtype == np.float32:
+            erf32(x * t(1 / math.sqrt(2)), out, owned=True)
         else:
-            y = erf(x * t(1 / math.sqrt(2)))
-        y += t(1)
-        y *= x
-        y *= t(0.5)
-        return y
+            out[...] = erf(x * t(1 / math.sqrt(2)))
+        out += t(1)
+        out *= x
+        out *= t(0.5)
 
     return lambda x: blockwise(gelu, x)
 

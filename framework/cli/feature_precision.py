@@ -6,7 +6,8 @@
 - ``-custom-IO-list-file=FILE`` adds ``custom-io{config=FILE}`` at stage ``interface``; with
   ``-aic-preproc`` the conversions become nodes of the compiled graph (``conversions=device``),
   without it the Session does them on the host (``conversions=host``; see ``passes/custom_io.py``).
-  ``-aic-preproc`` without a custom I/O list has nothing to move and is refused.
+  ``-aic-preproc`` without a custom I/O list has nothing to move and is refused. With
+  ``-external-quantization``, int8 entries take Scale/Offset from the encodings file.
 - ``-dump-custom-IO-config-template=FILE[,PROFILE]`` writes a template listing every model input
   and output and exits without compiling, like the vendor tool; with a calibration PROFILE the
   int8 Scale/Offset of float I/O are filled from the profile's statistics, using the
@@ -116,10 +117,13 @@ def contribute(args: dict[str, Any], req: CompileRequest) -> None:
                          hint="add -custom-IO-list-file=FILE, or drop -aic-preproc")
     if cio:
         # the file itself (keys, types, values) is checked now; names against the model later
-        parse_custom_io(load_yaml(cio, what="custom I/O list file"), cio, None, None)
-        req.feature_steps.append(("interface", "custom-io",
-                                  {"config": str(cio),
-                                   "conversions": "device" if preproc else "host"}))
+        parse_custom_io(load_yaml(cio, what="custom I/O list file"), cio, None, None,
+                        external_quantization=bool(_flag_value(args, "-external-quantization")))
+        options = {"config": str(cio), "conversions": "device" if preproc else "host"}
+        external = _flag_value(args, "-external-quantization")
+        if external:    # int8 Scale/Offset come from the encodings, as the vendor documents
+            options["encodings"] = str(external)
+        req.feature_steps.append(("interface", "custom-io", options))
     if keep and not fp16:
         raise UsageError("-keep-original-precision-for-nodes keeps op types in their original "
                          "precision while the rest is lowered, and nothing is lowered",
@@ -142,8 +146,8 @@ def contribute(args: dict[str, Any], req: CompileRequest) -> None:
         options["sample_inputs"] = str(samples)
         if cio:
             options["sample_custom_io"] = str(cio)
-    # stage "bind": before fold-batchnorm, which renames outputs and merges Conv/BN pairs
-    req.feature_steps.append(("bind", "convert-fp16", options))
+    # stage "select": before fold-batchnorm, which renames outputs and merges Conv/BN pairs
+    req.feature_steps.append(("select", "convert-fp16", options))
 
 
 def standalone(args: dict[str, Any]) -> int | None:

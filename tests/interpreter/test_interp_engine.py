@@ -350,8 +350,8 @@ def test_returned_outputs_never_alias_weights():
 # --- the backend plugin --------------------------------------------------------------------
 
 def test_backend_is_registered_through_the_hook():
-    from aicc.registry import Registry
     from aicc.backends import interpreter
+    from aicc.registry import Registry
 
     registry = Registry("backend")
     interpreter.aicc_register_backends(registry)
@@ -373,3 +373,22 @@ def test_backend_compiles_and_runs_with_declared_dtypes():
 def test_backend_options_are_strict():
     with pytest.raises(ConfigError, match="unknown option 'check_type'"):
         build_options(InterpreterBackend.Options, {"check_type": True}, owner="backend")
+
+
+def test_softmax_before_opset_13_coerces_to_2d():
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    model = make([helper.make_node("Softmax", ["x"], ["y"])], [vi("x", shape=[2, 3, 4])],
+                 [vi("y")], opset=11)  # default axis 1: softmax over the last 12 values
+    y = Interpreter(model).run({"x": x})["y"]
+    flat = x.reshape(2, 12)
+    ref = np.exp(flat - flat.max(1, keepdims=True))
+    ref /= ref.sum(1, keepdims=True)
+    np.testing.assert_allclose(y, ref.reshape(2, 3, 4), rtol=1e-6)
+
+
+def test_cycle_is_a_model_error():
+    model = make([helper.make_node("Neg", ["b"], ["a"], name="first"),
+                  helper.make_node("Neg", ["a"], ["b"], name="second")],
+                 [vi("x", shape=[2])], [vi("b", shape=[2])])
+    with pytest.raises(ModelError, match="cycle"):
+        Interpreter(model)

@@ -1,4 +1,4 @@
-"""Bad feeds are refused with a one-line DataError naming the input, what was expected and what came."""
+"""Bad feeds are refused with a one-line DataError naming the input, what was expected and got."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from aicc.errors import DataError
 
 
 def _model() -> onnx.ModelProto:
-    """y = image * scale + bias; image (N, 3, 4, 4) float32 with symbolic N, bias (N, 1) float32."""
+    """y = image * scale + offset; image (N, 3, 4, 4) and offset (N, 1, 1, 1), N symbolic."""
     graph = helper.make_graph(
         [helper.make_node("Mul", ["image", "scale"], ["t"]),
          helper.make_node("Add", ["t", "offset"], ["y"])],
@@ -33,7 +33,8 @@ def interp() -> Interpreter:
 
 
 def _good(n: int = 2) -> dict:
-    return {"image": np.ones((n, 3, 4, 4), np.float32), "offset": np.zeros((n, 1, 1, 1), np.float32)}
+    return {"image": np.ones((n, 3, 4, 4), np.float32),
+            "offset": np.zeros((n, 1, 1, 1), np.float32)}
 
 
 def _refused(interp, feeds) -> str:

@@ -1,6 +1,6 @@
-"""The interpreter agrees with onnxruntime on random graphs (hypothesis) and on targeted op variants.
+"""The interpreter agrees with onnxruntime on random graphs (hypothesis) and targeted op variants.
 
-Tolerances, per dtype, on |ours - ort| <= atol * scale + rtol * |ort| where scale = max(1, max|ort|):
+Tolerances, per dtype: |ours - ort| <= atol * scale + rtol * |ort|, scale = max(1, max|ort|):
 
 * float32: rtol 1e-4, atol 1e-5 (summation order differs between BLAS, MLAS and numpy);
 * float16: rtol 1e-2, atol 4e-3. Both sides round once per op to fp16 (onnxruntime computes many
@@ -96,10 +96,11 @@ class _Chain:
 UNARY = ["Relu", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "Erf", "Gelu", "Abs",
          "Neg", "Clip", "Softmax"]
 BINARY = ["Add", "Sub", "Mul", "Div", "Max", "Min"]
+ANY_RANK = ["Gather", "Where", "Tile", "CumSum", "ArgMax", "Split", "SqrtAbs", "Unsqueeze"]
 IMAGE_OPS = ["Conv", "Conv", "ConvTranspose", "BatchNormalization", "MaxPool", "AveragePool",
              "GlobalAveragePool", "Resize", "Pad", "Transpose", "ReduceMean", "Flatten"]
 MATRIX_OPS = ["MatMul", "MatMul", "Gemm", "LayerNormalization", "Transpose", "ReduceSum",
-              "Concat", "Slice", "Reshape"]
+              "Concat", "Slice", "Reshape", "Einsum"]
 
 
 def _divisors(n: int) -> list[int]:
@@ -188,7 +189,7 @@ def _apply(draw, c: _Chain, op: str) -> None:  # noqa: C901 - one branch per op 
             span = d + pads[i] + pads[i + 2] - k
             o = (-(-span // stride) if ceil else span // stride) + 1
             if ceil and (o - 1) * stride >= d + pads[i]:
-                return  # onnx shape inference keeps a window starting in the end pad; kernels drop it
+                return  # shape inference keeps a window starting in the end pad; kernels drop it
             out.append(o)
         c.add(op, [c.cur], [n, ch] + out, **attrs)
     elif op == "GlobalAveragePool":
@@ -260,6 +261,52 @@ def _apply(draw, c: _Chain, op: str) -> None:  # noqa: C901 - one branch per op 
         new[axis] = n
         c.add(op, [c.cur] + [c.const(np.array([v], np.int64)) for v in (start, end, axis, step)],
               new)
+    elif op == "Gather":
+        axis = draw(st.integers(0, len(s) - 1))
+        idx = np.array(draw(st.lists(st.integers(-s[axis], s[axis] - 1), min_size=1,
+                                     max_size=4)), np.int64)
+        c.add(op, [c.cur, c.const(idx)], s[:axis] + [len(idx)] + s[axis + 1:], axis=axis)
+    elif op == "Where":
+        cond = c.const(c.rng.random(s) < 0.5)
+        c.add(op, [cond, c.cur, c.weight(s[-1:], 1)], s)
+    elif op == "Tile":
+        reps = [draw(st.integers(1, 2)) for _ in s]
+        c.add(op, [c.cur, c.const(np.array(reps, np.int64))], [d * r for d, r in zip(s, reps)])
+    elif op == "CumSum":
+        axis = c.const(np.array(draw(st.integers(-len(s), len(s) - 1)), np.int64))
+        c.add(op, [c.cur, axis], s, exclusive=draw(st.integers(0, 1)),
+              reverse=draw(st.integers(0, 1)))
+    elif op == "ArgMax":  # int64 out, cast back to keep the chain floating
+        axis = draw(st.integers(0, len(s) - 1))
+        c.add(op, [c.cur], s[:axis] + [1] + s[axis + 1:], axis=axis)
+        c.add("Cast", [c.cur], c.shape, to=_ELEM[c.dtype])
+    elif op == "Split":
+        axis = draw(st.integers(0, len(s) - 1))
+        if s[axis] < 2:
+            return
+        first = draw(st.integers(1, s[axis] - 1))
+        c.n += 1
+        outs = [f"t{c.n}a", f"t{c.n}b"]
+        c.nodes.append(helper.make_node(op, [c.cur, c.const(np.array(
+            [first, s[axis] - first], np.int64))], outs, axis=axis))
+        c.cur, c.shape = outs[draw(st.integers(0, 1))], list(s)
+        c.shape[axis] = first if c.cur == outs[0] else s[axis] - first
+    elif op == "SqrtAbs":
+        c.add("Abs", [c.cur], s)
+        c.add("Sqrt", [c.cur], s)
+    elif op == "Unsqueeze":
+        if len(s) >= 4:
+            return
+        axis = draw(st.integers(-len(s) - 1, len(s)))
+        new = list(s)
+        new.insert(axis % (len(s) + 1), 1)
+        c.add(op, [c.cur, c.const(np.array([axis], np.int64))], new)
+    elif op == "Einsum":
+        if len(s) != 3:
+            return
+        m = draw(st.integers(1, 5))
+        c.add(op, [c.cur, c.weight((s[0], s[2], m), s[2])], [s[0], s[1], m],
+              equation="bij,bjk->bik")
     elif op == "Reshape":
         total = math.prod(s)
         first = draw(st.sampled_from(_divisors(total)))
@@ -277,7 +324,7 @@ def chains(draw, dtype):
     chain = _Chain(dtype, shape, seed)
     chain._x_shape = list(shape)
     for _ in range(draw(st.integers(1, 5))):
-        ops = IMAGE_OPS + UNARY + BINARY if len(chain.shape) == 4 else MATRIX_OPS + UNARY + BINARY
+        ops = (IMAGE_OPS if len(chain.shape) == 4 else MATRIX_OPS) + UNARY + BINARY + ANY_RANK
         _apply(draw, chain, draw(st.sampled_from(ops)))
     x = np.random.default_rng(seed + 1).standard_normal(shape).astype(dtype)
     return chain.model(), {"x": x}

@@ -1,0 +1,97 @@
+"""Smoke tests of benchmarks/compile_scaling.py: its graph builder at a tiny size, the compile of
+that graph through aicc against onnxruntime on the original, and one pass of its report.
+
+Nothing here asserts on wall time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import aicc
+from aicc.compiler import CompileRequest, compile_model
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "compile_scaling.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("compile_scaling", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(scope="module")
+def model(bench) -> onnx.ModelProto:
+    return bench.build_cnn(200)
+
+
+def _feeds(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"input": rng.standard_normal((1, 4, 4, 4)).astype(np.float32)}
+
+
+def test_builder_makes_a_valid_model_of_the_asked_size(bench, model):
+    onnx.checker.check_model(model, full_check=True)
+    assert len(model.graph.node) == 195  # 13 blocks of 15 nodes
+    assert len(model.graph.node) % bench.NODES_PER_BLOCK == 0
+    ops = {n.op_type for n in model.graph.node}
+    assert {"Conv", "BatchNormalization", "Relu", "Clip", "Add", "Reshape", "Shape",
+            "Concat"} <= ops
+    assert model.ByteSize() < 200_000  # weights stay tiny
+    # Sizes scale: ~1k nodes is ~1k nodes.
+    assert abs(len(bench.build_cnn(1000).graph.node) - 1000) < bench.NODES_PER_BLOCK
+
+
+def test_compile_preserves_outputs_and_folds(model, tmp_path):
+    reference = ort.InferenceSession(model.SerializeToString(),
+                                     providers=["CPUExecutionProvider"])
+    path, program, _ = compile_model(CompileRequest(model=model, backend="cpu",
+                                                    output=tmp_path / "cnn.qpc"))
+    ops = [n.op for n in program.graphs["default"].nodes]
+    for gone in ("BatchNormalization", "Shape", "Concat", "Sqrt", "Div"):
+        assert gone not in ops, f"{gone} was not folded"
+    assert len(ops) == 13 * 8
+    session = aicc.load(path)
+    out_name = model.graph.output[0].name
+    for seed in range(3):
+        feeds = _feeds(seed)
+        want = reference.run([out_name], feeds)[0]
+        got = session.run(feeds)[out_name]
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_with_public_api(model, tmp_path):
+    qpc = aicc.compile(model, backend="cpu", output=tmp_path / "api.qpc")
+    out_name = model.graph.output[0].name
+    want = ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run([out_name], _feeds())[0]
+    np.testing.assert_allclose(aicc.load(qpc).run(_feeds())[out_name], want,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_report_runs_at_tiny_sizes(bench):
+    registries = bench.bench_registries()
+    rows = [bench.measure(n, 1, 1, registries) for n in (60, 120)]
+    assert [r.nodes for r in rows] == [60, 120]
+    assert set(rows[0].aicc.passes) == {"fold-constants", "fold-batchnorm", "cleanup"}
+    assert rows[0].aicc.nodes_after == 4 * 8
+    out = io.StringIO()
+    ratio = bench.print_report(rows, out)
+    text = out.getvalue()
+    assert "scaling ratio" in text and "ms per 1k nodes" in text and "verdict" in text
+    assert ratio > 0
