@@ -73,6 +73,8 @@ class CpuBackend(Backend):
         threads: int = option(0, "intra-op threads (0: onnxruntime's default)", minimum=0)
         optimization_level: Literal["disable", "basic", "extended", "all"] = option(
             "all", "onnxruntime graph optimization level")
+        allow_spinning: bool = option(True, "let idle intra-op threads spin; turn off when a "
+                                            "container holds many specializations")
 
     def unsupported_nodes(self, model: onnx.ModelProto) -> list[str]:
         opsets = {o.domain or "": o.version for o in model.opset_import}
@@ -96,6 +98,8 @@ class CpuBackend(Backend):
         if self.options.threads:
             so.intra_op_num_threads = self.options.threads
         so.log_severity_level = 3
+        if not self.options.allow_spinning:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(model.SerializeToString(), so,
                                            providers=["CPUExecutionProvider"])

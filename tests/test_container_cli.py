@@ -258,3 +258,18 @@ def test_compile_api_defaults(tmp_path, example_model_path):
         assert (path / "manifest.json").exists()
     finally:
         shutil.rmtree(path.parent)
+
+
+def test_cpu_backend_options_apply(tmp_path, example_model_path):
+    qpc = aicc.compile(example_model_path, output=tmp_path / "q",
+                       backend_options={"threads": 1, "optimization_level": "disable",
+                                        "allow_spinning": False})
+    manifest = read_manifest(qpc)
+    assert manifest["backend_options"] == {"threads": 1, "optimization_level": "disable",
+                                           "allow_spinning": False}
+    session = aicc.load(qpc)
+    session.run({"image": _images(example_model_path, 2)})
+    exe = session.executable(session.specs[0])
+    options = exe.session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
