@@ -38,7 +38,8 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
                       profile: Sequence[str | Path] = (), overrides: str | Path | None = None,
                       int32: bool = False, input_shapes: Sequence[str] = (),
                       algorithms: Sequence[str] = (), num_bins: int | None = None,
-                      progress: bool = True, **options: Any) -> list[tuple[str, dict]]:
+                      progress: bool = True, engine: str = "interpreter",
+                      **options: Any) -> list[tuple[str, dict]]:
     """The (pass, options) list ``quantize_model`` runs; ``options`` go to ``quantize``."""
     steps: list[tuple[str, dict]] = []
     if input_shapes:
@@ -51,7 +52,7 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
         if int32:
             steps.append(("int32-sandwich", {"overrides": str(overrides)}))
     if input_list is not None or calibrate:
-        cal: dict[str, Any] = {"progress": progress}
+        cal: dict[str, Any] = {"progress": progress, "engine": engine}
         if input_list is not None:
             cal["input_list"] = str(input_list)
         if num_bins is not None:
@@ -79,11 +80,12 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
                    profile: Sequence[str | Path] = (), overrides: str | Path | None = None,
                    input_shapes: Sequence[str] = (), algorithms: Sequence[str] = (),
                    num_bins: int | None = None, progress: bool = True,
-                   registries: Registries | None = None,
+                   engine: str = "interpreter", registries: Registries | None = None,
                    **options: Any) -> tuple[onnx.ModelProto, Program]:
     """Quantize ``model``; returns the QDQ model and the Program (``program.encodings`` holds
     the encodings used). ``options`` are the ``quantize`` pass options (``per_channel=True``,
-    ``act_bitwidth=16``, ``calibration="Percentile"``, ...)."""
+    ``act_bitwidth=16``, ``calibration="Percentile"``, ...); ``engine`` runs the calibration
+    samples (``interpreter``, the reference, or ``cpu``: onnxruntime)."""
     if samples is not None and input_list is not None:
         raise ConfigError("give samples or an input list, not both", field="quantize_model")
     registries = registries or load_registries()
@@ -98,7 +100,7 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
     steps = quantize_pipeline(input_list=input_list, calibrate=samples is not None,
                               profile=profile, overrides=overrides, int32=_has_int32(overrides),
                               input_shapes=input_shapes, algorithms=algorithms,
-                              num_bins=num_bins, progress=progress, **options)
+                              num_bins=num_bins, progress=progress, engine=engine, **options)
     pipeline = Pipeline.build(steps, registries.passes, source="quantize_model")
     scratch: dict[str, Any] = {}
     if samples is not None:

@@ -17,6 +17,7 @@ import onnx_graphsurgeon as gs
 
 from aicc.hookspecs import hookimpl
 from aicc.pass_base import Pass, PassContext, Tolerance
+from aicc.passes.cleanup import detach_nodes, remove_dead_nodes
 from aicc.program import Program
 
 __all__ = ["FoldBatchNorm"]
@@ -39,7 +40,7 @@ class FoldBatchNorm(Pass):
 
     def run_graph(self, graph: gs.Graph, program: Program, ctx: PassContext) -> None:
         graph_outputs = {t.name for t in graph.outputs}
-        removed: set[int] = set()
+        removed: list[gs.Node] = []
         kept = ctx.scratch.setdefault("folded_batchnorm", {})
         for bn in graph.nodes:
             if bn.op != "BatchNormalization":
@@ -62,12 +63,15 @@ class FoldBatchNorm(Pass):
             kept[layer.name] = {"gamma": gamma.tolist(), "beta": beta.tolist(), "bn": bn.name}
             layer.outputs[0] = bn.outputs[0]
             bn.outputs.clear()
-            bn.inputs.clear()
-            removed.add(id(bn))
+            removed.append(bn)
             ctx.count("batchnorms folded")
         if removed:
-            graph.nodes = [n for n in graph.nodes if id(n) not in removed]
-            graph.cleanup(remove_unused_graph_inputs=False)
+            # The BNs leave their inputs' reader lists in one sweep (see detach_nodes); no later
+            # decision above looks at those lists: a folded BN was its input's only reader.
+            detach_nodes(removed)
+            gone = {id(bn) for bn in removed}
+            graph.nodes = [n for n in graph.nodes if id(n) not in gone]
+            remove_dead_nodes(graph)
 
     @staticmethod
     def _why_not(bn: gs.Node, graph_outputs: set[str]) -> str | None:

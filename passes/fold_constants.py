@@ -32,6 +32,7 @@ from onnx_graphsurgeon.util import misc
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext
+from aicc.passes.cleanup import remove_dead_nodes
 from aicc.program import Program
 
 __all__ = ["FoldConstants"]
@@ -71,7 +72,7 @@ class FoldConstants(Pass):
             sessions = _fold(graph, fold_shapes=ctx.options.fold_shapes,
                              size_threshold=ctx.options.size_threshold)
             ctx.count("onnxruntime sessions", sessions)
-        graph.cleanup(remove_unused_graph_inputs=False)
+        remove_dead_nodes(graph)
         folded = before - len(graph.nodes)
         ctx.count("nodes folded", folded)
         if not folded:

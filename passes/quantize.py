@@ -14,7 +14,10 @@ Where encodings come from, per tensor:
    ``constant_schema``) or a QNN mode (``act_quantizer``, ``param_quantizer``).
 
 Rules: data-movement ops (Reshape, Transpose, Flatten, Squeeze/Unsqueeze, MaxPool, Concat when its
-inputs feed nothing else, ...) share their input's encoding instead of re-quantizing; biases of
+inputs feed nothing else, ...) share their input's encoding instead of re-quantizing; the output of
+a Conv/ConvTranspose/Gemm/MatMul/Add read only by a Relu or Clip is not quantized
+(``fuse_activations``: the pair is one integer kernel, only the activation's output, on its
+non-negative range, is quantized; an override on that tensor keeps it quantized); biases of
 Conv/ConvTranspose/Gemm are int32 with scale = input scale x weight scale (``bias_bitwidth`` 8/16
 encode them on their own range instead); weights of Conv/ConvTranspose (``per_channel``) and of
 Gemm/MatMul (``per_channel`` or ``per_row``) are encoded per output channel. For Conv,
@@ -82,6 +85,8 @@ _WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _CONST_OPERAND_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "PRelu",
                                 "Concat", "MatMul", "Gemm"})
 _FLOAT_KINDS = (np.dtype(np.float32),)
+_FUSED_ACTIVATIONS = ("Relu", "Clip")
+_FUSING_PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")
 
 
 # ------------------------------------------------------------------------------ JSON forms
@@ -167,6 +172,7 @@ class QuantSettings:
     pack_4bit: bool
     float_bw: int
     float_bias_bw: int
+    fuse_activations: bool = True
 
     @classmethod
     def from_options(cls, o: Any) -> QuantSettings:
@@ -184,7 +190,8 @@ class QuantSettings:
                    percentile=check_percentile(o.percentile, where=where, field="percentile"),
                    act_bw=o.act_bitwidth, weight_bw=o.weight_bitwidth, bias_bw=o.bias_bitwidth,
                    per_channel=o.per_channel, per_row=o.per_row, pack_4bit=o.pack_4bit,
-                   float_bw=o.float_bitwidth, float_bias_bw=o.float_bias_bitwidth)
+                   float_bw=o.float_bitwidth, float_bias_bw=o.float_bias_bitwidth,
+                   fuse_activations=o.fuse_activations)
 
 
 class _Encoder:
@@ -354,8 +361,27 @@ class _GraphQuantizer:
         return [(n, i) for n, i in self.readers.get(name, [])
                 if i not in NON_DATA_INPUTS.get(n.op, ())]
 
+    def _fused(self) -> set[str]:
+        """Outputs of Conv/ConvTranspose/Gemm/MatMul/Add read only by a Relu or Clip: the pair
+        runs as one integer kernel (as int8 backends, the vendor's included, fuse them), so only
+        the activation's output is quantized, on its own (never negative) range."""
+        fused = set()
+        for node in self.g.nodes:
+            if node.op not in _FUSED_ACTIVATIONS or id(node) in self.float_ops or not node.inputs:
+                continue
+            x = node.inputs[0]
+            if not x.inputs or x.name in self.outputs or x.name in self.ov:
+                continue
+            producer = x.inputs[0]
+            if producer.op in _FUSING_PRODUCERS and id(producer) not in self.float_ops and \
+                    len(self.readers.get(x.name, [])) == 1:
+                fused.add(x.name)
+        return fused
+
     def _activations(self) -> list[str]:
         names, seen = [], set()
+        fused = self._fused() if self.s.fuse_activations else set()
+        self.ctx.count("activations fused", len(fused))
         candidates = list(self.g.inputs) + [t for n in self.g.nodes if n.op != "Constant"
                                             for t in n.outputs]
         for t in candidates:
@@ -365,6 +391,8 @@ class _GraphQuantizer:
             if not _is_float(t, self.profile):
                 continue
             if not self._data_readers(t.name) and t.name not in self.outputs:
+                continue
+            if t.name in fused:
                 continue
             names.append(t.name)
         return names
@@ -699,6 +727,8 @@ class Quantize(Pass):
         float_bitwidth: int = option(32, "float bitwidth of excluded layers", choices=(16, 32))
         float_bias_bitwidth: int = option(0, "bitwidth of float biases without an override "
                                              "(0: the op's)", choices=(0, 16, 32))
+        fuse_activations: bool = option(True, "leave a Conv/Gemm/MatMul/Add output read only by "
+                                              "a Relu/Clip unquantized (one fused kernel)")
         export_encodings: str = option("", "write the encodings used as AIMET JSON here")
         export_form: str = option("0.6.1", "AIMET form of export_encodings",
                                   choices=("0.6.1", "1.0.0"))
@@ -738,7 +768,9 @@ class Quantize(Pass):
         raised = False
         for gname, graph in program.graphs.items():
             where_g = f"graph '{gname}'"
-            ir.infer_shapes(graph, where=where_g)
+            if any(ir.tensor_dtype(t) is None for n in graph.nodes for t in n.outputs
+                   if t.name):
+                ir.infer_shapes(graph, where=where_g)
             q = _GraphQuantizer(graph, s, profile, table, where, set(int32), ctx, where_g)
             q.run()
             raised = raised or q.opset21

@@ -154,8 +154,9 @@ def _round(value: Any, half: np.dtype) -> Any:
     return value
 
 
-#: elements per block for composite elementwise kernels (128 KiB of float32)
-BLOCK = 1 << 15
+#: elements per block for composite elementwise kernels: an eighth of the tensor, within
+#: [4 Ki, 64 Ki] (temporaries stay small next to the tensor; blocks stay big enough for numpy)
+BLOCK_MIN, BLOCK_MAX = 1 << 12, 1 << 16
 
 
 def blockwise(fn: Callable[[np.ndarray, np.ndarray], None], x: np.ndarray) -> np.ndarray:
@@ -167,8 +168,9 @@ def blockwise(fn: Callable[[np.ndarray, np.ndarray], None], x: np.ndarray) -> np
     """
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty(flat.shape, x.dtype)
-    for start in range(0, flat.size, BLOCK):
-        fn(flat[start:start + BLOCK], out[start:start + BLOCK])
+    block = min(BLOCK_MAX, max(BLOCK_MIN, flat.size // 8))
+    for start in range(0, flat.size, block):
+        fn(flat[start:start + block], out[start:start + block])
     return out.reshape(x.shape)
 
 

@@ -4,8 +4,8 @@ GlobalMaxPool) as vectorized numpy kernels over strided window views.
 Conv is one matmul per chunk of output rows over an im2col matrix copied from a strided view of the
 padded input; groups are a batched matmul, depthwise convs a sum over kernel taps of broadcast
 multiplies, 1x1 convs a plain matmul. Python loops run only over chunks and kernel taps, never over
-channels or pixels. The im2col buffer is bounded (half the conv's input plus output, but at
-least a thousand columns for BLAS efficiency), so memory follows the live tensors.
+channels or pixels. The im2col buffer is bounded by the conv's own input, output and weight
+bytes (see _MIN_COLUMNS), so memory follows the live tensors.
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ from .kernels import NodeSpec, register
 
 __all__ = ["conv_geometry", "pool_geometry"]
 
-_MIN_COLUMNS = 1024  # im2col chunks keep at least this many columns for an efficient GEMM
-_COLUMN_BUDGET_FRACTION = 0.5  # ... and otherwise at most this fraction of input + output bytes
+# im2col chunk size: at most half the conv's input + output + weight bytes, except that a chunk
+# may grow to 1024 columns (an efficient GEMM) as long as it stays below that sum. Small chunks
+# re-stream the weights once per chunk, so deep layers with big weights take few chunks.
+_MIN_COLUMNS = 1024
+_COLUMN_BUDGET_FRACTION = 0.5
 
 
 def _ints(values, n: int, default: int) -> tuple[int, ...]:
@@ -109,8 +112,9 @@ def _conv(x, w, strides, dilations, begin, end, out, group):
     y = np.empty((n, group, mg, p), dtype=dtype)
     rest = p // out[0] if out[0] else 0
     row_bytes = n * c * k * max(rest, 1) * dtype.itemsize
-    budget = max(int((x.nbytes + y.nbytes) * _COLUMN_BUDGET_FRACTION),
-                 n * c * k * dtype.itemsize * min(p, _MIN_COLUMNS))
+    io_bytes = x.nbytes + y.nbytes + w.nbytes
+    budget = max(int(io_bytes * _COLUMN_BUDGET_FRACTION),
+                 min(io_bytes, n * c * k * dtype.itemsize * min(p, _MIN_COLUMNS)))
     rows = max(1, budget // row_bytes)
     for r0 in range(0, out[0], rows):
         r1 = min(out[0], r0 + rows)

@@ -78,6 +78,9 @@ QUANTIZE_FLAGS = [
          help="write the encodings used as AIMET JSON (0.6.1 form)", metavar="FILE"),
     Flag(("--algorithms",), "algorithms", "repeat",
          help="pre-quantization algorithms: cle", metavar="NAME"),
+    Flag(("--calibration_engine",), "engine",
+         help="what runs the calibration samples: interpreter (default, the numpy reference) or "
+              "cpu (onnxruntime; faster on large models)", metavar="interpreter|cpu"),
     Flag(("--num_histogram_bins",), "num_bins", convert=int_value("--num_histogram_bins"),
          help="histogram bins per tensor for histogram methods (default 512)", metavar="N"),
     Flag(("-h", "--help"), "help", "switch", help="show this help"),
@@ -214,6 +217,13 @@ def run_quantize(argv: Sequence[str]) -> int:
                              hint="add --act_quantizer_calibration percentile|kl|mse|sqnr")
         if not args["input_list"]:
             raise UsageError("--num_histogram_bins needs --input_list", where="aicc quantize")
+    engine = args["engine"] or "interpreter"
+    if engine not in ("interpreter", "cpu"):
+        raise UsageError(f"unknown engine {engine!r}", where="--calibration_engine",
+                         hint="interpreter or cpu")
+    if args["engine"] and not args["input_list"]:
+        raise UsageError("--calibration_engine runs calibration samples; give --input_list",
+                         where="--calibration_engine")
     if not args["input_list"] and not args["overrides"]:
         raise UsageError("nothing to quantize with: give --input_list (calibration) or "
                          "--quantization_overrides (encodings)", where="aicc quantize")
@@ -221,7 +231,7 @@ def run_quantize(argv: Sequence[str]) -> int:
     model, program = quantize_model(args["input_model"], input_list=args["input_list"],
                                     overrides=args["overrides"], input_shapes=input_shapes,
                                     algorithms=algorithms, num_bins=args["num_bins"],
-                                    registries=registries, **opts)
+                                    engine=engine, registries=registries, **opts)
     save_model_atomic(model, args["output_model"])
     enc = program.encodings
     print(f"quantized {args['input_model']} -> {args['output_model']}: "

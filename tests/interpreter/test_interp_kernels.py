@@ -48,7 +48,7 @@ def test_erf_of_other_dtypes_is_exact():
 @pytest.mark.parametrize("op", ["Erf", "Gelu"])
 def test_blockwise_kernels_handle_views_and_many_blocks(op):
     rng = np.random.default_rng(0)
-    base = rng.standard_normal((3 * kernels.BLOCK // 64 + 7, 64)).astype(np.float32) * 2
+    base = rng.standard_normal((9 * kernels.BLOCK_MAX // 64 + 7, 64)).astype(np.float32) * 2
     fn = _kernel(op)
     whole = fn(np.ascontiguousarray(base.T))
     view = fn(base.T)  # a transposed view: blocks must be read in C order

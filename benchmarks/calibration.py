@@ -1,0 +1,263 @@
+"""Calibration + quantization benchmark: aicc vs onnxruntime's ``quantize_static``, same model, same
+samples, same run; time, peak memory and output SQNR against the float model.
+
+Workloads:
+
+* ``digits-32``: the example model with its 32 calibration samples (the input list);
+* ``digits-512``: the same model with 512 samples, the 32 augmented (one-pixel shifts, noise);
+* ``resnet18-64``: a ResNet-18-shaped CNN (random weights, the builder of
+  ``benchmarks/interpreter.py``, BatchNorm folded beforehand so both tools quantize the same
+  weights) at 1x3x64x64 with 64 synthetic samples (``--quick``: 16).
+
+Methods: min-max (aicc ``None`` vs onnxruntime ``MinMax``), percentile 99.999 on both, and entropy
+(aicc ``KLMinimization`` vs onnxruntime ``Entropy``). Both tools read the samples from a generator
+one at a time and write a QDQ model file; the clock covers that whole call (calibration and
+quantization). Each measurement runs in a fresh process so that peak memory is its own: the
+peak resident set (ru_maxrss) after the call minus the resident set just before it (libraries
+imported and data ready), and the peak of Python-traced
+allocations (tracemalloc, measured in a second run because tracing slows allocation). Output SQNR
+is of the quantized model's outputs (run with onnxruntime) against the float model's on held-out
+inputs (the 360 test images for digits, 16 other synthetic images for ResNet); accuracy for
+digits. Settings match onnxruntime's defaults: QDQ, asymmetric 8-bit activations (aicc schema
+``asymmetric``), symmetric int8 weights per tensor, int32 biases. Tools: ``aicc`` runs the samples
+on its numpy interpreter (the reference engine), ``aicc-cpu`` on onnxruntime (``engine=cpu``:
+every observed tensor a graph output), ``ort`` is onnxruntime's ``quantize_static``.
+
+Targets: aicc at least 2x faster than onnxruntime for min-max at equal or better SQNR; histogram
+methods without onnxruntime's memory growth. Run::
+
+    .venv/bin/python benchmarks/calibration.py [--quick] [--workloads digits-512,resnet18-64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+DIGITS = EXAMPLES / "digits_mobilenet.onnx"
+#: aicc with the interpreter (the reference engine), aicc with onnxruntime running the samples,
+#: and onnxruntime's quantize_static
+TOOLS = ("aicc", "aicc-cpu", "ort")
+METHODS = {"minmax": ("None", "MinMax"), "percentile": ("Percentile", "Percentile"),
+           "entropy": ("KLMinimization", "Entropy")}
+PERCENTILE = 99.999
+
+
+# --- workloads -----------------------------------------------------------------------------------
+
+def _digits_calibration() -> list[np.ndarray]:
+    folder = EXAMPLES / "data" / "digits_calib"
+    return [np.fromfile(folder / f"sample_{i:02d}.raw", "<f4").reshape(1, 1, 8, 8)
+            for i in range(32)]
+
+
+def _resnet(folder: Path) -> Path:
+    """The ResNet model file, built once by the parent (children only read it), with its
+    BatchNormalization folded so that both tools quantize the same Conv weights (onnxruntime
+    would otherwise keep BN in float after per-tensor int8 Convs, aicc folds it first)."""
+    path = folder / "resnet18_64.onnx"
+    if path.exists():
+        return path
+    spec = importlib.util.spec_from_file_location("aicc_bench_interpreter",
+                                                  ROOT / "benchmarks" / "interpreter.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from aicc.quantization import save_model_atomic
+    from aicc.testing import run_pass
+    program = run_pass(module.build_resnet18(size=64, classes=100), "fold-batchnorm")
+    save_model_atomic(program.to_model(), path)
+    return path
+
+
+def workload(name: str, folder: Path, quick: bool) -> dict:
+    """Model path, input name, a seeded sample generator factory and held-out inputs."""
+    if name.startswith("digits"):
+        base = _digits_calibration()
+        count = 32 if name == "digits-32" else 512
+
+        def gen():
+            rng = np.random.default_rng(0)
+            for i in range(count):
+                x = base[i % 32]
+                if i >= 32:
+                    x = np.roll(x, tuple(rng.integers(-1, 2, 2)), axis=(2, 3))
+                    x = x + rng.normal(0, 0.05, x.shape).astype(np.float32)
+                yield x.astype(np.float32)
+        test = np.load(EXAMPLES / "data" / "digits_test_images.npy")
+        labels = np.load(EXAMPLES / "data" / "digits_test_labels.npy")
+        return {"model": DIGITS, "input": "image", "gen": gen, "count": count,
+                "test": [test[i:i + 1] for i in range(len(test))], "labels": labels}
+    count = 16 if quick else 64
+
+    def gen():
+        rng = np.random.default_rng(0)
+        for _ in range(count):
+            yield rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    rng = np.random.default_rng(99)
+    test = [rng.standard_normal((1, 3, 64, 64)).astype(np.float32) for _ in range(16)]
+    return {"model": _resnet(folder), "input": "input", "gen": gen, "count": count,
+            "test": test, "labels": None}
+
+
+# --- one measurement (child process) --------------------------------------------------------------
+
+def _current_rss_kb() -> int:
+    """The resident set now (not the peak), from /proc; the peak after minus this is the growth."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except OSError:  # pragma: no cover - not Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def _run_aicc(w: dict, method: str, out: Path, engine: str = "interpreter") -> None:
+    from aicc.quantization import quantize_model, save_model_atomic
+    # onnxruntime's settings: asymmetric uint8 activations, symmetric int8 weights, per tensor
+    opts = {"calibration": METHODS[method][0], "activation_schema": "asymmetric",
+            "constant_schema": "symmetric", "engine": engine}
+    if method == "percentile":
+        opts["percentile"] = PERCENTILE
+    model, _ = quantize_model(w["model"], samples=({w["input"]: x} for x in w["gen"]()),
+                              progress=False, **opts)
+    save_model_atomic(model, out)
+
+
+def _run_ort(w: dict, method: str, out: Path) -> None:
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                          QuantType, quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = ({w["input"]: x} for x in w["gen"]())
+
+        def get_next(self):
+            return next(self.it, None)
+
+    extra = {}
+    if method == "percentile":
+        extra = {"CalibPercentile": PERCENTILE}
+    quantize_static(str(w["model"]), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel=False, calibrate_method=getattr(CalibrationMethod,
+                                                                METHODS[method][1]),
+                    extra_options=extra)
+
+
+def child(workload_name: str, tool: str, method: str, folder: str, quick: bool,
+          traced: bool) -> dict:
+    logging.disable(logging.WARNING)
+    folder_p = Path(folder)
+    w = workload(workload_name, folder_p, quick)
+    out = folder_p / f"{workload_name}-{tool}-{method}{'-t' if traced else ''}.onnx"
+    run = {"aicc": _run_aicc, "ort": _run_ort,
+           "aicc-cpu": lambda *a: _run_aicc(*a, engine="cpu")}[tool]
+    import onnxruntime.quantization  # noqa: F401  (imports outside the measured window)
+    import aicc.quantization  # noqa: F401
+    from aicc.plugins import load_registries
+    load_registries()
+    before = _current_rss_kb()
+    if traced:
+        tracemalloc.start()
+    t0 = time.perf_counter()
+    run(w, method, out)
+    seconds = time.perf_counter() - t0
+    traced_peak = tracemalloc.get_traced_memory()[1] if traced else None
+    if traced:
+        tracemalloc.stop()
+    growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    return {"seconds": seconds, "rss_growth_kb": growth, "traced_peak": traced_peak,
+            "model": str(out)}
+
+
+def quality(w: dict, model_path: str) -> dict:
+    import onnxruntime as ort
+    ref = ort.InferenceSession(str(w["model"]), providers=["CPUExecutionProvider"])
+    q = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    a = np.concatenate([ref.run(None, {w["input"]: x})[0] for x in w["test"]]).astype(np.float64)
+    b = np.concatenate([q.run(None, {w["input"]: x})[0] for x in w["test"]]).astype(np.float64)
+    out = {"sqnr_db": float(10 * np.log10(np.sum(a ** 2) / max(np.sum((a - b) ** 2), 1e-30)))}
+    if w["labels"] is not None:
+        out["accuracy"] = float(np.mean(b.argmax(1) == w["labels"]))
+        out["float_accuracy"] = float(np.mean(a.argmax(1) == w["labels"]))
+    return out
+
+
+# --- driver --------------------------------------------------------------------------------------
+
+def _spawn(args: list[str]) -> dict:
+    env = dict(os.environ, AICC_DISABLE_PLUGIN_AUTOLOAD="1")
+    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True,
+                          text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer ResNet samples")
+    parser.add_argument("--workloads", default="digits-32,digits-512,resnet18-64")
+    parser.add_argument("--methods", default="minmax,percentile,entropy")
+    parser.add_argument("--repeat", type=int, default=2, help="timed runs per cell (best kept)")
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        name, tool, method, folder, quick, traced = args.child
+        print(json.dumps(child(name, tool, method, folder, quick == "1", traced == "1")))
+        return 0
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.workloads.split(","):
+            w = workload(name, Path(folder), args.quick)
+            print(f"\n{name}: {w['count']} samples, model {Path(w['model']).name}")
+            print(f"  {'method':<11}{'tool':<9}{'time s':>8}{'ratio':>8}{'RSS +MB':>9}"
+                  f"{'traced MB':>10}{'SQNR dB':>9}{'acc %':>8}")
+            for method in args.methods.split(","):
+                cells = {}
+                for tool in TOOLS:
+                    common = [name, tool, method, folder, "1" if args.quick else "0"]
+                    timed = min((_spawn(common + ["0"]) for _ in range(args.repeat)),
+                                key=lambda r: r["seconds"])
+                    traced = _spawn(common + ["1"])
+                    cells[tool] = {**timed, "traced_peak": traced["traced_peak"],
+                                   **quality(w, timed["model"])}
+                for tool in TOOLS:
+                    c = cells[tool]
+                    ratio = cells["ort"]["seconds"] / c["seconds"]
+                    acc = f"{100 * c['accuracy']:.2f}" if "accuracy" in c else "-"
+                    print(f"  {method:<11}{tool:<9}{c['seconds']:>8.3f}{ratio:>7.2f}x"
+                          f"{c['rss_growth_kb'] / 1024:>9.1f}{c['traced_peak'] / 2**20:>10.2f}"
+                          f"{c['sqnr_db']:>9.2f}{acc:>8}")
+                    rows.append({"workload": name, "method": method, "tool": tool, **c})
+            if w["labels"] is not None:
+                print(f"  float accuracy: {100 * cells['aicc']['float_accuracy']:.2f} %")
+    print("\nratio = onnxruntime time / aicc time (higher is better for aicc); RSS +MB = growth "
+          "of the peak resident set during the call; traced MB = peak of tracemalloc.")
+    for tool in TOOLS[:-1]:
+        for r in rows:
+            if r["tool"] != tool or r["method"] != "minmax":
+                continue
+            o = next(x for x in rows if x["tool"] == "ort" and x["method"] == "minmax"
+                     and x["workload"] == r["workload"])
+            ok = r["seconds"] * 2 <= o["seconds"] and r["sqnr_db"] >= o["sqnr_db"] - 0.05
+            print(f"min-max target, {tool} on {r['workload']} (>= 2x faster, SQNR not lower): "
+                  f"{'met' if ok else 'NOT met'} ({o['seconds'] / r['seconds']:.2f}x, "
+                  f"{r['sqnr_db'] - o['sqnr_db']:+.2f} dB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
