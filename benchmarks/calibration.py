@@ -13,13 +13,15 @@ Methods: min-max (aicc ``None`` vs onnxruntime ``MinMax``), percentile 99.999 on
 (aicc ``KLMinimization`` vs onnxruntime ``Entropy``). Both tools read the samples from a generator
 one at a time and write a QDQ model file; the clock covers that whole call (calibration and
 quantization). Each measurement runs in a fresh process so that peak memory is its own: the
-peak resident set (ru_maxrss) after the call minus the resident set just before it (libraries
-imported and data ready), and the peak of Python-traced
+peak resident set during the call (VmHWM, reset just before it) minus the resident set at its
+start (libraries imported, data ready), and the peak of Python-traced
 allocations (tracemalloc, measured in a second run because tracing slows allocation). Output SQNR
 is of the quantized model's outputs (run with onnxruntime) against the float model's on held-out
 inputs (the 360 test images for digits, 16 other synthetic images for ResNet); accuracy for
 digits. Settings match onnxruntime's defaults: QDQ, asymmetric 8-bit activations (aicc schema
-``asymmetric``), symmetric int8 weights per tensor, int32 biases. Tools: ``aicc`` runs the samples
+``asymmetric``), symmetric int8 weights, int32 biases; weights per tensor for digits and per
+channel for the ResNet (whose folded BatchNorm spreads channel ranges; per tensor, which weight
+rounding draw a layer gets moves its SQNR by +-1 dB either way). Tools: ``aicc`` runs the samples
 on its numpy interpreter (the reference engine), ``aicc-cpu`` on onnxruntime (``engine=cpu``:
 every observed tensor a graph output), ``ort`` is onnxruntime's ``quantize_static``.
 
@@ -36,7 +38,6 @@ import importlib.util
 import json
 import logging
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -100,7 +101,8 @@ def workload(name: str, folder: Path, quick: bool) -> dict:
         test = np.load(EXAMPLES / "data" / "digits_test_images.npy")
         labels = np.load(EXAMPLES / "data" / "digits_test_labels.npy")
         return {"model": DIGITS, "input": "image", "gen": gen, "count": count,
-                "test": [test[i:i + 1] for i in range(len(test))], "labels": labels}
+                "test": [test[i:i + 1] for i in range(len(test))], "labels": labels,
+                "per_channel": False}
     count = 16 if quick else 64
 
     def gen():
@@ -110,24 +112,32 @@ def workload(name: str, folder: Path, quick: bool) -> dict:
     rng = np.random.default_rng(99)
     test = [rng.standard_normal((1, 3, 64, 64)).astype(np.float32) for _ in range(16)]
     return {"model": _resnet(folder), "input": "input", "gen": gen, "count": count,
-            "test": test, "labels": None}
+            "test": test, "labels": None, "per_channel": True}
 
 
 # --- one measurement (child process) --------------------------------------------------------------
 
-def _current_rss_kb() -> int:
-    """The resident set now (not the peak), from /proc; the peak after minus this is the growth."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-    except OSError:  # pragma: no cover - not Linux
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def _status_kb(field: str) -> int:
+    """A ``/proc/self/status`` memory field in kB (VmRSS: now; VmHWM: peak of this process)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux >= 4.0). ru_maxrss cannot be used: it carries the
+    parent's peak over fork and exec."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
 
 def _run_aicc(w: dict, method: str, out: Path, engine: str = "interpreter") -> None:
     from aicc.quantization import quantize_model, save_model_atomic
     # onnxruntime's settings: asymmetric uint8 activations, symmetric int8 weights, per tensor
     opts = {"calibration": METHODS[method][0], "activation_schema": "asymmetric",
-            "constant_schema": "symmetric", "engine": engine}
+            "constant_schema": "symmetric", "engine": engine, "per_channel": w["per_channel"]}
     if method == "percentile":
         opts["percentile"] = PERCENTILE
     model, _ = quantize_model(w["model"], samples=({w["input"]: x} for x in w["gen"]()),
@@ -151,7 +161,7 @@ def _run_ort(w: dict, method: str, out: Path) -> None:
         extra = {"CalibPercentile": PERCENTILE}
     quantize_static(str(w["model"]), str(out), Reader(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    per_channel=False, calibrate_method=getattr(CalibrationMethod,
+                    per_channel=w["per_channel"], calibrate_method=getattr(CalibrationMethod,
                                                                 METHODS[method][1]),
                     extra_options=extra)
 
@@ -168,7 +178,8 @@ def child(workload_name: str, tool: str, method: str, folder: str, quick: bool,
     import aicc.quantization  # noqa: F401
     from aicc.plugins import load_registries
     load_registries()
-    before = _current_rss_kb()
+    _reset_peak_rss()
+    before = _status_kb("VmRSS")
     if traced:
         tracemalloc.start()
     t0 = time.perf_counter()
@@ -177,7 +188,7 @@ def child(workload_name: str, tool: str, method: str, folder: str, quick: bool,
     traced_peak = tracemalloc.get_traced_memory()[1] if traced else None
     if traced:
         tracemalloc.stop()
-    growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    growth = _status_kb("VmHWM") - before
     return {"seconds": seconds, "rss_growth_kb": growth, "traced_peak": traced_peak,
             "model": str(out)}
 

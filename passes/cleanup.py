@@ -7,7 +7,9 @@ change what callers must feed. Outputs are never removed.
 onnx-graphsurgeon's ``Graph.cleanup()`` in time linear in the graph's edges. (graph-surgeon
 detaches each dead node from a tensor's reader list with ``list.remove``, which compares nodes
 with their costly ``__eq__`` against every reader before it: quadratic when a tensor such as a
-shared constant has many readers and only some of them die.)
+shared constant has many readers and only some of them die.) ``sort_nodes`` gives the order of
+``Graph.toposort()`` without its recursion, which fails once a chain of nodes listed after their
+readers is a few hundred nodes long.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import dataclasses
 from collections.abc import Iterable
 
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.util.exception import OnnxGraphSurgeonException
 
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext
 from aicc.program import Program
 
-__all__ = ["Cleanup", "remove_dead_nodes", "detach_nodes"]
+__all__ = ["Cleanup", "remove_dead_nodes", "detach_nodes", "sort_nodes"]
 
 
 class Cleanup(Pass):
@@ -38,7 +41,7 @@ class Cleanup(Pass):
 
     def run_graph(self, graph: gs.Graph, program: Program, ctx: PassContext) -> None:
         removed = remove_dead_nodes(graph, remove_unused_inputs=ctx.options.remove_unused_inputs)
-        graph.toposort()
+        sort_nodes(graph)
         ctx.count("nodes removed", removed)
 
 
@@ -110,6 +113,59 @@ def detach_nodes(nodes: Iterable[gs.Node]) -> None:
     for node in nodes:
         list.clear(node.inputs)
         list.clear(node.outputs)
+
+
+def sort_nodes(graph: gs.Graph) -> None:
+    """Sort ``graph.nodes`` topologically, in place, as ``graph.toposort()`` does: by depth (a
+    node's depth is one more than its deepest producer's), ties in the order the depths were
+    found. Graphs with control-flow subgraphs or local functions are handed to that method."""
+    if graph.functions or any(True for _ in graph.subgraphs()):
+        graph.toposort()
+        return
+    local = {t.name for node in graph.nodes for t in node.outputs if not t.is_empty()}
+    local.update(t.name for t in graph.inputs)
+    in_graph = {id(node) for node in graph.nodes}
+
+    def producers(node: gs.Node) -> list[gs.Node]:
+        found: dict[int, gs.Node] = {}
+        for t in node.inputs:
+            if t.name in local or isinstance(t, gs.Constant):
+                for p in t.inputs:
+                    if id(p) not in in_graph:
+                        raise OnnxGraphSurgeonException(
+                            f"node '{p.name}' produces '{t.name}' but is not in the graph")
+                    found.setdefault(id(p), p)
+        return list(found.values())
+
+    depth: dict[int, int] = {}
+    found_order: list[gs.Node] = []
+    for root in graph.nodes:
+        if id(root) in depth:
+            continue
+        # Depth-first, producers before readers, as graph-surgeon's recursion visits them.
+        path = {id(root)}
+        stack = [[root, iter(producers(root)), -1]]
+        while stack:
+            frame = stack[-1]
+            for p in frame[1]:
+                if id(p) in depth:
+                    frame[2] = max(frame[2], depth[id(p)])
+                    continue
+                if id(p) in path:
+                    raise OnnxGraphSurgeonException(
+                        f"cycle detected in the graph at node '{p.name}'; are there tensors "
+                        "with duplicate names?")
+                path.add(id(p))
+                stack.append([p, iter(producers(p)), -1])
+                break
+            else:
+                node, _, deepest = stack.pop()
+                path.discard(id(node))
+                depth[id(node)] = deepest + 1
+                found_order.append(node)
+                if stack:
+                    stack[-1][2] = max(stack[-1][2], deepest + 1)
+    graph.nodes = sorted(found_order, key=lambda n: depth[id(n)])
 
 
 @hookimpl

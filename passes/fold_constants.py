@@ -103,13 +103,23 @@ def _fold(graph: gs.Graph, *, fold_shapes: bool, size_threshold: int | None) -> 
     _add_foldable_outputs(graph.nodes, known)
     shapes: dict[str, np.ndarray] = {}  # tensors folded from static shapes
     if fold_shapes:
+        # In a sorted graph one pass in node order reaches the fixpoint, so after shape folding
+        # only the readers of what it folded need a look; an unsorted graph gets full passes.
+        in_order = _is_sorted(graph.nodes)
+        candidates = [t for t in tensors.values()
+                      if t.inputs and t.inputs[0].op in ("Gather", "Slice", "Shape")]
         for fold in (_shape_gather, _shape_slice, _shape):
-            for tensor in tensors.values():
+            folded = []
+            for tensor in candidates:
                 value = fold(tensor, known, shapes)
                 if value is not None:
                     known[tensor.name] = tensor
                     shapes[tensor.name] = value
-            _add_foldable_outputs(graph.nodes, known)
+                    folded.append(tensor)
+            if not in_order:
+                _add_foldable_outputs(graph.nodes, known)
+            elif folded:
+                _add_foldable_readers(folded, known)
     wanted = [t for t in known.values()
               if _should_evaluate(t, known, shapes, size_threshold)]
     values: dict[str, np.ndarray] = dict(shapes)
@@ -205,6 +215,28 @@ def _add_foldable_outputs(nodes: Iterable[gs.Node], known: dict[str, gs.Tensor])
             continue
         if all(t.name in known for t in node.inputs if not t.is_empty()):
             known.update((t.name, t) for t in node.outputs if not t.is_empty())
+
+
+def _add_foldable_readers(tensors: Iterable[gs.Tensor], known: dict[str, gs.Tensor]) -> None:
+    """What ``_add_foldable_outputs`` adds to a fixpoint after ``tensors`` became known."""
+    stack = list(tensors)
+    while stack:
+        for node in stack.pop().outputs:
+            if node.op in _NO_FOLD_OPS or any(isinstance(v, gs.Node.AttributeRef)
+                                              for v in node.attrs.values()):
+                continue
+            if all(t.name in known for t in node.inputs if not t.is_empty()):
+                for t in node.outputs:
+                    if not t.is_empty() and t.name not in known:
+                        known[t.name] = t
+                        stack.append(t)
+
+
+def _is_sorted(nodes: list[gs.Node]) -> bool:
+    """Whether every node comes after the producers of its inputs."""
+    position = {id(node): i for i, node in enumerate(nodes)}
+    return all(position.get(id(p), -1) < i for i, node in enumerate(nodes)
+               for t in node.inputs for p in t.inputs)
 
 
 # Shape folding. A tensor folded here loses its producer, so ``_producer`` ignores it.
@@ -399,7 +431,10 @@ def _evaluate(graph: gs.Graph, nodes: list[gs.Node], outputs: list[gs.Tensor],
     if graph.ir_version is not None:
         model.ir_version = graph.ir_version
     names = [t.name for t in outputs]
-    session = ort.InferenceSession(model.SerializeToString(),
+    options = ort.SessionOptions()
+    # One run per session: idle worker threads need not spin (this changes no result).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(model.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
     return dict(zip(names, session.run(names, {})))
 

@@ -1,5 +1,6 @@
-"""``input-shape``: ``NAME=D0,D1,...`` per input in, those inputs' dynamic dimensions bound and all
-shapes re-inferred out (``--input-shape`` of ``aicc compile``, ``--input_dim`` of ``aicc quantize``).
+"""``input-shape``: ``NAME=D0,D1,...`` per input in, those inputs' dynamic dimensions bound and
+all shapes re-inferred out (``--input-shape`` of ``aicc compile``, ``--input_dim`` of
+``aicc quantize``).
 
 A shape must have the input's rank and agree with every fixed dimension; a dimension that is a
 named symbol binds that symbol (recorded in ``Program.symbols``, and it must get the same value

@@ -187,3 +187,46 @@ def test_contribute_adds_steps_at_their_stages(tmp_path):
     # the template dump reads the activation schema and calibration flags
     contribute({"dump_custom_io_template": "t.yaml", "schema_activations": "asymmetric",
                 "quantization_calibration": "MSE"}, CompileRequest(model="m.onnx"))
+
+
+def test_profile_with_network_specializations(tmp_path, capsys, registries):
+    """The vendor's flow: dump with -network-specialization-config and -json-input-file, then
+    load the same way; one profile covers every specialization."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "h"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, "h", "h"])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "dyn.onnx"
+    onnx.save(model, path)
+    config = tmp_path / "spec.json"
+    config.write_text(json.dumps({"specializations": [{"h": "4"}, {"h": "8"}]}))
+    runs = []
+    for i, size in enumerate((4, 8)):
+        rng.standard_normal((1, 3, size, size)).astype(np.float32).tofile(tmp_path / f"{i}.raw")
+        runs.append([{"path": f"{i}.raw", "io-direction": "in", "map-to": "x",
+                      "data-type": "float32", "dims": [1, 3, size, size]}])
+    jin = tmp_path / "io.json"
+    jin.write_text(json.dumps({"IO-files": runs}))
+    prof = tmp_path / "profile.pgq"
+    base = ["compile", f"-m={path}", f"-network-specialization-config={config}",
+            f"-json-input-file={jin}"]
+    assert main(base + [f"-dump-profile={prof}"]) == 0, capsys.readouterr().err
+    assert f"quantization profile is dumped at {prof}" in capsys.readouterr().out
+    qpc = tmp_path / "qpc"
+    assert main(base + [f"-load-profile={prof}", f"-aic-binary-dir={qpc}"]) == 0, \
+        capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert out.count("ran graph") == 2
+    manifest = json.loads((qpc / "manifest.json").read_text())
+    assert len(manifest["specializations"]) == 2
+    assert "x" in manifest["program"]["encodings"]["activations"]
+    # an input list cannot feed several specializations
+    code = main(base[:-1] + [f"-input-list-file={jin}", f"-dump-profile={prof}"])
+    assert code == 2 and "-input-list-file cannot be used" in capsys.readouterr().err

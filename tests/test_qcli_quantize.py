@@ -116,7 +116,8 @@ def _bad_list(tmp_path, kind):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--act_bw", "3"], "--act_bw: unsupported activation integer bitwidth 3 (supported: 4, 8, 16)"),
+    (["--act_bw", "3"],
+     "--act_bw: unsupported activation integer bitwidth 3 (supported: 4, 8, 16)"),
     (["--weight_bw", "64"], "--weight_bw: unsupported weight integer bitwidth 64"),
     (["--bias_bw", "4"], "--bias_bw: unsupported bias integer bitwidth 4"),
     (["--act_quantizer_calibration", "percentile", "--percentile_calibration_value", "85"],

@@ -15,8 +15,9 @@ from onnx import TensorProto, helper, numpy_helper
 from aicc import ir
 from aicc.backends.interpreter.engine import Interpreter
 from aicc.errors import ConfigError, DataError
-from aicc.passes.calibrate import (PROFILE_KEY, SAMPLES_KEY, _ProgressBar, calibrate_program,
-                                   graph_hash, program_hash)
+from aicc.passes._calib_runner import _ProgressBar
+from aicc.passes.calibrate import (PROFILE_KEY, SAMPLES_KEY, calibrate_program, graph_hash,
+                                   program_hash)
 from aicc.pipeline import Pipeline, run_pipeline
 from aicc.program import Program
 from aicc.quant import load_profile_yaml, merge_profiles
@@ -171,7 +172,7 @@ def test_input_list_errors_come_before_any_run(registries, tmp_path, monkeypatch
     feeds = samples(model, 3)
     lst = write_input_list(tmp_path, feeds)
     ran = []
-    monkeypatch.setattr("aicc.passes.calibrate._GraphRunner.add", lambda self, f: ran.append(f))
+    monkeypatch.setattr("aicc.passes._calib_runner._GraphRunner.add", lambda self, f: ran.append(f))
     # a raw file of the wrong size on the last line
     (tmp_path / "x_2.raw").write_bytes(b"\0" * 100)
     with pytest.raises(DataError, match=r"list.txt: line 3: .*x_2.raw' has 100 bytes; input 'x' "
@@ -271,3 +272,17 @@ def test_several_specializations_give_one_profile(registries, tmp_path):
     jin.write_text(json.dumps({"IO-files": runs[:1]}))
     with pytest.raises(DataError, match="no inference has the shapes of specialization"):
         run_pipeline(pipe, _program(model), registries=registries)
+
+
+def test_onnxruntime_engine_gives_the_same_statistics(registries):
+    model = small_cnn(batch="N")
+    feeds = samples(model, 6)
+    ref = calibrate_program(_program(model), feeds, progress=False)
+    got = calibrate_program(_program(model), feeds, progress=False, engine="cpu")
+    assert set(got.tensors) == set(ref.tensors)
+    for name, st in ref.tensors.items():
+        assert got[name].min == pytest.approx(st.min, rel=1e-5, abs=1e-6)
+        assert got[name].max == pytest.approx(st.max, rel=1e-5, abs=1e-6)
+        assert got[name].count == st.count
+    with pytest.raises(ConfigError, match="unknown calibration engine 'gpu'"):
+        calibrate_program(_program(model), feeds, progress=False, engine="gpu")

@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from aicc.backends.interpreter.engine import Interpreter
@@ -405,3 +407,65 @@ def test_encodings_json_round_trip():
                              "params": {"w": encoding_to_json(per_channel_encoding(w, 0, 8))}})
     again = parse_aimet_encodings(export_aimet_encodings(table, "1.0.0"), where="x")
     assert again.get("w").num_channels == 4 and again.get("a").is_float
+
+
+def test_conv_output_read_only_by_relu_is_fused(registries):
+    model = small_cnn()
+    _, fused = _quantize(model)
+    _, split = _quantize(model, fuse_activations=False)
+    assert "c1" not in fused.encodings["activations"] and "r1" in fused.encodings["activations"]
+    assert "c1" in split.encodings["activations"]
+    # the residual Add is read by GlobalAveragePool, not an activation: quantized either way
+    assert "res" in fused.encodings["activations"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(k=st.integers(1, 8), n=st.integers(1, 6), seed=st.integers(0, 10_000),
+       per_channel=st.booleans(), schema=st.sampled_from(["symmetric_with_uint8", "asymmetric",
+                                                          "symmetric"]))
+def test_qdq_graph_computes_exactly_the_recorded_encodings(k, n, seed, per_channel, schema):
+    """The lowered graph is fake-quantization with the encodings it records: inputs, weights
+    (per channel or not), int32 bias and output, each through Encoding.fake_quantize."""
+    from aicc.passes.quantize import encoding_from_json
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((n, k)) * rng.uniform(0.1, 3)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, n])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feeds = [{"x": rng.standard_normal((2, k)).astype(np.float32)} for _ in range(4)]
+    q, program = quantize_model(model, samples=feeds, progress=False, per_channel=per_channel,
+                                activation_schema=schema, constant_schema=schema)
+    e = {**program.encodings["activations"], **program.encodings["params"]}
+    enc = {name: encoding_from_json(v) for name, v in e.items()}
+    for feed in feeds:
+        x = feed["x"].astype(np.float64)
+        ref = enc["x"].fake_quantize(x, np.float64) @ \
+            enc["w"].fake_quantize(w, np.float64).T + enc["b"].fake_quantize(b, np.float64)
+        ref = enc["y"].fake_quantize(ref, np.float64)
+        got = Interpreter(q).run(feed)["y"]
+        assert np.max(np.abs(got - ref)) <= enc["y"].scale * 1.001 + 1e-7
+
+
+def test_quant_overrides_pass_stores_the_table_and_keeps_the_graph(registries, tmp_path):
+    from aicc.testing import check_pass
+    path = _write(tmp_path, {"activation_encodings": {"r1": [{"bitwidth": 32, "dtype": "int"}],
+                                                      "c2": [{"bitwidth": 16,
+                                                              "dtype": "float"}]},
+                             "param_encodings": {"w1": [{"bitwidth": 4, "dtype": "int"}]},
+                             "excluded_layers": ["fc"]})
+    from aicc import ir
+    from aicc.program import Program
+    model = small_cnn()
+    before = Program.from_model(ir.load_model(model.SerializeToString())).to_model()
+    prog = check_pass(model, "quant-overrides", {"file": str(path)}, registries=registries)
+    assert prog.to_model().SerializeToString(deterministic=True) == \
+        before.SerializeToString(deterministic=True)
+    stored = prog.encodings["overrides"]
+    assert stored["file"] == str(path) and stored["excluded_layers"] == ["fc"]
+    assert stored["params"]["w1"]["bitwidth"] == 4 and prog.encodings["int32"] == ["r1"]
+    assert encoding_from_json(stored["activations"]["c2"]).is_float

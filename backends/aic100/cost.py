@@ -18,7 +18,9 @@ pieces (``-ols``) and each piece into tiles of ``-size-split-granularity`` bytes
 more of the smaller of compute and memory time behind the larger, at a fixed cost per tile.
 DDR and NoC bandwidth are shared by every active core (of every activation). A DDR operand several
 cores read (weights under row splitting or data parallelism, a full input under channel
-splitting) is read once and multicast with ``-multicast-weights``, else once per reader.
+splitting) is read once and multicast with ``-multicast-weights``, else once per reader. The
+NoC multicasts on its own (the vendor documents it): gathering a channel-split input costs each
+core one send of its slice; regathering rows from channel slices is an all-to-all.
 
 The step time is the slowest core's time plus a barrier when several cores split it; latency is
 the sum of step times. Successive inferences pipeline: one activation completes an inference every

@@ -111,6 +111,18 @@ class IntPattern:
     y_zero: int
     y_dtype: np.dtype
     bias_rescaled: bool = False
+    #: shapes the op reads (the integer tensors are reshaped to them, see ``_dq_of``)
+    x_shape: tuple[int, ...] = ()
+    w_shape: tuple[int, ...] = ()
+    #: a Relu/Clip between the op and its QuantizeLinear, as bounds on the quantized output
+    act: str | None = None
+    act_lo: int | None = None
+    act_hi: int | None = None
+
+    @property
+    def consumed(self) -> int:
+        """How many of the step's nodes the integer kernel computes (op, activation, Q)."""
+        return 3 if self.act else 2
 
 
 @dataclass
@@ -345,24 +357,78 @@ def _dequantized(low: Lowered, name: str) -> bool:
     return False
 
 
+def _float_compute(low: Lowered, node: onnx.NodeProto) -> bool:
+    """Whether the node does float32 (or float64) arithmetic."""
+    if node.op_type in MOVEMENT_OPS:
+        return False
+    wide = (np.float32, np.float64)
+    return any(x in low.tensors and low.tensors[x].dtype in wide
+               for x in list(node.input) + list(node.output) if x)
+
+
 def _check_precision(low: Lowered) -> None:
-    """Refuse float32 computation outside a quantized (DQ -> op -> Q) context."""
-    bad = []
-    for i, node in enumerate(low.nodes):
-        if node.op_type in MOVEMENT_OPS:
-            continue
-        floats = [x for x in node.input if x and x in low.tensors
-                  and low.tensors[x].dtype in (np.float32, np.float64)]
-        outs = [o for o in node.output if o in low.tensors
-                and low.tensors[o].dtype in (np.float32, np.float64)]
-        if not floats and not outs:
-            continue
-        live = [x for x in floats if low.tensors[x].kind != "weight"]
-        if live and all(_dequantized(low, x) for x in live):
-            continue
-        if not live and not outs:
-            continue
-        bad.append(f"node '{_label(node, i)}' ({node.op_type})")
+    """Refuse float32 computation outside a quantized region.
+
+    A float32 op may run (on the vector unit, as the quantized program's float arithmetic) when
+    it sits between DequantizeLinear and QuantizeLinear: every float input it reads is
+    dequantized or comes from such an op that feeds nothing else, and every float output it
+    writes is quantized or feeds such an op. Anything else would compute in float32, which the
+    device does not do.
+    """
+    wide = (np.float32, np.float64)
+    cand = {i for i, n in enumerate(low.nodes) if _float_compute(low, n)}
+    out_set = set(low.outputs)
+
+    def inputs_ok(i: int) -> bool:
+        for x in low.nodes[i].input:
+            info = low.tensors.get(x) if x else None
+            if info is None or info.kind == "weight" or info.dtype not in wide:
+                continue
+            if _dequantized(low, x):
+                continue
+            p = low.producer.get(x)
+            if p is None or p not in cand or len(low.consumers.get(x, [])) != 1:
+                return False
+        return any(x and x in low.tensors and low.tensors[x].kind != "weight"
+                   for x in low.nodes[i].input)
+
+    def readers(name: str) -> list[int] | None:
+        """Consumers of ``name`` looking through reshapes; None if it reaches a graph output."""
+        out, stack = [], [name]
+        while stack:
+            t = stack.pop()
+            if t in out_set:
+                return None
+            for c in low.consumers.get(t, []):
+                if low.nodes[c].op_type in ALIAS_OPS:
+                    stack.extend(o for o in low.nodes[c].output if o)
+                else:
+                    out.append(c)
+        return out
+
+    def outputs_ok(i: int) -> bool:
+        for o in low.nodes[i].output:
+            info = low.tensors.get(o) if o else None
+            if info is None or info.dtype not in wide:
+                continue
+            found = readers(o)
+            if found is None or any(low.nodes[c].op_type != "QuantizeLinear" and c not in cand
+                                    for c in found):
+                return False
+        return True
+
+    allowed = set(cand)
+    changed = True
+    while changed:
+        changed = False
+        for i in sorted(allowed):
+            if not inputs_ok(i) or not outputs_ok(i):
+                allowed.discard(i)
+                cand.discard(i)
+                changed = True
+    bad = [f"node '{_label(low.nodes[i], i)}' ({low.nodes[i].op_type})"
+           for i in sorted(set(range(len(low.nodes))) - allowed)
+           if _float_compute(low, low.nodes[i])]
     if bad:
         shown = "; ".join(bad[:8]) + (f"; and {len(bad) - 8} more" if len(bad) > 8 else "")
         raise BackendError(f"{len(bad)} node(s) compute in float32, which the AIC100 does not: "
@@ -481,8 +547,6 @@ def _make_step(low: Lowered, index: int, members: list[int], fused: list[str]) -
         step.integer = _int_pattern(low, members)
         _tensor_geometry(low, step, main)
         step.precision = "int8" if step.integer else _float_precision(low, main.input[0])
-        if step.precision == "int8":
-            pass
     else:
         data = next((x for x in main.input if x and x in low.tensors), None)
         step.precision = _vector_precision(low, data)
@@ -580,7 +644,11 @@ def _tensor_geometry(low: Lowered, step: Step, node: onnx.NodeProto) -> None:
 # --- the integer pattern ----------------------------------------------------------------------
 
 def _dq_of(low: Lowered, name: str) -> onnx.NodeProto | None:
+    """The DequantizeLinear behind ``name``, looking through reshapes (which only relabel the
+    dims of a tensor in memory order, so the integer tensor can be reshaped instead)."""
     p = low.producer.get(name)
+    while p is not None and low.nodes[p].op_type in ALIAS_OPS:
+        p = low.producer.get(low.nodes[p].input[0])
     if p is None or low.nodes[p].op_type != "DequantizeLinear":
         return None
     return low.nodes[p]
@@ -620,9 +688,15 @@ def _int_pattern(low: Lowered, members: list[int]) -> IntPattern | None:
     """The integer form of a tensor step, or None (then it runs in float, see numerics)."""
     nodes = low.nodes
     main = nodes[members[0]]
-    if len(members) < 2 or nodes[members[1]].op_type != "QuantizeLinear":
+    act = None
+    if len(members) > 2 and nodes[members[1]].op_type in ("Relu", "Clip") and \
+            nodes[members[2]].op_type == "QuantizeLinear":
+        act = nodes[members[1]]
+        quant = nodes[members[2]]
+    elif len(members) > 1 and nodes[members[1]].op_type == "QuantizeLinear":
+        quant = nodes[members[1]]
+    else:
         return None
-    quant = nodes[members[1]]
     a = _attrs(main)
     if main.op_type == "Gemm" and (a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0
                                    or a.get("transA", 0)):
@@ -652,6 +726,8 @@ def _int_pattern(low: Lowered, members: list[int]) -> IntPattern | None:
         ch_axis = 0 if a.get("transB", 0) else 1
     else:
         ch_axis = w_rank - 1
+    if pw[0].size > 1 and w_info.shape != low.tensors[main.input[1]].shape:
+        return None  # a per-channel axis behind a reshape
     ws = _per_channel(pw[0], pw[2], ch_axis, w_rank, n)
     wz = _per_channel(pw[1], pw[2], ch_axis, w_rank, n)
     if ws is None or wz is None:
@@ -680,12 +756,45 @@ def _int_pattern(low: Lowered, members: list[int]) -> IntPattern | None:
             with np.errstate(divide="ignore", invalid="ignore"):
                 bias = np.rint(np.where(unit > 0, real / unit, 0.0)).astype(np.int64)
             rescaled = True
-    return IntPattern(main=members[0], quant=members[1], x=dq_x.input[0],
+    act_lo = act_hi = None
+    if act is not None:
+        bounds = _act_bounds(low, act)
+        if bounds is None:
+            return None
+        ys, yz = float(py[0].reshape(-1)[0]), int(py[1].reshape(-1)[0])
+        info = np.iinfo(y_info.dtype)
+        lo, hi = bounds
+        act_lo = info.min if lo is None else int(np.clip(np.rint(lo / ys) + yz, info.min,
+                                                         info.max))
+        act_hi = info.max if hi is None else int(np.clip(np.rint(hi / ys) + yz, info.min,
+                                                         info.max))
+    return IntPattern(main=members[0], quant=members[2] if act is not None else members[1],
+                      x=dq_x.input[0], x_shape=low.tensors[main.input[0]].shape,
+                      w_shape=low.tensors[main.input[1]].shape, act=act.op_type if act is not None else None,
+                      act_lo=act_lo, act_hi=act_hi,
                       x_scale=float(xs.reshape(-1)[0]), x_zero=int(xz.reshape(-1)[0]),
                       w=dq_w.input[0], w_scale=np.asarray(ws, np.float64),
                       w_zero=np.asarray(wz, np.int64), bias=bias, y=quant.output[0],
                       y_scale=float(py[0].reshape(-1)[0]), y_zero=int(py[1].reshape(-1)[0]),
                       y_dtype=y_info.dtype, bias_rescaled=rescaled)
+
+
+def _act_bounds(low: Lowered, node: onnx.NodeProto) -> tuple[float | None, float | None] | None:
+    """The real-valued (low, high) bounds of a Relu or a Clip with constant bounds."""
+    if node.op_type == "Relu":
+        return 0.0, None
+    a = _attrs(node)
+    lo, hi = a.get("min"), a.get("max")
+    for idx in (1, 2):
+        if len(node.input) > idx and node.input[idx]:
+            value = low.constants.get(node.input[idx])
+            if value is None or value.size != 1:
+                return None
+            if idx == 1:
+                lo = float(value.reshape(-1)[0])
+            else:
+                hi = float(value.reshape(-1)[0])
+    return lo, hi
 
 
 # --- batch ------------------------------------------------------------------------------------
@@ -736,7 +845,7 @@ def _batch_analysis(low: Lowered) -> tuple[int, bool]:
     if batch <= 1:
         return batch, False
     for name, info in low.tensors.items():
-        if info.kind == "weight":
+        if info.kind == "weight" or low.tensors[low.resolve(name)].kind == "weight":
             continue
         if not info.shape or info.shape[0] != batch:
             return batch, False

@@ -259,6 +259,12 @@ class Runner:
         for name, s in last.items():
             if name not in keep:
                 self._drop[s].append(name)
+        # intermediates a step produces that no later step reads die with the step
+        for s, step in enumerate(low.steps):
+            for m in step.nodes:
+                for o in low.nodes[m].output:
+                    if o and o not in keep and last.get(o, -1) <= s:
+                        self._drop[s].append(o)
 
     # -- public --------------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -276,21 +282,27 @@ class Runner:
         with np.errstate(all="ignore"):
             for s, step in enumerate(self.low.steps):
                 self._step(step, self.splits[s], env)
-                produced = {o for m in step.nodes for o in self.low.nodes[m].output if o}
                 for name in self._drop[s]:
                     env.pop(name, None)
-                for name in produced:
-                    if name not in self.low.outputs and name not in self._live_after(s, name):
-                        env.pop(name, None)
             for name in self.low.outputs:
                 self._ensure(name, env)
         return {name: env[name] for name in self.low.outputs}
 
-    def _live_after(self, s: int, name: str) -> set[str]:
-        for step in self.low.steps[s + 1:]:
-            if name in step.reads:
-                return {name}
-        return set()
+    def step_outputs(self, index: int, tensors: Mapping[str, np.ndarray]
+                     ) -> dict[str, np.ndarray]:
+        """Run step ``index`` alone on the given tensors and return what it writes.
+
+        Feeding every step the reference's own inputs (e.g. every tensor an interpreter run
+        observed) compares the device numerics op by op, without the drift that small rounding
+        differences accumulate through a deep network.
+        """
+        step = self.low.steps[index]
+        produced = {o for m in step.nodes for o in self.low.nodes[m].output if o}
+        env: dict[str, np.ndarray] = dict(self.low.constants)
+        env.update({k: v for k, v in tensors.items() if k not in produced})
+        with np.errstate(all="ignore"):
+            self._step(step, self.splits[index], env)
+        return {o: env[o] for o in step.outputs}
 
     def _ensure(self, name: str, env: dict) -> np.ndarray | None:
         if not name:
@@ -324,7 +336,7 @@ class Runner:
         rest = step.nodes
         if step.integer is not None:
             self._integer(step.integer, split, env)
-            rest = step.nodes[2:]
+            rest = step.nodes[step.integer.consumed:]
         elif step.kind == "tensor":
             self._float_tensor(step.nodes[0], split, env)
             rest = step.nodes[1:]
@@ -368,8 +380,11 @@ class Runner:
     def _integer(self, p: IntPattern, split: StepSplit, env: dict) -> None:
         node = self.low.nodes[p.main]
         a = self._attrs[p.main]
-        xq = self._ensure(p.x, env)
+        # data-parallel groups hold a slice of the batch (dim 0), so keep dim 0 free
+        xq = self._ensure(p.x, env).reshape((-1,) + tuple(p.x_shape[1:]))
         wq = self._ensure(p.w, env)
+        wq = wq.reshape(p.w_shape if p.w in self.low.constants
+                        else (-1,) + tuple(p.w_shape[1:]))
         xf = xq.astype(np.float64) - p.x_zero
         if node.op_type == "Conv":
             wz = p.w_zero.reshape((-1,) + (1,) * (wq.ndim - 1))
@@ -397,4 +412,7 @@ class Runner:
         mult = p.x_scale * p.w_scale / p.y_scale
         if np.all(mult == mult.reshape(-1)[0]):
             mult = mult.reshape(-1)[:1]
-        env[p.y] = requantize(acc, mult, p.y_zero, p.y_dtype, axis)
+        y = requantize(acc, mult, p.y_zero, p.y_dtype, axis)
+        if p.act is not None:  # the fused Relu/Clip: bounds on the quantized grid
+            y = np.clip(y, p.act_lo, p.act_hi).astype(p.y_dtype)
+        env[p.y] = y

@@ -20,15 +20,8 @@ from .flags import Flag, FlagParser, int_value
 
 __all__ = ["run_compile", "COMPILE_FLAGS", "NOT_YET"]
 
-_AIC = "the simulated AIC100 backend has not landed yet"
-
 #: Vendor flags that belong to features of other open issues: refused, never ignored.
-NOT_YET = {
-    "-aic-hw": _AIC, "-aic-hw-version": _AIC, "-aic-num-cores": _AIC, "-ols": _AIC,
-    "-mos": _AIC, "-multicast-weights": _AIC, "-stats-batchsize": _AIC,
-    "-aic-profiling-type": _AIC, "-size-split-granularity": _AIC,
-    "-vtcm-working-set-limit-ratio": _AIC, "-aic-enable-depth-first": _AIC,
-}
+NOT_YET: dict[str, str] = {}
 
 COMPILE_FLAGS = [
     Flag(("-m", "-model", "--model"), "model", help="the ONNX model to compile", metavar="PATH"),
@@ -71,6 +64,7 @@ FEATURE_MODULES: list[str] = [
     "aicc.cli.feature_specialization",
     "aicc.cli.feature_precision",
     "aicc.cli.feature_quantization",
+    "aicc.cli.feature_aic100",
 ]
 
 
@@ -170,6 +164,8 @@ def run_compile(argv: Sequence[str]) -> int:
         ms = (time.perf_counter() - t0) * 1e3
         shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in outputs.items())
         print(f"ran graph '{name}' once on {what}: {ms:.3f} ms -> {shapes}")
+        for line in exe.stats().get("report") or ():  # e.g. a simulated device's figures
+            print(line)
     sys.stdout.flush()
     return 0
 

@@ -8,6 +8,12 @@ shape of every buffer, so it suits specializations best.
 Prints the latency of each inference and inferences per second. ``--write-output-dir`` receives one
 raw file per output per inference (plus ``.npy`` with ``--write-output-format npy``), written to a
 temporary sibling and renamed at the end.
+
+A backend may add its own figures: the lines of ``Executable.stats()["report"]`` are printed after
+the run (a simulated device reports inferences per second, latency, core utilization, DDR
+traffic), and the JSON files of ``stats()["files"]`` (a profiling trace) go to
+``--aic-profiling-out-dir`` or else ``--write-output-dir``. ``-a N`` runs N activations on a
+backend that simulates them (its options have ``activations``).
 """
 
 from __future__ import annotations
@@ -46,6 +52,12 @@ RUN_FLAGS = [
          help="number of inferences (default: one per input set, or 1)", metavar="N"),
     Flag(("--backend",), "backend", help="run on another backend than the one compiled for",
          metavar="NAME"),
+    Flag(("-a", "--aic-num-of-activations"), "activations", convert=int_value("-a"),
+         help="copies of the program on their own cores (backends that simulate a device)",
+         metavar="N"),
+    Flag(("--aic-profiling-out-dir",), "profiling_dir",
+         help="folder for profiling files a backend produces (default: --write-output-dir)",
+         metavar="DIR"),
     Flag(("-h", "--help"), "help", "switch", help="show this help"),
 ]
 
@@ -68,6 +80,8 @@ def run_run(argv: Sequence[str]) -> int:
         raise UsageError(f"{' and '.join(given)} both given", where="aicc run",
                          hint="give the inputs one way")
     session = Session(args["qpc"], args["backend"])
+    if args["activations"] is not None:
+        session = _with_activations(session, args["activations"])
     held = {i for i, _ in session.retained}
     merged = merged_input_descs([[d for d in s.inputs if d.name not in held]
                                  for s in session.specs])
@@ -121,6 +135,10 @@ def run_run(argv: Sequence[str]) -> int:
                     if fmt == "npy":
                         np.save(out_tmp / f"{stem}.npy", arr, allow_pickle=False)
         wall = time.perf_counter() - total_start
+        stats = session.stats()
+        files_dir = Path(args["profiling_dir"]) if args["profiling_dir"] else out_tmp
+        written = [p if files_dir != out_tmp else Path(args["output_dir"]) / p.name
+                   for p in _write_backend_files(stats, files_dir)]
         if out_tmp is not None:
             target = Path(args["output_dir"])
             if target.exists():
@@ -133,4 +151,47 @@ def run_run(argv: Sequence[str]) -> int:
     mean = sum(latencies) / len(latencies)
     print(f"{count} inference(s): mean latency {mean * 1e3:.3f} ms, "
           f"{count / wall:.1f} inferences/second")
+    for name, spec_stats in stats.items():  # a backend's own figures (e.g. a simulated device)
+        lines = spec_stats.get("report") or []
+        if lines and len(stats) > 1:
+            print(f"specialization '{name}':")
+        for line in lines:
+            print(line)
+    for path in written:
+        print(f"wrote {path}")
+    if not written and any(st.get("files") for st in stats.values()):
+        print("profiling files not written: pass --aic-profiling-out-dir DIR or "
+              "--write-output-dir DIR")
     return 0
+
+
+def _with_activations(session: Session, count: int) -> Session:
+    """The session again, its backend running ``count`` activations (``-a``)."""
+    import dataclasses
+
+    if count <= 0:
+        raise UsageError(f"{count} is not a positive number of activations", where="-a")
+    fields = {f.name for f in dataclasses.fields(session.backend.Options)}
+    if "activations" not in fields:
+        raise UsageError(f"backend '{session.backend_name}' runs one activation", where="-a",
+                         hint="-a applies to a simulated device (backend aic100)")
+    options = {**dataclasses.asdict(session.backend.options), "activations": count}
+    return Session(session.path, session.backend_name, backend_options=options,
+                   registries=session.registries)
+
+
+def _write_backend_files(stats: dict, folder: Path | None) -> list[Path]:
+    """Write the files backends return in ``stats()["files"]`` (JSON data) into ``folder``."""
+    import json
+
+    wanted = [(spec, name, data) for spec, st in stats.items()
+              for name, data in (st.get("files") or {}).items()]
+    if not wanted or folder is None:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for spec, name, data in wanted:
+        file = folder / (ir.safe_file_name(f"{spec}-{name}") if len(stats) > 1 else name)
+        file.write_text(json.dumps(data) + "\n", encoding="utf-8")
+        out.append(file)
+    return out

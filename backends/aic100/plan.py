@@ -1,0 +1,595 @@
+"""Partitioning and memory planning: lowered steps, the hardware and the compile options into a
+``Plan`` for ``-aic-num-cores`` simulated cores.
+
+Partitioning. When every op keeps samples apart along dim 0 (``Lowered.batch_separable``), the
+batch may be split over ``g`` data-parallel groups (g divides the batch); the ``num_cores // g``
+cores of a group then split each step among themselves: a Conv/Gemm/MatMul by output rows (batch x
+output height; every core needs all weights, and a halo of input rows) or by output channels
+(every core needs the whole input, gathered over the NoC, and holds a slice of the weights),
+whichever the cost model finds faster for that step; vector steps split their elements and keep
+their input's layout. ``-ols=N`` cuts each split into N times more pieces (finer load balance and
+more tiles to overlap memory with compute, at a cost per tile). Every group count is costed and the
+fastest kept (ties: more data parallelism).
+
+Memory plan (per core; every core runs the same program on its slice). Each step streams the
+operands it does not hold on chip through VTCM in tiles of ``-size-split-granularity`` bytes (at
+least the op's smallest unit: a few input rows, one weight column), plus one prefetch tile; that
+working set must fit in the VTCM budget (``8 MiB x -vtcm-working-set-limit-ratio``), else the plan
+cannot fit and the error names the tensor and the shortfall. What VTCM is left at each step,
+divided by ``-mos`` (effort to use less on-chip memory), holds resident tensors: activations first
+(first fit, by liveness over the schedule: a buffer lives from the step that writes it to the last
+step that reads it), then weights (live for the whole program, loaded once when the program is
+loaded). Everything else lives in DDR: activations are written and read back, weights streamed
+every inference. With ``-aic-enable-depth-first``, a buffer passed from a row-split step straight
+to the next row-split step needs only a band of two tiles on chip (the steps run tile by tile,
+depth first). Graph inputs and outputs are host buffers in DDR.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from aicc.errors import BackendError
+
+from .cost import Cost, Operand, StepWork, evaluate, step_cost, tensor_rate
+from .hardware import Hardware
+from .lower import Lowered, Step, ceil_div, pieces_of
+from .numerics import StepSplit
+
+__all__ = ["PlanOptions", "Plan", "StepPlan", "build_plan", "PLAN_FORMAT", "PLAN_VERSION"]
+
+logger = logging.getLogger(__name__)
+
+PLAN_FORMAT = "aicc-aic100-plan"
+PLAN_VERSION = 1
+_KIB = 1024
+#: constants up to this size share one resident pool instead of being allocated one by one
+_POOL_ITEM = 1024
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """The compile options that shape a plan."""
+
+    num_cores: int = 1
+    ols: int = 1
+    mos: int = 1
+    multicast_weights: bool = False
+    size_split_granularity_kib: int = 1024
+    vtcm_working_set_limit_ratio: float = 1.0
+    depth_first: bool = False
+
+    @property
+    def granularity(self) -> int:
+        return self.size_split_granularity_kib * _KIB
+
+    def to_json(self) -> dict[str, Any]:
+        return {"num_cores": self.num_cores, "ols": self.ols, "mos": self.mos,
+                "multicast_weights": self.multicast_weights,
+                "size_split_granularity_kib": self.size_split_granularity_kib,
+                "vtcm_working_set_limit_ratio": self.vtcm_working_set_limit_ratio,
+                "depth_first": self.depth_first}
+
+
+@dataclass
+class StepPlan:
+    """One step with its split over the cores of a group and its operands."""
+
+    step: Step
+    axis: str                  # "rows", "channels", "elements" or "none"
+    pieces: int
+    work: StepWork
+    layout: str                # layout of the outputs: "rows", "channels" or "none"
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.step
+        return {"name": s.name, "op": s.op, "kind": s.kind, "unit": self.work.unit,
+                "precision": s.precision, "integer": s.integer is not None, "fused": s.fused,
+                "split": self.axis, "pieces": self.pieces, "macs": s.macs,
+                "vector_ops": s.vector_ops,
+                "operands": [{"name": o.name, "role": o.role, "placement": o.placement,
+                              "bytes_per_core": max(o.per_core) if o.per_core else 0,
+                              "readers": o.readers} for o in self.work.operands]}
+
+
+@dataclass
+class Allocation:
+    """A tensor's place: VTCM (with offset) or DDR, and its lifetime in steps."""
+
+    name: str
+    kind: str                  # "activation", "weight" or "io"
+    bytes_per_core: int
+    first: int
+    last: int
+    placement: str = "ddr"
+    offset: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "bytes_per_core": self.bytes_per_core,
+                "first_step": self.first, "last_step": self.last, "placement": self.placement,
+                "offset": self.offset}
+
+
+@dataclass
+class Plan:
+    """A program for ``groups x cores`` simulated cores: splits, memory and its cost."""
+
+    hw: Hardware
+    options: PlanOptions
+    low: Lowered
+    groups: int
+    cores: int
+    steps: list[StepPlan]
+    allocations: list[Allocation] = field(default_factory=list)
+    memory: dict[str, Any] = field(default_factory=dict)
+    cost: Cost | None = None
+
+    @property
+    def cores_used(self) -> int:
+        return self.groups * self.cores
+
+    @property
+    def mode(self) -> str:
+        if self.groups > 1 and self.cores > 1:
+            return "data-parallel + operator-split"
+        if self.groups > 1:
+            return "data-parallel"
+        return "operator-split" if self.cores > 1 else "single-core"
+
+    def splits(self) -> list[StepSplit]:
+        """How the runner cuts each step (tensor steps only; vector steps run whole)."""
+        out = []
+        for sp in self.steps:
+            if sp.step.kind == "tensor" and sp.axis in ("rows", "channels"):
+                out.append(StepSplit(sp.axis, sp.pieces))
+            else:
+                out.append(StepSplit("none", 1))
+        return out
+
+    def evaluate(self, activations: int = 1) -> Cost:
+        return evaluate([sp.work for sp in self.steps], self.hw, groups=self.groups,
+                        cores=self.cores, activations=activations,
+                        multicast=self.options.multicast_weights,
+                        granularity=self.options.granularity,
+                        load_bytes=self.memory.get("load_bytes", 0),
+                        macs=float(sum(sp.step.macs for sp in self.steps)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": PLAN_FORMAT, "version": PLAN_VERSION,
+                "hardware": self.hw.describe(), "options": self.options.to_json(),
+                "partition": {"batch": self.low.batch,
+                              "batch_separable": self.low.batch_separable,
+                              "groups": self.groups, "cores_per_group": self.cores,
+                              "cores_used": self.cores_used, "mode": self.mode},
+                "steps": [sp.to_json() for sp in self.steps],
+                "memory": self.memory,
+                "tensors": [a.to_json() for a in self.allocations],
+                "cost": self.cost.to_json() if self.cost else None}
+
+
+# --- partitioning ------------------------------------------------------------------------------
+
+def _shares(dim: int, pieces: int, cores: int) -> tuple[list[float], list[int], int]:
+    """Fraction of ``dim`` and number of pieces per core (pieces dealt round robin)."""
+    ranges = pieces_of(dim, pieces) if dim > 0 else []
+    frac, count = [0.0] * cores, [0] * cores
+    for i, (a, b) in enumerate(ranges):
+        frac[i % cores] += (b - a) / dim
+        count[i % cores] += 1
+    return frac, count, len(ranges)
+
+
+def _candidates(step: Step, cores: int, ols: int, elements: int) -> list[tuple[str, int]]:
+    if cores == 1:
+        return [("none", ols)]
+    want = cores * ols
+    if step.kind == "tensor":
+        g = step.geometry
+        out = [("rows", min(want, g["rows"]))]
+        if g["channels"] > 1:
+            out.append(("channels", min(want, g["channels"])))
+        return out
+    return [("elements", max(1, min(want, elements)))]
+
+
+class _Builder:
+    """Builds the plan for one number of data-parallel groups."""
+
+    def __init__(self, low: Lowered, hw: Hardware, opts: PlanOptions, groups: int):
+        self.low, self.hw, self.opts = low, hw, opts
+        self.groups = groups
+        self.cores = opts.num_cores // groups
+        self.layout: dict[str, str] = {}
+        #: placements from an earlier memory plan, used when choosing splits again
+        self.hints: dict[str, str] = {}
+        #: when set, splits are chosen assuming a core keeps this share of each weight resident
+        self.weight_share: float | None = None
+        #: the multicast setting split choices assume (plans are costed with the real one)
+        self.assume_multicast = opts.multicast_weights
+
+    def bytes_of(self, name: str) -> int:
+        info = self.low.tensors[name]
+        if info.kind == "weight":
+            return info.nbytes
+        return ceil_div(info.nbytes, self.groups)
+
+    def placement(self, name: str) -> str:
+        info = self.low.tensors[name]
+        if info.kind == "input" or name in self.low.outputs:
+            return "host"
+        return self.hints.get(name, "vtcm")
+
+    def unit_bytes(self, name: str) -> int:
+        info = self.low.tensors[name]
+        return max(1, info.shape[-1] * info.dtype.itemsize if info.shape else info.dtype.itemsize)
+
+    def work(self, step: Step, axis: str, pieces: int) -> StepWork:
+        c, g, hw = self.cores, self.groups, self.hw
+        geo = step.geometry
+        if step.kind == "tensor":
+            dim = ceil_div(geo["rows"], g) if axis in ("rows", "none") else geo["channels"]
+        else:
+            dim = max(1, ceil_div(geo.get("elements", 1), g))
+        if axis == "none":
+            frac, count = [1.0] + [0.0] * (c - 1), [pieces] + [0] * (c - 1)
+            pieces = max(1, pieces)
+        else:
+            frac, count, pieces = _shares(dim, pieces, c)
+        macs = [step.macs / g * f for f in frac]
+        vec = [step.vector_ops / g * f for f in frac]
+        prec = step.precision
+        vrate = hw.vector_macs.get(prec, hw.vector_macs["fp32"])
+        unit = "vector"
+        rate = 0.0
+        if step.kind == "tensor":
+            n = geo["n_per_group"]
+            if axis == "channels" and geo["groups"] == 1:
+                n = ceil_div(geo["channels"], max(1, pieces))
+            trate = tensor_rate(hw, prec, geo["reduce"], n)
+            if trate >= vrate:
+                rate, unit = trate, "tensor"
+            else:
+                rate = vrate
+        elif step.kind == "copy":
+            unit = "dma"
+        operands = self.operands(step, axis, frac, count)
+        return StepWork(macs=macs, vector=vec, rate=rate, vector_rate=vrate, pieces=count,
+                        unit=unit, operands=operands)
+
+    def operands(self, step: Step, axis: str, frac: list[float], count: list[int]
+                 ) -> list[Operand]:
+        c, g = self.cores, self.groups
+        geo = step.geometry
+        ops: list[Operand] = []
+        main_in = self.low.resolve(self.low.nodes[step.nodes[0]].input[0]) \
+            if step.kind == "tensor" else None
+        b_operand = None
+        if step.kind == "tensor" and geo["split"] == "gemm" and not geo.get("b_is_weight", True):
+            b_operand = self.low.resolve(self.low.nodes[step.nodes[0]].input[1])
+        for name in step.inputs:
+            total = self.bytes_of(name)
+            src = self.layout.get(name, "none")
+            noc = [0] * c
+            readers = 1
+            if name == main_in:
+                if axis == "channels":
+                    per = [total if count[k] else 0 for k in range(c)]
+                    readers = c
+                    if src in ("rows", "channels") and c > 1:
+                        # all-gather: each core multicasts its slice once over the NoC
+                        noc = [total // c if count[k] else 0 for k in range(c)]
+                elif axis == "rows":
+                    halo = geo["halo_rows"] * geo["in_row_bytes"]
+                    per = [min(total, int(total * frac[k]) + count[k] * halo) if count[k] else 0
+                           for k in range(c)]
+                    if src == "rows":
+                        noc = [min(p, count[k] * halo) for k, p in enumerate(per)]
+                    elif src == "channels" and c > 1:
+                        noc = [int(p * (1 - 1 / c)) for p in per]
+                else:
+                    per = [total if count[k] else 0 for k in range(c)]
+                unit = geo["in_unit_bytes"]
+            elif name == b_operand:
+                per = [int(total * frac[k]) if axis == "channels" else
+                       (total if count[k] else 0) for k in range(c)]
+                readers = 1 if axis == "channels" else c
+                unit = geo["w_unit_bytes"]
+            else:
+                per = [int(total * frac[k]) if axis != "none" else (total if count[k] else 0)
+                       for k in range(c)]
+                unit = self.unit_bytes(name)
+            ops.append(Operand(name, "in", per, readers, noc, min(unit, max(per) or unit),
+                               self.placement(name)))
+        for name in step.weights:
+            total = self.bytes_of(name)
+            if step.kind == "tensor" and axis == "channels":
+                per = [int(math.ceil(total * frac[k])) for k in range(c)]
+                readers = g
+            else:
+                per = [total if count[k] else 0 for k in range(c)]
+                readers = g * sum(1 for k in range(c) if count[k])
+            unit = geo.get("w_unit_bytes", total) if step.kind == "tensor" else total
+            if self.weight_share is not None:
+                # capacity-aware guess: a core can keep this share of every weight resident
+                place = "vtcm" if max(per) <= total * self.weight_share else "ddr"
+            else:
+                place = self.hints.get(name, "vtcm")
+            ops.append(Operand(name, "weight", per, max(1, readers), [], min(unit, total),
+                               place))
+        for name in step.outputs:
+            total = self.bytes_of(name)
+            per = [int(total * frac[k]) if axis != "none" else (total if count[k] else 0)
+                   for k in range(c)]
+            unit = geo.get("out_row_bytes", self.unit_bytes(name)) if step.kind == "tensor" \
+                else self.unit_bytes(name)
+            ops.append(Operand(name, "out", per, 1, [], min(unit, max(per) or unit),
+                               self.placement(name)))
+        return ops
+
+    def partition(self) -> list[StepPlan]:
+        self.layout = {n: "none" for n in self.low.inputs}
+        plans = []
+        for step in self.low.steps:
+            elements = ceil_div(step.geometry.get("elements", 1), self.groups)
+            best = None
+            for axis, pieces in _candidates(step, self.cores, self.opts.ols, elements):
+                work = self.work(step, axis, pieces)
+                cost = step_cost(work, self.hw, active_cores=self.groups * self.cores,
+                                 multicast=self.assume_multicast,
+                                 granularity=self.opts.granularity, cores=self.cores)
+                if best is None or cost.time < best[0] - 1e-15:
+                    best = (cost.time, axis, pieces, work)
+            _, axis, pieces, work = best
+            if step.kind == "tensor":
+                layout = axis if axis in ("rows", "channels") else "none"
+            else:
+                first = step.inputs[0] if step.inputs else None
+                layout = self.layout.get(first, "none") if first else "none"
+                if layout == "none" and axis == "elements":
+                    layout = "rows"
+            for name in step.outputs:
+                self.layout[name] = layout
+            plans.append(StepPlan(step=step, axis=axis, pieces=pieces if axis != "none" else 1,
+                                  work=work, layout=layout))
+        return plans
+
+    # --- memory -----------------------------------------------------------------------------
+    def memory(self, plans: list[StepPlan]) -> tuple[list[Allocation], dict[str, Any]]:
+        hw, opts = self.hw, self.opts
+        gran = opts.granularity
+        budget = int(hw.vtcm_bytes * opts.vtcm_working_set_limit_ratio)
+        resident_limit = budget // opts.mos
+        nsteps = len(plans)
+
+        def tile(op: Operand) -> int:
+            peak = max(op.per_core) if op.per_core else 0
+            return min(peak, max(gran, op.unit))
+
+        # per step: the tile each operand needs while it is streamed (by tensor name)
+        tiles: list[dict[str, int]] = []
+        for sp in plans:
+            t: dict[str, int] = {}
+            for o in sp.work.operands:
+                if max(o.per_core or [0]) > 0:
+                    t[o.name] = max(t.get(o.name, 0), tile(o))
+            need = sum(t.values()) + (max(t.values()) if t else 0)
+            if need > budget:
+                name = max(t, key=lambda n: t[n])
+                raise BackendError(
+                    f"step '{sp.step.name}' ({sp.step.op}) cannot fit: its smallest working set "
+                    f"is {_kib(need)} (largest: tensor '{name}', tile {_kib(t[name])}) but the "
+                    f"VTCM budget is {_kib(budget)}; short by {_kib(need - budget)}",
+                    where="backend 'aic100'",
+                    hint="raise -vtcm-working-set-limit-ratio, lower -size-split-granularity, "
+                         "or split the op over more cores")
+            tiles.append(t)
+
+        # lifetimes: a buffer lives from the step writing it to the last step reading it
+        uses: dict[str, list[int]] = {}
+        peak: dict[str, int] = {}
+        first: dict[str, int] = {}
+        kind: dict[str, str] = {}
+        for s_, sp in enumerate(plans):
+            for op in sp.work.operands:
+                p_ = max(op.per_core) if op.per_core else 0
+                peak[op.name] = max(peak.get(op.name, 0), p_)
+                if op.role == "out":
+                    first.setdefault(op.name, s_)
+                else:
+                    uses.setdefault(op.name, []).append(s_)
+                    first.setdefault(op.name, 0)
+                if op.name not in kind:
+                    kind[op.name] = "weight" if op.role == "weight" else (
+                        "io" if op.placement == "host" else "activation")
+        allocs: dict[str, Allocation] = {}
+        for name, k in kind.items():
+            if k == "weight":
+                allocs[name] = Allocation(name, k, peak[name], 0, nsteps - 1)
+            else:
+                last = max(uses.get(name, []) + [first[name]])
+                if name in self.low.outputs:
+                    last = nsteps - 1
+                allocs[name] = Allocation(name, k, peak[name], first[name], last)
+        band: dict[str, int] = {}
+        if opts.depth_first:
+            for s_, sp in enumerate(plans[:-1]):
+                nxt = plans[s_ + 1]
+                if "channels" in (sp.axis, nxt.axis):
+                    continue
+                for name in sp.step.outputs:
+                    if kind.get(name) == "activation" and uses.get(name) == [s_ + 1]:
+                        band[name] = min(peak[name], 2 * tiles[s_].get(name, 0))
+
+        # small constants (scales, zero points, small biases) live in a pool at the bottom
+        pool = 0
+        for a in sorted(allocs.values(), key=lambda a: a.name):
+            if a.kind == "weight" and a.bytes_per_core <= _POOL_ITEM:
+                a.placement, a.offset = "vtcm", pool
+                pool += a.bytes_per_core
+        pool = min(pool, budget)
+        for t in tiles:
+            for name in [n for n in t if allocs[n].placement == "vtcm"]:
+                del t[name]
+        # resident tensors, first fit; an operand placed on chip no longer needs its tile
+        streamed = [dict(t) for t in tiles]
+        staging = [sum(t.values()) + (max(t.values()) if t else 0) for t in streamed]
+        top = [pool] * nsteps
+        placed: list[tuple[int, int, int, int]] = [(0, nsteps - 1, 0, pool)] if pool else []
+        order = sorted((a for a in allocs.values() if a.kind == "activation"),
+                       key=lambda a: (a.first, a.name))
+        order += sorted((a for a in allocs.values() if a.kind == "weight"
+                         and a.placement != "vtcm"),
+                        key=lambda a: (min(uses.get(a.name, [0])), a.name))
+        for a in order:
+            size = band.get(a.name, a.bytes_per_core)
+            off = _first_fit(placed, a.first, a.last, size, resident_limit)
+            if off is None:
+                continue
+            after = {}
+            fits = True
+            for s_ in range(a.first, a.last + 1):
+                if a.name in streamed[s_]:
+                    rest = [v for n, v in streamed[s_].items() if n != a.name]
+                    after[s_] = sum(rest) + (max(rest) if rest else 0)
+                else:
+                    after[s_] = staging[s_]
+                if max(top[s_], off + size) + after[s_] > budget:
+                    fits = False
+                    break
+            if not fits:
+                continue
+            placed.append((a.first, a.last, off, size))
+            a.placement, a.offset = "vtcm", off
+            if a.name in band:
+                a.bytes_per_core = size
+            for s_ in range(a.first, a.last + 1):
+                streamed[s_].pop(a.name, None)
+                staging[s_] = after[s_]
+                top[s_] = max(top[s_], off + size)
+        for a in allocs.values():
+            if a.kind == "io":
+                a.placement = "host"
+        for sp in plans:
+            for op in sp.work.operands:
+                op.placement = allocs[op.name].placement
+        peak_vtcm = max((t + st for t, st in zip(top, staging)), default=0)
+        weights = [a for a in allocs.values() if a.kind == "weight"]
+        resident = sum(a.bytes_per_core for a in weights if a.placement == "vtcm")
+        ddr_used = sum(self.low.tensors[a.name].nbytes for a in weights)
+        ddr_act = [(self.low.tensors[a.name].nbytes, a.name) for a in allocs.values()
+                   if a.kind in ("activation", "io") and a.placement != "vtcm"]
+        ddr_used += sum(b for b, _ in ddr_act) * hw.pipeline_depth
+        if ddr_used > hw.ddr_bytes:
+            big = max(ddr_act + [(self.low.tensors[a.name].nbytes, a.name) for a in weights])
+            raise BackendError(f"the program needs {ddr_used / 2**30:.2f} GiB of DDR but "
+                               f"{hw.name} has {hw.ddr_bytes / 2**30:.0f} GiB (largest: tensor "
+                               f"'{big[1]}', {big[0] / 2**20:.1f} MiB); short by "
+                               f"{(ddr_used - hw.ddr_bytes) / 2**20:.1f} MiB",
+                               where="backend 'aic100'",
+                               hint="use sku=pro (more DDR) or a smaller batch")
+        memory = {
+            "vtcm_budget_bytes": budget, "vtcm_peak_bytes": int(peak_vtcm),
+            "vtcm_resident_peak_bytes": int(max(top, default=0)),
+            "staging_peak_bytes": int(max(staging, default=0)),
+            "resident_weight_bytes_per_core": int(resident),
+            "streamed_weight_bytes": int(sum(self.low.tensors[a.name].nbytes for a in weights
+                                             if a.placement != "vtcm")),
+            "ddr_activation_buffers": sum(1 for a in allocs.values()
+                                          if a.kind == "activation" and a.placement == "ddr"),
+            "depth_first_bands": len([n for n in band if allocs[n].placement == "vtcm"]),
+            "ddr_used_bytes": int(ddr_used),
+            "load_bytes": int(resident * self.cores * self.groups),
+        }
+        allocations = sorted(allocs.values(), key=lambda a: (a.first, a.kind, a.name))
+        return allocations, memory
+
+
+def _first_fit(placed: list[tuple[int, int, int, int]], first: int, last: int, size: int,
+               limit: int) -> int | None:
+    """The lowest VTCM offset where ``size`` bytes fit below ``limit`` for steps first..last."""
+    if size > limit:
+        return None
+    live = sorted((off, off + sz) for f, l, off, sz in placed if not (l < first or f > last))
+    off = 0
+    for lo, hi in live:
+        if off + size <= lo:
+            break
+        off = max(off, hi)
+    return off if off + size <= limit else None
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:.0f} KiB"
+
+
+def _group_counts(low: Lowered, cores: int) -> list[int]:
+    if not low.batch_separable or low.batch <= 1:
+        return [1]
+    return [g for g in range(1, min(low.batch, cores) + 1) if low.batch % g == 0]
+
+
+def build_plan(low: Lowered, hw: Hardware, opts: PlanOptions) -> Plan:
+    """The fastest plan over the data-parallel group counts the batch allows."""
+    if opts.num_cores > hw.cores:
+        raise BackendError(f"-aic-num-cores={opts.num_cores} exceeds the {hw.cores} cores of "
+                           f"{hw.name}", where="backend 'aic100'",
+                           hint="use fewer cores" + ("" if hw.sku == "pro" else
+                                                     ", or sku=pro if the card is a Pro"))
+    best: Plan | None = None
+    errors: list[BackendError] = []
+    for g in _group_counts(low, opts.num_cores):
+        try:
+            plan = _search(low, hw, opts, g)
+        except BackendError as e:
+            errors.append(e)
+            continue
+        if best is None or plan.cost.interval_s <= best.cost.interval_s * (1 + 1e-12):
+            best = plan
+    if best is None:
+        raise errors[0]
+    logger.debug("aic100 plan: %s, %d group(s) x %d core(s)", best.mode, best.groups, best.cores)
+    return best
+
+
+def _search(low: Lowered, hw: Hardware, opts: PlanOptions, groups: int) -> Plan:
+    """Local search over the splits for ``groups`` data-parallel groups.
+
+    Splits are chosen step by step by the cost model under a guess of where the weights live:
+    all on chip, all streamed, or each core keeping the share of every weight that half its VTCM
+    allows; the guess is checked by planning memory, and splits are chosen again with the
+    placements that plan produced, while that helps. Choices are also tried as if
+    ``-multicast-weights`` were the other way (so the flag can only help). Every plan is costed
+    with the real options; the fastest wins.
+    """
+    b = _Builder(low, hw, opts, groups)
+    all_ddr = {n: "ddr" for n, t in low.tensors.items() if t.kind == "weight"}
+    total_w = sum(t.nbytes for t in low.tensors.values() if t.kind == "weight") or 1
+    share = min(1.0, hw.vtcm_bytes * opts.vtcm_working_set_limit_ratio / opts.mos / 2 / total_w)
+    best: Plan | None = None
+    for multicast in (opts.multicast_weights, not opts.multicast_weights):
+        b.assume_multicast = multicast
+        for hints, guess in (({}, None), (all_ddr, None), ({}, share)):
+            b.hints, b.weight_share = dict(hints), guess
+            previous: Plan | None = None
+            for _ in range(3):
+                steps = b.partition()
+                allocations, memory = b.memory(steps)
+                plan = Plan(hw=hw, options=opts, low=low, groups=groups, cores=b.cores,
+                            steps=steps, allocations=allocations, memory=memory)
+                plan.cost = plan.evaluate(1)
+                if previous is not None and plan.cost.interval_s >= previous.cost.interval_s:
+                    break
+                previous = plan
+                placed = {a.name: a.placement for a in allocations if a.kind != "io"}
+                if placed == b.hints or all(v == "vtcm" for v in placed.values()):
+                    break
+                b.hints, b.weight_share = placed, None
+            if best is None or previous.cost.interval_s < best.cost.interval_s * (1 - 1e-12):
+                best = previous
+    return best
+
+
+__all__ += ["Allocation"]

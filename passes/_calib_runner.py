@@ -1,0 +1,569 @@
+"""The calibration runner: feed dicts in, a Profile (per-tensor min, max, histogram) out; plus the
+graph hash profiles carry and the readers of sample files.
+
+Not a plugin (nothing registers here): the ``calibrate`` pass (``passes/calibrate.py``) and the
+Python API (``calibrate_program``) use it. Engines: the numpy interpreter (the reference) or
+onnxruntime (``engine=cpu``), both behind the interpreter's ``run(feeds, observe=,
+observe_names=)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import stat
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+import aicc
+from aicc import ir
+from aicc.data import parse_input_list, read_tensor_file
+from aicc.errors import ConfigError, DataError
+from aicc.program import Program, TensorDesc
+from aicc.quant import DEFAULT_NUM_BINS, Profile, TensorObserver
+from aicc.quant.profile import MAX_HISTOGRAM_BINS
+
+__all__ = ["calibrate_program", "graph_hash", "program_hash", "input_list_samples",
+           "json_input_samples", "host_conversion", "write_text_atomic", "ENGINES"]
+
+logger = logging.getLogger(__name__)
+
+#: Elements buffered per tensor before they are folded into its histogram.
+_CHUNK_ELEMENTS = 1 << 16
+
+
+# ------------------------------------------------------------------------------ graph hash
+def _dtype_text(t: Any) -> str:
+    dtype = getattr(t, "dtype", None)
+    try:
+        return np.dtype(dtype).name if dtype is not None else "?"
+    except TypeError:
+        return str(dtype)
+
+
+def _value_bytes(v: Any) -> bytes:
+    """A canonical byte form of an attribute value (graphsurgeon's Python form)."""
+    if isinstance(v, gs.Constant):
+        arr = np.asarray(v.values)
+        return b"T" + f"{arr.dtype}{list(arr.shape)}".encode() + np.ascontiguousarray(arr).tobytes()
+    if isinstance(v, gs.Graph):
+        return b"G" + graph_hash(v).encode()
+    if isinstance(v, np.ndarray):
+        return b"A" + f"{v.dtype}{list(v.shape)}".encode() + np.ascontiguousarray(v).tobytes()
+    if isinstance(v, (list, tuple)):
+        return b"[" + b",".join(_value_bytes(x) for x in v) + b"]"
+    if isinstance(v, bool):
+        return b"b1" if v else b"b0"
+    if isinstance(v, (int, np.integer)):
+        return b"i" + str(int(v)).encode()
+    if isinstance(v, (float, np.floating)):
+        return b"f" + float(v).hex().encode()
+    if isinstance(v, str):
+        return b"s" + v.encode()
+    if isinstance(v, bytes):
+        return b"y" + v
+    return b"r" + repr(v).encode()
+
+
+def graph_hash(graph: gs.Graph) -> str:
+    """sha256 of what decides a graph's activation statistics, in a fixed order.
+
+    Covered: graph input and output names and element types; every node's op type, domain,
+    attributes, input and output tensor names, in graph order; every initializer's name and
+    element type, and the *values* of floating-point initializers (the weights: a retrained model
+    of the same architecture has other activation ranges, so its profile is refused too).
+    Not covered: shapes and integer initializer values (binding a batch size or specializing
+    changes those without changing a tensor's value distribution), node names (renamed freely on
+    import) and metadata. So the same model, through the same passes, always hashes the same.
+    Computed on the graph itself (no export), one weight at a time.
+    """
+    h = hashlib.sha256(b"aicc-graph-hash-v2\0")
+    for label, tensors in ((b"|inputs|", graph.inputs), (b"|outputs|", graph.outputs)):
+        h.update(label)
+        for t in tensors:
+            h.update(t.name.encode() + b"\0" + _dtype_text(t).encode() + b";")
+    h.update(b"|nodes|")
+    constants: dict[str, gs.Constant] = {}
+    for node in graph.nodes:
+        h.update(f"{node.domain or ''}::{node.op}(".encode())
+        h.update("\0".join(t.name for t in node.inputs).encode() + b")->(")
+        h.update("\0".join(t.name for t in node.outputs).encode() + b")")
+        for key in sorted(node.attrs):
+            h.update(key.encode() + b"=" + _value_bytes(node.attrs[key]) + b"\0")
+        h.update(b";")
+        for t in node.inputs:
+            if isinstance(t, gs.Constant) and t.name:
+                constants.setdefault(t.name, t)
+    h.update(b"|initializers|")
+    for name in sorted(constants):
+        t = constants[name]
+        kind = _dtype_text(t)
+        h.update(name.encode() + b"\0" + kind.encode() + b":")
+        if kind in ("float16", "float32", "float64", "bfloat16"):
+            h.update(np.ascontiguousarray(np.asarray(t.values)).tobytes())
+        h.update(b";")
+    return h.hexdigest()
+
+
+def program_hash(program: Program) -> str:
+    """The hash a profile of ``program`` carries: ``graph_hash`` of its graph, or, with several
+    specializations, sha256 of their distinct graph hashes in sorted order."""
+    hashes = sorted({graph_hash(g) for g in program.graphs.values()})
+    if len(hashes) == 1:
+        return hashes[0]
+    return hashlib.sha256(("aicc-program-hash-v1\0" + "\0".join(hashes)).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------ sample sources
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    return tuple(shape), np.dtype(dtype)
+
+
+def _precheck(path: Path, desc: TensorDesc, where: str) -> None:
+    """What ``read_tensor_file`` would refuse, found from the file's size or header alone."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"data file '{path}' not found", where=where) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"'{path}' is not a regular file", where=where)
+    dtype = np.dtype(desc.dtype)
+    shape = desc.shape
+    static = shape is not None and all(isinstance(d, int) for d in shape)
+    if path.suffix == ".npy":
+        try:
+            fshape, fdtype = _npy_header(path)
+        except (ValueError, OSError) as e:
+            raise DataError(f"'{path}' is not a plain .npy array ({e})", where=where) from None
+        if fdtype.hasobject:
+            raise DataError(f"'{path}' holds Python objects; only plain arrays are read",
+                            where=where)
+        if fdtype != dtype:
+            raise DataError(f"'{path}' holds {fdtype}, input '{desc.name}' is {dtype}",
+                            where=where, hint="convert the data; aicc never reinterprets it")
+        if static and list(fshape) != list(shape):
+            raise DataError(f"'{path}' has shape {list(fshape)}, input '{desc.name}' expects "
+                            f"{list(shape)}", where=where)
+        return
+    if not static:
+        raise DataError(f"input '{desc.name}' has symbolic shape {shape}; a raw file cannot say "
+                        "its shape", where=where,
+                        hint="bind it with --input-shape/--input_dim or -onnx-define-symbol, "
+                             "or use .npy files")
+    expected = math.prod(shape) * dtype.itemsize
+    if st.st_size != expected:
+        raise DataError(f"'{path}' has {st.st_size} bytes; input '{desc.name}' ({dtype}, "
+                        f"{list(shape)}) needs {expected}", where=where)
+
+
+def input_list_samples(path: str | Path, inputs: list[TensorDesc]
+                       ) -> tuple[int, Callable[[], Iterator[dict[str, np.ndarray]]]]:
+    """An input list checked in full (every file's size or header against ``inputs``) and a
+    factory of a stream of feed dicts that reads one sample's files at a time.
+
+    Returns ``(number of samples, factory)``; nothing is read before the check passed.
+    """
+    descs = {d.name: d for d in inputs}
+    lst = parse_input_list(path, list(descs))
+    for line, sample in zip(lst.lines, lst.samples):
+        for name, file in sample.items():
+            _precheck(file, descs[name], f"{lst.path}: line {line}")
+
+    def stream() -> Iterator[dict[str, np.ndarray]]:
+        for line, sample in zip(lst.lines, lst.samples):
+            yield {n: read_tensor_file(p, descs[n], where=f"{lst.path}: line {line}")
+                   for n, p in sample.items()}
+    return len(lst.samples), stream
+
+
+def json_input_samples(path: str | Path, program: Program
+                       ) -> tuple[int, Callable[[], Iterator[dict[str, np.ndarray]]]]:
+    """Samples of the vendor's JSON input file (``-json-input-file``), read and checked by
+    ``aicc.data.parse_json_input_file``: every inference must fit a specialization and every
+    specialization needs at least one inference."""
+    from aicc.data import parse_json_input_file, program_input_descs, spec_input_shapes
+
+    samples = parse_json_input_file(path, program_input_descs(program, interface=True),
+                                    shapes=spec_input_shapes(program, interface=True),
+                                    require_all_shapes=True)
+    return len(samples), lambda: iter(samples)
+
+
+def host_conversion(program: Program) -> Callable[[dict], dict] | None:
+    """Custom I/O converted on the host: samples come as callers give them (custom dtype and
+    layout) and are converted to the graph's inputs, as the Session does at run time."""
+    if not program.custom_io:
+        return None
+    from aicc.customio import HostConversions
+    host = HostConversions.from_meta({"custom_io": program.custom_io})
+    return host.convert if host is not None and host.host else None
+
+
+# ------------------------------------------------------------------------------ progress
+class _ProgressBar:
+    """``calibrating [#####.....] 12/32`` on a terminal (stderr), redrawn at most 10 times a
+    second; silent when stderr is not a terminal (pipes, CI logs)."""
+
+    def __init__(self, total: int | None, stream: TextIO | None = None, enabled: bool = True):
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.active = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.count = 0
+        self._last = 0.0
+
+    def step(self) -> None:
+        self.count += 1
+        if not self.active:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1 and self.count != self.total:
+            return
+        self._last = now
+        if self.total:
+            filled = int(30 * self.count / self.total)
+            bar = "#" * filled + "." * (30 - filled)
+            self.stream.write(f"\rcalibrating [{bar}] {self.count}/{self.total}")
+        else:
+            self.stream.write(f"\rcalibrating: {self.count} samples")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.active:
+            self.stream.write("\r" + " " * 60 + "\r")
+            self.stream.flush()
+
+
+# ------------------------------------------------------------------------------ the runner
+class _Collector:
+    """Observers by tensor name, fed in chunks of at least ``_CHUNK_ELEMENTS`` values."""
+
+    def __init__(self, names: Iterable[str], num_bins: int):
+        self.observers = {n: TensorObserver(n, num_bins) for n in names}
+        self.pending: dict[str, list[np.ndarray]] = {}
+        self.pending_size: dict[str, int] = {}
+
+    def __call__(self, name: str, array: np.ndarray) -> None:
+        obs = self.observers.get(name)
+        if obs is None or not isinstance(array, np.ndarray) or array.dtype.kind != "f":
+            return
+        if array.size >= _CHUNK_ELEMENTS:
+            self._flush(name)
+            obs.update(array)
+            return
+        self.pending.setdefault(name, []).append(array.ravel().copy())
+        size = self.pending_size.get(name, 0) + array.size
+        self.pending_size[name] = size
+        if size >= _CHUNK_ELEMENTS:
+            self._flush(name)
+
+    def _flush(self, name: str) -> None:
+        parts = self.pending.pop(name, None)
+        self.pending_size.pop(name, None)
+        if parts:
+            self.observers[name].update(parts[0] if len(parts) == 1 else np.concatenate(parts))
+
+    def finish(self) -> list[TensorObserver]:
+        for name in list(self.pending):
+            self._flush(name)
+        return [o for o in self.observers.values() if o.seen or o.batches]
+
+
+def _float_activations(graph: gs.Graph) -> list[str]:
+    """Graph inputs and node outputs (not Constant nodes) that are, or may be, floating point."""
+    names = []
+    seen = set()
+    candidates = list(graph.inputs) + [t for n in graph.nodes if n.op != "Constant"
+                                       for t in n.outputs]
+    for t in candidates:
+        if not t.name or t.name in seen or isinstance(t, gs.Constant):
+            continue
+        dtype = ir.tensor_dtype(t)
+        if dtype is not None and dtype.kind != "f":
+            continue
+        seen.add(t.name)
+        names.append(t.name)
+    return names
+
+
+def _fits(graph: gs.Graph, feeds: Mapping[str, np.ndarray]) -> bool:
+    for t in graph.inputs:
+        value = feeds.get(t.name)
+        if value is None:
+            return False
+        shape = t.shape
+        if shape is None:
+            continue
+        arr_shape = np.shape(value)
+        if len(arr_shape) != len(shape):
+            return False
+        if any(isinstance(d, int) and d >= 0 and d != a for d, a in zip(shape, arr_shape)):
+            return False
+    return True
+
+
+def _batch_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (changed in place) with dimension 0 of every input and output made symbolic and
+    intermediate shape information dropped, so that it takes several samples stacked along
+    axis 0 (and single samples exactly as before: the nodes are untouched)."""
+    del model.graph.value_info[:]
+    for vi in list(model.graph.input) + list(model.graph.output):
+        tt = vi.type.tensor_type
+        if tt.HasField("shape") and len(tt.shape.dim):
+            tt.shape.dim[0].Clear()
+            tt.shape.dim[0].dim_param = "aicc_calibration_batch"
+    return model
+
+
+class _OrtEngine:
+    """The interpreter's ``run(feeds, observe=, observe_names=)`` on onnxruntime: every observed
+    tensor becomes a graph output (``engine=cpu``; faster on large CNNs, same statistics)."""
+
+    def __init__(self, model: onnx.ModelProto, names: list[str]):
+        import onnxruntime as ort
+
+        inputs = {vi.name for vi in model.graph.input}
+        outputs = {vi.name for vi in model.graph.output}
+        self.fed = [n for n in names if n in inputs]
+        for n in names:
+            if n not in inputs and n not in outputs:
+                model.graph.output.append(onnx.helper.make_tensor_value_info(
+                    n, onnx.TensorProto.FLOAT, None))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(model.SerializeToString(), options,
+                                            providers=["CPUExecutionProvider"])
+        self.produced = [o.name for o in self.session.get_outputs()]
+        self.names = set(self.fed) | set(self.produced)
+
+    def tensor_names(self) -> list[str]:
+        return sorted(self.names)
+
+    def run(self, feeds: Mapping[str, np.ndarray], *, observe: Callable[[str, np.ndarray], None],
+            observe_names: Iterable[str]) -> None:
+        wanted = set(observe_names)
+        for n in self.fed:
+            if n in wanted:
+                observe(n, np.asarray(feeds[n]))
+        try:
+            results = self.session.run(self.produced, dict(feeds))
+        except Exception as e:
+            raise DataError(f"onnxruntime could not run a calibration sample: "
+                            f"{str(e).splitlines()[0]}") from None
+        for n, a in zip(self.produced, results):
+            if n in wanted:
+                observe(n, a)
+
+
+ENGINES = ("interpreter", "cpu")
+
+
+class _GraphRunner:
+    """Runs one graph's samples through the engine, several at a time when that is exact.
+
+    Stacking samples along axis 0 turns many small runs into a few large ones. It is used only
+    after a check on the first two samples: each alone, then both stacked, and every observed
+    tensor of the stacked run must be the two single results stacked (so a graph that mixes
+    samples, or folded its batch size into a constant, runs one sample at a time). Statistics do
+    not depend on how samples are grouped (up to histogram re-binning order). One engine serves
+    both: its model only has dimension 0 of the graph I/O relaxed.
+    """
+
+    def __init__(self, program: Program, name: str, collector: _Collector, batch: int,
+                 engine: str = "interpreter"):
+        model = program.to_model(name)
+        if batch != 1:
+            model = _batch_model(model)
+        wanted = _float_activations(program.graphs[name])
+        if engine == "cpu":
+            self.engine: Any = _OrtEngine(model, wanted)
+        else:
+            from aicc.backends.interpreter.engine import Interpreter
+            self.engine = Interpreter(model)
+        del model
+        known = set(self.engine.tensor_names())
+        self.names = [n for n in wanted if n in known]
+        self.collector = collector
+        self.max_batch = batch
+        self.stacking = False
+        self.first: list[tuple[dict, dict[str, np.ndarray]]] = []
+        self.pending: list[Mapping[str, np.ndarray]] = []
+        self.limit = 1
+
+    def _run(self, feeds: Mapping[str, np.ndarray],
+             keep: dict[str, np.ndarray] | None = None) -> None:
+        if keep is None:
+            self.engine.run(feeds, observe=self.collector, observe_names=self.names)
+            return
+
+        def observe(name: str, array: np.ndarray) -> None:
+            keep[name] = array
+            self.collector(name, array)
+        self.engine.run(feeds, observe=observe, observe_names=self.names)
+
+    def add(self, feeds: Mapping[str, np.ndarray]) -> None:
+        if self.max_batch == 1:
+            self._run(feeds)
+            return
+        if not self.stacking:
+            if len(self.first) < 2:
+                kept: dict[str, np.ndarray] = {}
+                self._run(feeds, kept)
+                self.first.append((dict(feeds), kept))
+                if len(self.first) == 2:
+                    self._verify()
+            else:
+                self._run(feeds)
+            return
+        if self.pending and any(np.shape(v) != np.shape(self.pending[0].get(k))
+                                for k, v in feeds.items()):
+            self.flush()
+        self.pending.append(feeds)
+        if len(self.pending) >= self.limit:
+            self.flush()
+
+    def _verify(self) -> None:
+        (f1, o1), (f2, o2) = self.first
+        self.first = []
+        why = None
+        try:
+            if set(f1) != set(f2) or any(np.ndim(v) == 0 or np.shape(v) != np.shape(f2[k])
+                                         for k, v in f1.items()):
+                raise ValueError("samples differ in shape or have rank-0 inputs")
+            stacked = {k: np.concatenate([f1[k], f2[k]]) for k in f1}
+            got: dict[str, np.ndarray] = {}
+            self.engine.run(stacked, observe=lambda n, a: got.__setitem__(n, a),
+                            observe_names=self.names)
+            for name, a in o1.items():
+                b, c = o2.get(name), got.get(name)
+                if b is None or c is None or np.ndim(a) == 0 or \
+                        c.shape != (a.shape[0] + b.shape[0],) + a.shape[1:]:
+                    raise ValueError(f"tensor '{name}' does not stack along axis 0")
+                ref = np.concatenate([a, b]).astype(np.float64)
+                scale = float(np.max(np.abs(ref[np.isfinite(ref)]), initial=0.0)) or 1.0
+                if not np.allclose(c, ref, rtol=1e-4, atol=1e-5 * scale, equal_nan=True):
+                    raise ValueError(f"tensor '{name}' differs when samples are stacked")
+        except Exception as e:  # any failure just means: one sample at a time
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if why is not None:
+            logger.debug("calibration runs one sample at a time: %s", why)
+            self.max_batch = 1
+            return
+        per_sample = sum(int(np.size(a)) for a in o1.values()) or 1
+        self.limit = max(1, min(self.max_batch or 256, (1 << 23) // per_sample))
+        if self.limit == 1:
+            self.max_batch = 1
+            return
+        self.stacking = True
+        logger.debug("calibration stacks up to %d samples per run", self.limit)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        group, self.pending = self.pending, []
+        if len(group) == 1:
+            self._run(group[0])
+            return
+        self._run({k: np.concatenate([g[k] for g in group]) for k in group[0]})
+
+
+def calibrate_program(program: Program, samples: Iterable[Mapping[str, np.ndarray]], *,
+                      num_bins: int = DEFAULT_NUM_BINS, total: int | None = None,
+                      progress: bool = True, max_samples: int = 0, batch: int = 0,
+                      engine: str = "interpreter") -> Profile:
+    """Run ``samples`` (feed dicts) through every graph of ``program`` with observers on every
+    float tensor and return the profile (the Python API of calibration).
+
+    With several graphs each sample goes to the first graph whose input shapes it fits; a sample
+    that fits none, or a graph that gets no sample, is an error. ``batch``: 0 stacks samples when
+    that is exact (see ``_GraphRunner``), 1 never, N at most N per run. ``engine``: the numpy
+    interpreter (the reference), or ``cpu`` (onnxruntime with every observed tensor as an output).
+    """
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown calibration engine {engine!r}", field="engine",
+                          hint=f"valid: {', '.join(ENGINES)}")
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or \
+            not 1 <= num_bins <= MAX_HISTOGRAM_BINS:
+        raise ConfigError(f"number of histogram bins must be an integer in [1, "
+                          f"{MAX_HISTOGRAM_BINS}], got {num_bins!r}",
+                          field="num-histogram-bins")
+    names: list[str] = []
+    for graph in program.graphs.values():
+        names += [n for n in _float_activations(graph) if n not in names]
+    collector = _Collector(names, num_bins)
+    runners: dict[str, _GraphRunner] = {}
+    counts = dict.fromkeys(program.graphs, 0)
+    bar = _ProgressBar(total if not max_samples else min(total or max_samples, max_samples),
+                       enabled=progress)
+    seen = 0
+    try:
+        for index, feeds in enumerate(samples):
+            if max_samples and seen >= max_samples:
+                break
+            if not isinstance(feeds, Mapping):
+                raise DataError(f"calibration sample {index} is a {type(feeds).__name__}, "
+                                "expected a dict of input name -> numpy array")
+            target = next((n for n, g in program.graphs.items() if _fits(g, feeds)), None)
+            if target is None:
+                shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feeds.items())
+                have = "; ".join(f"{n}: " + ", ".join(f"{t.name}{t.shape}" for t in g.inputs)
+                                 for n, g in program.graphs.items())
+                raise DataError(f"calibration sample {index} ({shapes}) fits no graph",
+                                hint=f"graph inputs: {have}")
+            runner = runners.get(target)
+            if runner is None:
+                runner = runners[target] = _GraphRunner(program, target, collector, batch,
+                                                        engine)
+            runner.add(feeds)
+            counts[target] += 1
+            seen += 1
+            bar.step()
+        for runner in runners.values():
+            runner.flush()
+    finally:
+        bar.done()
+    if seen == 0:
+        raise DataError("no calibration samples", hint="give at least one sample")
+    empty = [n for n, c in counts.items() if c == 0]
+    if empty:
+        raise DataError(f"graph(s) {', '.join(empty)} got no calibration sample",
+                        hint="give at least one input per specialization (JSON input file)")
+    logger.info("calibrated %d tensors over %d samples (%s)", len(names), seen,
+                ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return Profile.from_observers(collector.finish(), graph_hash=program_hash(program),
+                                  tools_version=aicc.__version__)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary sibling and a rename (no half files)."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ConfigError(f"folder '{folder}' does not exist", where=str(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,578 @@
+"""Quantization planning for one graph: settings, calibration statistics and overrides in, the
+encoding of every tensor (and the QDQ graph written through ``_qdq``) out.
+
+Not a plugin (nothing registers here): ``quantize`` (``passes/quantize.py``, which documents the
+rules) runs ``GraphQuantizer`` on each graph and records what it returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from aicc import ir
+from aicc.errors import ConfigError, did_you_mean
+from aicc.pass_base import PassContext
+from aicc.quant import (Encoding, EncodingsTable, Profile, TensorStats, adjusted_encoding,
+                        bias_encoding, calibrated_encoding, check_percentile, encoding_for_mode,
+                        enhanced_encoding, finite_range, parse_calibration_method, parse_schema,
+                        per_channel_encoding, schema_encoding, select_range, symmetric_encoding,
+                        tf_encoding, weight_channel_axis)
+
+from ._qdq import (DATA_MOVEMENT_OPS, NON_DATA_INPUTS, OPSET_INT4_INT16, QdqWriter,
+                   ensure_opset, needs_opset21)
+
+__all__ = ["GraphQuantizer", "QuantSettings"]
+
+logger = logging.getLogger(__name__)
+
+_WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_CONST_OPERAND_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "PRelu",
+                                "Concat", "MatMul", "Gemm"})
+_FLOAT_KINDS = (np.dtype(np.float32),)
+_FUSED_ACTIVATIONS = ("Relu", "Clip")
+_FUSING_PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")
+
+
+# ------------------------------------------------------------------------------ settings
+@dataclasses.dataclass(frozen=True)
+class QuantSettings:
+    """Validated quantization settings (built from the pass options)."""
+
+    act_schema: str
+    const_schema: str
+    act_mode: str
+    param_mode: str
+    method: str
+    percentile: float
+    act_bw: int
+    weight_bw: int
+    bias_bw: int
+    per_channel: bool
+    per_row: bool
+    pack_4bit: bool
+    float_bw: int
+    float_bias_bw: int
+    fuse_activations: bool = True
+
+    @classmethod
+    def from_options(cls, o: Any) -> QuantSettings:
+        where = "pass 'quantize'"
+        method = parse_calibration_method(o.calibration, where=where, field="calibration")
+        if o.act_quantizer == "enhanced" and method != "None":
+            raise ConfigError(f"act_quantizer 'enhanced' searches its own range; calibration "
+                              f"{method} cannot be combined with it", where=where,
+                              hint="drop the calibration method, or use tf/symmetric")
+        return cls(act_schema=parse_schema(o.activation_schema, where=where,
+                                           field="activation_schema"),
+                   const_schema=parse_schema(o.constant_schema, where=where,
+                                             field="constant_schema"),
+                   act_mode=o.act_quantizer, param_mode=o.param_quantizer, method=method,
+                   percentile=check_percentile(o.percentile, where=where, field="percentile"),
+                   act_bw=o.act_bitwidth, weight_bw=o.weight_bitwidth, bias_bw=o.bias_bitwidth,
+                   per_channel=o.per_channel, per_row=o.per_row, pack_4bit=o.pack_4bit,
+                   float_bw=o.float_bitwidth, float_bias_bw=o.float_bias_bitwidth,
+                   fuse_activations=o.fuse_activations)
+
+
+class _Encoder:
+    """Calibration statistics or constant values -> Encodings, by the settings."""
+
+    def __init__(self, s: QuantSettings, notes: list[str]):
+        self.s = s
+        self.notes = notes
+
+    def activation(self, stats: TensorStats, name: str, bitwidth: int | None = None,
+                   symmetric: bool = False) -> Encoding:
+        s, bw = self.s, bitwidth or self.s.act_bw
+        if s.act_mode:
+            mode = "symmetric" if symmetric else s.act_mode
+            if mode == "enhanced":
+                return enhanced_encoding(stats=stats, bitwidth=bw, name=name, notes=self.notes)
+            lo, hi = select_range(stats, s.method, percentile=s.percentile, bitwidth=bw,
+                                  symmetric=mode == "symmetric", name=name, notes=self.notes)
+            make = {"tf": tf_encoding, "symmetric": symmetric_encoding,
+                    "adjusted": adjusted_encoding}[mode]
+            return make(lo, hi, bw, name=name, notes=self.notes)
+        schema = "symmetric" if symmetric and s.act_schema == "asymmetric" else s.act_schema
+        return calibrated_encoding(stats, schema, s.method, bw, percentile=s.percentile,
+                                   name=name, notes=self.notes)
+
+    def constant(self, values: np.ndarray, name: str, *, axis: int | None = None,
+                 bitwidth: int | None = None, symmetric: bool = False) -> Encoding:
+        s, bw = self.s, bitwidth or self.s.weight_bw
+        if axis is not None:
+            if s.param_mode:  # QNN: per-channel encodings are symmetric
+                return per_channel_encoding(values, axis, bw, mode="symmetric", name=name,
+                                            notes=self.notes)
+            return per_channel_encoding(values, axis, bw, schema=s.const_schema, name=name,
+                                        notes=self.notes)
+        if s.param_mode:
+            mode = "symmetric" if symmetric else s.param_mode
+            return encoding_for_mode(mode, values, bitwidth=bw, name=name, notes=self.notes)
+        lo, hi, _ = finite_range(values)
+        schema = "symmetric" if symmetric and s.const_schema == "asymmetric" else s.const_schema
+        return schema_encoding(schema, lo, hi, bw, name=name, notes=self.notes)
+
+
+# ------------------------------------------------------------------------------ planning
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+        self.size: dict[str, int] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        self.size.setdefault(x, 1)
+        root = x
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[x] != root:
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if self.size[ra] < self.size[rb]:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.size[ra] += self.size[rb]
+
+
+def _is_float(t: gs.Tensor, profile: Profile | None) -> bool:
+    dtype = ir.tensor_dtype(t)
+    if dtype is None:
+        return profile is not None and t.name in profile
+    return dtype in _FLOAT_KINDS
+
+
+class GraphQuantizer:
+    """Plans and writes the QDQ form of one graph (the rules: ``passes/quantize.py``)."""
+
+    def __init__(self, graph: gs.Graph, s: QuantSettings, profile: Profile | None,
+                 overrides: EncodingsTable | None, overrides_where: str | None,
+                 int32: set[str], ctx: PassContext, where: str):
+        self.g = graph
+        self.s = s
+        self.profile = profile
+        self.ov = overrides if overrides is not None else EncodingsTable()
+        self.ov_where = overrides_where or "overrides"
+        self.int32 = int32
+        self.ctx = ctx
+        self.where = where
+        self.notes: list[str] = []
+        self.enc = _Encoder(s, self.notes)
+        self.tensors = graph.tensors()
+        self.readers: dict[str, list[tuple[gs.Node, int]]] = {}
+        for node in graph.nodes:
+            for i, t in enumerate(node.inputs):
+                if t.name:
+                    self.readers.setdefault(t.name, []).append((node, i))
+        self.outputs = {t.name for t in graph.outputs}
+        self.inputs = {t.name for t in graph.inputs}
+        self.float_ops: dict[int, int] = {}          # id(node) -> float bitwidth
+        self.float_names: dict[str, int] = {}         # node name -> bitwidth (record)
+        self.float_tensors: dict[str, int] = {}       # tensor name -> float bitwidth
+        self.bias_bw_float: dict[int, int] = {}       # id(node) -> float bitwidth of its bias
+        self.record: dict[str, dict[str, Encoding]] = {"activations": {}, "params": {},
+                                                       "conversions": {}}
+        self.opset21 = False
+
+    # -- overrides ------------------------------------------------------------------------
+    def _check_override_names(self) -> None:
+        for name in self.ov.names():
+            if name not in self.tensors:
+                raise ConfigError(f"tensor '{name}' is not in the graph being quantized",
+                                  where=self.ov_where, field=f"tensor '{name}'",
+                                  hint=did_you_mean(name, self.tensors) + " (names are those "
+                                       "of the model after BatchNorm folding)")
+        node_names = {n.name for n in self.g.nodes} | {n.outputs[0].name for n in self.g.nodes
+                                                       if n.outputs}
+        for layer in self.ov.excluded_layers:
+            if layer not in node_names:
+                raise ConfigError(f"excluded layer '{layer}' is not a node of the graph",
+                                  where=self.ov_where, field="excluded_layers",
+                                  hint=did_you_mean(layer, node_names))
+
+    def _override(self, name: str) -> Encoding | None:
+        if name in self.int32:
+            return None
+        return self.ov.get(name)
+
+    def _decide_float_ops(self) -> None:
+        excluded = set(self.ov.excluded_layers)
+        for node in self.g.nodes:
+            bw = None
+            for t in node.outputs:
+                e = self.ov.get(t.name) if t.name not in self.int32 else None
+                if e is not None and e.is_float:
+                    bw = e.bitwidth
+                    break
+            if bw is None and node.op in _WEIGHTED:
+                for idx in (1, 2):
+                    if idx < len(node.inputs) and node.inputs[idx].name:
+                        e = self.ov.get(node.inputs[idx].name)
+                        if e is not None and e.is_float:
+                            bw = e.bitwidth
+                            break
+            if bw is None and (node.name in excluded or
+                               (node.outputs and node.outputs[0].name in excluded)):
+                bw = self.s.float_bw
+            if bw is None:
+                continue
+            self.float_ops[id(node)] = bw
+            self.float_names[node.name] = bw
+            for t in node.outputs:
+                if t.name and _is_float(t, self.profile):
+                    self.float_tensors[t.name] = bw
+            if node.op in _WEIGHTED and len(node.inputs) > 2 and node.inputs[2].name:
+                e = self.ov.get(node.inputs[2].name)
+                self.bias_bw_float[id(node)] = e.bitwidth if e is not None and e.is_float \
+                    else (self.s.float_bias_bw or bw)
+        for name in self.ov.activations:
+            e = self.ov.activations[name]
+            t = self.tensors.get(name)
+            if e.is_float and isinstance(t, gs.Variable) and name in self.inputs:
+                self.float_tensors[name] = e.bitwidth
+
+    # -- activations ----------------------------------------------------------------------
+    def _data_readers(self, name: str) -> list[tuple[gs.Node, int]]:
+        return [(n, i) for n, i in self.readers.get(name, [])
+                if i not in NON_DATA_INPUTS.get(n.op, ())]
+
+    def _fused(self) -> set[str]:
+        """Outputs of Conv/ConvTranspose/Gemm/MatMul/Add read only by a Relu or Clip: the pair
+        runs as one integer kernel (as int8 backends, the vendor's included, fuse them), so only
+        the activation's output is quantized, on its own (never negative) range."""
+        fused = set()
+        for node in self.g.nodes:
+            if node.op not in _FUSED_ACTIVATIONS or id(node) in self.float_ops or not node.inputs:
+                continue
+            x = node.inputs[0]
+            if not x.inputs or x.name in self.outputs or x.name in self.ov:
+                continue
+            producer = x.inputs[0]
+            if producer.op in _FUSING_PRODUCERS and id(producer) not in self.float_ops and \
+                    len(self.readers.get(x.name, [])) == 1:
+                fused.add(x.name)
+        return fused
+
+    def _activations(self) -> list[str]:
+        names, seen = [], set()
+        fused = self._fused() if self.s.fuse_activations else set()
+        self.ctx.count("activations fused", len(fused))
+        candidates = list(self.g.inputs) + [t for n in self.g.nodes if n.op != "Constant"
+                                            for t in n.outputs]
+        for t in candidates:
+            if not t.name or t.name in seen or isinstance(t, gs.Constant):
+                continue
+            seen.add(t.name)
+            if not _is_float(t, self.profile):
+                continue
+            if not self._data_readers(t.name) and t.name not in self.outputs:
+                continue
+            if t.name in fused:
+                continue
+            names.append(t.name)
+        return names
+
+    def _stats(self, name: str) -> TensorStats:
+        if self.profile is None or name not in self.profile:
+            raise ConfigError(f"no calibration statistics for tensor '{name}'",
+                              where=self.where,
+                              hint="calibrate (-input-list-file / --input_list), load a profile "
+                                   "of this model (-load-profile), or give its encoding in the "
+                                   "overrides")
+        return self.profile[name]
+
+    def _groups(self, ints: list[str]) -> dict[str, list[str]]:
+        uf = _UnionFind()
+        ints_set = set(ints)
+        fixed: dict[str, Encoding] = {}      # root -> the override its group carries
+        for n in ints:
+            uf.find(n)
+            e = self._override(n)
+            if e is not None:
+                fixed[n] = e
+
+        def join(a: str, b: str) -> bool:
+            """Groups join unless they carry different overrides (the override then spreads)."""
+            ra, rb = uf.find(a), uf.find(b)
+            ea, eb = fixed.get(ra), fixed.get(rb)
+            if ea is not None and eb is not None and not ea.isclose(eb):
+                return False
+            keep = ea if ea is not None else eb
+            uf.union(a, b)
+            if keep is not None:
+                fixed[uf.find(a)] = keep
+            return True
+        for node in self.g.nodes:
+            if id(node) in self.float_ops or not node.inputs:
+                continue
+            if node.op in DATA_MOVEMENT_OPS:
+                x = node.inputs[0].name
+                if x not in ints_set:
+                    continue
+                for y in node.outputs:
+                    if y.name in ints_set:
+                        join(x, y.name)
+            elif node.op == "Concat" and node.outputs and node.outputs[0].name in ints_set:
+                y = node.outputs[0].name
+                for x in node.inputs:
+                    exclusive = (x.name in ints_set and len(self.readers.get(x.name, [])) == 1
+                                 and x.name not in self.outputs and x.name not in self.inputs
+                                 and uf.size[uf.find(x.name)] == 1)
+                    if exclusive:
+                        join(x.name, y)
+        groups: dict[str, list[str]] = {}
+        for n in ints:
+            groups.setdefault(uf.find(n), []).append(n)
+        return groups
+
+    def _group_encoding(self, members: list[str]) -> Encoding:
+        for m in members:
+            e = self._override(m)
+            if e is not None and e.is_resolved:
+                if e.per_channel:
+                    raise ConfigError("activations take one encoding, not one per channel",
+                                      where=self.ov_where, field=f"tensor '{m}'")
+                return e
+        bw, sym = None, False
+        for m in members:
+            e = self._override(m)
+            if e is not None:
+                bw, sym = e.bitwidth, e.symmetric
+        present = [self._stats(m) for m in members
+                   if self.profile is not None and m in self.profile]
+        if not present:
+            self._stats(members[0])  # raises, naming the tensor
+        stats = present[0]
+        for other in present[1:]:
+            stats = stats.merge(other)
+        return self.enc.activation(stats, members[0], bw, sym)
+
+    # -- parameters -----------------------------------------------------------------------
+    def _role(self, node: gs.Node, idx: int, t: gs.Constant) -> str | None:
+        op = node.op
+        if idx in NON_DATA_INPUTS.get(op, ()):
+            return None
+        if op in ("Conv", "ConvTranspose"):
+            return {1: "weight", 2: "bias"}.get(idx)
+        if op == "Gemm":
+            return {1: "weight", 2: "bias"}.get(idx, "constant")
+        if op == "MatMul":
+            return "weight" if idx == 1 and np.ndim(t.values) >= 2 else "constant"
+        return "constant" if op in _CONST_OPERAND_OPS else None
+
+    def _channel_axis(self, node: gs.Node, w: np.ndarray) -> int | None:
+        if node.op == "ConvTranspose" and int(node.attrs.get("group", 1)) != 1:
+            return None
+        axis = weight_channel_axis(node.op, trans_b=bool(node.attrs.get("transB", 0)))
+        return axis % w.ndim
+
+    def _weight_encoding(self, node: gs.Node, t: gs.Constant, values: np.ndarray) -> Encoding:
+        axis = self._channel_axis(node, values)
+        wanted = (node.op in ("Conv", "ConvTranspose") and self.s.per_channel) or \
+                 (node.op in ("Gemm", "MatMul") and (self.s.per_channel or self.s.per_row))
+        e = self.ov.get(t.name)
+        if e is not None and e.is_resolved:
+            if e.per_channel:
+                if axis is None:
+                    raise ConfigError(f"per-channel encoding for a weight of {node.op} "
+                                      f"'{node.name}', which has no per-channel form here",
+                                      where=self.ov_where, field=f"tensor '{t.name}'")
+                e = e.with_axis(axis)
+                e.check_channels(values.shape[axis], where=self.ov_where,
+                                 field=f"tensor '{t.name}'")
+            return e
+        bw = e.bitwidth if e is not None else None
+        sym = e.symmetric if e is not None else False
+        if axis is None and wanted:
+            logger.debug("%s: '%s' (%s) quantized per tensor: grouped ConvTranspose",
+                         self.where, node.name, node.op)
+        return self.enc.constant(values, t.name, axis=axis if wanted else None, bitwidth=bw,
+                                 symmetric=sym)
+
+    def _bias_encoding(self, node: gs.Node, t: gs.Constant, values: np.ndarray,
+                       in_enc: Encoding | None, w_enc: Encoding | None) -> Encoding:
+        e = self.ov.get(t.name)
+        if e is not None and e.is_resolved:
+            if e.per_channel:
+                e = e.with_axis(0)
+                e.check_channels(values.shape[0], where=self.ov_where,
+                                 field=f"tensor '{t.name}'")
+            return e
+        bw = e.bitwidth if e is not None else self.s.bias_bw
+        eligible = in_enc is not None and w_enc is not None and values.ndim == 1
+        if node.op == "Gemm":
+            w = node.inputs[1]
+            n_out = w.shape[0] if node.attrs.get("transB", 0) else w.shape[-1]
+            eligible = eligible and float(node.attrs.get("alpha", 1.0)) == 1.0 and \
+                float(node.attrs.get("beta", 1.0)) == 1.0 and values.shape == (n_out,)
+        if bw == 32 and eligible:
+            if w_enc.per_channel and w_enc.num_channels != values.shape[0]:
+                eligible = False
+            else:
+                return bias_encoding(float(in_enc.scale), w_enc, bitwidth=32, name=t.name)
+        if bw == 32:
+            raise ConfigError(f"int32 bias of {node.op} '{node.name}' needs quantized input and "
+                              "weights", where=self.where, field=f"tensor '{t.name}'",
+                              hint="use an 8/16-bit bias or keep the op in float")
+        return self.enc.constant(values, t.name, bitwidth=bw)
+
+    # -- the run --------------------------------------------------------------------------
+    def run(self) -> None:
+        self._check_override_names()
+        self._decide_float_ops()
+        acts = self._activations()
+        ints = [n for n in acts if n not in self.float_tensors]
+        groups = self._groups(ints)
+        act_enc: dict[str, Encoding] = {}
+        for members in groups.values():
+            enc = self._group_encoding(members)
+            for m in members:
+                act_enc[m] = enc
+        conv_enc: dict[str, Encoding] = {}
+        for name in acts:
+            if name in self.float_tensors and any(id(n) not in self.float_ops
+                                                  for n, _ in self._data_readers(name)):
+                conv_enc[name] = self.enc.activation(self._stats(name), name)
+        params = self._plan_params(act_enc, conv_enc)
+        self.opset21 = any(needs_opset21(e, activation=True, packed=True)
+                           for e in list(act_enc.values()) + list(conv_enc.values())) or \
+            any(needs_opset21(e, activation=False, packed=self.s.pack_4bit)
+                for _, _, _, e, _ in params)
+        if self.opset21:
+            ensure_opset(self.g, OPSET_INT4_INT16, where=self.where)
+        self._write(acts, act_enc, conv_enc, params)
+        for note in self.notes:
+            if "degenerate" in note or "NaN" in note or "non-finite" in note:
+                self.ctx.count("degenerate ranges")
+                logger.warning("%s: %s", self.where, note)
+
+    def _input_encoding(self, node: gs.Node, act_enc: dict[str, Encoding],
+                        conv_enc: dict[str, Encoding]) -> Encoding | None:
+        x = node.inputs[0].name
+        return act_enc.get(x) or conv_enc.get(x)
+
+    def _plan_params(self, act_enc: dict[str, Encoding], conv_enc: dict[str, Encoding]
+                     ) -> list[tuple[gs.Node, int, gs.Constant, Encoding, str]]:
+        """(node, input index, constant, encoding, record key) of every quantized parameter."""
+        plan = []
+        uses: dict[str, int] = {}
+        for node in self.g.nodes:
+            if id(node) in self.float_ops:
+                continue
+            w_enc = None
+            done: dict[str, Encoding] = {}
+            for idx, t in enumerate(node.inputs):
+                if not isinstance(t, gs.Constant) or not t.name:
+                    continue
+                values = np.asarray(t.values)
+                if values.dtype not in _FLOAT_KINDS:
+                    continue
+                role = self._role(node, idx, t)
+                if role is None:
+                    continue
+                if t.name in done:     # the same constant twice in one node: one quantization
+                    plan.append((node, idx, t, done[t.name], t.name))
+                    continue
+                if role == "weight":
+                    enc = w_enc = self._weight_encoding(node, t, values)
+                elif role == "bias":
+                    enc = self._bias_encoding(node, t, values,
+                                              self._input_encoding(node, act_enc, conv_enc),
+                                              w_enc)
+                else:
+                    e = self.ov.get(t.name)
+                    enc = e if e is not None and e.is_resolved and not e.per_channel else \
+                        self.enc.constant(values, t.name,
+                                          bitwidth=e.bitwidth if e is not None else None)
+                done[t.name] = enc
+                uses[t.name] = uses.get(t.name, 0) + 1
+                plan.append((node, idx, t, enc, t.name))
+        keyed = []
+        for node, idx, t, enc, key in plan:
+            keyed.append((node, idx, t, enc, key if uses[key] == 1 else f"{key}@{node.name}"))
+        return keyed
+
+    def _write(self, acts: list[str], act_enc: dict[str, Encoding],
+               conv_enc: dict[str, Encoding],
+               params: list[tuple[gs.Node, int, gs.Constant, Encoding, str]]) -> None:
+        w = QdqWriter(self.g, self.ctx.count)
+        for name in acts:
+            t = self.tensors[name]
+            readers = self._data_readers(name)
+            if name in act_enc:
+                enc = act_enc[name]
+                dq = w.qdq(t, enc, name)
+                w.rewire(readers, dq)
+                if name in self.outputs and name not in self.inputs:
+                    w.rename_output(t, dq)
+                self.record["activations"][name] = enc
+            elif name in conv_enc:
+                enc = conv_enc[name]
+                int_readers = [(n, i) for n, i in readers if id(n) not in self.float_ops]
+                w.rewire(int_readers, w.qdq(t, enc, f"{name}_converted"))
+                self.record["conversions"][name] = enc
+                self.ctx.count("float/integer conversions")
+        for name, bw in self.float_tensors.items():
+            self.record["activations"][name] = Encoding.float_(bw)
+        dq_cache: dict[tuple[int, str], gs.Variable] = {}
+        for node, idx, t, enc, key in params:
+            slot = (id(node), t.name)
+            if slot not in dq_cache:
+                dq_cache[slot] = w.dequantized_constant(np.asarray(t.values), enc, key,
+                                                        packed=self.s.pack_4bit)
+            node.inputs[idx] = dq_cache[slot]
+            self.record["params"][key] = enc
+        w.finish()
+        self._lower_float_ops()
+
+    def _lower_float_ops(self) -> None:
+        """fp16 ops through convert-fp16's Cast lowering; fp16 biases of fp32 ops."""
+        fp16 = [n for n in self.g.nodes if self.float_ops.get(id(n)) == 16]
+        bias16 = [n for n in self.g.nodes if self.float_ops.get(id(n)) == 32
+                  and self.bias_bw_float.get(id(n)) == 16]
+        split = [n for n in fp16 if self.bias_bw_float.get(id(n)) == 32]
+        if not (fp16 or bias16):
+            return
+        w = QdqWriter(self.g, self.ctx.count)
+        for node in bias16:
+            b = node.inputs[2]
+            if isinstance(b, gs.Constant):
+                half = gs.Constant(w.name(f"{b.name}_fp16"),
+                                   np.asarray(b.values).astype(np.float16))
+                out = gs.Variable(w.name(f"{b.name}_from_fp16"), dtype=np.float32,
+                                  shape=list(half.shape))
+                w.new_nodes.append(gs.Node("Cast", w.name(f"Cast_{out.name}"),
+                                           {"to": 1}, [half], [out]))
+                node.inputs[2] = out
+        for node in split:   # fp16 op with an fp32 bias: the bias moves to an fp32 Add after it
+            b = node.inputs[2]
+            if not isinstance(b, gs.Constant):
+                continue
+            values = np.asarray(b.values)
+            if node.op == "Gemm":
+                values = values * float(node.attrs.get("beta", 1.0))
+            else:
+                rank = len(node.inputs[1].shape)
+                values = values.reshape((-1,) + (1,) * (rank - 2))
+            y = node.outputs[0]
+            y0 = gs.Variable(w.name(f"{y.name}_nobias"), dtype=np.float32, shape=y.shape)
+            node.outputs[0] = y0
+            node.inputs.pop(2)
+            w.new_nodes.append(gs.Node("Add", w.name(f"{node.name}_bias_fp32"), {},
+                                       [y0, gs.Constant(w.name(f"{b.name}_fp32"),
+                                                        values.astype(np.float32))], [y]))
+        if w.new_nodes:
+            w.finish()
+        if fp16:
+            from aicc.passes.convert_fp16 import convert_nodes
+            convert_nodes(self.g, fp16, self.ctx, where=self.where)
