@@ -19,11 +19,13 @@ allocations (tracemalloc, measured in a second run because tracing slows allocat
 is of the quantized model's outputs (run with onnxruntime) against the float model's on held-out
 inputs (the 360 test images for digits, 16 other synthetic images for ResNet); accuracy for
 digits. Settings match onnxruntime's defaults: QDQ, asymmetric 8-bit activations (aicc schema
-``asymmetric``), symmetric int8 weights, int32 biases; weights per tensor for digits and per
-channel for the ResNet (whose folded BatchNorm spreads channel ranges; per tensor, which weight
-rounding draw a layer gets moves its SQNR by +-1 dB either way). Tools: ``aicc`` runs the samples
-on its numpy interpreter (the reference engine), ``aicc-cpu`` on onnxruntime (``engine=cpu``:
-every observed tensor a graph output), ``ort`` is onnxruntime's ``quantize_static``.
+``asymmetric``), symmetric int8 weights on [-127, 127] (aicc ``param_quantizer=symmetric``), int32
+biases; weights per tensor for digits and per channel for the ResNet (whose folded BatchNorm
+spreads channel ranges; per tensor, which weight-rounding draw a layer gets moves the ResNet's
+SQNR by about +-1 dB either way, which would swamp the comparison). Tools: ``aicc`` runs the
+samples on its numpy interpreter (the reference engine), ``aicc-cpu`` on onnxruntime
+(``engine=cpu``: every observed tensor a graph output), ``ort`` is onnxruntime's
+``quantize_static``.
 
 Targets: aicc at least 2x faster than onnxruntime for min-max at equal or better SQNR; histogram
 methods without onnxruntime's memory growth. Run::
@@ -135,9 +137,10 @@ def _reset_peak_rss() -> None:
 
 def _run_aicc(w: dict, method: str, out: Path, engine: str = "interpreter") -> None:
     from aicc.quantization import quantize_model, save_model_atomic
-    # onnxruntime's settings: asymmetric uint8 activations, symmetric int8 weights, per tensor
+    # onnxruntime's settings: asymmetric 8-bit activations, symmetric int8 weights on
+    # [-127, 127] (QNN's symmetric mode, the same grid onnxruntime uses)
     opts = {"calibration": METHODS[method][0], "activation_schema": "asymmetric",
-            "constant_schema": "symmetric", "engine": engine, "per_channel": w["per_channel"]}
+            "param_quantizer": "symmetric", "engine": engine, "per_channel": w["per_channel"]}
     if method == "percentile":
         opts["percentile"] = PERCENTILE
     model, _ = quantize_model(w["model"], samples=({w["input"]: x} for x in w["gen"]()),
@@ -182,15 +185,15 @@ def child(workload_name: str, tool: str, method: str, folder: str, quick: bool,
     before = _status_kb("VmRSS")
     if traced:
         tracemalloc.start()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     run(w, method, out)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     traced_peak = tracemalloc.get_traced_memory()[1] if traced else None
     if traced:
         tracemalloc.stop()
     growth = _status_kb("VmHWM") - before
-    return {"seconds": seconds, "rss_growth_kb": growth, "traced_peak": traced_peak,
-            "model": str(out)}
+    return {"seconds": seconds, "cpu_seconds": cpu, "rss_growth_kb": growth,
+            "traced_peak": traced_peak, "model": str(out)}
 
 
 def quality(w: dict, model_path: str) -> dict:
@@ -234,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.workloads.split(","):
             w = workload(name, Path(folder), args.quick)
             print(f"\n{name}: {w['count']} samples, model {Path(w['model']).name}")
-            print(f"  {'method':<11}{'tool':<9}{'time s':>8}{'ratio':>8}{'RSS +MB':>9}"
+            print(f"  {'method':<11}{'tool':<9}{'time s':>8}{'ratio':>8}{'cpu s':>8}{'RSS +MB':>9}"
                   f"{'traced MB':>10}{'SQNR dB':>9}{'acc %':>8}")
             for method in args.methods.split(","):
                 cells = {}
@@ -250,13 +253,15 @@ def main(argv: list[str] | None = None) -> int:
                     ratio = cells["ort"]["seconds"] / c["seconds"]
                     acc = f"{100 * c['accuracy']:.2f}" if "accuracy" in c else "-"
                     print(f"  {method:<11}{tool:<9}{c['seconds']:>8.3f}{ratio:>7.2f}x"
+                          f"{c['cpu_seconds']:>8.3f}"
                           f"{c['rss_growth_kb'] / 1024:>9.1f}{c['traced_peak'] / 2**20:>10.2f}"
                           f"{c['sqnr_db']:>9.2f}{acc:>8}")
                     rows.append({"workload": name, "method": method, "tool": tool, **c})
             if w["labels"] is not None:
                 print(f"  float accuracy: {100 * cells['aicc']['float_accuracy']:.2f} %")
-    print("\nratio = onnxruntime time / aicc time (higher is better for aicc); RSS +MB = growth "
-          "of the peak resident set during the call; traced MB = peak of tracemalloc.")
+    print("\nratio = onnxruntime time / aicc time (wall, best of --repeat; higher is better for "
+          "aicc); cpu s = CPU time of all threads; RSS +MB = growth of the peak resident set "
+          "during the call; traced MB = peak of tracemalloc.")
     for tool in TOOLS[:-1]:
         for r in rows:
             if r["tool"] != tool or r["method"] != "minmax":

@@ -405,13 +405,14 @@ def verify_graph(graph: gs.Graph, *, full: bool = False, where: str = "graph",
                                  f"and '{node.name}'", where=where)
             producers[t.name] = node.name
     for node in graph.nodes:
-        for t in list(node.inputs) + list(node.outputs):
-            if not t.name:
-                continue
-            other = names.setdefault(t.name, t)
-            if other is not t:
-                raise ModelError(f"two different tensors share the name '{t.name}'", where=where,
-                                 field=f"node '{node.name}'")
+        for tensors in (node.inputs, node.outputs):
+            for t in tensors:
+                if not t.name:
+                    continue
+                other = names.setdefault(t.name, t)
+                if other is not t:
+                    raise ModelError(f"two different tensors share the name '{t.name}'",
+                                     where=where, field=f"node '{node.name}'")
         for t in node.inputs:
             if isinstance(t, gs.Variable) and t.name and t.name not in producers \
                     and t.name not in graph_inputs:

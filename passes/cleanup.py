@@ -77,8 +77,9 @@ def remove_dead_nodes(graph: gs.Graph, *, remove_unused_inputs: bool = False) ->
     visit(graph.outputs)
     while stack:
         for node in stack.pop().inputs:
-            used.add(id(node))
-            visit(node.inputs)
+            if id(node) not in used:
+                used.add(id(node))
+                visit(node.inputs)
     if remove_unused_inputs:
         graph.inputs = [t for t in graph.inputs if t.name in seen]
     dead = [n for n in graph.nodes if id(n) not in used]

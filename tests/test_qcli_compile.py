@@ -230,3 +230,18 @@ def test_profile_with_network_specializations(tmp_path, capsys, registries):
     # an input list cannot feed several specializations
     code = main(base[:-1] + [f"-input-list-file={jin}", f"-dump-profile={prof}"])
     assert code == 2 and "-input-list-file cannot be used" in capsys.readouterr().err
+
+
+def test_quantized_containers_are_byte_identical(tmp_path, capsys):
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    for d in dirs:
+        code, _, err = _compile([SHAPE, f"-input-list-file={DIGITS_LIST}",
+                                 "-convert-to-quantize",
+                                 "-quantization-calibration=KLMinimizationV2",
+                                 f"-aic-binary-dir={d}", "-compile-only"], capsys)
+        assert code == 0, err
+    files = sorted(p.relative_to(dirs[0]) for p in dirs[0].rglob("*") if p.is_file())
+    assert files and files == sorted(p.relative_to(dirs[1]) for p in dirs[1].rglob("*")
+                                     if p.is_file())
+    for f in files:
+        assert (dirs[0] / f).read_bytes() == (dirs[1] / f).read_bytes(), f

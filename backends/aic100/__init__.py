@@ -40,8 +40,8 @@ from .plan import Plan, PlanOptions, build_plan
 from .profile import (latency_lines, simulated_latencies, stats_lines, summary_lines,
                       trace_json)
 
-__all__ = ["Aic100Backend", "Aic100Executable", "Aic100Options", "PLAN_FILE",
-           "aicc_register_backends"]
+__all__ = ["Aic100Backend", "Aic100Executable", "Aic100Options", "PLAN_FILE", "plan_json",
+           "known_versions", "aicc_register_backends"]
 
 logger = logging.getLogger(__name__)
 
@@ -246,5 +246,3 @@ def aicc_register_backends(registry):
     """Register the aic100 backend."""
     registry.add(Aic100Backend)
 
-
-__all__ += ["known_versions"]

@@ -3,12 +3,15 @@ pipelined throughput and traffic.
 
 Per step and core (a roofline with overlap):
 
-    compute  = max(tensor MACs / (MACs per clock x utilization), vector work / lanes) / clock
-               + (step overhead + tiles x tile overhead) / clock
-    memory   = VTCM bytes / (VTCM bytes per clock x clock)
-               + DDR bytes / (DDR bandwidth / active cores)
+    compute  = (max(tensor MACs / (MACs per clock x utilization), vector work / lanes,
+                    VTCM bytes / VTCM bytes per clock)
+                + step overhead + tiles x tile overhead) / clock
+    transfer = DDR bytes / (DDR bandwidth / active cores)
                + NoC bytes / (NoC bandwidth / active cores)
-    time     = max(compute, memory) + min(compute, memory) / tiles
+    time     = max(compute, transfer) + min(compute, transfer) / tiles
+
+(the units stream their operands from VTCM as they compute, so on-chip traffic overlaps with the
+arithmetic; DMA transfers from DDR and over the NoC overlap tile by tile).
 
 The tensor unit multiplies a K-block by an N-block per clock; its utilization is
 ``K / (ceil(K / Kb) Kb) x N / (ceil(N / Nb) Nb)`` for the reduction K and the core's output channels
@@ -76,7 +79,7 @@ class StepCost:
 
     per_core: list[float]
     compute: list[float]
-    memory: list[float]
+    memory: list[float]       # DDR and NoC transfer time
     time: float
     ddr: float                # DDR bytes actually moved, all cores of the group
     noc: float
@@ -147,9 +150,9 @@ def step_cost(work: StepWork, hw: Hardware, *, active_cores: int, multicast: boo
         tensor = work.macs[k] / work.rate if work.rate > 0 else 0.0
         vector = work.vector[k] / work.vector_rate if work.vector_rate > 0 else 0.0
         t = max(1, work.pieces[k]) * max(1, math.ceil(biggest / granularity))
-        cycles = max(tensor, vector) + hw.step_overhead_cycles + t * hw.tile_overhead_cycles
-        c_s = cycles / f
-        m_s = vtcm / (hw.vtcm_bytes_per_clock * f) + ddr / ddr_share + noc / noc_share
+        cycles = max(tensor, vector, vtcm / hw.vtcm_bytes_per_clock)
+        c_s = (cycles + hw.step_overhead_cycles + t * hw.tile_overhead_cycles) / f
+        m_s = ddr / ddr_share + noc / noc_share
         per_core[k] = max(c_s, m_s) + min(c_s, m_s) / t
         comp[k], mem[k], tiles[k] = c_s, m_s, t
         ddr_total += ddr
@@ -178,8 +181,13 @@ def evaluate(works: Sequence[StepWork], hw: Hardware, *, groups: int, cores: int
               "DDR bandwidth": activations * ddr / hw.ddr_bytes_per_s,
               "NoC bandwidth": activations * noc / hw.noc_bytes_per_s}
     bound = max(limits, key=lambda k: limits[k])
-    interval = limits[bound]
-    ips = activations / interval if interval > 0 else float("inf")
+    interval = max(limits[bound], hw.step_overhead_cycles / hw.clock_hz)  # never free
+    if bound == "core busy time" and steps:
+        k = max(range(cores), key=lambda i: busy[i])
+        transfer = sum(s.memory[k] for s in steps)
+        bound += " (mostly DDR/NoC transfers)" if transfer > sum(s.compute[k] for s in steps) \
+            else " (mostly compute)"
+    ips = activations / interval
     return Cost(activations=activations, latency_s=latency, interval_s=interval,
                 inferences_per_s=ips, busy_s=busy * groups, ddr_bytes=ddr, noc_bytes=noc,
                 load_bytes=load_bytes, bound=bound, steps=steps, macs=macs)

@@ -4,9 +4,10 @@ one core (or a group of cores) runs one after another.
 What a step is:
 
 - a **tensor step** is a Conv, Gemm or MatMul on the tensor unit. When its data and weight come
-  from DequantizeLinear of 8-bit integers and its only reader is a QuantizeLinear (the QDQ form a
-  quantizer writes), it is an *integer* step: int8 operands, int32 accumulators, requantized to the
-  output's int8 grid (see ``numerics``);
+  from DequantizeLinear of 8-bit integers (possibly through a Flatten/Reshape) and its only reader
+  is a QuantizeLinear, directly or through a Relu/Clip (the QDQ form a quantizer writes), it is an
+  *integer* step: int8 operands, int32 accumulators, requantized to the output's int8 grid, the
+  Relu/Clip applied as bounds on that grid (see ``numerics``);
 - a **vector step** is any other computing op on the vector unit;
 - every step absorbs an *epilogue*: the QuantizeLinear after it and a chain of elementwise ops
   (Relu, Clip, Add of a residual, BatchNormalization, Cast, ... each behind its own DQ/Q pair in a
@@ -18,14 +19,21 @@ behind them (the int8 tensor, the weight initializer). Only when such a node's o
 output does it become a step of its own.
 
 The device computes floating point in fp16 (the vendor makes ``-convert-to-fp16`` mandatory): a
-float32 computing op is refused, naming the nodes, unless every float input it reads is dequantized
-(an op kept in float between the DQ/Q pairs of a quantized program, which the vector unit runs).
+float32 computing op is refused, naming the nodes, unless it lies between the DQ and Q nodes of a
+quantized program (its float inputs are dequantized or come from such an op, its float outputs are
+quantized or go to such an op), where it is the vector unit's arithmetic on dequantized values.
+aicc refuses rather than lowering precision behind the user's back.
+
+Steps follow a topological order of the graph; every activation a step writes is a buffer whose
+lifetime the memory plan tracks. The batch analysis says whether dim 0 of every activation is the
+batch and no op mixes samples (no reduction, concatenation, transpose or softmax over dim 0), so
+the planner may split the batch over data-parallel groups of cores.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +45,7 @@ from onnx import numpy_helper
 from aicc.errors import BackendError, ModelError
 
 __all__ = ["Lowered", "Step", "TensorInfo", "IntPattern", "lower", "unsupported_nodes",
-           "SUPPORTED_OPS", "TENSOR_OPS", "VIRTUAL_OPS"]
+           "SUPPORTED_OPS", "TENSOR_OPS", "VIRTUAL_OPS", "ceil_div", "pieces_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,28 +56,27 @@ VIRTUAL_OPS = ALIAS_OPS | {"DequantizeLinear"}
 #: ops that move or convert data without floating-point arithmetic (allowed in any precision)
 MOVEMENT_OPS = ALIAS_OPS | frozenset({
     "Transpose", "Concat", "Split", "Slice", "Gather", "Expand", "Tile", "Pad", "Shape", "Size",
-    "DepthToSpace", "SpaceToDepth", "Constant", "ConstantOfShape", "Cast", "QuantizeLinear",
+    "Constant", "ConstantOfShape", "Cast", "QuantizeLinear",
     "DequantizeLinear", "Range", "Where", "Equal", "Less", "Greater", "Not", "And", "Or"})
 #: vector-unit work per output element (MAC-equivalents); pooling adds its window
 _VECTOR_COST = {
     "Relu": 1, "Clip": 1, "LeakyRelu": 2, "PRelu": 2, "Add": 1, "Sub": 1, "Mul": 1, "Div": 4,
     "Max": 1, "Min": 1, "Neg": 1, "Abs": 1, "Sqrt": 4, "Reciprocal": 4, "Pow": 8, "Exp": 8,
     "Log": 8, "Sigmoid": 8, "Tanh": 8, "Erf": 8, "Gelu": 10, "HardSigmoid": 2, "HardSwish": 3,
-    "Elu": 8, "Selu": 8, "Softplus": 8, "BatchNormalization": 2, "Cast": 1, "QuantizeLinear": 2,
+    "BatchNormalization": 2, "Cast": 1, "QuantizeLinear": 2,
     "DequantizeLinear": 1, "Softmax": 6, "LogSoftmax": 6, "LayerNormalization": 8,
-    "InstanceNormalization": 8, "ReduceMean": 1, "ReduceSum": 1, "ReduceMax": 1, "ReduceMin": 1,
+    "ReduceMean": 1, "ReduceSum": 1, "ReduceMax": 1, "ReduceMin": 1,
     "MaxPool": 0, "AveragePool": 0, "GlobalAveragePool": 0, "GlobalMaxPool": 0, "Resize": 4,
     "Transpose": 1, "Concat": 1, "Split": 1, "Slice": 1, "Gather": 1, "Expand": 1, "Tile": 1,
     "Pad": 1, "Where": 1, "Equal": 1, "Less": 1, "Greater": 1, "Not": 1, "And": 1, "Or": 1,
     "Identity": 1, "Reshape": 1, "Flatten": 1, "Squeeze": 1, "Unsqueeze": 1, "Shape": 0,
-    "Size": 0, "Constant": 0, "ConstantOfShape": 1, "Range": 1, "DepthToSpace": 1,
-    "SpaceToDepth": 1,
+    "Size": 0, "Constant": 0, "ConstantOfShape": 1, "Range": 1,
 }
 #: elementwise ops a step may absorb as its epilogue (one data input from the step)
 EPILOGUE_OPS = frozenset({
     "Relu", "Clip", "LeakyRelu", "PRelu", "Add", "Sub", "Mul", "Div", "Max", "Min", "Neg", "Abs",
-    "Sqrt", "Sigmoid", "Tanh", "Erf", "Gelu", "HardSigmoid", "HardSwish", "Elu", "Selu",
-    "Softplus", "BatchNormalization", "Cast", "Exp"})
+    "Sqrt", "Sigmoid", "Tanh", "Erf", "Gelu", "HardSigmoid", "HardSwish",
+    "BatchNormalization", "Cast", "Exp"})
 SUPPORTED_OPS = TENSOR_OPS | frozenset(_VECTOR_COST)
 _REDUCING = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum",
                        "ReduceMax", "ReduceMin"})
@@ -275,7 +282,6 @@ def _order(nodes: list[onnx.NodeProto], available: set[str]) -> list[int]:
         waiting[i] = len(missing)
         if not missing:
             ready.append(i)
-    import heapq
     heapq.heapify(ready)
     order = []
     while ready:
@@ -867,6 +873,3 @@ def pieces_of(dim: int, pieces: int) -> list[tuple[int, int]]:
     size = ceil_div(dim, pieces)
     return [(s, min(dim, s + size)) for s in range(0, dim, size)]
 
-
-__all__ += ["ceil_div", "pieces_of"]
-_ = math

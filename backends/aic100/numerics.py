@@ -1,18 +1,23 @@
 """Device numerics: a lowered graph and its partition into results computed the way the AIC100 does,
 core by core.
 
-- **int8** tensor steps (DQ -> Conv/Gemm/MatMul -> Q): int8/uint8 operands minus their zero points,
-  products summed in an int32 accumulator (saturating; emulated exactly in float64, where every
-  partial sum of 8-bit products is an integer far below 2**53), plus the int32 bias, then
+- **int8** tensor steps (DQ -> Conv/Gemm/MatMul [-> Relu/Clip] -> Q): int8/uint8 operands minus
+  their zero points, products summed in an int32 accumulator (saturating; emulated exactly in
+  float64, where every partial sum of 8-bit products is an integer far below 2**53), plus the
+  int32 bias, then
   requantized in fixed point: the real multiplier ``x_scale * w_scale[c] / y_scale`` becomes a
   31-bit mantissa and a shift per output channel, the product is rounded half up by the shift, the
-  output zero point added and the result saturated to int8/uint8. ONNX rounds half to even in
-  float32 instead, so a result may differ from the interpreter's by one quantization step.
+  output zero point added and the result saturated to int8/uint8; a fused Relu/Clip clamps on the
+  int8 grid. A bias on its own scale is rescaled to the accumulator's at compile time. ONNX rounds
+  half to even in float32 instead, so a result may differ from the interpreter's by one
+  quantization step (``Runner.step_outputs`` compares op by op; through a deep network those rare
+  one-step differences drift, as they would between any two int8 implementations).
 - **fp16** steps: fp16 operands, products accumulated in fp32 (the MAC array), the op's result
   rounded to fp16 once. Every op rounds its own output, fused or not, so fusion never changes a
   result (the interpreter does the same).
 - **other ops** of a quantized program run as DQ -> op -> Q in float32 on the vector unit, through
-  the interpreter's kernels, so they equal the interpreter exactly.
+  the interpreter's kernels, so they equal the interpreter exactly; so does a Conv/Gemm/MatMul that
+  does not fit the integer pattern (16-bit activations, per-channel output scales, alpha/beta).
 
 Tensor steps run piece by piece as the plan splits them: output rows (batch x output rows of a
 Conv, rows of a Gemm/MatMul) or output channels, each piece on its core; data-parallel groups run
@@ -105,38 +110,48 @@ def _conv_geometry(x_shape, w_shape, attrs):
 
 
 def conv_rows(xp: np.ndarray, w: np.ndarray, group: int, strides, dil, out_hw,
-              rows: tuple[int, int], chans: tuple[int, int]) -> np.ndarray:
-    """Output rows ``rows`` (flattened over batch x output height) and channels ``chans`` of a 2-D
-    convolution of the padded input ``xp`` (N, C, Hp, Wp) with ``w`` (M, C/group, kh, kw).
+              rows: tuple[int, int], chans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Output rows ``rows`` (flattened over batch x output height) of a 2-D convolution of the
+    padded input ``xp`` (N, C, Hp, Wp) with ``w`` (M, C/group, kh, kw), for the output-channel
+    pieces ``chans``.
 
-    Returns (rows, channels, Wo) in ``xp``'s dtype; the reduction runs over all input channels of
-    the group and all taps, whatever the piece.
+    Returns (rows, M, Wo) in ``xp``'s dtype with the pieces' channels filled. The input columns
+    (im2col) of a band of rows are built once and multiplied by each piece's weights; the
+    reduction always runs over all input channels of the group and all taps.
     """
-    n_img, cin = xp.shape[:2]
     ho, wo = out_hw
     m = w.shape[0]
     kh, kw = w.shape[2:]
     sh, sw = strides
     dh, dw = dil
-    cg, mg = cin // group, m // group
+    cg, mg = xp.shape[1] // group, m // group
+    depthwise = group > 1 and cg == 1 and mg == 1
     r0, r1 = rows
-    c0, c1 = chans
-    out = np.empty((r1 - r0, c1 - c0, wo), dtype=xp.dtype)
+    out = np.zeros((r1 - r0, m, wo), dtype=xp.dtype)
     r = r0
     while r < r1:
         n, h0 = divmod(r, ho)
         h1 = min(ho, h0 + (r1 - r))
-        top = h0 * sh
-        bottom = (h1 - 1) * sh + (kh - 1) * dh + 1
-        band = xp[n, :, top:bottom]  # (C, band rows, Wp)
+        band = xp[n, :, h0 * sh:(h1 - 1) * sh + (kh - 1) * dh + 1]  # (C, band rows, Wp)
         win = sliding_window_view(band, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(1, 2))
         win = win[:, ::sh, ::sw][:, :h1 - h0, :wo, ::dh, ::dw]  # (C, hrows, Wo, kh, kw)
-        for gi in range(c0 // mg, (c1 - 1) // mg + 1):
-            lo, hi = max(c0, gi * mg), min(c1, (gi + 1) * mg)
-            wg = w[lo:hi]  # (oc, cg, kh, kw)
-            xg = win[gi * cg:(gi + 1) * cg]
-            res = np.tensordot(wg, xg, axes=([1, 2, 3], [0, 3, 4]))  # (oc, hrows, Wo)
-            out[r - r0:r - r0 + (h1 - h0), lo - c0:hi - c0] = res.transpose(1, 0, 2)
+        dst = out[r - r0:r - r0 + (h1 - h0)]
+        if depthwise:
+            for c0, c1 in chans:
+                res = np.einsum("chwij,cij->chw", win[c0:c1], w[c0:c1, 0])
+                dst[:, c0:c1] = res.transpose(1, 0, 2)
+        else:
+            for gi in range(group):
+                lo_g, hi_g = gi * mg, (gi + 1) * mg
+                parts = [(max(c0, lo_g), min(c1, hi_g)) for c0, c1 in chans
+                         if c0 < hi_g and c1 > lo_g]
+                if not parts:
+                    continue
+                cols = np.ascontiguousarray(win[gi * cg:(gi + 1) * cg].transpose(0, 3, 4, 1, 2))
+                cols = cols.reshape(cg * kh * kw, -1)
+                for lo, hi in parts:
+                    res = w[lo:hi].reshape(hi - lo, -1) @ cols  # (oc, hrows * Wo)
+                    dst[:, lo:hi] = res.reshape(hi - lo, h1 - h0, wo).transpose(1, 0, 2)
         r += h1 - h0
     return out
 
@@ -164,8 +179,7 @@ def _as_2d(x: np.ndarray, w: np.ndarray, attrs: dict) -> tuple[np.ndarray, np.nd
     return x, w, attrs, False
 
 
-def _conv(x: np.ndarray, w: np.ndarray, attrs: dict, split: StepSplit, cores: int
-          ) -> np.ndarray:
+def _conv(x: np.ndarray, w: np.ndarray, attrs: dict, split: StepSplit) -> np.ndarray:
     """Full conv output (N, M, Ho, Wo), computed piece by piece; dtype of ``x``."""
     x, w, attrs, squeezed = _as_2d(x, w, attrs)
     if w.ndim != 4:
@@ -178,13 +192,12 @@ def _conv(x: np.ndarray, w: np.ndarray, attrs: dict, split: StepSplit, cores: in
     rows_total = n * out_hw[0]
     res = np.empty((rows_total, m, out_hw[1]), dtype=x.dtype)
     if split.axis == "channels":
-        for c0, c1 in pieces_of(m, split.pieces):
-            res[:, c0:c1] = conv_rows(xp, w, group, strides, dil, out_hw, (0, rows_total),
-                                      (c0, c1))
+        res[:] = conv_rows(xp, w, group, strides, dil, out_hw, (0, rows_total),
+                           pieces_of(m, split.pieces))
     else:
         count = split.pieces if split.axis == "rows" else 1
         for r0, r1 in pieces_of(rows_total, count):
-            res[r0:r1] = conv_rows(xp, w, group, strides, dil, out_hw, (r0, r1), (0, m))
+            res[r0:r1] = conv_rows(xp, w, group, strides, dil, out_hw, (r0, r1), [(0, m)])
     out = res.reshape(n, out_hw[0], m, out_hw[1]).transpose(0, 2, 1, 3)
     out = np.ascontiguousarray(out)
     return out[:, :, 0, :] if squeezed else out
@@ -270,8 +283,9 @@ class Runner:
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.groups <= 1:
             return self._run_group(feeds)
-        parts = [self._run_group({k: np.array_split(v, self.groups, axis=0)[g]
-                                  for k, v in feeds.items()}) for g in range(self.groups)]
+        slices = {k: np.array_split(v, self.groups, axis=0) for k, v in feeds.items()}
+        parts = [self._run_group({k: v[g] for k, v in slices.items()})
+                 for g in range(self.groups)]
         return {name: np.concatenate([p[name] for p in parts], axis=0)
                 for name in self.low.outputs}
 
@@ -356,7 +370,7 @@ class Runner:
         work = np.float32 if out_dtype in (np.float16, np.float32) else out_dtype
         xf, wf = x.astype(work, copy=False), w.astype(work, copy=False)
         if node.op_type == "Conv":
-            y = _conv(xf, wf, a, split, self.cores)
+            y = _conv(xf, wf, a, split)
             if bias is not None:
                 y = y + bias.astype(work).reshape((1, -1) + (1,) * (y.ndim - 2))
         elif node.op_type == "Gemm":
@@ -389,7 +403,7 @@ class Runner:
         if node.op_type == "Conv":
             wz = p.w_zero.reshape((-1,) + (1,) * (wq.ndim - 1))
             wf = wq.astype(np.float64) - wz
-            acc = _conv(xf, wf, a, split, self.cores)
+            acc = _conv(xf, wf, a, split)
             axis = 1
             shape = (1, -1) + (1,) * (acc.ndim - 2)
         elif node.op_type == "Gemm":

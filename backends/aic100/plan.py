@@ -39,7 +39,8 @@ from .hardware import Hardware
 from .lower import Lowered, Step, ceil_div, pieces_of
 from .numerics import StepSplit
 
-__all__ = ["PlanOptions", "Plan", "StepPlan", "build_plan", "PLAN_FORMAT", "PLAN_VERSION"]
+__all__ = ["PlanOptions", "Plan", "StepPlan", "Allocation", "build_plan", "PLAN_FORMAT",
+           "PLAN_VERSION"]
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +312,8 @@ class _Builder:
             else:
                 per = [total if count[k] else 0 for k in range(c)]
                 readers = g * sum(1 for k in range(c) if count[k])
-            unit = geo.get("w_unit_bytes", total) if step.kind == "tensor" else total
+            unit = geo.get("w_unit_bytes", total) if step.kind == "tensor" else \
+                self.unit_bytes(name)
             if self.weight_share is not None:
                 # capacity-aware guess: a core can keep this share of every weight resident
                 place = "vtcm" if max(per) <= total * self.weight_share else "ddr"
@@ -569,6 +571,7 @@ def _search(low: Lowered, hw: Hardware, opts: PlanOptions, groups: int) -> Plan:
     total_w = sum(t.nbytes for t in low.tensors.values() if t.kind == "weight") or 1
     share = min(1.0, hw.vtcm_bytes * opts.vtcm_working_set_limit_ratio / opts.mos / 2 / total_w)
     best: Plan | None = None
+    errors: list[BackendError] = []
     for multicast in (opts.multicast_weights, not opts.multicast_weights):
         b.assume_multicast = multicast
         for hints, guess in (({}, None), (all_ddr, None), ({}, share)):
@@ -576,7 +579,11 @@ def _search(low: Lowered, hw: Hardware, opts: PlanOptions, groups: int) -> Plan:
             previous: Plan | None = None
             for _ in range(3):
                 steps = b.partition()
-                allocations, memory = b.memory(steps)
+                try:
+                    allocations, memory = b.memory(steps)
+                except BackendError as e:  # these splits do not fit; others may
+                    errors.append(e)
+                    break
                 plan = Plan(hw=hw, options=opts, low=low, groups=groups, cores=b.cores,
                             steps=steps, allocations=allocations, memory=memory)
                 plan.cost = plan.evaluate(1)
@@ -587,9 +594,10 @@ def _search(low: Lowered, hw: Hardware, opts: PlanOptions, groups: int) -> Plan:
                 if placed == b.hints or all(v == "vtcm" for v in placed.values()):
                     break
                 b.hints, b.weight_share = placed, None
-            if best is None or previous.cost.interval_s < best.cost.interval_s * (1 - 1e-12):
+            if previous is not None and (best is None or previous.cost.interval_s
+                                         < best.cost.interval_s * (1 - 1e-12)):
                 best = previous
+    if best is None:
+        raise errors[0]
     return best
 
-
-__all__ += ["Allocation"]

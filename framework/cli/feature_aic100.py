@@ -98,7 +98,7 @@ def _check(flag: str, value: Any) -> None:
 def contribute(args: dict[str, Any], req: CompileRequest) -> None:
     """Select the aic100 backend and pass the device flags on as its options."""
     given = {flag: args.get(key) for flag, (key, _) in OPTION_OF.items()
-             if args.get(key) not in (None, False)}
+             if args.get(key) is not None and args.get(key) is not False}
     explicit = args.get("backend")
     device = bool(args.get("aic_hw")) or explicit == "aic100"
     if args.get("aic_hw") and explicit not in (None, "aic100"):

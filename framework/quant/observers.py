@@ -200,9 +200,13 @@ class Histogram:
         # max itself goes to the last bin. A value within float rounding of an inner edge may
         # land one bin off np.histogram's choice, which no range method can notice.
         n = self.num_bins
-        if v.dtype != np.float64 and max(abs(self.min), abs(self.max)) > 1e37:
-            v = v.astype(np.float64)    # v - min would overflow float32 near its limits
-        idx = ((v - self.min) * (n / self.width)).astype(np.intp)
+        scale = n / self.width
+        if scale == float("inf") or max(abs(self.min), abs(self.max)) > 1e37:
+            # a subnormal width or values near float32's limits: divide in float64
+            f = (v.astype(np.float64) - self.min) / self.width * n
+        else:
+            f = (v - self.min) * scale
+        idx = f.astype(np.intp)
         np.clip(idx, 0, n - 1, out=idx)
         self.counts += np.bincount(idx, minlength=n)[:n]
 
