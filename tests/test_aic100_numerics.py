@@ -225,3 +225,53 @@ def test_resnet_shaped_int8_op_by_op(resnet, registries):
     assert checked >= 50  # every convolution and the classifier ran as integer steps
     out = exe.run(feeds)["logits"]
     assert np.corrcoef(out.ravel(), ref.ravel())[0, 1] > 0.98
+
+
+# --- fp16 tensor ops of every shape the engine cuts ----------------------------------------
+
+def _fp16_model(node, x_shape, inits):
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT16, x_shape)], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT16, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _w(rng, *shape):
+    return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float16), "w")
+
+
+FP16_CASES = {
+    "conv1d": lambda r: _fp16_model(helper.make_node("Conv", ["x", "w"], ["y"], name="main",
+                                                     pads=[2, 1], strides=[2]),
+                                    [2, 4, 17], [_w(r, 6, 4, 3)]),
+    "grouped": lambda r: _fp16_model(helper.make_node("Conv", ["x", "w"], ["y"], name="main",
+                                                      group=2, pads=[1, 1, 1, 1]),
+                                     [1, 8, 10, 10], [_w(r, 6, 4, 3, 3)]),
+    "depthwise-dilated": lambda r: _fp16_model(
+        helper.make_node("Conv", ["x", "w"], ["y"], name="main", group=8, dilations=[2, 2],
+                         auto_pad="SAME_UPPER"), [2, 8, 9, 9], [_w(r, 8, 1, 3, 3)]),
+    "gemm-transposed": lambda r: _fp16_model(
+        helper.make_node("Gemm", ["x", "w", "c"], ["y"], name="main", transA=1, alpha=0.5,
+                         beta=2.0), [6, 5],
+        [_w(r, 6, 7), numpy_helper.from_array(np.ones(7, np.float16), "c")]),
+    "batched-matmul": lambda r: _fp16_model(
+        helper.make_node("MatMul", ["x", "w"], ["y"], name="main"), [2, 3, 5, 6],
+        [_w(r, 6, 9)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FP16_CASES))
+def test_fp16_tensor_ops_match_the_interpreter_on_any_split(name):
+    rng = np.random.default_rng(0)
+    model = FP16_CASES[name](rng)
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    feeds = {"x": rng.standard_normal(shape).astype(np.float16)}
+    ref = interp(model, feeds)["y"]
+    for cores, ols in ((1, 1), (3, 1), (2, 3)):
+        exe = compile_aic(model, num_cores=cores, ols=ols)
+        assert exe.plan.steps[0].step.precision == "fp16"
+        out = exe.run(feeds)["y"]
+        assert out.dtype == np.float16 and out.shape == ref.shape
+        np.testing.assert_allclose(out.astype(np.float32), ref.astype(np.float32), rtol=2e-3,
+                                   atol=2e-3)

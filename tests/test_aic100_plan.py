@@ -264,6 +264,18 @@ def test_unsupported_op_is_named_before_anything_runs():
         compile_aic(model)
 
 
+def test_3d_convolution_is_refused_at_compile():
+    w = numpy_helper.from_array(np.ones((2, 2, 3, 3, 3), np.float16), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="c3d")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT16,
+                                                             [1, 2, 4, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)],
+                              [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(BackendError, match=r"node 'c3d' \(Conv, 3-D\).*1-D and 2-D"):
+        compile_aic(model)
+
+
 def test_every_supported_op_has_an_interpreter_kernel():
     from aicc.backends.interpreter.kernels import supported_op_types
     assert Aic100Backend.op_types <= supported_op_types()

@@ -334,6 +334,12 @@ def lower(model: onnx.ModelProto) -> Lowered:
     for name, (shape, dtype) in shapes.items():
         kind = "weight" if name in constants else "input" if name in graph_inputs else "activation"
         tensors[name] = TensorInfo(name, shape, dtype, kind)
+    deep = [f"node '{_label(n, i)}' (Conv, {len(shapes[n.input[1]][0]) - 2}-D)"
+            for i, n in enumerate(nodes) if n.op_type == "Conv" and n.input[1] in shapes
+            and len(shapes[n.input[1]][0]) not in (3, 4)]
+    if deep:
+        raise BackendError(f"{len(deep)} node(s) the AIC100 cannot run: " + "; ".join(deep[:10]),
+                           where="backend 'aic100'", hint="only 1-D and 2-D convolutions")
     producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
     consumers: dict[str, list[int]] = {}
     for i, n in enumerate(nodes):
