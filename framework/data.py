@@ -26,10 +26,11 @@ if TYPE_CHECKING:
 
 __all__ = ["read_tensor_file", "InputList", "parse_input_list", "parse_input_args",
            "parse_json_input_file", "spec_input_shapes", "match_shapes", "merged_input_descs",
-           "program_input_descs", "JSON_DATA_TYPES"]
+           "program_input_descs", "JSON_DATA_TYPES", "regular_file_size"]
 
 
-def _regular_size(path: Path, where: str) -> int:
+def regular_file_size(path: Path, where: str) -> int:
+    """The size of a regular file; anything else (missing, a directory, a FIFO) is refused."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -45,7 +46,7 @@ def read_tensor_file(path: str | Path, desc: TensorDesc, *, where: str | None = 
     path = Path(path)
     where = where or str(path)
     shape = shape if shape is not None else desc.shape
-    size = _regular_size(path, where)
+    size = regular_file_size(path, where)
     dtype = np.dtype(desc.dtype)
     if path.suffix == ".npy":
         try:
@@ -92,7 +93,7 @@ def parse_input_list(path: str | Path, input_names: list[str]) -> InputList:
     CRLF endings and trailing spaces are fine; relative paths resolve against the list's folder.
     """
     path = Path(path)
-    _regular_size(path, str(path))
+    regular_file_size(path, str(path))
     text = path.read_bytes()
     try:
         lines = text.decode("utf-8-sig").splitlines()

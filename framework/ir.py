@@ -247,6 +247,16 @@ def _has_cycle(graph: onnx.GraphProto) -> bool:
     return seen != len(graph.node)
 
 
+def _check_onnx(model: onnx.ModelProto, where: str) -> None:
+    """Topology (cycles, double producers) and the ONNX checker, as one-line ModelErrors."""
+    _check_topology(model.graph, where)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ModelError(f"invalid ONNX: {first}", where=where) from None
+
+
 def load_model(source: str | Path | bytes, *, base_dir: str | Path | None = None,
                check_shapes: bool = True) -> onnx.ModelProto:
     """Load and validate an ONNX model from a path or bytes; external data is read safely.
@@ -289,12 +299,7 @@ def load_model(source: str | Path | bytes, *, base_dir: str | Path | None = None
                                  hint="load it by path, or pass base_dir")
             _read_external(base, tensor, what, where)
         _check_tensor_size(tensor, what, where)
-    _check_topology(model.graph, where)
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as e:
-        first = str(e).strip().splitlines()[0]
-        raise ModelError(f"invalid ONNX: {first}", where=where) from None
+    _check_onnx(model, where)
     if check_shapes:
         model = _strict_shapes(model, where)
     return model
@@ -426,13 +431,7 @@ def verify_graph(graph: gs.Graph, *, full: bool = False, where: str = "graph",
         if isinstance(t, gs.Variable) and t.name not in producers and t.name not in graph_inputs:
             raise ModelError(f"graph output '{t.name}' is produced by nothing", where=where)
     if full:
-        model = export_model(graph)
-        _check_topology(model.graph, where)
-        try:
-            onnx.checker.check_model(model)
-        except onnx.checker.ValidationError as e:
-            first = str(e).strip().splitlines()[0]
-            raise ModelError(f"invalid ONNX: {first}", where=where) from None
+        _check_onnx(export_model(graph), where)
 
 
 def safe_file_name(name: str) -> str:

@@ -13,7 +13,6 @@ import hashlib
 import logging
 import math
 import os
-import stat
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ import onnx_graphsurgeon as gs
 
 import aicc
 from aicc import ir
-from aicc.data import parse_input_list, read_tensor_file
+from aicc.data import parse_input_list, read_tensor_file, regular_file_size
 from aicc.errors import ConfigError, DataError
 from aicc.program import Program, TensorDesc
 from aicc.quant import DEFAULT_NUM_BINS, Profile, TensorObserver
@@ -139,12 +138,7 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
 
 def _precheck(path: Path, desc: TensorDesc, where: str) -> None:
     """What ``read_tensor_file`` would refuse, found from the file's size or header alone."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise DataError(f"data file '{path}' not found", where=where) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise DataError(f"'{path}' is not a regular file", where=where)
+    size = regular_file_size(path, where)
     dtype = np.dtype(desc.dtype)
     shape = desc.shape
     static = shape is not None and all(isinstance(d, int) for d in shape)
@@ -169,8 +163,8 @@ def _precheck(path: Path, desc: TensorDesc, where: str) -> None:
                         hint="bind it with --input-shape/--input_dim or -onnx-define-symbol, "
                              "or use .npy files")
     expected = math.prod(shape) * dtype.itemsize
-    if st.st_size != expected:
-        raise DataError(f"'{path}' has {st.st_size} bytes; input '{desc.name}' ({dtype}, "
+    if size != expected:
+        raise DataError(f"'{path}' has {size} bytes; input '{desc.name}' ({dtype}, "
                         f"{list(shape)}) needs {expected}", where=where)
 
 

@@ -32,7 +32,7 @@ from ..compiler import CompileRequest
 from ..errors import UsageError
 from ..quant import check_percentile, parse_calibration_method, parse_schema
 from ..quant.profile import MAX_HISTOGRAM_BINS
-from .flags import Flag, int_value
+from .flags import Flag, float_value, int_value
 
 __all__ = ["FLAGS", "contribute", "PRECISIONS", "BIAS_PRECISIONS"]
 
@@ -40,15 +40,6 @@ __all__ = ["FLAGS", "contribute", "PRECISIONS", "BIAS_PRECISIONS"]
 PRECISIONS = {"int8": 8, "int16": 16}
 #: -quantization-precision-bias values -> bias bitwidth
 BIAS_PRECISIONS = {"int8": 8, "int32": 32}
-
-
-def _float_value(flag: str):
-    def convert(text: str) -> float:
-        try:
-            return float(text)
-        except ValueError:
-            raise UsageError(f"{text!r} is not a number", where=flag) from None
-    return convert
 
 
 FLAGS = [
@@ -72,7 +63,7 @@ FLAGS = [
          help="range method: None (min/max), Percentile, KLMinimization, KLMinimizationV2, MSE, "
               "SQNR", metavar="METHOD"),
     Flag(("-percentile-calibration-value", "--percentile-calibration-value"), "percentile_value",
-         convert=_float_value("-percentile-calibration-value"),
+         convert=float_value("-percentile-calibration-value"),
          help="percentile in [90, 100] for -quantization-calibration=Percentile", metavar="P"),
     Flag(("-num-histogram-bins", "--num-histogram-bins"), "num_histogram_bins",
          convert=int_value("-num-histogram-bins"),

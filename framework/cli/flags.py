@@ -39,6 +39,15 @@ def int_value(flag: str) -> Callable[[str], int]:
     return convert
 
 
+def float_value(flag: str) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise UsageError(f"{text!r} is not a number", where=flag) from None
+    return convert
+
+
 @dataclass
 class FlagParser:
     command: str

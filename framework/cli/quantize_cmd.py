@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..quant import MODES, check_bitwidth, check_percentile
-from .flags import Flag, FlagParser, int_value
+from .flags import Flag, FlagParser, float_value, int_value
 
 __all__ = ["run_quantize", "QUANTIZE_FLAGS", "CALIBRATIONS"]
 
@@ -25,15 +25,6 @@ __all__ = ["run_quantize", "QUANTIZE_FLAGS", "CALIBRATIONS"]
 CALIBRATIONS = {"min-max": "None", "minmax": "None", "percentile": "Percentile",
                 "kl": "KLMinimization", "entropy": "KLMinimization", "mse": "MSE",
                 "sqnr": "SQNR"}
-
-
-def _float_value(flag: str):
-    def convert(text: str) -> float:
-        try:
-            return float(text)
-        except ValueError:
-            raise UsageError(f"{text!r} is not a number", where=flag) from None
-    return convert
 
 
 QUANTIZE_FLAGS = [
@@ -64,7 +55,7 @@ QUANTIZE_FLAGS = [
     Flag(("--act_quantizer_calibration",), "act_calibration",
          help="activation range: min-max (default), percentile, kl, mse, sqnr", metavar="METHOD"),
     Flag(("--percentile_calibration_value",), "percentile",
-         convert=_float_value("--percentile_calibration_value"),
+         convert=float_value("--percentile_calibration_value"),
          help="percentile in [90, 100] (default 99.99)", metavar="P"),
     Flag(("--use_per_channel_quantization",), "per_channel", "switch",
          help="per-channel weights (Conv, ConvTranspose, Gemm, MatMul)"),
