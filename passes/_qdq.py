@@ -33,6 +33,8 @@ from onnx import numpy_helper
 from aicc.errors import ModelError
 from aicc.quant import Encoding
 
+from ._precision import Names
+
 __all__ = ["QdqWriter", "DATA_MOVEMENT_OPS", "NON_DATA_INPUTS", "ensure_opset", "needs_opset21",
            "storage_numpy"]
 
@@ -150,18 +152,12 @@ class QdqWriter:
     def __init__(self, graph: gs.Graph, count: Callable[[str, int], None]):
         self.graph = graph
         self.count = count
-        self.used: set[str] = set(graph.tensors().keys())
-        self.used.update(n.name for n in graph.nodes if n.name)
+        self.names = Names(graph)
         self.new_nodes: list[gs.Node] = []
 
     def name(self, base: str) -> str:
         """A fresh tensor/node name starting with ``base``."""
-        name, n = base, 1
-        while name in self.used:
-            name = f"{base}_{n}"
-            n += 1
-        self.used.add(name)
-        return name
+        return self.names.new(base)
 
     def _params(self, enc: Encoding, base: str, packed: bool) -> tuple[gs.Constant, gs.Constant]:
         scale = _constant(self.name(f"{base}_scale"), enc.scale_array(np.float32))
@@ -206,7 +202,7 @@ class QdqWriter:
     def rename_output(self, tensor: gs.Variable, dq: gs.Variable) -> None:
         """Let the quantized value ``dq`` take over graph output ``tensor``'s name."""
         original = tensor.name
-        self.used.discard(dq.name)
+        self.names.used.discard(dq.name)
         tensor.name = self.name(f"{original}_prequant")
         dq.name = original
         self.graph.outputs = [dq if t is tensor else t for t in self.graph.outputs]
