@@ -81,6 +81,8 @@ class CpuBackend(Backend):
         kernels = _cpu_kernels()
         problems = []
         for node in model.graph.node:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                continue  # onnxruntime turns Constant nodes into initializers; no kernel needed
             domain = "" if node.domain in ("", "ai.onnx") else node.domain
             ranges = kernels.get((domain, node.op_type))
             version = opsets.get(domain, 0)

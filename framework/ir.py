@@ -333,12 +333,14 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
     """An onnx-graphsurgeon graph of ``model``, with every node given a unique name."""
     graph = gs.import_onnx(model)
     seen: set[str] = set()
+    next_suffix: dict[str, int] = {}  # per base name, so many repeats stay linear
     for i, node in enumerate(graph.nodes):
         name = node.name or (node.outputs[0].name if node.outputs else f"{node.op}_{i}")
         if name in seen:
-            base, n = name, 1
+            base, n = name, next_suffix.get(name, 1)
             while f"{base}_{n}" in seen:
                 n += 1
+            next_suffix[base] = n + 1
             name = f"{base}_{n}"
         node.name = name
         seen.add(name)
@@ -405,6 +407,8 @@ def verify_graph(graph: gs.Graph, *, full: bool = False, where: str = "graph",
     graph_inputs = {t.name for t in graph.inputs}
     for node in graph.nodes:
         for t in node.outputs:
+            if not t.name:  # an omitted optional output
+                continue
             if t.name in producers:
                 raise ModelError(f"tensor '{t.name}' is produced by both '{producers[t.name]}' "
                                  f"and '{node.name}'", where=where)

@@ -13,6 +13,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from aicc.pass_base import PassContext
+from aicc.passes.cleanup import remove_dead_nodes
 
 from ._cle_patterns import Layer, Link, const_value
 
@@ -126,7 +127,7 @@ class Editor:
             nodes.append(node)
             nodes.extend(self.insert_after.get(id(node), ()))
         self.graph.nodes = nodes
-        self.graph.cleanup(remove_unused_graph_inputs=False)
+        remove_dead_nodes(self.graph)
 
 
 def _set_input(node: gs.Node, index: int, tensor: gs.Tensor) -> None:

@@ -32,6 +32,7 @@ from onnx import numpy_helper
 
 from aicc.errors import ModelError
 from aicc.quant import Encoding
+from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
 
 from ._precision import Names
 
@@ -210,5 +211,5 @@ class QdqWriter:
     def finish(self) -> None:
         self.graph.nodes.extend(self.new_nodes)
         self.new_nodes = []
-        self.graph.cleanup(remove_unused_graph_inputs=False)
-        self.graph.toposort()
+        remove_dead_nodes(self.graph)
+        sort_nodes(self.graph)

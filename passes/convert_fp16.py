@@ -55,6 +55,7 @@ from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext
 from aicc.program import Program, describe_tensor
+from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
 
 from ._precision import Names, fold_cast_pairs, has_subgraph, schema_of, type_slots, verify_types
 
@@ -342,8 +343,8 @@ def convert_nodes(graph: gs.Graph, selected: Iterable[gs.Node], ctx: PassContext
         ctx.count("nodes in fp16")
     graph.nodes.extend(new_nodes)
     ctx.count("cast pairs folded", fold_cast_pairs(graph))
-    graph.cleanup(remove_unused_graph_inputs=False)
-    graph.toposort()
+    remove_dead_nodes(graph)
+    sort_nodes(graph)
     return converted
 
 

@@ -40,6 +40,7 @@ from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext
 from aicc.program import Program, describe_tensor
+from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
 
 from ._precision import Names, fold_cast_pairs, onnx_type, verify_types
 
@@ -212,8 +213,8 @@ def _apply(graph: gs.Graph, planned, ctx: PassContext, *, where: str, ir_version
         return
     graph.nodes.extend(new_nodes)
     ctx.count("cast pairs folded", fold_cast_pairs(graph))
-    graph.cleanup(remove_unused_graph_inputs=False)
-    graph.toposort()
+    remove_dead_nodes(graph)
+    sort_nodes(graph)
     verify_types(graph, who=f"pass 'custom-io' ({where})", ir_version=ir_version)
 
 

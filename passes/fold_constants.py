@@ -66,6 +66,7 @@ class FoldConstants(Pass):
                          ctx.graph_name)
             return
         if graph.functions or any(True for _ in graph.subgraphs()):
+            _lower_constant_nodes(graph)  # with ONNX's dtypes, before graph-surgeon's own
             graph.fold_constants(fold_shapes=ctx.options.fold_shapes,
                                  size_threshold=ctx.options.size_threshold, error_ok=False)
         else:
@@ -146,6 +147,10 @@ def _fold(graph: gs.Graph, *, fold_shapes: bool, size_threshold: int | None) -> 
     return sessions
 
 
+_CONSTANT_DTYPES = {"value_float": np.float32, "value_floats": np.float32,
+                    "value_int": np.int64, "value_ints": np.int64}
+
+
 def _lower_constant_nodes(graph: gs.Graph) -> None:
     """Turn the output of every ``Constant`` node into a Constant tensor."""
     for node in list(graph.nodes):
@@ -165,7 +170,10 @@ def _lower_constant_nodes(graph: gs.Graph) -> None:
                 continue
             if isinstance(attr_val, gs.Node.AttributeRef):
                 continue
-            arr = attr_val._values if isinstance(attr_val, gs.Constant) else np.array(attr_val)
+            if isinstance(attr_val, gs.Constant):
+                arr = attr_val._values
+            else:  # ONNX fixes these types; numpy would pick float64 for value_float(s)
+                arr = np.array(attr_val, dtype=_CONSTANT_DTYPES.get(attr_name))
             tensor.to_constant(arr)
             tensor.inputs.clear()
 

@@ -49,6 +49,7 @@ from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext
 from aicc.program import Program
+from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
 
 from ._precision import Names, has_subgraph, schema_of, type_slots, verify_types
 
@@ -140,7 +141,7 @@ def _sandwich(graph: gs.Graph, order: list[str], path: str, ctx: PassContext, *,
                           "model", where=path, field=f"activation_encodings['{missing[0]}']")
     if any(ir.tensor_dtype(t) is None for t in tensors.values() if isinstance(t, gs.Variable)):
         ir.infer_shapes(graph, where=where)
-    graph.toposort()
+    sort_nodes(graph)
     chosen: list[gs.Node] = []
     why_not: dict[str, str] = {}
     for node in graph.nodes:
@@ -252,8 +253,8 @@ def _insert(graph: gs.Graph, chosen: list[gs.Node], path: str, ctx: PassContext)
             ctx.count("casts inserted")
         ctx.count("ops in int32")
     graph.nodes.extend(new_nodes)
-    graph.cleanup(remove_unused_graph_inputs=False)
-    graph.toposort()
+    remove_dead_nodes(graph)
+    sort_nodes(graph)
 
 
 @hookimpl

@@ -199,3 +199,43 @@ def test_program_copy_is_independent():
     other.graphs["default"].nodes.clear()
     assert len(program.graphs["default"].nodes) == 3
     assert isinstance(program.to_model(), onnx.ModelProto)
+
+
+def _constant_node_model(attr: str):
+    """y = x + Constant(value_* attribute), the forms exporters emit."""
+    values = {"value_float": 2.0, "value_floats": [1.0, 2.0, 3.0]}
+    node = helper.make_node("Constant", [], ["c"], name="const", **{attr: values[attr]})
+    graph = helper.make_graph(
+        [node, helper.make_node("Add", ["x", "c"], ["y"], name="add")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("attr", ["value_float", "value_floats"])
+def test_constant_nodes_compile_and_fold(tmp_path, attr):
+    import aicc
+    model = _constant_node_model(attr)
+    check_pass(model, "fold-constants")
+    session = aicc.load(aicc.compile(model, output=tmp_path / "q"))
+    x = np.ones((2, 3), np.float32)
+    ref = run_model(model, {"x": x})["y"]
+    np.testing.assert_array_equal(session.run({"x": x})["y"], ref)
+
+
+def test_omitted_optional_outputs_and_repeated_names():
+    # Dropout with its mask output omitted twice, and nodes sharing one name.
+    graph = helper.make_graph(
+        [helper.make_node("Dropout", ["x"], ["a", ""], name="same"),
+         helper.make_node("Dropout", ["a"], ["b", ""], name="same"),
+         helper.make_node("Relu", ["b"], ["y"], name="same")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    program = Program.from_model(ir.load_model(model.SerializeToString()))
+    g = program.graphs["default"]
+    ir.verify_graph(g, full=True)
+    assert [n.name for n in g.nodes] == ["same", "same_1", "same_2"]
