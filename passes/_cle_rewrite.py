@@ -14,6 +14,7 @@ import onnx_graphsurgeon as gs
 
 from aicc.pass_base import PassContext
 from aicc.passes.cleanup import remove_dead_nodes
+from aicc.passes._precision import Names
 
 from ._cle_patterns import Layer, Link, const_value
 
@@ -27,17 +28,13 @@ class Editor:
 
     def __init__(self, graph: gs.Graph):
         self.graph = graph
-        self.used = {n.name for n in graph.nodes} | set(graph.tensors())
+        self.names = Names(graph)
         self.insert_after: dict[int, list[gs.Node]] = {}
         self.removed: set[int] = set()
 
     def name(self, base: str) -> str:
-        name, i = base, 0
-        while name in self.used:
-            i += 1
-            name = f"{base}_{i}"
-        self.used.add(name)
-        return name
+        """A fresh tensor/node name starting with ``base``."""
+        return self.names.new(base)
 
     def const(self, base: str, values: np.ndarray) -> gs.Constant:
         return gs.Constant(self.name(base), np.ascontiguousarray(values))
