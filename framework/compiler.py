@@ -145,6 +145,20 @@ def prepare(req: CompileRequest, registries: Registries | None = None
 def compile_model(req: CompileRequest, registries: Registries | None = None
                   ) -> tuple[Path | None, Program, dict[str, Any]]:
     """Compile ``req``; returns (container path or None, final Program, executables by graph)."""
+    # Graph IRs are large acyclic object graphs: cyclic GC passes over them cost time that grows
+    # with graph size (about 30 ms per 1k nodes at 50k) and free nothing, so compiling runs
+    # with the collector paused; memory is still freed by reference counting.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _compile(req, registries)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _compile(req: CompileRequest, registries: Registries | None
+             ) -> tuple[Path | None, Program, dict[str, Any]]:
     registries, pipeline, backend, instruments = prepare(req, registries)
     model = _load(req.model)
     # Ops introduced by passes are checked again below; this catches the common case early.
@@ -152,11 +166,6 @@ def compile_model(req: CompileRequest, registries: Registries | None = None
     program = Program.from_model(model)
     program.compile_options = {"backend": backend.name, "pipeline": pipeline.to_text()}
     writer = ContainerWriter(req.output) if req.output is not None else None
-    # Graph IRs are large acyclic object graphs: cyclic GC passes over them cost time that grows
-    # with graph size (about 30 ms per 1k nodes at 50k) and free nothing, so the pipeline runs
-    # with the collector paused; memory is still freed by reference counting.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
     try:
         program = run_pipeline(pipeline, program, registries=registries,
                                instruments=instruments, backend=backend.name)
@@ -203,8 +212,6 @@ def compile_model(req: CompileRequest, registries: Registries | None = None
                               "specializations": specs})
         return path, program, executables
     finally:
-        if gc_was_enabled:
-            gc.enable()
         if writer is not None:
             writer.abort()
 
