@@ -247,11 +247,12 @@ def _has_cycle(graph: onnx.GraphProto) -> bool:
     return seen != len(graph.node)
 
 
-def _check_onnx(model: onnx.ModelProto, where: str) -> None:
-    """Topology (cycles, double producers) and the ONNX checker, as one-line ModelErrors."""
+def _check_onnx(model: onnx.ModelProto, where: str, data: bytes | None = None) -> None:
+    """Topology (cycles, double producers) and the ONNX checker, as one-line ModelErrors.
+    ``data``: ``model`` already serialized, if at hand (spares the checker serializing it)."""
     _check_topology(model.graph, where)
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(model if data is None else data)
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0]
         raise ModelError(f"invalid ONNX: {first}", where=where) from None
@@ -298,14 +299,17 @@ def load_model(source: str | Path | bytes, *, base_dir: str | Path | None = None
                                  "with no folder", where=where, field=what,
                                  hint="load it by path, or pass base_dir")
             _read_external(base, tensor, what, where)
+            data = None  # the model now differs from the bytes read
         _check_tensor_size(tensor, what, where)
-    _check_onnx(model, where)
+    # the checker and shape inference take the bytes read as they are (each would otherwise
+    # serialize the model again: two copies of every weight)
+    _check_onnx(model, where, data)
     if check_shapes:
-        model = _strict_shapes(model, where)
+        model = _strict_shapes(model if data is None else data, where)
     return model
 
 
-def _strict_shapes(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+def _strict_shapes(model: onnx.ModelProto | bytes, where: str) -> onnx.ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
                                                  data_prop=True)

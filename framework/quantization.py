@@ -28,7 +28,7 @@ import onnx
 from . import ir
 from .errors import ConfigError
 from .pipeline import Pipeline, run_pipeline
-from .plugins import Registries, load_registries
+from .plugins import AUTOLOAD_ENV, Registries, load_registries
 from .program import Program
 
 __all__ = ["quantize_pipeline", "quantize_model", "save_model_atomic"]
@@ -66,6 +66,21 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
     return steps
 
 
+#: The built-in registries by plugin-autoload setting, loaded once per process.
+_DEFAULT_REGISTRIES: dict[str | None, Registries] = {}
+
+
+def _default_registries() -> Registries:
+    """``load_registries()``, kept per process (per ``AICC_DISABLE_PLUGIN_AUTOLOAD`` value):
+    importing and registering every plugin is a fixed cost that would otherwise be paid on each
+    ``quantize_model`` call."""
+    key = os.environ.get(AUTOLOAD_ENV)
+    regs = _DEFAULT_REGISTRIES.get(key)
+    if regs is None:
+        regs = _DEFAULT_REGISTRIES[key] = load_registries()
+    return regs
+
+
 def _has_int32(overrides: str | Path | None) -> bool:
     if not overrides:
         return False
@@ -85,10 +100,11 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
     """Quantize ``model``; returns the QDQ model and the Program (``program.encodings`` holds
     the encodings used). ``options`` are the ``quantize`` pass options (``per_channel=True``,
     ``act_bitwidth=16``, ``calibration="Percentile"``, ...); ``engine`` runs the calibration
-    samples (``interpreter``, the reference, or ``cpu``: onnxruntime)."""
+    samples (``interpreter``, the reference, or ``cpu``: onnxruntime). Without ``registries``,
+    the built-in plugins are loaded on the first call and reused by later ones."""
     if samples is not None and input_list is not None:
         raise ConfigError("give samples or an input list, not both", field="quantize_model")
-    registries = registries or load_registries()
+    registries = registries or _default_registries()
     for algo in algorithms:
         if algo not in registries.passes:
             raise ConfigError(f"algorithm '{algo}' is not available (no pass '{algo}' is "

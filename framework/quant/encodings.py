@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -175,8 +176,14 @@ class Encoding:
             for f, v in fields.items():
                 if v is not None and len(v) != n:
                     raise ValueError(f"{f} has {len(v)} channels, scale has {n}")
-        scales = np.atleast_1d(np.asarray(self.scale, dtype=np.float64))
-        if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+        # Per-tensor fields are Python scalars here and are checked without numpy arrays
+        # (per-channel quantization builds one per-tensor encoding per channel: thousands).
+        if per_channel:
+            scales = np.asarray(self.scale, dtype=np.float64)
+            scale_ok = bool(np.all(np.isfinite(scales)) and np.all(scales > 0))
+        else:
+            scale_ok = math.isfinite(self.scale) and self.scale > 0
+        if not scale_ok:
             raise ValueError(f"scale must be finite and > 0, got {self.scale}")
         if bw == 32 and not self.signed:
             # ONNX has no uint32 QuantizeLinear: 32-bit encodings are stored as int32.
@@ -184,11 +191,17 @@ class Encoding:
             set_("zero_point", _as_int(zp if per_channel else int(zp), "zero_point"))
             set_("signed", True)
         lo, hi = qrange(bw, self.signed)
-        zps = np.atleast_1d(np.asarray(self.zero_point, dtype=np.int64))
-        if np.any(zps < lo) or np.any(zps > hi):
+        if per_channel:
+            zps = np.asarray(self.zero_point, dtype=np.int64)
+            zp_ok = not (np.any(zps < lo) or np.any(zps > hi))
+        else:
+            zp_ok = lo <= self.zero_point <= hi
+        if not zp_ok:
             raise ValueError(f"zero_point {self.zero_point} outside [{lo}, {hi}] for "
                              f"{'' if self.signed else 'u'}int{bw} storage")
         if self.min is None or self.max is None:
+            zps = np.atleast_1d(np.asarray(self.zero_point, dtype=np.int64))
+            scales = np.atleast_1d(np.asarray(self.scale, dtype=np.float64))
             mins = (lo - zps) * scales
             maxs = (hi - zps) * scales
             set_("min", _as_float(mins if per_channel else float(mins[0]), "min"))

@@ -206,6 +206,12 @@ def encoding_for_mode(mode: str, values: Any = None, *,
         lo, hi, bad = finite_range(values)
         if bad:
             _note(notes, name, f"{bad} non-finite values ignored", logging.WARNING)
+    return _range_encoding(mode, lo, hi, bitwidth, signed, name, notes)
+
+
+def _range_encoding(mode: str, lo: float, hi: float, bitwidth: int, signed: bool | None,
+                    name: str | None, notes: list[str] | None) -> Encoding:
+    """The encoding of a known range with a range-only mode (tf, adjusted, symmetric)."""
     if mode == "tf":
         return tf_encoding(lo, hi, bitwidth, signed=_signed_default(signed, False), name=name,
                            notes=notes)
@@ -234,10 +240,21 @@ def per_channel_encoding(weights: Any, axis: int, bitwidth: int = 8, *, mode: st
                         field=f"tensor '{name}'" if name else None)
     axis = axis % w.ndim
     rows = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    # Range-only modes on float32/float16 rows with no NaN/Inf: every row's range in one
+    # reduction (the same values finite_range gives row by row; no clamping can apply).
+    ranges = None
+    if schema is None and mode != "enhanced" and mode in MODES and rows.size and \
+            rows.dtype in (np.float32, np.float16):
+        lows, highs = rows.min(axis=1), rows.max(axis=1)
+        if np.isfinite(lows).all() and np.isfinite(highs).all():
+            ranges = zip(lows.tolist(), highs.tolist())
     encs = []
     for c, row in enumerate(rows):
         cname = f"{name}[channel {c}]" if name else f"channel {c}"
-        if schema is not None:
+        if ranges is not None:
+            lo, hi = next(ranges)
+            encs.append(_range_encoding(mode, lo, hi, bitwidth, signed, cname, notes))
+        elif schema is not None:
             from .schemas import schema_encoding
             lo, hi, _ = finite_range(row)
             encs.append(schema_encoding(schema, lo, hi, bitwidth, name=cname, notes=notes))
