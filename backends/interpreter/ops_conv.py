@@ -31,20 +31,30 @@ def _ints(values, n: int, default: int) -> tuple[int, ...]:
     return tuple(int(v) for v in values) if values else (default,) * n
 
 
+def _auto_pad_axis(size: int, eff: int, stride: int, auto_pad: str
+                   ) -> tuple[int, int, int] | None:
+    """(begin pad, end pad, output size) of one axis under SAME_UPPER, SAME_LOWER or VALID;
+    None when the pads are explicit (NOTSET)."""
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        out = -(-size // stride)
+        total = max(0, (out - 1) * stride + eff - size)
+        small = total // 2
+        begin, end = (small, total - small) if auto_pad == "SAME_UPPER" else (total - small, small)
+        return begin, end, out
+    if auto_pad == "VALID":
+        return 0, 0, (size - eff) // stride + 1
+    return None
+
+
 def conv_geometry(in_sp, kernel, strides, dilations, pads, auto_pad):
     """Begin pads, end pads and output spatial shape of a Conv (ONNX auto_pad rules)."""
     nd = len(in_sp)
     begin, end, out = [], [], []
     for i in range(nd):
         eff = (kernel[i] - 1) * dilations[i] + 1
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            o = -(-in_sp[i] // strides[i])
-            total = max(0, (o - 1) * strides[i] + eff - in_sp[i])
-            small = total // 2
-            b, e = (small, total - small) if auto_pad == "SAME_UPPER" else (total - small, small)
-        elif auto_pad == "VALID":
-            b = e = 0
-            o = (in_sp[i] - eff) // strides[i] + 1
+        auto = _auto_pad_axis(in_sp[i], eff, strides[i], auto_pad)
+        if auto is not None:
+            b, e, o = auto
         else:
             b, e = (pads[i], pads[nd + i]) if pads else (0, 0)
             o = (in_sp[i] + b + e - eff) // strides[i] + 1
@@ -222,14 +232,9 @@ def pool_geometry(in_sp, kernel, strides, dilations, pads, auto_pad, ceil_mode):
     begin, end, declared_end, out = [], [], [], []
     for i in range(nd):
         eff = (kernel[i] - 1) * dilations[i] + 1
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            o = -(-in_sp[i] // strides[i])
-            total = max(0, (o - 1) * strides[i] + eff - in_sp[i])
-            small = total // 2
-            b, e = (small, total - small) if auto_pad == "SAME_UPPER" else (total - small, small)
-        elif auto_pad == "VALID":
-            b = e = 0
-            o = (in_sp[i] - eff) // strides[i] + 1
+        auto = _auto_pad_axis(in_sp[i], eff, strides[i], auto_pad)
+        if auto is not None:
+            b, e, o = auto
         else:
             b, e = (pads[i], pads[nd + i]) if pads else (0, 0)
             span = in_sp[i] + b + e - eff
