@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = ["read_tensor_file", "InputList", "parse_input_list", "parse_input_args",
            "parse_json_input_file", "spec_input_shapes", "match_shapes", "merged_input_descs",
-           "program_input_descs", "JSON_DATA_TYPES", "regular_file_size"]
+           "program_input_descs", "JSON_DATA_TYPES", "regular_file_size",
+           "check_tensor_file"]
 
 
 def regular_file_size(path: Path, where: str) -> int:
@@ -40,36 +41,69 @@ def regular_file_size(path: Path, where: str) -> int:
     return st.st_size
 
 
-def read_tensor_file(path: str | Path, desc: TensorDesc, *, where: str | None = None,
-                     shape: list[int] | None = None) -> np.ndarray:
-    """Read one input tensor: a ``.npy`` file, or raw little-endian bytes of desc's dtype/shape."""
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    return tuple(shape), np.dtype(dtype)
+
+
+_SYMBOLIC_HINT = "bind the symbols (-onnx-define-symbol), or use a .npy file or -json-input-file"
+
+
+def check_tensor_file(path: str | Path, desc: TensorDesc, *, where: str | None = None,
+                      shape: list[int] | None = None, symbolic_hint: str = _SYMBOLIC_HINT
+                      ) -> None:
+    """Refuse what ``read_tensor_file`` would, from the file's size or .npy header alone, so a
+    whole input list can be checked before any sample is read."""
     path = Path(path)
     where = where or str(path)
     shape = shape if shape is not None else desc.shape
     size = regular_file_size(path, where)
     dtype = np.dtype(desc.dtype)
+    static = shape is not None and all(isinstance(d, int) for d in shape)
     if path.suffix == ".npy":
         try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as e:
+            fshape, fdtype = _npy_header(path)
+        except (ValueError, OSError) as e:
             raise DataError(f"'{path}' is not a plain .npy array ({e})", where=where) from None
-        if arr.dtype != dtype:
-            raise DataError(f"'{path}' holds {arr.dtype}, input '{desc.name}' is {dtype}",
+        if fdtype.hasobject:
+            raise DataError(f"'{path}' is not a plain .npy array (it holds Python objects)",
+                            where=where)
+        if fdtype != dtype:
+            raise DataError(f"'{path}' holds {fdtype}, input '{desc.name}' is {dtype}",
                             where=where, hint="convert the data; aicc never reinterprets it")
-        if shape is not None and all(isinstance(d, int) for d in shape) and \
-                list(arr.shape) != list(shape):
-            raise DataError(f"'{path}' has shape {list(arr.shape)}, input '{desc.name}' expects "
+        if static and list(fshape) != list(shape):
+            raise DataError(f"'{path}' has shape {list(fshape)}, input '{desc.name}' expects "
                             f"{list(shape)}", where=where)
-        return arr
-    if shape is None or not all(isinstance(d, int) for d in shape):
+        return
+    if not static:
         raise DataError(f"input '{desc.name}' has symbolic shape {shape}; a raw file cannot say "
-                        "its shape", where=where,
-                        hint="bind the symbols (-onnx-define-symbol), or use a .npy file or "
-                             "-json-input-file")
+                        "its shape", where=where, hint=symbolic_hint)
     expected = math.prod(shape) * dtype.itemsize
     if size != expected:
         raise DataError(f"'{path}' has {size} bytes; input '{desc.name}' ({dtype}, "
                         f"{list(shape)}) needs {expected}", where=where)
+
+
+def read_tensor_file(path: str | Path, desc: TensorDesc, *, where: str | None = None,
+                     shape: list[int] | None = None) -> np.ndarray:
+    """Read one input tensor: a ``.npy`` file, or raw little-endian bytes of desc's dtype/shape."""
+    path = Path(path)
+    shape = shape if shape is not None else desc.shape
+    check_tensor_file(path, desc, where=where, shape=shape)
+    if path.suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise DataError(f"'{path}' is not a plain .npy array ({e})",
+                            where=where or str(path)) from None
+    dtype = np.dtype(desc.dtype)
     return np.fromfile(path, dtype=dtype.newbyteorder("<"), count=math.prod(shape)) \
         .astype(dtype, copy=False).reshape(shape)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import onnx_graphsurgeon as gs
 
 import aicc
 from aicc import ir
-from aicc.data import parse_input_list, read_tensor_file, regular_file_size
+from aicc.data import check_tensor_file, parse_input_list, read_tensor_file
 from aicc.errors import ConfigError, DataError
 from aicc.program import Program, TensorDesc
 from aicc.quant import DEFAULT_NUM_BINS, Profile, TensorObserver
@@ -124,48 +123,7 @@ def program_hash(program: Program) -> str:
 
 
 # ------------------------------------------------------------------------------ sample sources
-def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"unsupported .npy version {version}")
-    return tuple(shape), np.dtype(dtype)
-
-
-def _precheck(path: Path, desc: TensorDesc, where: str) -> None:
-    """What ``read_tensor_file`` would refuse, found from the file's size or header alone."""
-    size = regular_file_size(path, where)
-    dtype = np.dtype(desc.dtype)
-    shape = desc.shape
-    static = shape is not None and all(isinstance(d, int) for d in shape)
-    if path.suffix == ".npy":
-        try:
-            fshape, fdtype = _npy_header(path)
-        except (ValueError, OSError) as e:
-            raise DataError(f"'{path}' is not a plain .npy array ({e})", where=where) from None
-        if fdtype.hasobject:
-            raise DataError(f"'{path}' holds Python objects; only plain arrays are read",
-                            where=where)
-        if fdtype != dtype:
-            raise DataError(f"'{path}' holds {fdtype}, input '{desc.name}' is {dtype}",
-                            where=where, hint="convert the data; aicc never reinterprets it")
-        if static and list(fshape) != list(shape):
-            raise DataError(f"'{path}' has shape {list(fshape)}, input '{desc.name}' expects "
-                            f"{list(shape)}", where=where)
-        return
-    if not static:
-        raise DataError(f"input '{desc.name}' has symbolic shape {shape}; a raw file cannot say "
-                        "its shape", where=where,
-                        hint="bind it with --input-shape/--input_dim or -onnx-define-symbol, "
-                             "or use .npy files")
-    expected = math.prod(shape) * dtype.itemsize
-    if size != expected:
-        raise DataError(f"'{path}' has {size} bytes; input '{desc.name}' ({dtype}, "
-                        f"{list(shape)}) needs {expected}", where=where)
+_SYMBOLIC_HINT = "bind it with --input-shape/--input_dim or -onnx-define-symbol, or use .npy files"
 
 
 def input_list_samples(path: str | Path, inputs: list[TensorDesc]
@@ -179,7 +137,8 @@ def input_list_samples(path: str | Path, inputs: list[TensorDesc]
     lst = parse_input_list(path, list(descs))
     for line, sample in zip(lst.lines, lst.samples):
         for name, file in sample.items():
-            _precheck(file, descs[name], f"{lst.path}: line {line}")
+            check_tensor_file(file, descs[name], where=f"{lst.path}: line {line}",
+                              symbolic_hint=_SYMBOLIC_HINT)
 
     def stream() -> Iterator[dict[str, np.ndarray]]:
         for line, sample in zip(lst.lines, lst.samples):
