@@ -1,15 +1,20 @@
-# `make demo` and `make test` work on a fresh machine: they create .venv when missing and
-# install aicc (editable) with its dev extra before doing anything else.
+# `make demo` and `make test` work on a fresh machine: they create .venv when missing and install
+# aicc (editable) with its dev and dask extras, every package pinned by requirements.lock.
+# `make test-latest` runs the same suite in .venv-latest against the newest versions that
+# pyproject.toml's ranges allow; `make lock` rewrites requirements.lock from such a resolution.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aicc-installed
+PIP_FLAGS := --quiet --disable-pip-version-check
+EXTRAS := dev,dask
+PYTEST_ARGS ?= -q -n 2
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-latest lock zoo bench install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install $(PIP_FLAGS) -c requirements.lock -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -18,10 +23,23 @@ demo: $(STAMP)
 	$(PY) examples/demo.py
 
 test: $(STAMP)
-	AICC_DISABLE_PLUGIN_AUTOLOAD=1 $(PY) -m pytest -q -n 2 tests
+	AICC_DISABLE_PLUGIN_AUTOLOAD=1 $(PY) -m pytest $(PYTEST_ARGS) tests
+
+test-latest:
+	test -x .venv-latest/bin/python || $(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install $(PIP_FLAGS) --upgrade --upgrade-strategy eager -e '.[$(EXTRAS)]'
+	.venv-latest/bin/python -m pip freeze --exclude-editable | grep -E '^(onnx|onnxruntime|numpy|ml.dtypes)=='
+	AICC_DISABLE_PLUGIN_AUTOLOAD=1 .venv-latest/bin/python -m pytest $(PYTEST_ARGS) tests
+
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install $(PIP_FLAGS) -e '.[$(EXTRAS)]'
+	{ grep '^#' requirements.lock; .venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^#'; } \
+	  > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf .venv-lock
 
 bench: $(STAMP)
 	$(PY) benchmarks/compile_scaling.py
 
 clean:
-	rm -rf $(VENV) aicc-ir demo-out
+	rm -rf $(VENV) .venv-latest .venv-lock aicc-ir demo-out
