@@ -19,6 +19,7 @@ latency; ``inputs``/``outputs`` describe the custom tensors either way.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import types
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Executable
-from .container import load_spec_model, read_manifest
+from .container import ContainerFiles, load_spec_model, read_manifest
 from .customio import HostConversions
 from .errors import BackendError, ContainerError, DataError
 from .options import build_options
@@ -69,6 +70,25 @@ class SpecInfo:
         return True
 
 
+def _spec_infos(manifest: Mapping[str, Any], path: Path) -> list[SpecInfo]:
+    """The specializations a (structurally checked) manifest lists; malformed entries are a
+    ContainerError naming the specialization."""
+    out = []
+    for i, s in enumerate(manifest["specializations"]):
+        try:
+            out.append(SpecInfo(name=s["name"], folder=s["folder"],
+                                symbols=dict(s.get("symbols", {})),
+                                inputs=[TensorDesc.from_json(t) for t in s["inputs"]],
+                                outputs=[TensorDesc.from_json(t) for t in s["outputs"]],
+                                options=dict(s.get("options", {})),
+                                external_data=s.get("external_data", "folder")))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ContainerError(f"malformed entry ({type(e).__name__}: {e})",
+                                 where=path / "manifest.json", field=f"specializations[{i}]",
+                                 hint="the container is damaged; recompile it") from None
+    return out
+
+
 def _shape_text(shape: list[Any] | None) -> str:
     return "?" if shape is None else "[" + ",".join(str(d) for d in shape) + "]"
 
@@ -89,12 +109,9 @@ class Session:
         self.backend = entry.cls(build_options(entry.cls.Options, raw_opts,
                                                owner=f"backend '{self.backend_name}'"))
         self.program_meta = self.manifest["program"]
-        self.specs = [SpecInfo(name=s["name"], folder=s["folder"], symbols=s.get("symbols", {}),
-                               inputs=[TensorDesc.from_json(t) for t in s["inputs"]],
-                               outputs=[TensorDesc.from_json(t) for t in s["outputs"]],
-                               options=s.get("options", {}),
-                               external_data=s.get("external_data", "folder"))
-                      for s in self.manifest["specializations"]]
+        #: every file read later (at the first run) is checked against these checksums
+        self.files = ContainerFiles(self.path, self.manifest["files"])
+        self.specs = _spec_infos(self.manifest, self.path)
         # Custom I/O compiled without -aic-preproc: the graph keeps the model's I/O and the
         # session converts on the host (aicc.customio); callers see only the custom I/O.
         self._host_io = HostConversions.from_meta(self.program_meta)
@@ -107,6 +124,7 @@ class Session:
         self.retained: list[tuple[str, str]] = self._retained_pairs()
         self._state: dict[str, np.ndarray] = {}
         self._executables: dict[str, Executable] = {}
+        self._load_lock = threading.Lock()  # threads making the first run build one executable
         self.last_specialization: str | None = None
         self.last_latency_s: float = 0.0
 
@@ -152,12 +170,14 @@ class Session:
                         hint="it has: " + ", ".join(s.name for s in self.specs))
 
     def executable(self, spec: SpecInfo) -> Executable:
-        if spec.name not in self._executables:
-            model = load_spec_model(self.path, spec.folder, external_data=spec.external_data)
-            self._executables[spec.name] = self.backend.load(
-                self.path / spec.folder, model, program_meta=self.program_meta,
-                spec_options=spec.options)
-        return self._executables[spec.name]
+        with self._load_lock:
+            if spec.name not in self._executables:
+                model = load_spec_model(self.path, spec.folder, external_data=spec.external_data,
+                                        files=self.files)
+                self._executables[spec.name] = self.backend.load(
+                    self.path / spec.folder, model, program_meta=self.program_meta,
+                    spec_options=spec.options)
+            return self._executables[spec.name]
 
     def select(self, feeds: Mapping[str, np.ndarray]) -> SpecInfo:
         """The specialization whose inputs match the feeds' names, dtypes and shapes.
