@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import OutputError
 
-__all__ = ["write_bytes", "write_text", "write_array", "write_npy", "write_atomic",
+__all__ = ["unique_file_names", "write_bytes", "write_text", "write_array", "write_npy", "write_atomic",
            "write_text_atomic", "fsync_dir", "output_error", "CHUNK"]
 
 #: Largest single ``os.write`` (Linux writes at most 2 GiB - 4 KiB per call anyway).
@@ -107,6 +107,37 @@ def write_npy(path: str | Path, array: np.ndarray) -> int:
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     return write_bytes(path, buf.getbuffer())
+
+
+def unique_file_names(names: Iterable[str], *, max_len: int = 120) -> dict[str, str]:
+    """A distinct safe file stem for every name, in order: the sanitised name when it is unique
+    (ignoring case, for case-insensitive file systems), else the sanitised name shortened and
+    suffixed with 8 hex digits of the name's SHA-256. ``a/b`` and ``a_b``, or two names equal in
+    their first ``max_len`` characters, never share a file."""
+    import hashlib
+
+    names = list(dict.fromkeys(names))
+
+    def clean(name: str) -> str:
+        text = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".")
+        return text or "_"
+
+    stems = {n: clean(n)[:max_len] for n in names}
+    counts: dict[str, int] = {}
+    for stem in stems.values():
+        counts[stem.lower()] = counts.get(stem.lower(), 0) + 1
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in names:
+        stem = stems[name]
+        if counts[stem.lower()] > 1:
+            digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+            stem = f"{clean(name)[:max_len - 9]}~{digest}"
+        while stem.lower() in taken:  # pragma: no cover - a hash collision on top
+            stem += "_"
+        taken.add(stem.lower())
+        out[name] = stem
+    return out
 
 
 def _little() -> bool:

@@ -18,7 +18,8 @@ from typing import Any, TextIO
 import numpy as np
 
 from . import ir
-from .errors import PassError
+from .errors import PassError, UsageError
+from .fileio import unique_file_names
 from .hookspecs import hookimpl
 from .options import option
 from .pass_base import PassContext
@@ -76,11 +77,14 @@ class DumpIR(Instrument):
     def __init__(self, options: Any, registries: Any = None):
         self.options = options
         self.folder = Path(options.dir)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise UsageError("exists and is not a folder", where=self.folder,
+                             hint="--dump-ir-dir names the folder that receives the dumps")
 
     def _dump(self, tag: str, program: Program) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        stems = unique_file_names(program.graphs)
         for name in program.graphs:
-            path = self.folder / f"{tag}-{ir.safe_file_name(name)}.onnx"
+            path = self.folder / f"{tag}-{stems[name]}.onnx"
             ir.save_model(program.to_model(name), path)
 
     def before_pipeline(self, program: Program, steps: Sequence[Step]) -> None:
@@ -89,6 +93,11 @@ class DumpIR(Instrument):
             if wanted != "all" and wanted not in known:
                 raise PassError(f"--dump-ir-after names pass '{wanted}', which is not in the "
                                 f"pipeline ({', '.join(s.name for s in steps)})")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"cannot create the folder: {e.strerror}", where=self.folder,
+                             hint="check --dump-ir-dir") from None
         self._dump("00-input", program)
 
     def after_pass(self, index: int, step: Step, program: Program, ctx: PassContext) -> None:

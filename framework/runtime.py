@@ -37,7 +37,7 @@ from .options import build_options
 from .plugins import Registries, load_registries
 from .program import TensorDesc
 
-__all__ = ["Session", "SpecInfo", "load"]
+__all__ = ["Session", "SpecInfo", "load", "check_backend_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -273,23 +273,8 @@ class Session:
         return spec, {d.name: probe[d.name] for d in spec.inputs}
 
     def _check_outputs(self, spec: SpecInfo, results: Mapping[str, Any]) -> None:
-        who = f"backend '{self.backend_name}'"
         outputs = spec.graph_outputs if spec.graph_outputs is not None else spec.outputs
-        expected = [d.name for d in outputs]
-        if not isinstance(results, Mapping) or sorted(results) != sorted(set(expected)):
-            got = sorted(results) if isinstance(results, Mapping) else type(results).__name__
-            raise BackendError(f"{who} returned outputs {got}, expected {expected}")
-        for desc in outputs:
-            arr = results[desc.name]
-            if not isinstance(arr, np.ndarray) or arr.dtype != np.dtype(desc.dtype):
-                raise BackendError(f"{who} returned output '{desc.name}' as "
-                                   f"{getattr(arr, 'dtype', type(arr).__name__)}, "
-                                   f"expected {desc.dtype}")
-            if desc.shape is not None and (len(arr.shape) != len(desc.shape) or any(
-                    isinstance(d, int) and d >= 0 and d != s
-                    for d, s in zip(desc.shape, arr.shape))):
-                raise BackendError(f"{who} returned output '{desc.name}' of shape "
-                                   f"{list(arr.shape)}, expected {_shape_text(desc.shape)}")
+        check_backend_outputs(f"backend '{self.backend_name}'", outputs, results)
 
     def generate(self, prompt_ids: Any, max_new_tokens: int, **kwargs: Any) -> np.ndarray:
         """Greedy generation on an LLM container (see ``aicc.generate``)."""
@@ -298,6 +283,30 @@ class Session:
 
     def stats(self) -> dict[str, Any]:
         return {name: exe.stats() for name, exe in self._executables.items()}
+
+
+def check_backend_outputs(who: str, outputs: list[TensorDesc], results: Any) -> None:
+    """The backend contract: exactly the graph's outputs, as numpy arrays of the declared dtype
+    and (static dims of the) shape; anything else is a BackendError naming ``who``."""
+    expected = [d.name for d in outputs]
+    if not isinstance(results, Mapping) or sorted(results) != sorted(set(expected)):
+        got = sorted(results) if isinstance(results, Mapping) else type(results).__name__
+        raise BackendError(f"{who} returned outputs {got}, expected {expected}")
+    for desc in outputs:
+        arr = results[desc.name]
+        try:
+            want = np.dtype(desc.dtype)
+        except TypeError:  # a dtype the program does not know ("unknown"): any array will do
+            want = getattr(arr, "dtype", None)
+        if not isinstance(arr, np.ndarray) or arr.dtype != want:
+            raise BackendError(f"{who} returned output '{desc.name}' as "
+                               f"{getattr(arr, 'dtype', type(arr).__name__)}, "
+                               f"expected {desc.dtype}")
+        if desc.shape is not None and (len(arr.shape) != len(desc.shape) or any(
+                isinstance(d, int) and d >= 0 and d != s
+                for d, s in zip(desc.shape, arr.shape))):
+            raise BackendError(f"{who} returned output '{desc.name}' of shape "
+                               f"{list(arr.shape)}, expected {_shape_text(desc.shape)}")
 
 
 def load(path: str | Path, backend: str | None = None, **kwargs: Any) -> Session:

@@ -16,6 +16,8 @@ from ..compiler import CompileRequest, compile_model, prepare
 from ..errors import UsageError
 from ..instruments import random_feeds
 from ..options import parse_text_value
+from ..program import describe_tensor
+from ..runtime import check_backend_outputs
 from .flags import Flag, FlagParser, int_value
 
 __all__ = ["run_compile", "COMPILE_FLAGS", "NOT_YET"]
@@ -162,6 +164,8 @@ def run_compile(argv: Sequence[str]) -> int:
         t0 = time.perf_counter()
         outputs = exe.run(feeds)
         ms = (time.perf_counter() - t0) * 1e3
+        check_backend_outputs(f"backend '{req.backend}'",
+                              [describe_tensor(t) for t in program.graphs[name].outputs], outputs)
         shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in outputs.items())
         print(f"ran graph '{name}' once on {what}: {ms:.3f} ms -> {shapes}")
         for line in exe.stats().get("report") or ():  # e.g. a simulated device's figures
