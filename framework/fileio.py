@@ -24,8 +24,8 @@ import numpy as np
 
 from .errors import OutputError
 
-__all__ = ["unique_file_names", "write_bytes", "write_text", "write_array", "write_npy", "write_atomic",
-           "write_text_atomic", "fsync_dir", "output_error", "CHUNK"]
+__all__ = ["unique_file_names", "write_bytes", "write_text", "write_array", "write_npy",
+           "write_atomic", "write_text_atomic", "fsync_dir", "output_error", "CHUNK"]
 
 #: Largest single ``os.write`` (Linux writes at most 2 GiB - 4 KiB per call anyway).
 CHUNK = 64 * 1024 * 1024
