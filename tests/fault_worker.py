@@ -11,8 +11,8 @@ Modes:
   container or the complete new one; every few trials a full compile must leave no debris.
 - ``kill-at``: the child kills itself right after its k-th call of a chosen step (``os.rename``,
   ``fileio.write_bytes``, ``os.fsync``, ``shutil.rmtree``): every step of a commit is hit.
-- ``race``: two children compile into one target at once; both must succeed and leave one
-  complete container and no debris.
+- ``race``: two children compile into one target at once (each rename delayed so the commits
+  overlap); both must succeed and leave one complete container and no debris.
 """
 
 from __future__ import annotations
@@ -145,12 +145,23 @@ def kill_at(models, work, steps):
     return {"results": results}
 
 
+def slow_renames():
+    """Widen the race: every ``os.rename`` first sleeps, so two commits overlap."""
+    real = os.rename
+
+    def wrapper(*args, **kwargs):
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+    os.rename = wrapper
+
+
 def race(models, work, rounds):
     refs = reference(models, work)
     target = work / "out.qpc"
     out = []
     for _ in range(rounds):
-        pids = [fork_compile(models["A"], target), fork_compile(models["B"], target)]
+        pids = [fork_compile(models["A"], target, slow_renames),
+                fork_compile(models["B"], target, slow_renames)]
         codes = [wait(p) for p in pids]
         out.append({"codes": codes, "state": classify(target, refs), "debris": debris(target)})
     return {"rounds": out}

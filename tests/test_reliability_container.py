@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -95,15 +96,19 @@ def test_container_recompiled_under_a_running_session_is_refused(tmp_path):
 
 # -- 5. confinement and structure of the manifest ---------------------------------------------
 
-@pytest.mark.parametrize("folder", ["../outside", "/tmp", "a/../../outside", "."])
-def test_specialization_folder_outside_the_container_is_refused(tmp_path, capsys, folder):
+@pytest.mark.parametrize("listed", [False, True])
+@pytest.mark.parametrize("folder", ["../outside", str(Path("/tmp").resolve()),
+                                    "a/../../outside", "."])
+def test_specialization_folder_outside_the_container_is_refused(tmp_path, capsys, folder,
+                                                                listed):
     qpc = aicc.compile(_model(tmp_path), output=tmp_path / "q.qpc")
     outside = tmp_path / "outside"
     shutil.copytree(qpc / "default", outside)
 
     def change(m):
         m["specializations"][0]["folder"] = folder
-        m["files"][f"{folder}/model.onnx"] = m["files"]["default/model.onnx"]
+        if listed:  # also give it a checksum (unlisted, it would run unchecked)
+            m["files"][f"{folder}/model.onnx"] = m["files"]["default/model.onnx"]
     _rewrite_manifest(qpc, change)
     assert main(["run", "-t", str(qpc)]) == 2
     err = capsys.readouterr().err
