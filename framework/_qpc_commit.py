@@ -119,22 +119,31 @@ def recover(target: str | Path) -> list[str]:
     if not parent.is_dir():
         return []
     done: list[str] = []
-    with commit_lock(parent):
-        for kind, pid, entry in _debris(target):
-            if _alive(pid) or not entry.exists():
-                continue
-            if kind == "old" and not os.path.lexists(target) and \
-                    replace_problem(entry) is None and (entry / MANIFEST).is_file():
-                os.rename(entry, target)
-                done.append(f"restored container '{target}' from '{entry.name}', left by a "
-                            f"compile that was interrupted (process {pid})")
-                continue
-            shutil.rmtree(entry, ignore_errors=True)
-            what = "the previous container" if kind == "old" else "an unfinished container"
-            done.append(f"removed '{entry.name}' ({what} left by interrupted process {pid})")
+    try:
+        with commit_lock(parent):
+            for kind, pid, entry in _debris(target):
+                if not _alive(pid) and entry.exists():
+                    done += _clean(kind, pid, entry, target)
+    except OSError as e:  # e.g. a read-only folder: loading still works, nothing is cleaned
+        logger.debug("no recovery of %s: %s", target, e)
     for line in done:
         logger.warning("%s", line)
     return done
+
+
+def _clean(kind: str, pid: int, entry: Path, target: Path) -> list[str]:
+    """Restore ``entry`` as ``target`` (an old container whose replacement never arrived) or
+    remove it; return what was done."""
+    if kind == "old" and not os.path.lexists(target) and \
+            replace_problem(entry) is None and (entry / MANIFEST).is_file():
+        os.rename(entry, target)
+        return [f"restored container '{target}' from '{entry.name}', left by a compile that "
+                f"was interrupted (process {pid})"]
+    shutil.rmtree(entry, ignore_errors=True)
+    if entry.exists():
+        return []
+    what = "the previous container" if kind == "old" else "an unfinished container"
+    return [f"removed '{entry.name}' ({what} left by interrupted process {pid})"]
 
 
 def problem_error(path: Path, problem: str) -> ContainerError:

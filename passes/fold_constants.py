@@ -506,6 +506,7 @@ def _evaluate(graph: gs.Graph, nodes: list[gs.Node], outputs: list[gs.Tensor],
     options = ort.SessionOptions()
     # One run per session: idle worker threads need not spin (this changes no result).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # onnxruntime's warnings would precede aicc's own lines
     session = ort.InferenceSession(model.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
     return dict(zip(names, session.run(names, {})))
