@@ -59,7 +59,7 @@ def _cpu_kernels() -> dict[tuple[str, str], list[tuple[int, int]]]:
 def _session_source(model: onnx.ModelProto) -> tuple[bytes, list[str], list[Any]]:
     """The model bytes for onnxruntime, plus (names, OrtValues) of initializers passed beside
     them when the model is too large for one protobuf. ``model`` is left as it was."""
-    if model.ByteSize() < ir._TWO_GIB - ir._SAVE_MARGIN:
+    if not ir.too_large_for_protobuf(model):
         return model.SerializeToString(), [], []
     names: list[str] = []
     values: list[Any] = []

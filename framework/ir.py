@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, EncodeError
 
 from .errors import ModelError
 
 __all__ = [
     "load_model", "save_model", "import_graph", "export_model", "infer_shapes",
     "verify_graph", "graph_symbols", "iter_tensors", "MAX_OPSET", "WEIGHTS_FILE",
-    "tensor_dtype", "safe_file_name",
+    "tensor_dtype", "safe_file_name", "too_large_for_protobuf",
 ]
 
 logger = logging.getLogger(__name__)
@@ -184,6 +184,17 @@ def _set_raw(tensor: onnx.TensorProto, data: bytes) -> None:
     tensor.raw_data = data
     del tensor.external_data[:]
     tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def too_large_for_protobuf(model: onnx.ModelProto, margin: int | None = None) -> bool:
+    """Whether ``model`` serializes past 2 GiB less ``margin`` (default ``_SAVE_MARGIN``): then
+    it cannot be serialized, checked or shape-inferred in memory. (protobuf cannot even size a
+    message past 2 GiB; that failure means yes.)"""
+    try:
+        size = model.ByteSize()
+    except EncodeError:
+        return True
+    return size >= _TWO_GIB - (_SAVE_MARGIN if margin is None else margin)
 
 
 def _pread_all(fd: int, length: int, offset: int) -> bytes:
@@ -349,7 +360,7 @@ def load_model(source: str | Path | bytes, *, base_dir: str | Path | None = None
             _read_external(base, tensor, what, where, read_file)
             data = None  # the model now differs from the bytes read
         _check_tensor_size(tensor, what, where)
-    if model.ByteSize() >= _TWO_GIB:
+    if too_large_for_protobuf(model, 0):
         return _check_large(model, path, base, where, check_shapes)
     # the checker and shape inference take the bytes read as they are (each would otherwise
     # serialize the model again: two copies of every weight)
@@ -409,7 +420,7 @@ def save_model(model: onnx.ModelProto, path: str | Path) -> list[str]:
     from .fileio import write_bytes
 
     path = Path(path)
-    if model.ByteSize() < _TWO_GIB - _SAVE_MARGIN:
+    if not too_large_for_protobuf(model):
         write_bytes(path, model.SerializeToString(deterministic=True))
         return [path.name]
     weights = f"{path.stem}.{WEIGHTS_FILE}"
