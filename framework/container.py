@@ -312,11 +312,17 @@ def _check_structure(manifest: dict[str, Any], path: Path) -> None:
 class ContainerFiles:
     """Reads files of a loaded container, checking each against the SHA-256 the manifest gave
     at load time; a file changed since (or a container recompiled in the same place) is refused.
-    Within one ``reader()`` a file is read once (a shared ``weights.bin`` serves many tensors)."""
+
+    Within one ``reader()`` a file is read once (a shared ``weights.bin`` serves many tensors).
+    A file is hashed when it is read; once verified, later reads (other specializations sharing
+    ``weights.bin``) skip the hash only while its identity and kernel-kept times (device, inode,
+    size, mtime, ctime) are those it had when it was hashed, which no write leaves unchanged.
+    """
 
     def __init__(self, root: str | Path, files: dict[str, str]):
         self.root = Path(root)
         self.files = dict(files)
+        self._verified: dict[str, tuple[int, ...]] = {}
 
     def reader(self):
         cache: dict[str, bytes] = {}
@@ -332,14 +338,26 @@ class ContainerFiles:
                 if rel not in self.files:
                     raise ContainerError(f"'{rel}' is not listed in the manifest",
                                          where=self.root, hint="recompile the model")
-                data = _confined(self.root, rel, self.root).read_bytes()
-                if hashlib.sha256(data).hexdigest() != self.files[rel]:
-                    raise ContainerError(f"file '{rel}' changed since the container was loaded "
-                                         "(checksum mismatch)", where=self.root,
-                                         hint="load the container again, or recompile it")
-                cache[rel] = data
+                cache[rel] = self._read_verified(rel)
             return cache[rel]
         return read
+
+    def _read_verified(self, rel: str) -> bytes:
+        with open(_confined(self.root, rel, self.root), "rb") as f:
+            before = _signature(os.fstat(f.fileno()))
+            data = f.read()
+            after = _signature(os.fstat(f.fileno()))
+        if before != after or self._verified.get(rel) != after:
+            if hashlib.sha256(data).hexdigest() != self.files[rel] or before != after:
+                raise ContainerError(f"file '{rel}' changed since the container was loaded "
+                                     "(checksum mismatch)", where=self.root,
+                                     hint="load the container again, or recompile it")
+            self._verified[rel] = after
+        return data
+
+
+def _signature(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def load_spec_model(container: str | Path, folder: str, *,

@@ -204,3 +204,17 @@ def test_threads_making_the_first_run_build_one_executable(tmp_path):
     for t in threads:
         t.join()
     assert not errors and len(results) == 8 and len(loads) == 1
+
+
+def test_shared_weights_changed_between_two_first_runs_are_refused(tmp_path):
+    from spec_helpers import SEED_CONFIG, SEED_SHAPES, load_example, write_json
+    cnn = load_example("dynamic_cnn").build(channels=32)
+    qpc = aicc.compile(cnn, output=tmp_path / "q",
+                       specializations=write_json(tmp_path / "spec.json", SEED_CONFIG))
+    session = aicc.load(qpc)
+    session.run({"image": np.zeros(SEED_SHAPES[0], np.float32)})  # reads weights.bin, verified
+    data = bytearray((qpc / "weights.bin").read_bytes())
+    data[100] ^= 1
+    (qpc / "weights.bin").write_bytes(bytes(data))
+    with pytest.raises(ContainerError, match="'weights.bin' changed since"):
+        session.run({"image": np.zeros(SEED_SHAPES[1], np.float32)})
