@@ -16,7 +16,8 @@ onnxruntime's own folding), judged before anything is allocated from the static 
 the ops that make large tensors from small inputs (``ConstantOfShape``, ``Expand``, ``Tile``,
 ``Range``), from their constant inputs; when that size cannot be known, they are not folded. So a
 176-byte model that reduces a ``ConstantOfShape`` of [30000, 30000] to a scalar compiles without
-allocating 3.6 GB. Graphs that hold control-flow
+allocating 3.6 GB. (A graph with control flow, folded by graph-surgeon, is not folded at all when
+such a node would be evaluated.) Graphs that hold control-flow
 subgraphs or local functions are folded by onnx-graphsurgeon's ``fold_constants`` itself.
 """
 
@@ -77,6 +78,12 @@ class FoldConstants(Pass):
             return
         if graph.functions or any(True for _ in graph.subgraphs()):
             _lower_constant_nodes(graph)  # with ONNX's dtypes, before graph-surgeon's own
+            risky = _too_large_foldable(graph, ctx.options.max_intermediate_bytes)
+            if risky:  # graph-surgeon's folding cannot leave one node out: fold nothing
+                logger.warning("fold-constants: graph '%s' not folded: node '%s' (%s) would "
+                               "evaluate a tensor over %d bytes", ctx.graph_name, risky.name,
+                               risky.op, ctx.options.max_intermediate_bytes)
+                return
             graph.fold_constants(fold_shapes=ctx.options.fold_shapes,
                                  size_threshold=ctx.options.size_threshold, error_ok=False)
         else:
@@ -272,6 +279,19 @@ def _too_large_nodes(graph: gs.Graph, limit: int) -> frozenset[int]:
                 out.add(id(node))
                 break
     return frozenset(out)
+
+
+def _too_large_foldable(graph: gs.Graph, limit: int) -> gs.Node | None:
+    """A node that folding would evaluate and whose output may exceed ``limit``, if any."""
+    too_large = _too_large_nodes(graph, limit)
+    if not too_large:
+        return None
+    known = {n: t for n, t in graph.tensors().items() if isinstance(t, gs.Constant)}
+    _add_foldable_outputs(graph.nodes, known)
+    for node in graph.nodes:
+        if id(node) in too_large and all(t.name in known for t in node.inputs if not t.is_empty()):
+            return node
+    return None
 
 
 def _planned_bytes(node: gs.Node, t: gs.Tensor) -> int | None:

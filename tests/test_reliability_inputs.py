@@ -103,6 +103,24 @@ def test_size_bomb_is_not_folded(tmp_path):
     assert "ConstantOfShape" in {n.op_type for n in kept.graph.node}  # 3.6 GB never allocated
 
 
+def test_size_bomb_in_a_graph_with_control_flow_is_not_folded(tmp_path):
+    model = _bomb(30000)
+    branch = lambda v: helper.make_graph(  # noqa: E731
+        [helper.make_node("Constant", [], [f"o{v}"], name=f"k{v}",
+                          value=numpy_helper.from_array(np.array([v], np.float32)))],
+        f"b{v}", [], [helper.make_tensor_value_info(f"o{v}", 1, [1])])
+    g = model.graph
+    g.node.extend([helper.make_node("Greater", ["x", "zero"], ["c"], name="gt"),
+                   helper.make_node("Squeeze", ["c"], ["c0"], name="sq"),
+                   helper.make_node("If", ["c0"], ["z"], name="if", then_branch=branch(1),
+                                    else_branch=branch(2))])
+    g.initializer.append(numpy_helper.from_array(np.zeros(1, np.float32), "zero"))
+    g.output.append(helper.make_tensor_value_info("z", 1, [1]))
+    qpc = aicc.compile(model, output=tmp_path / "q.qpc", pipeline=["fold-constants", "cleanup"])
+    kept = onnx.load(qpc / "default" / "model.onnx")
+    assert "ConstantOfShape" in {n.op_type for n in kept.graph.node}
+
+
 @pytest.mark.parametrize("limit, folded", [(1 << 30, True), (1000, False)])
 def test_intermediate_limit_decides_folding_and_results_agree(tmp_path, limit, folded):
     import onnxruntime as ort
