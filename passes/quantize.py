@@ -63,6 +63,7 @@ from aicc.quant import (CALIBRATION_METHODS, DEFAULT_PERCENTILE, MODES, SCHEMAS,
                         parse_aimet_encodings)
 from aicc.quant.profile import parse_profile
 
+from ._opset import prepare_opset
 from ._quant_plan import GraphQuantizer, QuantSettings
 from .calibrate import PROFILE_KEY, program_hash, write_text_atomic
 
@@ -212,12 +213,15 @@ class Quantize(Pass):
         record: dict[str, Any] = {"activations": {}, "params": {}, "conversions": {}}
         float_ops: dict[str, int] = {}
         raised = False
-        for gname, graph in program.graphs.items():
+        for gname in list(program.graphs):
             where_g = f"graph '{gname}'"
+            graph, s_g = prepare_opset(program.graphs[gname], s, where=where_g,
+                                       ir_version=program.ir_version)
+            program.graphs[gname] = graph
             if any(ir.tensor_dtype(t) is None for n in graph.nodes for t in n.outputs
                    if t.name):
                 ir.infer_shapes(graph, where=where_g)
-            q = GraphQuantizer(graph, s, profile, table, where, set(int32), ctx, where_g)
+            q = GraphQuantizer(graph, s_g, profile, table, where, set(int32), ctx, where_g)
             q.run()
             raised = raised or q.opset21
             for key in record:

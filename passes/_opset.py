@@ -1,0 +1,85 @@
+"""The opset a quantized graph needs, reached before quantization plans anything.
+
+Per-channel and per-row weights need DequantizeLinear's ``axis`` (opset 13); 4- and 16-bit
+activations, 16-bit weights or biases and packed 4-bit weights need opset 21. A graph at an older
+opset is first raised in place when every node means the same at the new opset
+(``_qdq.ensure_opset``'s safe bump, no rewriting), else converted with onnx's version converter
+(which rewrites the nodes whose schema changed: Squeeze's ``axes`` attribute becomes an input,
+and so on); either is logged as a warning naming both opsets. When conversion fails too, per-channel
+and per-row fall back to per-tensor weights with a warning; the 4/16-bit types have no fallback
+and the error names the node that blocks them.
+
+Not a plugin: the ``quantize`` pass calls :func:`prepare_opset` on each graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from aicc import ir
+
+from aicc.errors import ModelError
+
+from ._qdq import OPSET_INT4_INT16, ensure_opset
+
+__all__ = ["prepare_opset", "OPSET_AXIS"]
+
+logger = logging.getLogger(__name__)
+
+#: DequantizeLinear/QuantizeLinear gained ``axis`` (per-channel scales) at opset 13.
+OPSET_AXIS = 13
+
+
+def _needed(s) -> tuple[int, str]:
+    """(opset the settings need, why); (0, '') when any opset will do."""
+    if s.act_bw in (4, 16) or s.weight_bw == 16 or s.bias_bw == 16 or \
+            (s.weight_bw == 4 and s.pack_4bit):
+        return OPSET_INT4_INT16, "4/16-bit QuantizeLinear/DequantizeLinear types"
+    if s.per_channel or s.per_row:
+        return OPSET_AXIS, "per-channel DequantizeLinear (its 'axis' attribute)"
+    return 0, ""
+
+
+def _convert(graph: gs.Graph, opset: int, ir_version: int) -> gs.Graph:
+    """``graph`` converted by onnx's version converter to ``opset`` (a new graph object)."""
+    from onnx import version_converter
+
+    model = ir.export_model(graph, ir_version=max(ir_version, 7))
+    converted = version_converter.convert_version(model, opset)
+    onnx.checker.check_model(converted)
+    return ir.import_graph(converted)
+
+
+def prepare_opset(graph: gs.Graph, s, *, where: str, ir_version: int = 8):
+    """(graph to quantize, settings to use): ``graph`` itself or its conversion to the opset that
+    ``s`` needs, and ``s`` itself or, if per-channel weights cannot be had, per-tensor settings."""
+    opset, why = _needed(s)
+    old = graph.opset or 1
+    if not opset or old >= opset:
+        return graph, s
+    try:
+        if ensure_opset(graph, opset, where=where):
+            logger.warning("%s: opset raised from %d to %d for %s (every node means the same "
+                           "there)", where, old, opset, why)
+            return graph, s
+    except ModelError:
+        pass
+    try:
+        new = _convert(graph, opset, ir_version)
+    except Exception as e:       # the converter's own errors are of many types
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if opset == OPSET_AXIS:
+            logger.warning("%s: per-channel weights need opset %d and onnx's version converter "
+                           "could not convert this opset-%d model (%s): weights quantized per "
+                           "tensor", where, opset, old, reason)
+            return graph, dataclasses.replace(s, per_channel=False, per_row=False)
+        raise ModelError(f"{why} need opset {opset}, and onnx's version converter could not "
+                         f"convert this opset-{old} model: {reason}", where=where,
+                         hint="export the model at opset 21, or use 8-bit") from None
+    logger.warning("%s: converted from opset %d to %d with onnx's version converter for %s",
+                   where, old, opset, why)
+    return new, s
