@@ -152,6 +152,16 @@ def _is_float(t: gs.Tensor, profile: Profile | None) -> bool:
     return dtype in _FLOAT_KINDS
 
 
+def _exact_helper(values: np.ndarray) -> bool:
+    """A constant operand of an elementwise op that is a scalar (``x * 6``, ``x + 3``: a
+    broadcast helper, exact in float and meaningless as an 8-bit range of one value) or holds
+    only integers (masks, counts, index arithmetic): kept exact, not quantized."""
+    if values.size <= 1:
+        return True
+    finite = np.isfinite(values)
+    return bool(finite.all() and np.array_equal(values, np.round(values)))
+
+
 class GraphQuantizer:
     """Plans and writes the QDQ form of one graph (the rules: ``passes/quantize.py``)."""
 
@@ -263,9 +273,28 @@ class GraphQuantizer:
                 fused.add(x.name)
         return fused
 
+    def _shape_computations(self) -> set[str]:
+        """Tensors computed from shapes only: outputs of Shape/Size and of every node whose
+        non-constant inputs all are such tensors (Shape -> Cast -> Div -> Concat -> Reshape
+        chains). They index and size, so they stay exact (float) whatever their dtype."""
+        derived: set[str] = set()
+        for node in self.g.nodes:                      # nodes are in topological order
+            if node.op in ("Shape", "Size"):
+                derived.update(t.name for t in node.outputs if t.name)
+                continue
+            variables = [t for t in node.inputs if t.name and not isinstance(t, gs.Constant)]
+            if variables and all(t.name in derived for t in variables):
+                derived.update(t.name for t in node.outputs if t.name)
+        return derived
+
     def _activations(self) -> list[str]:
         names, seen = [], set()
         fused = self._fused() if self.s.fuse_activations else set()
+        exact = self._shape_computations()
+        self.ctx.count("shape computations kept exact",
+                       sum(1 for n in exact if n in self.tensors
+                           and _is_float(self.tensors[n], self.profile)))
+        seen.update(exact)
         self.ctx.count("activations fused", len(fused))
         candidates = list(self.g.inputs) + [t for n in self.g.nodes if n.op != "Constant"
                                             for t in n.outputs]
@@ -451,10 +480,22 @@ class GraphQuantizer:
         if self.opset21:
             ensure_opset(self.g, OPSET_INT4_INT16, where=self.where)
         self._write(acts, act_enc, conv_enc, params)
-        for note in self.notes:
-            if "degenerate" in note or "NaN" in note or "non-finite" in note:
-                self.ctx.count("degenerate ranges")
-                logger.warning("%s: %s", self.where, note)
+        self._report_notes()
+
+    def _report_notes(self) -> None:
+        """Degenerate or non-finite ranges: one warning line with a count and a few names
+        (every note at DEBUG level, ``--debug``), never one warning per tensor."""
+        bad = [n for n in self.notes if "degenerate" in n or "NaN" in n or "non-finite" in n]
+        if not bad:
+            return
+        self.ctx.count("degenerate ranges", len(bad))
+        names = [n.split("'")[1] if n.startswith("tensor '") else n for n in bad]
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        logger.warning("%s: %d tensor range(s) were degenerate (constant, no data or non-finite) "
+                       "and widened to the minimum range: %s (--debug lists each)", self.where,
+                       len(bad), shown)
+        for note in bad:
+            logger.debug("%s: %s", self.where, note)
 
     def _input_encoding(self, node: gs.Node, act_enc: dict[str, Encoding],
                         conv_enc: dict[str, Encoding]) -> Encoding | None:
@@ -489,6 +530,9 @@ class GraphQuantizer:
                     enc = self._bias_encoding(node, t, values,
                                               self._input_encoding(node, act_enc, conv_enc),
                                               w_enc)
+                elif self.ov.get(t.name) is None and _exact_helper(values):
+                    self.ctx.count("scalar/integer helper constants kept exact")
+                    continue
                 else:
                     e = self.ov.get(t.name)
                     enc = e if e is not None and e.is_resolved and not e.per_channel else \

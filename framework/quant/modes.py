@@ -61,8 +61,10 @@ MODES = ("tf", "symmetric", "enhanced", "adjusted")
 
 
 def _note(notes: list[str] | None, name: str | None, msg: str, level: int = logging.INFO) -> None:
+    """Log ``msg`` about tensor ``name``; with a ``notes`` list the caller reports it (as one
+    summary for many tensors), so it is logged at DEBUG level only and appended."""
     text = f"tensor '{name}': {msg}" if name else msg
-    logger.log(level, "%s", text)
+    logger.log(level if notes is None else logging.DEBUG, "%s", text)
     if notes is not None:
         notes.append(text)
 
