@@ -21,19 +21,24 @@ from typing import Any
 
 __all__ = ["Activation", "RnnSpec", "parse_rnn", "ACTIVATIONS", "GATES"]
 
-#: name (lower case) -> (canonical name, alpha default or None if unused, beta default or None)
-ACTIVATIONS: dict[str, tuple[str, float | None, float | None]] = {
-    "relu": ("Relu", None, None),
-    "tanh": ("Tanh", None, None),
-    "sigmoid": ("Sigmoid", None, None),
-    "affine": ("Affine", 1.0, 0.0),
-    "leakyrelu": ("LeakyRelu", 0.01, None),
-    "thresholdedrelu": ("ThresholdedRelu", 1.0, None),
-    "scaledtanh": ("ScaledTanh", 1.0, 1.0),
+_UNUSED, _REQUIRED = "unused", "required"
+
+#: name (lower case) -> (canonical name, alpha default, beta default). A default is a float,
+#: ``_UNUSED`` (the function takes no such parameter) or ``_REQUIRED``: ONNX defines no default
+#: and runtimes disagree (onnxruntime uses 0 for Affine and ScaledTanh and neither 1.0 nor 0 for
+#: ThresholdedRelu), so a model must give the value or is refused.
+ACTIVATIONS: dict[str, tuple[str, float | str, float | str]] = {
+    "relu": ("Relu", _UNUSED, _UNUSED),
+    "tanh": ("Tanh", _UNUSED, _UNUSED),
+    "sigmoid": ("Sigmoid", _UNUSED, _UNUSED),
+    "affine": ("Affine", _REQUIRED, _REQUIRED),
+    "leakyrelu": ("LeakyRelu", 0.01, _UNUSED),
+    "thresholdedrelu": ("ThresholdedRelu", _REQUIRED, _UNUSED),
+    "scaledtanh": ("ScaledTanh", _REQUIRED, _REQUIRED),
     "hardsigmoid": ("HardSigmoid", 0.2, 0.5),
-    "elu": ("Elu", 1.0, None),
-    "softsign": ("Softsign", None, None),
-    "softplus": ("Softplus", None, None),
+    "elu": ("Elu", 1.0, _UNUSED),
+    "softsign": ("Softsign", _UNUSED, _UNUSED),
+    "softplus": ("Softplus", _UNUSED, _UNUSED),
 }
 
 #: op type -> (gates in W/R order, default activations per direction)
@@ -75,6 +80,18 @@ class RnnSpec:
         return len(GATES[self.op_type][0])
 
 
+def _param(name: str, which: str, default: float | str, given: list[float]) -> float:
+    """The next ``activation_<which>`` value for activation ``name`` (consumed from ``given``)."""
+    if default == _UNUSED:
+        return 0.0
+    if given:
+        return float(given.pop(0))
+    if default == _REQUIRED:
+        raise ValueError(f"activation {name} needs a value in activation_{which}: ONNX defines "
+                         "no default (give the value in the model)")
+    return float(default)
+
+
 def parse_rnn(op_type: str, attrs: Mapping[str, Any]) -> RnnSpec:
     """An ``RnnSpec`` of a LSTM, GRU or RNN node's attributes; ValueError names what is wrong."""
     if op_type not in GATES:
@@ -100,9 +117,9 @@ def parse_rnn(op_type: str, attrs: Mapping[str, Any]) -> RnnSpec:
             raise ValueError(f"activation '{name}' is not one of "
                              + ", ".join(v[0] for v in ACTIVATIONS.values()))
         canon, alpha0, beta0 = ACTIVATIONS[key]
-        alpha = (alphas.pop(0) if alphas else alpha0) if alpha0 is not None else 0.0
-        beta = (betas.pop(0) if betas else beta0) if beta0 is not None else 0.0
-        resolved.append(Activation(canon, float(alpha), float(beta)))
+        alpha = _param(canon, "alpha", alpha0, alphas)
+        beta = _param(canon, "beta", beta0, betas)
+        resolved.append(Activation(canon, alpha, beta))
     acts = tuple(tuple(resolved[d * per_dir:(d + 1) * per_dir]) for d in range(len(directions)))
     clip = attrs.get("clip")
     if clip is not None and not clip > 0:
