@@ -77,8 +77,8 @@ def _dynamic_quantize(spec: NodeSpec):
         lo = min(0.0, float(x32.min())) if x32.size else 0.0
         hi = max(0.0, float(x32.max())) if x32.size else 0.0
         scale = np.float32((hi - lo) / 255.0)
-        if scale == 0:
-            return np.zeros(x.shape, np.uint8), scale, np.uint8(0)
+        if scale == 0:  # all zeros: scale 1 (never 0), as onnxruntime does
+            return np.zeros(x.shape, np.uint8), np.array(1.0, np.float32), np.array(0, np.uint8)
         zp = np.uint8(np.clip(np.rint(np.float32(0 - lo) / scale), 0, 255))
         y = np.clip(np.rint(x32 / scale) + np.float32(zp), 0, 255).astype(np.uint8)
         return y, np.asarray(scale, np.float32), np.asarray(zp, np.uint8)
