@@ -26,7 +26,7 @@ from .plugins import Registries, load_registries
 from .program import Program, describe_tensor
 
 __all__ = ["CompileRequest", "STAGES", "default_pipeline", "compile_model", "build_instruments",
-           "prepare", "retained_state_pairs", "RETAINED_SUFFIX"]
+           "prepare", "retained_state_pairs", "RETAINED_SUFFIX", "lowering_steps", "model_op_types"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 STAGES = {
     "bind": 10,         # bind-symbols
     "specialize": 20,   # specialize (one graph per network specialization)
+    "lower": 22,        # passes that rewrite ops the backend lacks (fold-if, unroll-loops,
+                        # lower-rnn; added by the driver, see lowering_steps), so that later
+                        # passes (fp16 selection, quantization) see the ops that will run
     "select": 25,       # passes that pick nodes by their original output names (convert-fp16),
                         # before fold-batchnorm hands a Conv its BatchNormalization's output
     "simplify": 30,     # fold-constants, fold-batchnorm
@@ -157,12 +160,73 @@ def compile_model(req: CompileRequest, registries: Registries | None = None
             gc.enable()
 
 
+def model_op_types(model: onnx.ModelProto) -> set[str]:
+    """Op types of the default domain in ``model``, inside If/Loop/Scan bodies too."""
+    found: set[str] = set()
+    stack = [model.graph]
+    while stack:
+        graph = stack.pop()
+        for node in graph.node:
+            if node.domain in ("", "ai.onnx"):
+                found.add(node.op_type)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    stack.append(attr.g)
+                stack.extend(attr.graphs)
+    return found
+
+
+def lowering_steps(backend: Any, model: onnx.ModelProto, registries: Registries
+                   ) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """The ``(stage, pass, options)`` steps that rewrite the model's ops the backend lacks.
+
+    A backend with no op table (``op_types`` None, e.g. onnxruntime) lacks nothing. Passes
+    declare what they rewrite in ``Pass.lowers``; they come in the order their ``after``
+    declarations give, and ``fold-constants`` comes first when control flow is folded, so that
+    conditions and trip counts computed from bound shapes are constants by then.
+    """
+    table = getattr(backend, "op_types", None)
+    if table is None:
+        return []
+    missing = frozenset(model_op_types(model) - set(table))
+    chosen = {e.name: e.cls for e in registries.passes.entries()
+              if e.cls.lowers and missing & set(e.cls.lowers)}
+    steps: list[tuple[str, str, Mapping[str, Any]]] = []
+    placed: set[str] = set()
+    while len(placed) < len(chosen):
+        ready = sorted(n for n, cls in chosen.items() if n not in placed and
+                       all(a in placed or a not in chosen for a in cls.after))
+        if not ready:  # an `after` cycle: keep name order rather than loop forever
+            ready = sorted(set(chosen) - placed)
+        name = ready[0]
+        placed.add(name)
+        cls = chosen[name]
+        steps.append(("lower", name, cls.lowering_options(missing & frozenset(cls.lowers))))
+    if missing & {"If", "Loop", "Scan"} and steps:
+        steps.insert(0, ("lower", "fold-constants", {}))
+    return steps
+
+
+def _lowered_by(pipeline: Pipeline) -> frozenset[str]:
+    return frozenset(op for step in pipeline.steps for op in step.cls.lowers)
+
+
 def _compile(req: CompileRequest, registries: Registries | None
              ) -> tuple[Path | None, Program, dict[str, Any]]:
     registries, pipeline, backend, instruments = prepare(req, registries)
     model = _load(req.model)
-    # Ops introduced by passes are checked again below; this catches the common case early.
-    _check_supported(backend, model, "the model")
+    if req.pipeline is None and req.pipeline_text is None:
+        lowering = lowering_steps(backend, model, registries)
+        if lowering:
+            pipeline = Pipeline.build(default_pipeline(
+                symbols=req.symbols, batchsize=req.batchsize,
+                feature_steps=list(req.feature_steps) + lowering),
+                registries.passes, source="default pipeline")
+            logger.info("backend '%s' lacks ops of the model; lowering with %s", backend.name,
+                        ", ".join(name for _, name, _ in lowering))
+    # Ops introduced by passes are checked again below; this catches the common case early
+    # (ops a lowering pass of the pipeline rewrites are left to that pass).
+    _check_supported(backend, model, "the model", skip=_lowered_by(pipeline))
     program = Program.from_model(model)
     program.compile_options = {"backend": backend.name, "pipeline": pipeline.to_text()}
     writer = ContainerWriter(req.output) if req.output is not None else None
@@ -283,8 +347,10 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _check_supported(backend: Any, model: onnx.ModelProto, what: str) -> None:
-    problems = backend.unsupported_nodes(model)
+def _check_supported(backend: Any, model: onnx.ModelProto, what: str,
+                     skip: frozenset[str] = frozenset()) -> None:
+    problems = [p for p in backend.unsupported_nodes(model)
+                if not any(p.endswith(f"({op})") for op in skip)]
     if problems:
         shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more"
                                             if len(problems) > 10 else "")

@@ -47,6 +47,12 @@ class LowerRnn(Pass):
     scope = "graph"
     semantics = "preserving"
     tolerance = Tolerance(rtol=1e-4, atol=1e-5)
+    lowers = RECURRENT_OPS
+    after = ("fold-if", "unroll-loops")  # recurrent ops inside bodies surface there first
+
+    @classmethod
+    def lowering_options(cls, missing: frozenset[str]) -> dict:
+        return {"ops": sorted(missing)}
 
     @dataclasses.dataclass(frozen=True)
     class Options:
