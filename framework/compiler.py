@@ -204,6 +204,15 @@ def lowering_steps(backend: Any, model: onnx.ModelProto, registries: Registries
         steps.append(("lower", name, cls.lowering_options(missing & frozenset(cls.lowers))))
     if missing & {"If", "Loop", "Scan"} and steps:
         steps.insert(0, ("lower", "fold-constants", {}))
+        names = [name for _, name, _ in steps]
+        if "If" in missing and "unroll-loops" in names and "fold-if" in names:
+            # an If inside a loop body surfaces once unrolled; its condition often depends on
+            # the iteration number, a constant after folding: fold again after unrolling
+            at = names.index("unroll-loops") + 1
+            first = names.index("fold-if")
+            steps[first] = ("lower", "fold-if", {"strict": False})
+            steps[at:at] = [("lower", "fold-constants", {}), ("lower", "fold-if",
+                                                             {"strict": True})]
     return steps
 
 
