@@ -1,0 +1,206 @@
+"""``fold-if`` and ``unroll-loops``: structure, semantics (check_pass on the interpreter and
+onnxruntime), no-op and refusals; and the compile driver adding the lowering passes for a
+backend whose op table lacks If/Loop/Scan/LSTM (aic100), through the public path."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import aicc
+from aicc.cli import main
+from aicc.compiler import lowering_steps
+from aicc.errors import AiccError
+from aicc.testing import check_pass, run_pass
+from control_builders import if_model, loop_model, rnn_model, scan_model
+
+X23 = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+
+
+def _ops(program) -> collections.Counter:
+    return collections.Counter(n.op for n in program.graph().nodes)
+
+
+def _ort(model, feeds):
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+
+
+# --- fold-if -----------------------------------------------------------------------------------
+
+def test_fold_if_inlines_the_taken_branch(registries):
+    program = check_pass(if_model(cond_from="constant"), "fold-if", registries=registries)
+    graph = program.graph()
+    assert _ops(program) == {"Mul": 1, "Add": 1, "Identity": 1}
+    names = {n.name for n in graph.nodes}
+    assert "mul" in names and "add" not in names  # the else branch's input is dead now
+    assert "if_node/then_add" in names
+    assert [t.name for t in graph.outputs] == ["y"]
+
+
+def test_fold_if_leaves_a_dynamic_condition(registries):
+    program = run_pass(if_model(cond_from="data"), "fold-if", registries=registries)
+    assert _ops(program)["If"] == 1
+
+
+def test_fold_if_strict_refuses_a_dynamic_condition(registries):
+    with pytest.raises(AiccError, match=r"node 'if_node' \(If\): the condition 'c' is not a "
+                                        r"constant \(computed by node 'gt' \(Greater\)\)"):
+        run_pass(if_model(cond_from="data"), "fold-if", {"strict": True}, registries=registries)
+
+
+def test_fold_if_after_fold_constants_folds_a_computed_condition(registries):
+    from aicc.pipeline import Pipeline, run_pipeline
+    from aicc.program import Program
+    from aicc import ir
+
+    model = if_model(cond_from="data")
+    # make the condition's input a constant: ReduceSum(w) > 0 instead of ReduceSum(x)
+    model.graph.node[2].input[0] = "w"
+    program = Program.from_model(ir.load_model(model.SerializeToString()))
+    pipeline = Pipeline.build(["fold-constants", ("fold-if", {"strict": True}), "cleanup"],
+                              registries.passes)
+    program = run_pipeline(pipeline, program, registries=registries)
+    assert "If" not in _ops(program)
+
+
+# --- unroll-loops ------------------------------------------------------------------------------
+
+def test_unroll_loop_structure_and_numbers(registries):
+    program = check_pass(loop_model(trip=4), "unroll-loops", registries=registries)
+    ops = _ops(program)
+    assert "Loop" not in ops and ops["Cast"] == 4 and ops["Concat"] == 1
+    assert [t.name for t in program.graph().outputs] == ["acc", "accs"]
+
+
+@pytest.mark.parametrize("trip", [0, 1])
+def test_unroll_short_loops(registries, trip):
+    model = loop_model(trip=trip)
+    if trip == 0:  # zero iterations with a scan output: its shape is unknown
+        with pytest.raises(AiccError, match="runs zero times and has scan outputs"):
+            run_pass(model, "unroll-loops", registries=registries)
+    else:
+        check_pass(model, "unroll-loops", registries=registries)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_unroll_scan(registries, reverse):
+    program = check_pass(scan_model(reverse=reverse), "unroll-loops", registries=registries)
+    assert "Scan" not in _ops(program) and _ops(program)["Gather"] == 5
+
+
+def test_unroll_nested_loop_with_if(registries):
+    from interpreter.test_interp_control import _nested_model
+
+    program = check_pass(_nested_model(), "unroll-loops", registries=registries)
+    assert _ops(program)["If"] == 5  # one copy of the inner If per iteration
+
+
+def test_unroll_refuses_a_dynamic_trip_count(registries):
+    with pytest.raises(AiccError, match=r"node 'loop_node' \(Loop\): the trip count 'n' is not a "
+                                        r"constant"):
+        run_pass(loop_model(trip=None), "unroll-loops", registries=registries)
+    program = run_pass(loop_model(trip=None), "unroll-loops", {"strict": False},
+                       registries=registries)
+    assert _ops(program) == {"Loop": 1}  # no-op when not strict
+
+
+def test_unroll_refuses_a_condition_computed_in_the_body(registries):
+    model = loop_model(trip=3)
+    body = model.graph.node[0].attribute[0].g
+    keep = next(n for n in body.node if n.name == "keep")
+    keep.op_type = "Not"
+    with pytest.raises(AiccError, match="the body computes its condition 'cond_out'"):
+        run_pass(model, "unroll-loops", registries=registries)
+
+
+def test_unroll_limit(registries):
+    with pytest.raises(AiccError, match=r"4 iterations exceed the unrolling limit of 3.*"
+                                        r"max_iterations=4"):
+        run_pass(loop_model(trip=4), "unroll-loops", {"max_iterations": 3},
+                 registries=registries)
+
+
+def test_unroll_no_op_without_loops(registries):
+    program = run_pass(if_model(), "unroll-loops", registries=registries)
+    assert _ops(program) == {"Mul": 1, "Add": 1, "If": 1}
+
+
+# --- the compile driver ------------------------------------------------------------------------
+
+def test_lowering_steps_follow_the_backend_table(registries):
+    from aicc.backends.aic100 import Aic100Backend
+    from aicc.backends.cpu import CpuBackend
+    from aicc.backends.interpreter import InterpreterBackend
+
+    lstm = onnx.shape_inference.infer_shapes(rnn_model("LSTM"))
+    assert lowering_steps(InterpreterBackend(), lstm, registries) == []
+    assert lowering_steps(CpuBackend(), lstm, registries) == []
+    assert lowering_steps(Aic100Backend(), lstm, registries) == [
+        ("lower", "lower-rnn", {"ops": ["LSTM"]})]
+    from interpreter.test_interp_control import _nested_model
+    names = [n for _, n, _ in lowering_steps(Aic100Backend(), _nested_model(), registries)]
+    assert names == ["fold-constants", "fold-if", "unroll-loops", "fold-constants", "fold-if"]
+
+
+def test_lstm_runs_on_aic100_in_fp16_after_lowering(tmp_path):
+    """The public path: -convert-to-fp16 on aic100 (no LSTM in its table) against
+    onnxruntime on the original model; fp16 tolerance 2e-2 relative to the output range."""
+    model = rnn_model("LSTM", seq=6, batch=2, inp=3, hidden=5, direction="bidirectional",
+                      lens=[6, 4], initial=True, peepholes=True)
+    path = tmp_path / "lstm.onnx"
+    onnx.save(model, path)
+    assert main(["compile", f"-m={path}", f"-aic-binary-dir={tmp_path / 'qpc'}", "-aic-hw",
+                 "-convert-to-fp16", "-aic-num-cores=2"]) == 0
+    manifest = (tmp_path / "qpc" / "manifest.json").read_text()
+    assert "lower-rnn" in manifest
+    x = np.random.default_rng(7).standard_normal((6, 2, 3)).astype(np.float32)
+    got = aicc.load(tmp_path / "qpc").run({"X": x})
+    ref = _ort(model, {"X": x})
+    for name, want in ref.items():
+        scale = float(np.abs(want).max())
+        np.testing.assert_allclose(got[name].astype(np.float32), want, rtol=0,
+                                   atol=2e-2 * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("build, feeds", [
+    (lambda: loop_model(trip=3), {"x": np.array([1.0, 2.0, -1.0], np.float32)}),
+    (lambda: scan_model(reverse=True), {"x": np.arange(15, dtype=np.float32).reshape(5, 3)}),
+    (lambda: if_model(cond_from="constant"), {"x": X23}),
+])
+def test_control_flow_runs_on_aic100_after_lowering(tmp_path, build, feeds):
+    model = build()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    assert main(["compile", f"-m={path}", f"-aic-binary-dir={tmp_path / 'qpc'}", "-aic-hw",
+                 "-convert-to-fp16"]) == 0
+    got = aicc.load(tmp_path / "qpc").run(feeds)
+    for name, want in _ort(model, feeds).items():
+        np.testing.assert_allclose(got[name].astype(np.float32), want, rtol=0,
+                                   atol=2e-3 * float(np.abs(want).max()), err_msg=name)
+
+
+def test_dynamic_if_on_aic100_is_refused_in_one_line(tmp_path, capsys):
+    path = tmp_path / "if.onnx"
+    onnx.save(if_model(cond_from="data"), path)
+    code = main(["compile", f"-m={path}", f"-aic-binary-dir={tmp_path / 'qpc'}", "-aic-hw",
+                 "-convert-to-fp16"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and not (tmp_path / "qpc").exists()
+    assert err[-1].startswith("error: ") and "node 'if_node' (If)" in err[-1]
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_explicit_pipeline_without_lowering_is_refused_up_front(tmp_path):
+    fp16 = ("convert-fp16", {"all": True})
+    with pytest.raises(AiccError, match=r"backend 'aic100' cannot run: node 'rnn' \(LSTM\)"):
+        aicc.compile(rnn_model("LSTM"), backend="aic100", pipeline=[fp16, "cleanup"],
+                     output=tmp_path / "m.qpc")
+    assert not (tmp_path / "m.qpc").exists()
+    qpc = aicc.compile(rnn_model("LSTM"), backend="aic100",
+                       pipeline=["lower-rnn", fp16, "cleanup"], output=tmp_path / "m2.qpc")
+    assert qpc.exists()
