@@ -33,13 +33,13 @@ def inline_body(graph: gs.Graph, body: gs.Graph, prefix: str,
     copy = body.copy(tensor_map=outer)
     outer_ids = {id(t) for t in outer.values()}
     local = [t for t in copy.tensors().values() if id(t) not in outer_ids]
+    done: set[int] = set()
     for t in local:
-        t.name = _fresh(f"{prefix}/{t.name}", taken)
-        if isinstance(t, gs.Constant):  # copies share a lazily loaded TensorProto, whose
-            t.values = np.array(t.values)  # name the exporter would write for all of them
+        _rename(t, prefix, taken, done)
     nodes = list(copy.nodes)
     for node in nodes:
         node.name = _fresh(f"{prefix}/{node.name or node.op}", taken)
+    _rename_nested(nodes, prefix, taken, done, outer_ids)
     for index, value in bind.items():
         inp = copy.inputs[index]
         if isinstance(value, gs.Tensor):
@@ -48,6 +48,30 @@ def inline_body(graph: gs.Graph, body: gs.Graph, prefix: str,
         else:
             inp.to_constant(np.asarray(value))
     return nodes, list(copy.outputs)
+
+
+def _rename(t: gs.Tensor, prefix: str, taken: set[str], done: set[int]) -> None:
+    done.add(id(t))
+    t.name = _fresh(f"{prefix}/{t.name}", taken)
+    if isinstance(t, gs.Constant):  # copies share a lazily loaded TensorProto, whose name
+        t.values = np.array(t.values)  # the exporter would write for all of them
+
+
+def _rename_nested(nodes: list[gs.Node], prefix: str, taken: set[str], done: set[int],
+                   outer_ids: set[int]) -> None:
+    """Copies of nested bodies (an If inside a Loop body) get prefixed names too: each copy
+    of the enclosing body has its own, so unrolled copies never share a name."""
+    stack = [v for n in nodes for v in n.attrs.values() if isinstance(v, gs.Graph)]
+    while stack:
+        g = stack.pop()
+        tensors = list(g.inputs) + list(g.outputs)
+        for node in g.nodes:
+            node.name = _fresh(f"{prefix}/{node.name or node.op}", taken)
+            tensors += list(node.inputs) + list(node.outputs)
+            stack.extend(v for v in node.attrs.values() if isinstance(v, gs.Graph))
+        for t in tensors:
+            if t.name and id(t) not in done and id(t) not in outer_ids:
+                _rename(t, prefix, taken, done)
 
 
 def _fresh(name: str, taken: set[str]) -> str:
