@@ -132,3 +132,30 @@ def test_weights_that_are_not_constants_are_refused(registries):
 def test_unknown_op_option_is_refused(registries):
     with pytest.raises((AiccError, ConfigError), match="'Conv' is not one of LSTM, GRU, RNN"):
         run_pass(rnn_model("RNN"), "lower-rnn", {"ops": ["Conv"]}, registries=registries)
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+def test_fp16_models_lower_to_fp16_ops(registries, op):
+    """Constants follow W's dtype; per-op fp16 rounding stays within a few fp16 ulps of the
+    interpreter's recurrent kernel (which rounds once per output)."""
+    from onnx import TensorProto, numpy_helper
+
+    from aicc.backends.interpreter import Interpreter
+
+    model = rnn_model(op, initial=True, direction="bidirectional", lens=[5, 2])
+    for init in model.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype == np.float32:
+            init.CopyFrom(numpy_helper.from_array(arr.astype(np.float16), init.name))
+    for vi in list(model.graph.input) + list(model.graph.output):
+        vi.type.tensor_type.elem_type = TensorProto.FLOAT16
+    lowered = run_pass(model, "lower-rnn", registries=registries).to_model()
+    assert {i.data_type for i in lowered.graph.initializer} <= {TensorProto.FLOAT16,
+                                                                TensorProto.INT64,
+                                                                TensorProto.BOOL}
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float16)
+    want, got = Interpreter(model).run({"X": x}), Interpreter(lowered).run({"X": x})
+    for name in want:
+        assert got[name].dtype == np.float16
+        np.testing.assert_allclose(got[name].astype(np.float32), want[name].astype(np.float32),
+                                   rtol=0, atol=4e-3, err_msg=name)

@@ -177,3 +177,19 @@ def test_public_path_runs_a_nested_loop_on_the_interpreter(tmp_path):
     feeds = {"x": np.array([0.25, 3.0], np.float32)}
     qpc = aicc.compile(model, backend="interpreter", output=tmp_path / "m.qpc")
     _same(aicc.load(qpc).run(feeds), _ort(model, feeds))
+
+
+def test_folding_a_value_only_a_branch_reads(registries):
+    """k = two + one is constant and read only inside the then-branch: fold-constants turns it
+    into a constant the branch still reads, and cleanup keeps it."""
+    model = if_model()
+    model.graph.node.insert(0, helper.make_node("Add", ["two", "one"], ["k"], name="k_add"))
+    then_g = next(a.g for a in model.graph.node[-1].attribute if a.name == "then_branch")
+    then_g.node[0].input[1] = "k"
+    onnx.checker.check_model(model)
+    feeds = [{"x": X23, "c": np.array(True)}, {"x": X23, "c": np.array(False)}]
+    program = check_pass(model, "fold-constants", registries=registries, feeds=feeds)
+    assert "k_add" not in {n.name for n in program.graph().nodes}
+    program = check_pass(program.to_model(), "cleanup", registries=registries, feeds=feeds)
+    got = Interpreter(program.to_model()).run(feeds[0])
+    np.testing.assert_allclose(got["y"], X23 * 2 + 3, rtol=1e-6)
