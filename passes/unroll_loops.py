@@ -157,6 +157,10 @@ def _unroll_loop(graph: gs.Graph, node: gs.Node, limit: int, taken: set[str]) ->
 
 
 def _unroll_scan(graph: gs.Graph, node: gs.Node, limit: int, taken: set[str]) -> list[gs.Node]:
+    if "directions" in node.attrs or (graph.opset or 9) < 9:
+        raise _CannotUnroll("opset 8's Scan (batch axis, sequence_lens) is not unrolled",
+                            "convert the model to opset 9 or later, or use a backend that "
+                            "runs Scan")
     body: gs.Graph = node.attrs["body"]
     m = int(node.attrs["num_scan_inputs"])
     n_state = len(node.inputs) - m

@@ -122,8 +122,10 @@ def _loop(spec: NodeSpec):
     return run
 
 
-@register("Scan", min_version=9)
+@register("Scan", min_version=8)
 def _scan(spec: NodeSpec):
+    if spec.version < 9:
+        return _scan8(spec)
     body, body_outer = _body(spec, "body")
     graph: onnx.GraphProto = spec.attr("body")
     m = int(spec.attr("num_scan_inputs"))
@@ -164,6 +166,52 @@ def _scan(spec: NodeSpec):
             axis = out_axes[k] + stacked.ndim if out_axes[k] < 0 else out_axes[k]
             result.append(np.moveaxis(stacked, 0, axis))
         return tuple(states) + tuple(result)
+
+    run.inner_names = _inner_names(body)
+    return run
+
+
+def _scan8(spec: NodeSpec):
+    """Scan of opset 8: every input has a batch axis first, scan inputs scan their axis 1,
+    ``sequence_lens`` (optional first input) limits the steps per batch entry; the scan outputs
+    of a shorter entry are zero past its length."""
+    body, body_outer = _body(spec, "body")
+    graph: onnx.GraphProto = spec.attr("body")
+    m = int(spec.attr("num_scan_inputs"))
+    n_state = len(spec.inputs) - len(spec.captured) - 1 - m
+    k_out = len(graph.output) - n_state
+    dirs = list(spec.attr("directions", [0] * m))
+    in_names = [i.name for i in graph.input]
+
+    def run(*args, observe=None):
+        (lens, *own), outer = _split(spec, args)
+        states, xs = own[:n_state], own[n_state:]
+        batch, steps = xs[0].shape[0], xs[0].shape[1]
+        fixed = _pick(outer, body_outer)
+        final = [[] for _ in range(n_state)]
+        outs_k: list[list] = [[] for _ in range(k_out)]
+        for b in range(batch):
+            n = steps if lens is None else int(lens[b])
+            st = [s[b] for s in states]
+            per_t: list[list] = [[] for _ in range(k_out)]
+            for t in range(n):
+                values = dict(fixed)
+                values.update(zip(in_names, st + [x[b, n - 1 - t if d else t]
+                                                  for x, d in zip(xs, dirs)]))
+                res = body.run_body(values, observe)
+                st = res[:n_state]
+                for k in range(k_out):
+                    per_t[k].append(res[n_state + k])
+            for i in range(n_state):
+                final[i].append(st[i])
+            for k in range(k_out):
+                if not per_t[k]:
+                    raise ValueError(f"batch entry {b} has no steps; its scan output's shape "
+                                     "is unknown")
+                stacked = np.stack(per_t[k])
+                pad = np.zeros((steps - n,) + stacked.shape[1:], stacked.dtype)
+                outs_k[k].append(np.concatenate([stacked, pad]))
+        return tuple(np.stack(f) for f in final) + tuple(np.stack(o) for o in outs_k)
 
     run.inner_names = _inner_names(body)
     return run

@@ -41,8 +41,6 @@ _ALIGN_CORNERS = ("align_corners with a fractional scale * input length: onnx's 
 EXCLUDED: dict[str, str] = {
     "test_resize_downsample_scales_linear_align_corners": _ALIGN_CORNERS,
     "test_resize_downsample_scales_cubic_align_corners": _ALIGN_CORNERS,
-    "test_scan_sum": ("opset 8's Scan (a batch axis and sequence_lens as first input) is not "
-                      "implemented; the interpreter runs Scan from version 9"),
 }
 
 
