@@ -193,3 +193,28 @@ def test_folding_a_value_only_a_branch_reads(registries):
     program = check_pass(program.to_model(), "cleanup", registries=registries, feeds=feeds)
     got = Interpreter(program.to_model()).run(feeds[0])
     np.testing.assert_allclose(got["y"], X23 * 2 + 3, rtol=1e-6)
+
+
+@pytest.mark.parametrize("direction", [0, 1])
+def test_opset8_scan_with_sequence_lens(direction):
+    """Scan of opset 8: batch axis first, per-entry lengths, zeros past a length."""
+    F = TensorProto.FLOAT
+    body = helper.make_graph(
+        [helper.make_node("Add", ["s_in", "row"], ["s_out"], name="sum"),
+         helper.make_node("Identity", ["s_out"], ["y_t"], name="emit")], "body",
+        [helper.make_tensor_value_info("s_in", F, [2]), helper.make_tensor_value_info("row", F, [2])],
+        [helper.make_tensor_value_info("s_out", F, [2]), helper.make_tensor_value_info("y_t", F, [2])])
+    node = helper.make_node("Scan", ["lens", "s0", "x"], ["s", "ys"], name="scan8", body=body,
+                            num_scan_inputs=1, directions=[direction])
+    graph = helper.make_graph(
+        [node], "scan8",
+        [helper.make_tensor_value_info("lens", TensorProto.INT64, [3]),
+         helper.make_tensor_value_info("s0", F, [3, 2]),
+         helper.make_tensor_value_info("x", F, [3, 4, 2])],
+        [helper.make_tensor_value_info("s", F, [3, 2]),
+         helper.make_tensor_value_info("ys", F, [3, 4, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)])
+    model.ir_version = 4
+    feeds = {"lens": np.array([4, 2, 1], np.int64), "s0": np.ones((3, 2), np.float32),
+             "x": np.arange(24, dtype=np.float32).reshape(3, 4, 2)}
+    _same(Interpreter(model).run(feeds), _ort(model, feeds))
