@@ -202,8 +202,10 @@ def test_opset8_scan_with_sequence_lens(direction):
     body = helper.make_graph(
         [helper.make_node("Add", ["s_in", "row"], ["s_out"], name="sum"),
          helper.make_node("Identity", ["s_out"], ["y_t"], name="emit")], "body",
-        [helper.make_tensor_value_info("s_in", F, [2]), helper.make_tensor_value_info("row", F, [2])],
-        [helper.make_tensor_value_info("s_out", F, [2]), helper.make_tensor_value_info("y_t", F, [2])])
+        [helper.make_tensor_value_info("s_in", F, [2]),
+         helper.make_tensor_value_info("row", F, [2])],
+        [helper.make_tensor_value_info("s_out", F, [2]),
+         helper.make_tensor_value_info("y_t", F, [2])])
     node = helper.make_node("Scan", ["lens", "s0", "x"], ["s", "ys"], name="scan8", body=body,
                             num_scan_inputs=1, directions=[direction])
     graph = helper.make_graph(

@@ -59,7 +59,8 @@ def test_conv_integer(pads):
     w = RNG.integers(0, 255, (4, 3, 3, 3)).astype(np.uint8)
     model = _model([helper.make_node("ConvInteger", ["x", "w", "xzp", "wzp"], ["y"], pads=pads,
                                      strides=[1, 2])],
-                   [_vi("x", TensorProto.UINT8, x.shape)], [_vi("y", TensorProto.INT32, [1, 4, None, None])],
+                   [_vi("x", TensorProto.UINT8, x.shape)],
+                   [_vi("y", TensorProto.INT32, [1, 4, None, None])],
                    [numpy_helper.from_array(w, "w"),
                     numpy_helper.from_array(np.array(11, np.uint8), "xzp"),
                     numpy_helper.from_array(np.array(128, np.uint8), "wzp")])
@@ -120,7 +121,8 @@ def test_qlinear_conv(per_channel):
         ("yz", np.array(90, np.uint8)), ("bias", bias))]
     model = _model([helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys",
                                                      "yz", "bias"], ["y"], pads=[1, 1, 1, 1])],
-                   [_vi("x", TensorProto.UINT8, x.shape)], [_vi("y", TensorProto.UINT8, [1, 3, 5, 5])],
+                   [_vi("x", TensorProto.UINT8, x.shape)],
+                   [_vi("y", TensorProto.UINT8, [1, 3, 5, 5])],
                    inits)
     got, ref = _both(model, {"x": x})
     _requant_close(got["y"], ref["y"])
