@@ -112,9 +112,11 @@ def scan_model(*, steps: int = 5, width: int = 3, reverse: bool = False) -> onnx
 def rnn_model(op: str = "LSTM", *, seq: int = 5, batch: int = 2, inp: int = 3, hidden: int = 4,
               direction: str = "forward", layout: int = 0, bias: bool = True,
               lens: list[int] | None = None, initial: bool = False, peepholes: bool = False,
-              seed: int = 0, lens_input: bool = False, **attrs) -> onnx.ModelProto:
+              seed: int = 0, lens_input: bool = False, state_inputs: bool = False,
+              **attrs) -> onnx.ModelProto:
     """One LSTM/GRU/RNN node with random weights as initializers; X (and sequence_lens when
-    ``lens_input``) are graph inputs. Outputs Y, Y_h (and Y_c for LSTM)."""
+    ``lens_input``, the initial states when ``state_inputs``, as a streaming model feeds them
+    back) are graph inputs. Outputs Y, Y_h (and Y_c for LSTM)."""
     rng = np.random.default_rng(seed)
     gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
     dirs = 2 if direction == "bidirectional" else 1
@@ -136,7 +138,13 @@ def rnn_model(op: str = "LSTM", *, seq: int = 5, batch: int = 2, inp: int = 3, h
         inputs.append(helper.make_tensor_value_info("L", TensorProto.INT32, [batch]))
         names[4] = "L"
     state = [dirs, batch, hidden] if layout == 0 else [batch, dirs, hidden]
-    if initial:
+    if state_inputs:
+        inputs.append(helper.make_tensor_value_info("H0", F, state))
+        names[5] = "H0"
+        if op == "LSTM":
+            inputs.append(helper.make_tensor_value_info("C0", F, state))
+            names[6] = "C0"
+    elif initial:
         inits.append(numpy_helper.from_array(rng.standard_normal(state).astype(np.float32), "H0"))
         names[5] = "H0"
         if op == "LSTM":

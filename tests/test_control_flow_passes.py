@@ -204,3 +204,24 @@ def test_explicit_pipeline_without_lowering_is_refused_up_front(tmp_path):
     qpc = aicc.compile(rnn_model("LSTM"), backend="aic100",
                        pipeline=["lower-rnn", fp16, "cleanup"], output=tmp_path / "m2.qpc")
     assert qpc.exists()
+
+
+def test_streaming_lstm_with_state_inputs_on_aic100(tmp_path):
+    """A voice-activity-style model: one step per call, (h, c) fed in and returned."""
+    model = rnn_model("LSTM", seq=1, batch=1, inp=8, hidden=16, state_inputs=True)
+    path = tmp_path / "vad.onnx"
+    onnx.save(model, path)
+    assert main(["compile", f"-m={path}", f"-aic-binary-dir={tmp_path / 'qpc'}", "-aic-hw",
+                 "-convert-to-fp16"]) == 0
+    session = aicc.load(tmp_path / "qpc")
+    rng = np.random.default_rng(3)
+    h = c = np.zeros((1, 1, 16), np.float32)
+    h_ref = c_ref = h
+    for _ in range(4):  # the states travel through four calls
+        x = rng.standard_normal((1, 1, 8)).astype(np.float32)
+        got = session.run({"X": x, "H0": h, "C0": c})
+        ref = _ort(model, {"X": x, "H0": h_ref, "C0": c_ref})
+        h, c = got["Y_h"].astype(np.float32), got["Y_c"].astype(np.float32)
+        h_ref, c_ref = ref["Y_h"], ref["Y_c"]
+        np.testing.assert_allclose(h, h_ref, rtol=0, atol=1e-2)
+        np.testing.assert_allclose(c, c_ref, rtol=0, atol=1e-2)

@@ -52,6 +52,8 @@ CASES = [
     ("RNN", dict(activations=["ThresholdedRelu"], activation_alpha=[0.2], initial=True)),
     ("RNN", dict(activations=["Affine"], activation_alpha=[0.9], activation_beta=[0.1])),
     ("RNN", dict(activations=["LeakyRelu"], lens=[5, 5])),
+    ("LSTM", dict(state_inputs=True, direction="bidirectional", peepholes=True)),
+    ("GRU", dict(state_inputs=True, layout=0, lens=[3, 5])),
 ]
 
 

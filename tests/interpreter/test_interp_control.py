@@ -220,3 +220,4 @@ def test_opset8_scan_with_sequence_lens(direction):
     feeds = {"lens": np.array([4, 2, 1], np.int64), "s0": np.ones((3, 2), np.float32),
              "x": np.arange(24, dtype=np.float32).reshape(3, 4, 2)}
     _same(Interpreter(model).run(feeds), _ort(model, feeds))
+
