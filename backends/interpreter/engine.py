@@ -1,5 +1,9 @@
 """The interpreter engine: an ONNX model turned into a precomputed schedule of numpy kernels.
 
+Control-flow bodies (If, Loop, Scan) get interpreters of their own (``for_subgraph``, see
+``ops_control``); the outer-scope values a body reads become extra inputs of its node, so the
+liveness below keeps them until the node has run.
+
 Construction does all the per-model work once: it checks every op up front (reporting all the
 unsupported ones together), parses attributes, builds one kernel per node, evaluates Constant
 nodes, orders the nodes and, per requested set of outputs, plans which nodes to run and after which
@@ -93,17 +97,26 @@ def outer_names(graph: onnx.GraphProto) -> list[str]:
     """The names ``graph`` (with its nested subgraphs) reads from enclosing scopes, in first-use
     order: referenced by a node or listed as an output, defined neither as an input, an
     initializer nor a node output of the graph."""
-    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    for node in graph.node:
-        defined.update(node.output)
-    found: dict[str, None] = {}
-    for node in graph.node:
-        refs = list(node.input)
-        for _, g in subgraphs(node):
-            refs += outer_names(g)
-        found.update((n, None) for n in refs if n not in defined)
-    found.update((o.name, None) for o in graph.output if o.name not in defined)
-    return list(found)
+    order, stack = [], [graph]  # every nested graph, parents before their bodies (iterative:
+    while stack:                 # deep nesting must not exhaust Python's stack)
+        g = stack.pop()
+        order.append(g)
+        for node in g.node:
+            stack.extend(body for _, body in subgraphs(node))
+    free: dict[int, list[str]] = {}
+    for g in reversed(order):  # bodies before the graphs that hold them
+        defined = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+        for node in g.node:
+            defined.update(node.output)
+        found: dict[str, None] = {}
+        for node in g.node:
+            refs = list(node.input)
+            for _, body in subgraphs(node):
+                refs += free[id(body)]
+            found.update((n, None) for n in refs if n not in defined)
+        found.update((o.name, None) for o in g.output if o.name not in defined)
+        free[id(g)] = list(found)
+    return free[id(graph)]
 
 
 def _resolve(node: onnx.NodeProto, index: int, opset: int):
