@@ -225,3 +225,24 @@ def test_streaming_lstm_with_state_inputs_on_aic100(tmp_path):
         h_ref, c_ref = ref["Y_h"], ref["Y_c"]
         np.testing.assert_allclose(h, h_ref, rtol=0, atol=1e-2)
         np.testing.assert_allclose(c, c_ref, rtol=0, atol=1e-2)
+
+
+def test_symbolic_sequence_length_bound_on_the_command_line(tmp_path, capsys):
+    """lower-rnn runs after bind-symbols: -onnx-define-symbol makes the length static; without
+    it the compile is refused naming the node and the flag to use."""
+    model = rnn_model("GRU", direction="bidirectional")
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[0].dim_param, dims[1].dim_param = "T", "B"
+    path = tmp_path / "gru.onnx"
+    onnx.save(model, path)
+    code = main(["compile", f"-m={path}", f"-aic-binary-dir={tmp_path / 'no'}", "-aic-hw",
+                 "-convert-to-fp16", "-onnx-define-symbol=B,2"])
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "no").exists()
+    assert "node 'rnn' (GRU): the sequence length of 'X' is not static" in err
+    assert main(["compile", f"-m={path}", f"-aic-binary-dir={tmp_path / 'qpc'}", "-aic-hw",
+                 "-convert-to-fp16", "-onnx-define-symbol=B,2", "-onnx-define-symbol=T,5"]) == 0
+    x = np.random.default_rng(1).standard_normal((5, 2, 3)).astype(np.float32)
+    got = aicc.load(tmp_path / "qpc").run({"X": x})
+    for name, want in _ort(model, {"X": x}).items():
+        np.testing.assert_allclose(got[name].astype(np.float32), want, rtol=0, atol=1e-2)
