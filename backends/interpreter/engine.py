@@ -193,10 +193,23 @@ class Interpreter:
             for name in getattr(kernel, "inner_names", ()):
                 self._inner[f"{spec.name}/{name}"] = i
         self._plans: dict[tuple, _Plan] = {}
+        self._configure_bodies()
         logger.debug("interpreter: %d kernels, %d constants (%d from Constant nodes)",
                      len(self._nodes), len(self._consts), len(self._constant_outputs))
 
     # --- construction ----------------------------------------------------------------------
+
+    def _configure_bodies(self) -> None:
+        """Control-flow bodies (nested ones too) check types and profile as this one does;
+        profiled body ops add to this interpreter's ``op_times``."""
+        stack = [self]
+        while stack:
+            interp = stack.pop()
+            for kernel, _ in interp._nodes:
+                for body in getattr(kernel, "bodies", ()):
+                    body.check_types, body.profile = self.check_types, self.profile
+                    body.op_times = self.op_times
+                    stack.append(body)
 
     @staticmethod
     def unsupported_nodes(model: onnx.ModelProto) -> list[str]:

@@ -4,7 +4,9 @@ The engine passes a control-flow node the outer-scope values its bodies read aft
 inputs (``NodeSpec.captured``), so liveness keeps them alive until the node runs. Each body is an
 ``Interpreter.for_subgraph`` built once with the node; running it binds the body's inputs and the
 captured values. A kernel has ``inner_names`` (the body tensors an observer can see) and takes an
-``observe`` keyword: the engine passes one that qualifies names with the node's name.
+``observe`` keyword: the engine passes one that qualifies names with the node's name, and
+``bodies`` (the nested interpreters, which the engine gives its ``check_types`` and ``profile``
+settings; with ``profile`` a body's ops count in the op times too, inside their node's time).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def _if(spec: NodeSpec):
         return tuple(outs)
 
     run.inner_names = _inner_names(then_body, else_body)
+    run.bodies = (then_body, else_body)
     return run
 
 
@@ -119,6 +122,7 @@ def _loop(spec: NodeSpec):
         return tuple(carried) + tuple(stacked)
 
     run.inner_names = _inner_names(body)
+    run.bodies = (body,)
     return run
 
 
@@ -168,6 +172,7 @@ def _scan(spec: NodeSpec):
         return tuple(states) + tuple(result)
 
     run.inner_names = _inner_names(body)
+    run.bodies = (body,)
     return run
 
 
@@ -214,4 +219,5 @@ def _scan8(spec: NodeSpec):
         return tuple(np.stack(f) for f in final) + tuple(np.stack(o) for o in outs_k)
 
     run.inner_names = _inner_names(body)
+    run.bodies = (body,)
     return run

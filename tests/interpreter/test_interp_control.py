@@ -221,3 +221,16 @@ def test_opset8_scan_with_sequence_lens(direction):
              "x": np.arange(24, dtype=np.float32).reshape(3, 4, 2)}
     _same(Interpreter(model).run(feeds), _ort(model, feeds))
 
+
+
+def test_bodies_share_check_types_and_profile():
+    interp = Interpreter(_nested_model(), check_types=True, profile=True)
+    interp.run({"x": np.array([1.0, 2.0], np.float32)})
+    assert interp.op_times["Loop"][0] == 1
+    assert interp.op_times["If"][0] == 5 and interp.op_times["Less"][0] == 5
+    # a body tensor contradicting its declared type is caught inside the body
+    model = loop_model()
+    body = model.graph.node[0].attribute[0].g
+    body.output[1].type.tensor_type.elem_type = TensorProto.DOUBLE
+    with pytest.raises(BackendError, match="acc_out.*declares float64"):
+        Interpreter(model, check_types=True).run({"x": np.ones(3, np.float32)})
