@@ -124,6 +124,13 @@ def _lower(graph: gs.Graph, node: gs.Node, max_steps: int) -> list[gs.Node]:
                       f"runs {node.op}")
     steps = int(steps)
     dirs = len(spec.directions)
+    if steps < 1:
+        raise _refuse(node, f"the sequence length of '{x.name}' is {steps}",
+                      "a recurrent op over an empty sequence has nothing to lower")
+    if w.shape[0] != dirs or r.shape[0] != dirs:
+        raise _refuse(node, f"W and R hold {w.shape[0]} and {r.shape[0]} direction(s); "
+                            f"direction '{node.attrs.get('direction', 'forward')}' needs {dirs}",
+                      "fix the model")
     if steps * dirs > max_steps:
         raise _refuse(node, f"{steps} steps x {dirs} direction(s) exceed the unrolling limit "
                             f"of {max_steps}",
