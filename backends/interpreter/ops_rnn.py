@@ -161,6 +161,9 @@ def _recurrent(spec: NodeSpec):
         if w.shape[0] != len(rnn.directions):
             raise ValueError(f"W has {w.shape[0]} directions, direction needs "
                              f"{len(rnn.directions)}")
+        if lens is not None and (np.any(lens < 0) or np.any(lens > x.shape[0])):
+            raise ValueError(f"sequence_lens {lens.tolist()} must lie in [0, {x.shape[0]}] "
+                             "(the sequence length)")
         ys, hs, cs = [], [], []
         for d in range(len(rnn.directions)):
             y, h, c = _direction(rnn, d, x, w[d], r[d], None if b is None else b[d],

@@ -164,3 +164,13 @@ def test_public_path_runs_an_lstm_on_the_interpreter(tmp_path):
     x = np.random.default_rng(4).standard_normal((5, 2, 3)).astype(np.float32)
     qpc = aicc.compile(model, backend="interpreter", output=tmp_path / "m.qpc")
     _close(aicc.load(qpc).run({"X": x}), _ort(model, {"X": x}))
+
+
+def test_sequence_lens_beyond_the_sequence_are_refused():
+    from aicc.errors import BackendError
+
+    model = rnn_model("LSTM", lens_input=True, batch=2)
+    x = np.zeros((5, 2, 3), np.float32)
+    with pytest.raises(BackendError, match=r"node 'rnn' \(LSTM\).*sequence_lens \[6, 1\] must "
+                                           r"lie in \[0, 5\]"):
+        Interpreter(model).run({"X": x, "L": np.array([6, 1], np.int32)})
