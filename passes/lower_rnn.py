@@ -8,7 +8,8 @@ stable Softplus from elementwise ops; ``clip`` as Min/Max). Every option the int
 lowered: directions (incl. bidirectional), ``sequence_lens`` (Where masks; for the reverse
 direction a Gather that reverses each batch entry's valid prefix, ReverseSequence's meaning),
 initial states, ``layout`` 0/1, peepholes, ``input_forget``, ``linear_before_reset``. A missing
-initial state is zero, so step 0 skips its recurrent terms. Semantics are preserved within
+initial state is zero, so step 0 skips its recurrent terms; an entry of length 0 gets zero final
+states, as onnxruntime and the interpreter give. Semantics are preserved within
 rtol 1e-4 / atol 1e-5 in float32 (the same products summed in another order).
 
 Refused, naming the node: a sequence length that is not static, more than ``max_steps`` unrolled
@@ -165,6 +166,7 @@ class _Sequence:
         self.x = em.op("Transpose", [x], "x_time_major", perm=[1, 0, 2]) if spec.layout else x
         self.features = features
         self.mask = self.rev_index = None
+        self.nonempty = None  # [B, 1] lens > 0, when some length may be 0
         lens = _optional(node, 4)
         if lens is None:
             return
@@ -183,6 +185,8 @@ class _Sequence:
     def _constant_lens(self, lens: np.ndarray) -> None:
         if np.all(lens >= self.steps):
             return  # every sequence is full: no mask, plain reversal
+        if np.any(lens == 0):
+            self.nonempty = self.em.const("nonempty", (lens > 0).reshape(-1, 1))
         k = np.arange(self.steps).reshape(-1, 1)
         live = k < lens.reshape(1, -1)
         self.mask = self.em.const("mask", live.reshape(self.steps, -1, 1))
@@ -195,6 +199,10 @@ class _Sequence:
         lens64 = em.op("Cast", [lens], "lens64", to=7)  # INT64
         k = em.const("steps", np.arange(self.steps, dtype=np.int64).reshape(-1, 1))
         live = em.op("Less", [k, lens64], "live")  # [T, B]
+        self.nonempty = em.op("Reshape", [em.op("Greater", [lens64, em.const("zero64", 0,
+                                                                              np.int64)],
+                                                "positive"),
+                                          em.const("column", [-1, 1], np.int64)], "nonempty")
         self.mask = em.op("Reshape", [live, em.const("mask_shape", [self.steps, -1, 1],
                                                      np.int64)], "mask")
         if batch is None:
@@ -250,6 +258,10 @@ def _direction(em: Emitter, seq: _Sequence, cell: Cell, h0, c0, d: int):
         xk = [em.op("Gather", [g, index], f"x_d{d}_t{k}_g{i}", axis=0)
               for i, g in enumerate(projected)]
         h, c, per_step[k] = emit_step(em, cell, xk, h, c, seq.step_mask(k), f"d{d}_t{k}")
+    if seq.nonempty is not None:  # length 0: zero final states, as onnxruntime gives
+        zero = em.scalar(0.0)
+        h = em.op("Where", [seq.nonempty, h, zero], f"h_d{d}_nonempty")
+        c = None if c is None else em.op("Where", [seq.nonempty, c, zero], f"c_d{d}_nonempty")
     y = _stack(em, per_step, [1, -1, cell.hidden], 0, f"y_d{d}")  # [T, B, H]
     if gathered:
         y = em.op("Reshape", [seq.reverse(y, cell.hidden, f"y_d{d}"),

@@ -54,6 +54,8 @@ CASES = [
     ("RNN", dict(activations=["LeakyRelu"], lens=[5, 5])),
     ("LSTM", dict(state_inputs=True, direction="bidirectional", peepholes=True)),
     ("GRU", dict(state_inputs=True, layout=0, lens=[3, 5])),
+    ("LSTM", dict(state_inputs=True, direction="bidirectional", lens=[0, 4])),
+    ("RNN", dict(state_inputs=True, direction="reverse", lens_input=True)),
 ]
 
 
@@ -82,7 +84,7 @@ def test_lowering_property(registries, op, direction, seq, batch, hidden, initia
     kw = dict(seq=seq, batch=batch, inp=2, hidden=hidden, direction=direction, layout=layout,
               initial=initial, seed=seed)
     if use_lens:
-        kw["lens"] = list(np.random.default_rng(seed).integers(1, seq + 1, batch))
+        kw["lens"] = list(np.random.default_rng(seed).integers(0, seq + 1, batch))
     if extra:
         kw.update({"LSTM": dict(peepholes=True, clip=1.5), "GRU": dict(linear_before_reset=1),
                    "RNN": dict(activations=["Relu"] * (1 + (direction == "bidirectional")))}[op])

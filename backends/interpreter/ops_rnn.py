@@ -3,7 +3,8 @@
 Every direction runs forward over time: the reverse direction reverses each batch entry's first
 ``sequence_lens[b]`` steps on the way in and on the way out (ONNX's ReverseSequence), so masking
 is the same for both. Past a batch entry's length its state stays as it was and its ``Y`` rows are
-zero. The input projection X @ W^T is computed for all steps at once; the recurrent one per step.
+zero; an entry of length 0 gets zero final states (onnxruntime's convention; ONNX leaves it
+open). The input projection X @ W^T is computed for all steps at once; the recurrent one per step.
 ``layout=1`` (batch-major tensors) is transposed to time-major and back. Attributes are read by
 ``aicc.rnn.parse_rnn``, the parser the ``lower-rnn`` pass uses too. fp16 computes in float32 and
 rounds once per output (the interpreter's policy for composite ops).
@@ -142,6 +143,10 @@ def _direction(spec: RnnSpec, d: int, x, w, r, b, lens, h0, c0, p):
         h, c = h_new, c_new
     if reverse:
         y = reverse_sequence(y, lens)
+    if lens is not None and np.any(lens == 0):  # onnxruntime's convention (ONNX leaves it open)
+        empty = (lens == 0).reshape(-1, 1)
+        h = np.where(empty, 0, h).astype(h.dtype)
+        c = None if c is None else np.where(empty, 0, c).astype(c.dtype)
     return y, h, c
 
 

@@ -52,7 +52,7 @@ def rnn_cases(draw):
               direction=direction, bias=draw(st.booleans()), initial=draw(st.booleans()),
               seed=draw(st.integers(0, 1000)))
     if draw(st.booleans()):
-        kw["lens"] = draw(st.lists(st.integers(1, seq), min_size=batch, max_size=batch))
+        kw["lens"] = draw(st.lists(st.integers(0, seq), min_size=batch, max_size=batch))
     if draw(st.booleans()):
         kw["clip"] = draw(st.floats(0.2, 3.0))
     if op == "LSTM":
