@@ -246,3 +246,45 @@ def test_symbolic_sequence_length_bound_on_the_command_line(tmp_path, capsys):
     got = aicc.load(tmp_path / "qpc").run({"X": x})
     for name, want in _ort(model, {"X": x}).items():
         np.testing.assert_allclose(got[name].astype(np.float32), want, rtol=0, atol=1e-2)
+
+
+def test_trip_count_from_a_bound_shape_unrolls_on_aic100(tmp_path):
+    """n = Shape(x)[0] with x's first dimension symbolic: bound on the command line, the
+    driver's fold-constants makes the trip count a constant before unroll-loops."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    F = TensorProto.FLOAT
+    body = onnx.helper.make_graph(
+        [helper.make_node("Gather", ["x", "i"], ["row"], name="row", axis=0),
+         helper.make_node("Add", ["acc_in", "row"], ["acc_out"], name="acc"),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"], name="keep")], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", F, [3])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", F, [3])])
+    graph = helper.make_graph(
+        [helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+         helper.make_node("Gather", ["shape", "zero"], ["n"], name="n", axis=0),
+         helper.make_node("Loop", ["n", "", "acc0"], ["total"], name="rows", body=body)],
+        "rowsum", [helper.make_tensor_value_info("x", F, ["N", 3])],
+        [helper.make_tensor_value_info("total", F, [3])],
+        [numpy_helper.from_array(np.array(0, np.int64), "zero"),
+         numpy_helper.from_array(np.zeros(3, np.float32), "acc0")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "rowsum.onnx"
+    onnx.save(model, path)
+    assert main(["compile", f"-m={path}", f"-aic-binary-dir={tmp_path / 'qpc'}", "-aic-hw",
+                 "-convert-to-fp16", "-onnx-define-symbol=N,4"]) == 0
+    x = np.arange(12, dtype=np.float32).reshape(4, 3) / 8
+    got = aicc.load(tmp_path / "qpc").run({"x": x})
+    np.testing.assert_allclose(got["total"].astype(np.float32), x.sum(0), rtol=2e-3)
+
+
+def test_interpreter_table_lists_the_new_ops():
+    from aicc.backends.interpreter import InterpreterBackend
+
+    new = {"If", "Loop", "Scan", "LSTM", "GRU", "RNN", "ConvInteger", "MatMulInteger",
+           "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul"}
+    assert new <= InterpreterBackend.op_types
