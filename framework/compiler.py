@@ -2,7 +2,9 @@
 
 Everything that can be checked before work starts is checked first (plugins, pipeline, pass and
 backend options, instruments, the model, ops the backend cannot run); the container is written
-atomically only once every specialization compiled.
+atomically only once every specialization compiled. With the default pipeline, ops of the model
+that the backend's op table lacks are rewritten by the passes that declare them in
+``Pass.lowers`` (``lowering_steps``, stage ``lower``); an explicit pipeline gets nothing added.
 """
 
 from __future__ import annotations
