@@ -288,3 +288,61 @@ def test_interpreter_table_lists_the_new_ops():
     new = {"If", "Loop", "Scan", "LSTM", "GRU", "RNN", "ConvInteger", "MatMulInteger",
            "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul"}
     assert new <= InterpreterBackend.op_types
+
+
+def _crnn_model() -> onnx.ModelProto:
+    """A small CRNN text-recognizer head: Conv + Relu over a [1, 1, 8, 12] image, columns as
+    time steps, a bidirectional LSTM, a MatMul to 6 classes and Softmax (as OCR models end)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(11)
+    hidden, classes = 6, 6
+    inits = {
+        "conv_w": rng.uniform(-0.5, 0.5, (4, 1, 3, 3)), "conv_b": rng.uniform(-0.1, 0.1, 4),
+        "W": rng.uniform(-0.4, 0.4, (2, 4 * hidden, 32)),
+        "R": rng.uniform(-0.4, 0.4, (2, 4 * hidden, hidden)),
+        "B": rng.uniform(-0.2, 0.2, (2, 8 * hidden)),
+        "fc": rng.uniform(-0.5, 0.5, (2 * hidden, classes)),
+    }
+    initializers = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()]
+    initializers.append(numpy_helper.from_array(np.array([12, 1, 32], np.int64), "seq_shape"))
+    initializers.append(numpy_helper.from_array(np.array([12, 1, 2 * hidden], np.int64),
+                                                "y_shape"))
+    nodes = [
+        helper.make_node("Conv", ["img", "conv_w", "conv_b"], ["f"], name="conv",
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["f"], ["fr"], name="relu"),
+        helper.make_node("Transpose", ["fr"], ["cols"], name="cols", perm=[3, 0, 1, 2]),
+        helper.make_node("Reshape", ["cols", "seq_shape"], ["seq"], name="seq"),
+        helper.make_node("LSTM", ["seq", "W", "R", "B"], ["y"], name="bilstm", hidden_size=hidden,
+                         direction="bidirectional"),
+        helper.make_node("Transpose", ["y"], ["yt"], name="yt", perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["yt", "y_shape"], ["feat"], name="feat"),
+        helper.make_node("MatMul", ["feat", "fc"], ["logits"], name="fc"),
+        helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=-1),
+    ]
+    graph = helper.make_graph(nodes, "crnn",
+                              [helper.make_tensor_value_info("img", TensorProto.FLOAT,
+                                                             [1, 1, 8, 12])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT,
+                                                             [12, 1, classes])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("backend", ["interpreter", "aic100"])
+def test_crnn_head_runs_on_every_backend(tmp_path, backend):
+    model = _crnn_model()
+    path = tmp_path / "crnn.onnx"
+    onnx.save(model, path)
+    flags = ["-aic-hw", "-convert-to-fp16", "-aic-num-cores=2"] if backend == "aic100" else \
+        [f"--backend={backend}"]
+    assert main(["compile", f"-m={path}", f"-aic-binary-dir={tmp_path / 'qpc'}", *flags]) == 0
+    img = np.random.default_rng(2).uniform(0, 1, (1, 1, 8, 12)).astype(np.float32)
+    got = aicc.load(tmp_path / "qpc").run({"img": img})["probs"].astype(np.float32)
+    want = _ort(model, {"img": img})["probs"]
+    atol = 1e-2 if backend == "aic100" else 1e-5  # fp16 on the device
+    np.testing.assert_allclose(got, want, rtol=0, atol=atol)
+    assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.9
