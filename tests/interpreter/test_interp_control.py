@@ -234,3 +234,24 @@ def test_bodies_share_check_types_and_profile():
     body.output[1].type.tensor_type.elem_type = TensorProto.DOUBLE
     with pytest.raises(BackendError, match="acc_out.*declares float64"):
         Interpreter(model, check_types=True).run({"x": np.ones(3, np.float32)})
+
+
+def test_fold_batchnorm_respects_a_reader_inside_a_branch(registries):
+    """The Conv output feeds the BatchNormalization and, inside a branch, an If: folding the BN
+    into the Conv would change what the branch reads, so the fold must not happen."""
+    from builders import conv_bn_model
+
+    model = conv_bn_model(act=None)
+    F = TensorProto.FLOAT
+    then_g = helper.make_graph([helper.make_node("Neg", ["y"], ["t"], name="t_neg")], "then",
+                               [], [helper.make_tensor_value_info("t", F, [1, 6, 5, 5])])
+    else_g = helper.make_graph([helper.make_node("Abs", ["y"], ["e"], name="e_abs")], "else",
+                               [], [helper.make_tensor_value_info("e", F, [1, 6, 5, 5])])
+    model.graph.node.append(helper.make_node("If", ["c"], ["branch"], name="uses_conv",
+                                             then_branch=then_g, else_branch=else_g))
+    model.graph.input.append(helper.make_tensor_value_info("c", TensorProto.BOOL, []))
+    model.graph.output.append(helper.make_tensor_value_info("branch", F, [1, 6, 5, 5]))
+    x = np.random.default_rng(0).standard_normal((1, 4, 5, 5)).astype(np.float32)
+    program = check_pass(model, "fold-batchnorm", registries=registries,
+                         feeds=[{"x": x, "c": np.array(True)}, {"x": x, "c": np.array(False)}])
+    assert "bn" in {n.name for n in program.graph().nodes}

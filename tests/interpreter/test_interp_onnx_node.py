@@ -1,7 +1,8 @@
 """onnx's own node test cases, run on the interpreter through its onnx backend adapter.
 
 Current onnx wheels generate the cases in memory (``load_model_tests(kind="node")``). Every case
-whose ops all have an interpreter kernel is collected, and compared with onnx's own comparison
+whose ops (inside If/Loop/Scan bodies and local functions too) all have an interpreter kernel is
+collected, and compared with onnx's own comparison
 (``Runner.assert_similar_outputs``: exact shapes and dtypes, rtol 1e-3, atol 1e-7 unless the case
 says otherwise). Known differences are listed in ``EXCLUDED`` with the reason.
 """
