@@ -11,7 +11,8 @@ reverse direction) and its scan outputs are stacked along their axes, in the ord
 direction gives. Outer-scope reads stay reads of the same tensors.
 
 Refused, naming the node and the reason: a dynamic trip count or condition, zero iterations with
-scan outputs (their shape is unknown), more than ``max_iterations`` copies (with a hint).
+scan outputs (their shape is unknown), more than ``max_iterations`` copies or ``max_nodes``
+nodes (with a hint naming the option to raise).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class UnrollLoops(Pass):
     class Options:
         max_iterations: int = option(256, "most body copies one Loop/Scan may unroll into",
                                      minimum=1)
+        max_nodes: int = option(65536, "most nodes (body nodes x iterations) one Loop/Scan may "
+                                       "unroll into", minimum=1)
         strict: bool = option(True, "refuse a Loop/Scan that cannot be unrolled (else leave it "
                                     "and log why)")
 
@@ -60,10 +63,11 @@ class UnrollLoops(Pass):
         done, added = [], []
         for node in loops:
             try:
+                limits = (ctx.options.max_iterations, ctx.options.max_nodes)
                 if node.op == "Loop":
-                    added += _unroll_loop(graph, node, ctx.options.max_iterations, taken)
+                    added += _unroll_loop(graph, node, limits, taken)
                 else:
-                    added += _unroll_scan(graph, node, ctx.options.max_iterations, taken)
+                    added += _unroll_scan(graph, node, limits, taken)
             except _CannotUnroll as e:
                 if ctx.options.strict:
                     raise PassError(f"unroll-loops: node '{node.name}' ({node.op}): {e.why}",
@@ -93,11 +97,18 @@ def _const(t: gs.Tensor) -> np.ndarray | None:
     return np.asarray(t.values) if isinstance(t, gs.Constant) else None
 
 
-def _check_count(node: gs.Node, count: int, limit: int) -> None:
-    if count > limit:
-        raise _CannotUnroll(f"{count} iterations exceed the unrolling limit of {limit}",
+def _check_count(node: gs.Node, count: int, limits: tuple[int, int]) -> None:
+    max_iterations, max_nodes = limits
+    if count > max_iterations:
+        raise _CannotUnroll(f"{count} iterations exceed the unrolling limit of {max_iterations}",
                             f"raise it with unroll-loops{{max_iterations={count}}} or use a "
                             f"backend that runs {node.op}")
+    size = count * len(node.attrs["body"].nodes)
+    if size > max_nodes:
+        raise _CannotUnroll(f"{count} iterations of a {len(node.attrs['body'].nodes)}-node body "
+                            f"make {size} nodes, beyond the limit of {max_nodes}",
+                            f"raise it with unroll-loops{{max_nodes={size}}} or use a backend "
+                            f"that runs {node.op}")
 
 
 def _trip_count(node: gs.Node) -> int:
@@ -133,9 +144,10 @@ def _passes_through(cond_in: gs.Tensor, cond_out: gs.Tensor) -> bool:
     return True
 
 
-def _unroll_loop(graph: gs.Graph, node: gs.Node, limit: int, taken: set[str]) -> list[gs.Node]:
+def _unroll_loop(graph: gs.Graph, node: gs.Node, limits: tuple[int, int],
+                 taken: set[str]) -> list[gs.Node]:
     count = _trip_count(node)
-    _check_count(node, count, limit)
+    _check_count(node, count, limits)
     body: gs.Graph = node.attrs["body"]
     carried = list(node.inputs[2:])
     n_scan = len(body.outputs) - 1 - len(carried)
@@ -156,7 +168,8 @@ def _unroll_loop(graph: gs.Graph, node: gs.Node, limit: int, taken: set[str]) ->
     return nodes + _bind_outputs(node, results, taken)
 
 
-def _unroll_scan(graph: gs.Graph, node: gs.Node, limit: int, taken: set[str]) -> list[gs.Node]:
+def _unroll_scan(graph: gs.Graph, node: gs.Node, limits: tuple[int, int],
+                 taken: set[str]) -> list[gs.Node]:
     if "directions" in node.attrs or (graph.opset or 9) < 9:
         raise _CannotUnroll("opset 8's Scan (batch axis, sequence_lens) is not unrolled",
                             "convert the model to opset 9 or later, or use a backend that "
@@ -179,7 +192,7 @@ def _unroll_scan(graph: gs.Graph, node: gs.Node, limit: int, taken: set[str]) ->
     if len(lengths) != 1:
         raise _CannotUnroll(f"its scan inputs disagree on the sequence length {sorted(lengths)}")
     steps = lengths.pop()
-    _check_count(node, steps, limit)
+    _check_count(node, steps, limits)
     if steps == 0 and k_out:
         raise _CannotUnroll("it runs zero times and has scan outputs, whose shape is unknown")
     nodes: list[gs.Node] = []

@@ -123,6 +123,9 @@ def test_unroll_limit(registries):
                                         r"max_iterations=4"):
         run_pass(loop_model(trip=4), "unroll-loops", {"max_iterations": 3},
                  registries=registries)
+    with pytest.raises(AiccError, match=r"4 iterations of a 6-node body make 24 nodes, beyond "
+                                        r"the limit of 20.*max_nodes=24"):
+        run_pass(loop_model(trip=4), "unroll-loops", {"max_nodes": 20}, registries=registries)
 
 
 def test_unroll_no_op_without_loops(registries):
