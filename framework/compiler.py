@@ -184,7 +184,7 @@ def lowering_steps(backend: Any, model: onnx.ModelProto, registries: Registries
 
     A backend with no op table (``op_types`` None, e.g. onnxruntime) lacks nothing. Passes
     declare what they rewrite in ``Pass.lowers``; they come in the order their ``after``
-    declarations give, and ``fold-constants`` comes first when control flow is folded, so that
+    declarations give, after a ``fold-constants``, so that weights computed from constants and
     conditions and trip counts computed from bound shapes are constants by then.
     """
     table = getattr(backend, "op_types", None)
@@ -204,7 +204,7 @@ def lowering_steps(backend: Any, model: onnx.ModelProto, registries: Registries
         placed.add(name)
         cls = chosen[name]
         steps.append(("lower", name, cls.lowering_options(missing & frozenset(cls.lowers))))
-    if missing & {"If", "Loop", "Scan"} and steps:
+    if steps:  # constants (weights built by Constant/Unsqueeze chains, trip counts) first
         steps.insert(0, ("lower", "fold-constants", {}))
         names = [name for _, name, _ in steps]
         if "If" in missing and "unroll-loops" in names and "fold-if" in names:

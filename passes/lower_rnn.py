@@ -73,6 +73,9 @@ class LowerRnn(Pass):
             logger.debug("lower-rnn: graph '%s' has no %s node", ctx.graph_name,
                          "/".join(ctx.options.ops))
             return
+        # lengths computed from shapes (a Reshape after bind-symbols/fold-constants) are known
+        # only once shapes are inferred again
+        ir.infer_shapes(graph, where=f"graph '{ctx.graph_name}' before lower-rnn")
         new_nodes: list[gs.Node] = []
         for node in targets:
             new_nodes += _lower(graph, node, ctx.options.max_steps)

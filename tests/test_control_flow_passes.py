@@ -144,7 +144,7 @@ def test_lowering_steps_follow_the_backend_table(registries):
     assert lowering_steps(InterpreterBackend(), lstm, registries) == []
     assert lowering_steps(CpuBackend(), lstm, registries) == []
     assert lowering_steps(Aic100Backend(), lstm, registries) == [
-        ("lower", "lower-rnn", {"ops": ["LSTM"]})]
+        ("lower", "fold-constants", {}), ("lower", "lower-rnn", {"ops": ["LSTM"]})]
     from interpreter.test_interp_control import _nested_model
     names = [n for _, n, _ in lowering_steps(Aic100Backend(), _nested_model(), registries)]
     assert names == ["fold-constants", "fold-if", "unroll-loops", "fold-constants", "fold-if"]
@@ -349,3 +349,30 @@ def test_crnn_head_runs_on_every_backend(tmp_path, backend):
     atol = 1e-2 if backend == "aic100" else 1e-5  # fp16 on the device
     np.testing.assert_allclose(got, want, rtol=0, atol=atol)
     assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.9
+
+
+def test_lstm_weights_built_by_nodes_are_folded_before_lowering(tmp_path):
+    """Exporters often write W = Unsqueeze(Constant) (Silero VAD's OpenVINO model does): the
+    driver's fold-constants makes it a constant before lower-rnn (which refuses otherwise)."""
+    from onnx import helper, numpy_helper
+
+    model = rnn_model("LSTM", seq=3, batch=1, hidden=4)
+    w = next(i for i in model.graph.initializer if i.name == "W")
+    w2d = numpy_helper.to_array(w)[0]
+    model.graph.initializer.remove(w)
+    model.graph.initializer.append(numpy_helper.from_array(np.array([0], np.int64), "axis0"))
+    model.graph.node.insert(0, helper.make_node(
+        "Constant", [], ["W2d"], name="w_const", value=numpy_helper.from_array(w2d, "W2d")))
+    model.graph.node.insert(1, helper.make_node("Unsqueeze", ["W2d", "axis0"], ["W"],
+                                                name="w_unsqueeze"))
+    onnx.checker.check_model(model)
+    path = tmp_path / "lstm.onnx"
+    onnx.save(model, path)
+    with pytest.raises(AiccError, match="W 'W' is not a constant"):
+        run_pass(model, "lower-rnn")
+    assert main(["compile", f"-m={path}", f"-aic-binary-dir={tmp_path / 'qpc'}", "-aic-hw",
+                 "-convert-to-fp16"]) == 0
+    x = np.random.default_rng(5).standard_normal((3, 1, 3)).astype(np.float32)
+    got = aicc.load(tmp_path / "qpc").run({"X": x})
+    for name, want in _ort(model, {"X": x}).items():
+        np.testing.assert_allclose(got[name].astype(np.float32), want, rtol=0, atol=1e-2)
