@@ -178,32 +178,29 @@ def model_op_types(model: onnx.ModelProto) -> set[str]:
     return found
 
 
+_CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
+
+
 def lowering_steps(backend: Any, model: onnx.ModelProto, registries: Registries
                    ) -> list[tuple[str, str, Mapping[str, Any]]]:
     """The ``(stage, pass, options)`` steps that rewrite the model's ops the backend lacks.
 
     A backend with no op table (``op_types`` None, e.g. onnxruntime) lacks nothing. Passes
-    declare what they rewrite in ``Pass.lowers``; they come in the order their ``after``
-    declarations give, after a ``fold-constants``, so that weights computed from constants and
-    conditions and trip counts computed from bound shapes are constants by then.
+    declare what they rewrite in ``Pass.lowers``. Passes that remove control flow come first (a
+    body's ops surface in the graph), then the others, each group by name; a ``fold-constants``
+    leads, so that weights computed from constants and conditions and trip counts computed
+    from bound shapes are constants by then.
     """
     table = getattr(backend, "op_types", None)
     if table is None:
         return []
     missing = frozenset(model_op_types(model) - set(table))
-    chosen = {e.name: e.cls for e in registries.passes.entries()
-              if e.cls.lowers and missing & set(e.cls.lowers)}
-    steps: list[tuple[str, str, Mapping[str, Any]]] = []
-    placed: set[str] = set()
-    while len(placed) < len(chosen):
-        ready = sorted(n for n, cls in chosen.items() if n not in placed and
-                       all(a in placed or a not in chosen for a in cls.after))
-        if not ready:  # an `after` cycle: keep name order rather than loop forever
-            ready = sorted(set(chosen) - placed)
-        name = ready[0]
-        placed.add(name)
-        cls = chosen[name]
-        steps.append(("lower", name, cls.lowering_options(missing & frozenset(cls.lowers))))
+    chosen = sorted((not set(e.cls.lowers) & _CONTROL_FLOW, e.name, e.cls)
+                    for e in registries.passes.entries()
+                    if e.cls.lowers and missing & set(e.cls.lowers))
+    steps: list[tuple[str, str, Mapping[str, Any]]] = [
+        ("lower", name, cls.lowering_options(missing & frozenset(cls.lowers)))
+        for _, name, cls in chosen]
     if steps:  # constants (weights built by Constant/Unsqueeze chains, trip counts) first
         steps.insert(0, ("lower", "fold-constants", {}))
         names = [name for _, name, _ in steps]

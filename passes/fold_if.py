@@ -38,7 +38,6 @@ class FoldIf(Pass):
     scope = "graph"
     semantics = "preserving"
     lowers = ("If",)
-    after = ("fold-constants", "bind-symbols")
 
     @classmethod
     def lowering_options(cls, missing: frozenset[str]) -> dict:

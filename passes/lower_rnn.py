@@ -49,7 +49,6 @@ class LowerRnn(Pass):
     semantics = "preserving"
     tolerance = Tolerance(rtol=1e-4, atol=1e-5)
     lowers = RECURRENT_OPS
-    after = ("fold-if", "unroll-loops")  # recurrent ops inside bodies surface there first
 
     @classmethod
     def lowering_options(cls, missing: frozenset[str]) -> dict:

@@ -43,7 +43,6 @@ class UnrollLoops(Pass):
     scope = "graph"
     semantics = "preserving"
     lowers = ("Loop", "Scan")
-    after = ("fold-if", "fold-constants", "bind-symbols")
 
     @dataclasses.dataclass(frozen=True)
     class Options:
