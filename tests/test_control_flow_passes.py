@@ -376,3 +376,15 @@ def test_lstm_weights_built_by_nodes_are_folded_before_lowering(tmp_path):
     got = aicc.load(tmp_path / "qpc").run({"X": x})
     for name, want in _ort(model, {"X": x}).items():
         np.testing.assert_allclose(got[name].astype(np.float32), want, rtol=0, atol=1e-2)
+
+
+def test_a_user_pipeline_may_unroll_before_folding_ifs(tmp_path):
+    from interpreter.test_interp_control import _nested_model
+
+    model = _nested_model()
+    pipeline = ["unroll-loops", "fold-constants", ("fold-if", {"strict": True}),
+                ("convert-fp16", {"all": True}), "cleanup"]
+    qpc = aicc.compile(model, backend="aic100", pipeline=pipeline, output=tmp_path / "m.qpc")
+    x = np.array([0.5, -1.5], np.float32)
+    got = aicc.load(qpc).run({"x": x})["y"].astype(np.float32)
+    np.testing.assert_allclose(got, _ort(model, {"x": x})["y"], rtol=2e-3)
