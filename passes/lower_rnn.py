@@ -174,7 +174,11 @@ class _Sequence:
             return
         batch = x.shape[0 if spec.layout else 1] if x.shape is not None else None
         if isinstance(lens, gs.Constant):
-            self._constant_lens(np.asarray(lens.values).astype(np.int64).reshape(-1))
+            values = np.asarray(lens.values).astype(np.int64).reshape(-1)
+            if np.any(values < 0) or np.any(values > steps):
+                raise _refuse(node, f"sequence_lens {values.tolist()} must lie in [0, {steps}] "
+                                    "(the sequence length)", "fix the model")
+            self._constant_lens(values)
         elif isinstance(batch, (int, np.integer)):
             self._dynamic_lens(lens, int(batch))
         elif "reverse" in spec.directions:

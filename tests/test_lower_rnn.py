@@ -163,3 +163,9 @@ def test_fp16_models_lower_to_fp16_ops(registries, op):
         assert got[name].dtype == np.float16
         np.testing.assert_allclose(got[name].astype(np.float32), want[name].astype(np.float32),
                                    rtol=0, atol=4e-3, err_msg=name)
+
+
+def test_constant_sequence_lens_beyond_the_sequence_are_refused(registries):
+    with pytest.raises(AiccError, match=r"node 'rnn' \(GRU\): sequence_lens \[6, 2\] must lie "
+                                        r"in \[0, 5\]"):
+        run_pass(rnn_model("GRU", lens=[6, 2]), "lower-rnn", registries=registries)
