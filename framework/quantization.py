@@ -38,7 +38,7 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
                       profile: Sequence[str | Path] = (), overrides: str | Path | None = None,
                       int32: bool = False, input_shapes: Sequence[str] = (),
                       algorithms: Sequence[str] = (), num_bins: int | None = None,
-                      progress: bool = True, engine: str = "interpreter",
+                      progress: bool = True, engine: str = "auto",
                       **options: Any) -> list[tuple[str, dict]]:
     """The (pass, options) list ``quantize_model`` runs; ``options`` go to ``quantize``."""
     steps: list[tuple[str, dict]] = []
@@ -95,12 +95,13 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
                    profile: Sequence[str | Path] = (), overrides: str | Path | None = None,
                    input_shapes: Sequence[str] = (), algorithms: Sequence[str] = (),
                    num_bins: int | None = None, progress: bool = True,
-                   engine: str = "interpreter", registries: Registries | None = None,
+                   engine: str = "auto", registries: Registries | None = None,
                    **options: Any) -> tuple[onnx.ModelProto, Program]:
     """Quantize ``model``; returns the QDQ model and the Program (``program.encodings`` holds
     the encodings used). ``options`` are the ``quantize`` pass options (``per_channel=True``,
     ``act_bitwidth=16``, ``calibration="Percentile"``, ...); ``engine`` runs the calibration
-    samples (``interpreter``, the reference, or ``cpu``: onnxruntime). Without ``registries``,
+    samples (``auto``: onnxruntime where it runs the graph, else ``interpreter``, the reference;
+    or ``cpu``: onnxruntime). Without ``registries``,
     the built-in plugins are loaded on the first call and reused by later ones."""
     if samples is not None and input_list is not None:
         raise ConfigError("give samples or an input list, not both", field="quantize_model")

@@ -302,6 +302,8 @@ class _OrtEngine:
         self.session = ort.InferenceSession(model.SerializeToString(), options,
                                             providers=["CPUExecutionProvider"])
         self.produced = [o.name for o in self.session.get_outputs()]
+        self.run_options = ort.RunOptions()
+        self.run_options.log_severity_level = 4     # failures raise; the stacking check probes
         self.names = set(self.fed) | set(self.produced)
 
     def tensor_names(self) -> list[str]:
@@ -314,7 +316,7 @@ class _OrtEngine:
             if n in wanted:
                 observe(n, np.asarray(feeds[n]))
         try:
-            results = self.session.run(self.produced, dict(feeds))
+            results = self.session.run(self.produced, dict(feeds), self.run_options)
         except Exception as e:
             raise DataError(f"onnxruntime could not run a calibration sample: "
                             f"{str(e).splitlines()[0]}") from None
@@ -323,7 +325,52 @@ class _OrtEngine:
                 observe(n, a)
 
 
-ENGINES = ("interpreter", "cpu")
+#: ``auto``: onnxruntime where the graph loads and runs there, else the interpreter.
+ENGINES = ("auto", "interpreter", "cpu")
+
+
+class _AutoEngine:
+    """onnxruntime under aicc's observers, falling back to the interpreter (the reference) when
+    onnxruntime cannot load the graph or fails on its first sample (custom ops, types onnxruntime
+    lacks). After one successful run the choice is final: a later failure is an error."""
+
+    def __init__(self, model: onnx.ModelProto, names: list[str]):
+        self.model: onnx.ModelProto | None = model
+        self.proven = False
+        try:
+            self.inner: Any = _OrtEngine(onnx.ModelProto.FromString(model.SerializeToString()),
+                                         names)
+        except Exception as e:
+            self._fall_back(e)
+
+    def _fall_back(self, error: Exception) -> None:
+        from aicc.backends.interpreter.engine import Interpreter
+        logger.info("calibration runs on the interpreter: onnxruntime cannot run this graph "
+                    "(%s)", str(error).splitlines()[0] if str(error) else type(error).__name__)
+        self.inner = Interpreter(self.model)
+        self.proven = True
+        self.model = None
+
+    def tensor_names(self) -> list[str]:
+        return self.inner.tensor_names()
+
+    def run(self, feeds: Mapping[str, np.ndarray], *, observe: Callable[[str, np.ndarray], None],
+            observe_names: Iterable[str]) -> None:
+        if self.proven:
+            self.inner.run(feeds, observe=observe, observe_names=observe_names)
+            return
+        seen: list[tuple[str, np.ndarray]] = []
+        try:     # held back until the run succeeded, so a fallback does not count twice
+            self.inner.run(feeds, observe=lambda n, a: seen.append((n, a)),
+                           observe_names=observe_names)
+        except DataError as e:
+            self._fall_back(e)
+            self.inner.run(feeds, observe=observe, observe_names=observe_names)
+            return
+        self.proven = True
+        self.model = None
+        for n, a in seen:
+            observe(n, a)
 
 
 class _GraphRunner:
@@ -331,20 +378,23 @@ class _GraphRunner:
 
     Stacking samples along axis 0 turns many small runs into a few large ones. It is used only
     after a check on the first two samples: each alone, then both stacked, and every observed
-    tensor of the stacked run must be the two single results stacked (so a graph that mixes
-    samples, or folded its batch size into a constant, runs one sample at a time). Statistics do
+    tensor of the stacked run must hold the values of the two single results (in any layout: a
+    batch axis a Transpose moved is fine, since observers see values only), so a graph that mixes
+    samples, or folded its batch size into a constant, runs one sample at a time. Statistics do
     not depend on how samples are grouped (up to histogram re-binning order). One engine serves
     both: its model only has dimension 0 of the graph I/O relaxed.
     """
 
     def __init__(self, program: Program, name: str, collector: _Collector, batch: int,
-                 engine: str = "interpreter"):
+                 engine: str = "auto"):
         model = program.to_model(name)
         if batch != 1:
             model = _batch_model(model)
         wanted = _float_activations(program.graphs[name])
         if engine == "cpu":
             self.engine: Any = _OrtEngine(model, wanted)
+        elif engine == "auto":
+            self.engine = _AutoEngine(model, wanted)
         else:
             from aicc.backends.interpreter.engine import Interpreter
             self.engine = Interpreter(model)
@@ -404,12 +454,16 @@ class _GraphRunner:
                             observe_names=self.names)
             for name, a in o1.items():
                 b, c = o2.get(name), got.get(name)
-                if b is None or c is None or np.ndim(a) == 0 or \
-                        c.shape != (a.shape[0] + b.shape[0],) + a.shape[1:]:
-                    raise ValueError(f"tensor '{name}' does not stack along axis 0")
-                ref = np.concatenate([a, b]).astype(np.float64)
+                if b is None or c is None or np.size(c) != np.size(a) + np.size(b):
+                    raise ValueError(f"tensor '{name}' does not grow with the samples stacked")
+                # Observers see a tensor's values, not their layout: the stacked run must hold
+                # the two samples' values (a batch axis moved by a Transpose is fine), compared
+                # sorted. Values mixed across samples (a batch reduction) fail here.
+                ref = np.sort(np.concatenate([np.ravel(a), np.ravel(b)]).astype(np.float64))
+                got_sorted = np.sort(np.ravel(c).astype(np.float64))
                 scale = float(np.max(np.abs(ref[np.isfinite(ref)]), initial=0.0)) or 1.0
-                if not np.allclose(c, ref, rtol=1e-4, atol=1e-5 * scale, equal_nan=True):
+                if not np.allclose(got_sorted, ref, rtol=1e-4, atol=1e-5 * scale,
+                                   equal_nan=True):
                     raise ValueError(f"tensor '{name}' differs when samples are stacked")
         except Exception as e:  # any failure just means: one sample at a time
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -438,14 +492,16 @@ class _GraphRunner:
 def calibrate_program(program: Program, samples: Iterable[Mapping[str, np.ndarray]], *,
                       num_bins: int = DEFAULT_NUM_BINS, total: int | None = None,
                       progress: bool = True, max_samples: int = 0, batch: int = 0,
-                      engine: str = "interpreter") -> Profile:
+                      engine: str = "auto") -> Profile:
     """Run ``samples`` (feed dicts) through every graph of ``program`` with observers on every
     float tensor and return the profile (the Python API of calibration).
 
     With several graphs each sample goes to the first graph whose input shapes it fits; a sample
     that fits none, or a graph that gets no sample, is an error. ``batch``: 0 stacks samples when
     that is exact (see ``_GraphRunner``), 1 never, N at most N per run. ``engine``: the numpy
-    interpreter (the reference), or ``cpu`` (onnxruntime with every observed tensor as an output).
+    interpreter (the reference), ``cpu`` (onnxruntime with every observed tensor as an output), or
+    ``auto`` (the default: ``cpu`` where onnxruntime loads and runs the graph, else the
+    interpreter). Both engines give the same profile up to float rounding.
     """
     if engine not in ENGINES:
         raise ConfigError(f"unknown calibration engine {engine!r}", field="engine",

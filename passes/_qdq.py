@@ -128,9 +128,13 @@ def ensure_opset(graph: gs.Graph, opset: int, *, where: str) -> bool:
             continue
         if before == after:
             continue
-        if node.op in _AXES_TO_INPUT and "axes" not in node.attrs:
+        gone = sorted(set(node.attrs) - set(onnx.defs.get_schema(node.op, opset, "").attributes))
+        if gone:     # an attribute that became an input (Squeeze axes, Split split, ...)
+            problems.append(f"'{node.name}' ({node.op} {before} -> {after}: attribute "
+                            f"{', '.join(gone)})")
+        elif node.op in _AXES_TO_INPUT and "axes" not in node.attrs:
             continue
-        if node.op not in _SAFE_UPGRADES:
+        elif node.op not in _SAFE_UPGRADES:
             problems.append(f"'{node.name}' ({node.op} {before} -> {after})")
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more"

@@ -8,7 +8,8 @@ scratch store under ``"calibration_samples"`` (``run_pipeline(..., scratch={...}
 input list names is checked against the input's dtype and shape (from the model, bound symbols or
 ``--input-shape``) before anything runs.
 
-Each sample runs through the numpy interpreter (``engine=interpreter``, the reference; or
+Each sample runs through onnxruntime where it runs the graph (``engine=auto``, the default) or the
+numpy interpreter (``engine=interpreter``, the reference; or
 onnxruntime with every float tensor as an output, ``engine=cpu``, faster on large CNNs) with an
 observer on every float tensor (graph inputs and node outputs). When exact, samples are stacked
 along axis 0 into fewer, larger runs (checked on the first two samples; ``batch``). Statistics
@@ -76,8 +77,9 @@ class Calibrate(Pass):
         max_samples: int = option(0, "use at most this many samples (0: all)", minimum=0)
         batch: int = option(0, "samples stacked per run: 0 = as many as is exact (checked on "
                                "the first two), 1 = one at a time", minimum=0)
-        engine: str = option("interpreter", "what runs the samples: the numpy interpreter, or "
-                                            "cpu (onnxruntime)", choices=ENGINES)
+        engine: str = option("auto", "what runs the samples: auto (onnxruntime where it runs "
+                                     "the graph, else the interpreter), interpreter (the numpy "
+                                     "reference) or cpu (onnxruntime)", choices=ENGINES)
         progress: bool = option(True, "show a progress bar on a terminal")
 
     def run(self, program: Program, ctx: PassContext) -> None:

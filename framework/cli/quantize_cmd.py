@@ -70,8 +70,9 @@ QUANTIZE_FLAGS = [
     Flag(("--algorithms",), "algorithms", "repeat",
          help="pre-quantization algorithms: cle", metavar="NAME"),
     Flag(("--calibration_engine",), "engine",
-         help="what runs the calibration samples: interpreter (default, the numpy reference) or "
-              "cpu (onnxruntime; faster on large models)", metavar="interpreter|cpu"),
+         help="what runs the calibration samples: auto (default: onnxruntime where it runs the "
+              "model, else the interpreter), interpreter (the numpy reference) or cpu "
+              "(onnxruntime)", metavar="auto|interpreter|cpu"),
     Flag(("--num_histogram_bins",), "num_bins", convert=int_value("--num_histogram_bins"),
          help="histogram bins per tensor for histogram methods (default 512)", metavar="N"),
     Flag(("-h", "--help"), "help", "switch", help="show this help"),
@@ -208,10 +209,10 @@ def run_quantize(argv: Sequence[str]) -> int:
                              hint="add --act_quantizer_calibration percentile|kl|mse|sqnr")
         if not args["input_list"]:
             raise UsageError("--num_histogram_bins needs --input_list", where="aicc quantize")
-    engine = args["engine"] or "interpreter"
-    if engine not in ("interpreter", "cpu"):
+    engine = args["engine"] or "auto"
+    if engine not in ("auto", "interpreter", "cpu"):
         raise UsageError(f"unknown engine {engine!r}", where="--calibration_engine",
-                         hint="interpreter or cpu")
+                         hint="auto, interpreter or cpu")
     if args["engine"] and not args["input_list"]:
         raise UsageError("--calibration_engine runs calibration samples; give --input_list",
                          where="--calibration_engine")

@@ -199,15 +199,18 @@ class Histogram:
         # range mask and edge re-checks, ~8x faster): the values are known to lie in [min, max];
         # max itself goes to the last bin. A value within float rounding of an inner edge may
         # land one bin off np.histogram's choice, which no range method can notice.
+        # In place on one float buffer, clamped before the integer cast (values are >= min, so
+        # only the top needs clamping; the cast truncates a rounding-negative index to 0).
         n = self.num_bins
         scale = n / self.width
         if scale == float("inf") or max(abs(self.min), abs(self.max)) > 1e37:
             # a subnormal width or values near float32's limits: divide in float64
             f = (v.astype(np.float64) - self.min) / self.width * n
         else:
-            f = (v - self.min) * scale
-        idx = f.astype(np.intp)
-        np.clip(idx, 0, n - 1, out=idx)
+            f = np.subtract(v, self.min, dtype=np.result_type(v.dtype, np.float32))
+            np.multiply(f, scale, out=f)
+        np.minimum(f, n - 1, out=f)
+        idx = f.astype(np.int32 if n < (1 << 31) else np.intp)
         self.counts += np.bincount(idx, minlength=n)[:n]
 
 
