@@ -34,6 +34,13 @@ from .program import Program
 __all__ = ["quantize_pipeline", "quantize_model", "save_model_atomic"]
 
 
+def _minmax_only(options: dict[str, Any]) -> bool:
+    """Whether the quantize options read only each activation's min and max."""
+    from .quant import parse_calibration_method
+    return parse_calibration_method(options.get("calibration", "None")) == "None" and \
+        options.get("act_quantizer", "") != "enhanced"
+
+
 def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool = False,
                       profile: Sequence[str | Path] = (), overrides: str | Path | None = None,
                       int32: bool = False, input_shapes: Sequence[str] = (),
@@ -57,6 +64,9 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
             cal["input_list"] = str(input_list)
         if num_bins is not None:
             cal["num_bins"] = num_bins
+        elif _minmax_only(options):
+            cal["num_bins"] = 1      # min-max reads no histogram: skip the binning (most of
+            #                          calibration's time on large models)
         steps.append(("calibrate", cal))
     q = dict(options)
     if profile:

@@ -122,14 +122,16 @@ def _bad_list(tmp_path, kind):
     (["--bias_bw", "4"], "--bias_bw: unsupported bias integer bitwidth 4"),
     (["--act_quantizer_calibration", "percentile", "--percentile_calibration_value", "85"],
      "--percentile_calibration_value: percentile 85.0 is outside [90, 100]"),
-    (["--percentile_calibration_value", "99"], "needs --act_quantizer_calibration percentile"),
+    (["--act_quantizer_calibration", "mse", "--percentile_calibration_value", "99"],
+     "needs --act_quantizer_calibration percentile"),
     (["--act_quantizer_calibration", "bogus"], "unknown calibration 'bogus'"),
     (["--act_quantizer", "fancy"], "--act_quantizer: unknown quantizer 'fancy'"),
     (["--act_quantizer", "enhanced", "--act_quantizer_calibration", "mse"],
      "enhanced chooses its own range"),
     (["--pack_4_bit_weights"], "--pack_4_bit_weights: --pack_4_bit_weights packs 4-bit weights"),
     (["--float_bw", "16"], "--float_bw: --float_bw sets the precision"),
-    (["--num_histogram_bins", "64"], "only matters for histogram calibrations"),
+    (["--act_quantizer_calibration", "min-max", "--num_histogram_bins", "64"],
+     "only matters for histogram calibrations"),
 ])
 def test_flag_errors(tmp_path, capsys, extra, message):
     model, lst = _bad_list(tmp_path, None)

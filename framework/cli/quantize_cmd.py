@@ -3,7 +3,10 @@ flags of the QNN quantizer (``qnn-onnx-converter`` / ``qairt-quantizer``) for us
 
 The output runs on onnxruntime (QuantizeLinear/DequantizeLinear only, opset 21 when 4- or 16-bit
 types need it) and is written atomically. Defaults follow QNN: 8-bit activations, weights and
-biases, ``tf`` quantizers, min-max calibration. ``--input_dim NAME DIMS`` takes two values (QNN's
+biases, ``tf`` quantizers; activation ranges default to ``auto`` (aicc's, not QNN's min-max: per
+tensor, the min-max, percentile or MSE range with the least expected quantization noise on its
+histogram, see ``aicc.quant.calibration.auto_range``), which holds on real models where min-max
+loses to outliers and MSE clips too much. ``--input_dim NAME DIMS`` takes two values (QNN's
 spelling); ``--algorithms cle`` runs the ``cle`` pass first. Flags that only matter together with
 another one (``--pack_4_bit_weights`` without 4-bit weights, ``--float_bw`` without float layers in
 the overrides, ...) are refused rather than silently ignored.
@@ -22,7 +25,7 @@ from .flags import Flag, FlagParser, float_value, int_value
 __all__ = ["run_quantize", "QUANTIZE_FLAGS", "CALIBRATIONS"]
 
 #: QNN's ``--act_quantizer_calibration`` values -> aicc's calibration methods.
-CALIBRATIONS = {"min-max": "None", "minmax": "None", "percentile": "Percentile",
+CALIBRATIONS = {"auto": "Auto", "min-max": "None", "minmax": "None", "percentile": "Percentile",
                 "kl": "KLMinimization", "entropy": "KLMinimization", "mse": "MSE",
                 "sqnr": "SQNR"}
 
@@ -53,10 +56,12 @@ QUANTIZE_FLAGS = [
     Flag(("--act_quantizer",), "act_quantizer",
          help="activations: tf (default), symmetric, enhanced, adjusted", metavar="MODE"),
     Flag(("--act_quantizer_calibration",), "act_calibration",
-         help="activation range: min-max (default), percentile, kl, mse, sqnr", metavar="METHOD"),
+         help="activation range: auto (default: per tensor the best of min-max, percentile and "
+              "mse), min-max, percentile, kl, mse, sqnr", metavar="METHOD"),
     Flag(("--percentile_calibration_value",), "percentile",
          convert=float_value("--percentile_calibration_value"),
-         help="percentile in [90, 100] (default 99.99)", metavar="P"),
+         help="percentile in [90, 100] (default 99.99) of percentile (and auto's percentile "
+              "candidate)", metavar="P"),
     Flag(("--use_per_channel_quantization",), "per_channel", "switch",
          help="per-channel weights (Conv, ConvTranspose, Gemm, MatMul)"),
     Flag(("--use_per_row_quantization",), "per_row", "switch",
@@ -127,16 +132,18 @@ def _options(args: dict[str, Any]) -> dict[str, Any]:
         if key not in CALIBRATIONS:
             raise UsageError(f"unknown calibration {method!r}",
                              where="--act_quantizer_calibration",
-                             hint="valid: min-max, percentile, kl, mse, sqnr")
+                             hint="valid: auto, min-max, percentile, kl, mse, sqnr")
         opts["calibration"] = CALIBRATIONS[key]
         if opts["act_quantizer"] == "enhanced" and opts["calibration"] != "None":
             raise UsageError("--act_quantizer enhanced chooses its own range",
                              where="--act_quantizer_calibration",
                              hint="drop --act_quantizer_calibration or use another quantizer")
+    elif opts["act_quantizer"] != "enhanced":
+        opts["calibration"] = "Auto"
     if args["percentile"] is not None:
-        if opts.get("calibration") != "Percentile":
+        if opts.get("calibration") not in ("Percentile", "Auto"):
             raise UsageError("--percentile_calibration_value needs "
-                             "--act_quantizer_calibration percentile",
+                             "--act_quantizer_calibration percentile (or auto)",
                              where="--percentile_calibration_value")
         opts["percentile"] = check_percentile(args["percentile"],
                                               where="--percentile_calibration_value", field=None)

@@ -25,6 +25,12 @@ minimum-range and exact-zero rules, so a method may return a degenerate range bu
   weighs ``gamma`` times (default 3) as much as rounding noise: outliers carry more information than
   their count says. With ``gamma = 1`` it chooses the same range as ``MSE``.
 
+- ``Auto`` (the default of ``aicc quantize``): per tensor, whichever of the min-max, percentile
+  and MSE ranges has the least expected noise on that tensor's histogram under the SQNR noise
+  model (clipping weighted ``AUTO_GAMMA`` = 3 times rounding, as QNN's enhanced mode weighs it):
+  min-max where the tail carries signal, a clipped range where a few outliers would waste the
+  grid. Chosen so no single fixed method has to fit every tensor of a real model.
+
 QNN's ``enhanced`` mode (``modes.enhanced_encoding``) uses ``enhanced_range`` here: the SQNR noise
 model scored after the tf adjustments (zero exactly representable), on a finer grid.
 """
@@ -52,13 +58,17 @@ __all__ = [
     "kl_v2_range",
     "mse_range",
     "sqnr_range",
+    "auto_range",
     "enhanced_range",
     "sqnr_db",
 ]
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_METHODS = ("None", "Percentile", "KLMinimization", "KLMinimizationV2", "MSE", "SQNR")
+CALIBRATION_METHODS = ("None", "Percentile", "KLMinimization", "KLMinimizationV2", "MSE", "SQNR",
+                       "Auto")
+#: How much more ``Auto`` weighs clipping noise than rounding noise when it compares candidates.
+AUTO_GAMMA = 3.0
 DEFAULT_PERCENTILE = 99.99
 _GRID = 128         # candidates per range end for MSE / SQNR
 _ENHANCED_GRID = 128
@@ -138,6 +148,8 @@ def select_range(stats: TensorStats | Histogram, method: str | None = "None", *,
         return kl_v2_range(h, bitwidth, name=name, notes=notes)
     if method == "MSE":
         return mse_range(h, bitwidth, symmetric=symmetric)
+    if method == "Auto":
+        return auto_range(h, bitwidth, symmetric=symmetric, percentile=percentile)
     return sqnr_range(h, bitwidth, symmetric=symmetric, gamma=gamma)
 
 
@@ -309,6 +321,32 @@ def sqnr_range(stats: TensorStats | Histogram, bitwidth: int = 8, *, symmetric: 
         raise ConfigError(f"SQNR gamma must be > 0, got {gamma}")
     return _search(_hist(stats), bitwidth, symmetric=symmetric, gamma=gamma, grid=_GRID,
                    nudge=False)
+
+
+def auto_range(stats: TensorStats | Histogram, bitwidth: int = 8, *, symmetric: bool = False,
+               percentile: float = DEFAULT_PERCENTILE, gamma: float | None = None
+               ) -> tuple[float, float]:
+    """``Auto``: of the min-max, percentile and MSE ranges of this tensor, the one with the least
+    expected quantization noise on its histogram, clipping weighted ``gamma`` (``AUTO_GAMMA``)
+    times rounding (the SQNR noise model, after the tf zero-point adjustment for asymmetric
+    encodings). Ties go to the wider range (min-max first): it never loses to the best of the
+    three under that model, and falls back to the true range when clipping does not pay."""
+    h = _hist(stats)
+    if h.total == 0 or h.width == 0:
+        return h.min, h.max
+    cands = [minmax_range(h), percentile_range(h, percentile),
+             mse_range(h, bitwidth, symmetric=symmetric)]
+    if symmetric:
+        cands = [(-m, m) for m in (max(abs(lo), abs(hi)) for lo, hi in cands)]
+    lo = np.array([c[0] for c in cands], np.float64)
+    hi = np.array([c[1] for c in cands], np.float64)
+    keep = hi - lo > 0
+    if not np.any(keep):
+        return cands[0]
+    noise = _noise(h, lo, hi, bitwidth, AUTO_GAMMA if gamma is None else gamma, not symmetric)
+    noise = np.where(keep, noise, np.inf)
+    k = int(np.argmin(noise))
+    return float(lo[k]), float(hi[k])
 
 
 def enhanced_range(stats: TensorStats | Histogram, bitwidth: int = 8, *,

@@ -192,7 +192,7 @@ class Histogram:
         """Add finite values that lie inside [min, max]."""
         if v.size == 0:
             return
-        if self.width == 0:
+        if self.width == 0 or self.num_bins == 1:    # (one bin: min-max only, no binning)
             self.counts[0] += v.size
             return
         # The bin index computed directly (what np.histogram does for equal bins, without its
