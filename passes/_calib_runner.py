@@ -439,6 +439,9 @@ class _GraphRunner:
             if len(self.first) < 2:
                 kept: dict[str, np.ndarray] = {}
                 self._run(feeds, kept)
+                if self._stack_limit(kept) < 2:     # one sample already fills a run: no check
+                    self.first, self.max_batch = [], 1
+                    return
                 self.first.append((dict(feeds), kept))
                 if len(self.first) == 2:
                     self._verify()
@@ -451,6 +454,11 @@ class _GraphRunner:
         self.pending.append(feeds)
         if len(self.pending) >= self.limit:
             self.flush()
+
+    def _stack_limit(self, observed: dict[str, np.ndarray]) -> int:
+        """Samples per run: at most ``batch`` (256 when 0), and at most 2^23 observed values."""
+        per_sample = sum(int(np.size(a)) for a in observed.values()) or 1
+        return max(1, min(self.max_batch or 256, (1 << 23) // per_sample))
 
     def _verify(self) -> None:
         (f1, o1), (f2, o2) = self.first
@@ -483,8 +491,7 @@ class _GraphRunner:
             logger.debug("calibration runs one sample at a time: %s", why)
             self.max_batch = 1
             return
-        per_sample = sum(int(np.size(a)) for a in o1.values()) or 1
-        self.limit = max(1, min(self.max_batch or 256, (1 << 23) // per_sample))
+        self.limit = self._stack_limit(o1)
         if self.limit == 1:
             self.max_batch = 1
             return
