@@ -1,7 +1,9 @@
 """``cpu``: run each graph on onnxruntime's CPU execution provider (the fast host path).
 
 The graph in the container is the kernel here: compiling creates an onnxruntime session with the
-chosen thread count and graph-optimization level; loading a container does the same.
+chosen thread count and graph-optimization level; loading a container does the same. Graphs with
+quantization ops avoid onnxruntime's integer kernels where they saturate (x86 without VNNI): see
+``_cpu_quant.py`` and the ``quantized_kernels`` option.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from aicc.backend import Backend, Executable
 from aicc.errors import BackendError
 from aicc.hookspecs import hookimpl
 from aicc.options import option
+
+from ._cpu_quant import QuantKernels, quantized_session_config
 
 __all__ = ["CpuBackend", "CpuExecutable"]
 
@@ -44,10 +48,12 @@ def _cpu_kernels() -> dict[tuple[str, str], list[tuple[int, int]]]:
 
 
 class CpuExecutable(Executable):
-    def __init__(self, session: ort.InferenceSession):
+    def __init__(self, session: ort.InferenceSession, quantized_kernels: str = "none"):
         self.session = session
         self.output_names = [o.name for o in session.get_outputs()]
         self.runs = 0
+        #: "integer" (onnxruntime's fused kernels), "float" (QDQ unfused) or "none"
+        self.quantized_kernels = quantized_kernels
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
@@ -59,7 +65,8 @@ class CpuExecutable(Executable):
         return dict(zip(self.output_names, results))
 
     def stats(self) -> dict[str, Any]:
-        return {"runs": self.runs, "providers": self.session.get_providers()}
+        return {"runs": self.runs, "providers": self.session.get_providers(),
+                "quantized_kernels": self.quantized_kernels}
 
 
 class CpuBackend(Backend):
@@ -75,6 +82,9 @@ class CpuBackend(Backend):
             "all", "onnxruntime graph optimization level")
         allow_spinning: bool = option(True, "let idle intra-op threads spin; turn off when a "
                                             "container holds many specializations")
+        quantized_kernels: QuantKernels = option(
+            "auto", "graphs with QDQ: auto (onnxruntime's integer kernels where exact, float "
+                    "where they saturate, x86 without VNNI) or float (QDQ never fused)")
 
     def unsupported_nodes(self, model: onnx.ModelProto) -> list[str]:
         opsets = {o.domain or "": o.version for o in model.opset_import}
@@ -102,13 +112,16 @@ class CpuBackend(Backend):
         so.log_severity_level = 3
         if not self.options.allow_spinning:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        kernels, config = quantized_session_config(model, self.options.quantized_kernels)
+        for key, value in config.items():
+            so.add_session_config_entry(key, value)
         try:
             session = ort.InferenceSession(model.SerializeToString(), so,
                                            providers=["CPUExecutionProvider"])
         except Exception as e:
             raise BackendError(f"onnxruntime cannot load the graph: {str(e).splitlines()[0]}",
                                where="backend 'cpu'") from e
-        return CpuExecutable(session)
+        return CpuExecutable(session, kernels)
 
 
 def _is_function(node: onnx.NodeProto, domain: str, version: int) -> bool:
