@@ -22,6 +22,7 @@ from .container import ContainerWriter
 from .errors import BackendError, ConfigError
 from .options import build_options, options_to_dict
 from .pipeline import Instrument, Pipeline, run_pipeline
+from .pipeline_flags import canonical_symbols, configure_explicit_pipeline
 from .plugins import Registries, load_registries
 from .program import Program, describe_tensor
 
@@ -57,8 +58,7 @@ def default_pipeline(*, symbols: Sequence[str] = (), batchsize: int = 0,
     """
     staged: list[tuple[int, str, Mapping[str, Any]]] = []
     if symbols or batchsize:
-        staged.append((STAGES["bind"], "bind-symbols",
-                       {"symbols": list(symbols), "batchsize": batchsize}))
+        staged.append((STAGES["bind"], "bind-symbols", _symbol_options(symbols, batchsize)))
     staged += [(STAGES["simplify"], "fold-constants", {}), (STAGES["simplify"], "fold-batchnorm", {})]
     for stage, name, options in feature_steps:
         if stage not in STAGES:
@@ -68,6 +68,16 @@ def default_pipeline(*, symbols: Sequence[str] = (), batchsize: int = 0,
     staged.append((STAGES["cleanup"], "cleanup", {}))
     staged.sort(key=lambda item: item[0])  # stable: same-stage passes keep their order
     return [(name, options) for _, name, options in staged]
+
+
+def _symbol_options(symbols: Sequence[str], batchsize: int) -> dict[str, Any]:
+    """bind-symbols options of the flags, symbols in the canonical NAME=VALUE form."""
+    options: dict[str, Any] = {}
+    if symbols:
+        options["symbols"] = canonical_symbols(symbols)
+    if batchsize:
+        options["batchsize"] = batchsize
+    return options
 
 
 @dataclass
@@ -125,15 +135,13 @@ def prepare(req: CompileRequest, registries: Registries | None = None
         pipeline = Pipeline.build(default_pipeline(symbols=req.symbols, batchsize=req.batchsize,
                                                    feature_steps=req.feature_steps),
                                   registries.passes, source="default pipeline")
-    if req.feature_steps and (req.pipeline_text is not None or req.pipeline is not None):
-        flags = ", ".join(sorted({name for _, name, _ in req.feature_steps}))
-        raise ConfigError(f"feature flags add passes ({flags}) but an explicit pipeline was "
-                          "given", where=pipeline.source,
-                          hint="put those passes in the pipeline, or drop --pipeline/--passes")
-    if (req.symbols or req.batchsize) and "bind-symbols" not in pipeline.names():
-        raise ConfigError("-onnx-define-symbol/-batchsize given, but the pipeline has no "
-                          "'bind-symbols' pass", where=pipeline.source,
-                          hint="add bind-symbols to the pipeline, or drop the flags")
+    if req.pipeline_text is not None or req.pipeline is not None:
+        # one rule: a flag configures its pass inside the given pipeline, or is refused
+        flag_steps = [(name, opts, "feature flags") for _, name, opts in req.feature_steps]
+        if req.symbols or req.batchsize:
+            flag_steps.insert(0, ("bind-symbols", _symbol_options(req.symbols, req.batchsize),
+                                  "-onnx-define-symbol/-batchsize"))
+        pipeline = configure_explicit_pipeline(pipeline, flag_steps)
     entry = registries.backends.get(req.backend)
     backend = entry.cls(build_options(entry.cls.Options, req.backend_options,
                                       owner=f"backend '{req.backend}'"))
