@@ -100,6 +100,9 @@ class CompileRequest:
     retained_state: bool = False
     #: -json-input-file: inference inputs, checked against the program's specializations
     json_input_file: str | Path | None = None
+    #: -input-list-file with -load-profile: inference inputs (a QNN input list) the CLI runs the
+    #: compiled program on, as the vendor tool does, instead of random data
+    run_input_list: str | Path | None = None
     #: run the pipeline only (no backend compile, no container), e.g. -dump-profile; the text
     #: says what the run produced
     pipeline_only: str | None = None

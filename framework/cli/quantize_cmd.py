@@ -65,6 +65,12 @@ QUANTIZE_FLAGS = [
          help="store 4-bit weights two per byte (ONNX INT4/UINT4)"),
     Flag(("--quantization_overrides",), "overrides",
          help="AIMET encodings JSON: full or partial overrides", metavar="FILE"),
+    Flag(("--enable_float_fallback", "--float_fallback"), "float_fallback", "switch",
+         help="no calibration data: quantize only what --quantization_overrides covers "
+              "(encodings spread through data-movement ops), every other tensor stays float"),
+    Flag(("--ignore_quantization_overrides", "--ignore_encodings"), "ignore_overrides",
+         "switch", help="calibrate every tensor from --input_list, taking no encodings from "
+                        "anywhere else (aicc's default; refused with --quantization_overrides)"),
     Flag(("--export_encodings",), "export_encodings",
          help="write the encodings used as AIMET JSON (0.6.1 form)", metavar="FILE"),
     Flag(("--algorithms",), "algorithms", "repeat",
@@ -174,6 +180,32 @@ def _float_flags(args: dict[str, Any], opts: dict[str, Any]) -> None:
         opts[key] = value
 
 
+def _check_sources(args: dict[str, Any], opts: dict[str, Any]) -> None:
+    """Where encodings come from: --input_list, --quantization_overrides, or both; with
+    --enable_float_fallback the overrides alone (the seed: it and --input_list exclude each
+    other); --ignore_quantization_overrides states that only --input_list counts."""
+    where = "aicc quantize"
+    if args["float_fallback"]:
+        if args["input_list"]:
+            raise UsageError("--enable_float_fallback and --input_list exclude each other",
+                             where=where, hint="float fallback quantizes only what the "
+                                               "overrides cover, without calibration data")
+        if not args["overrides"]:
+            raise UsageError("--enable_float_fallback quantizes what --quantization_overrides "
+                             "covers, and no overrides file was given", where=where)
+        opts["float_fallback"] = True
+    if args["ignore_overrides"]:
+        if args["overrides"]:
+            raise UsageError("--ignore_quantization_overrides and --quantization_overrides "
+                             "both given", where=where, hint="drop one of them")
+        if not args["input_list"]:
+            raise UsageError("--ignore_quantization_overrides calibrates every tensor, and no "
+                             "--input_list was given", where=where)
+    if not args["input_list"] and not args["overrides"]:
+        raise UsageError("nothing to quantize with: give --input_list (calibration) or "
+                         "--quantization_overrides (encodings)", where=where)
+
+
 def run_quantize(argv: Sequence[str]) -> int:
     parser = FlagParser("quantize", QUANTIZE_FLAGS)
     args = parser.parse(_split_input_dims(argv))
@@ -215,9 +247,7 @@ def run_quantize(argv: Sequence[str]) -> int:
     if args["engine"] and not args["input_list"]:
         raise UsageError("--calibration_engine runs calibration samples; give --input_list",
                          where="--calibration_engine")
-    if not args["input_list"] and not args["overrides"]:
-        raise UsageError("nothing to quantize with: give --input_list (calibration) or "
-                         "--quantization_overrides (encodings)", where="aicc quantize")
+    _check_sources(args, opts)
     from ..quantization import quantize_model, save_model_atomic
     model, program = quantize_model(args["input_model"], input_list=args["input_list"],
                                     overrides=args["overrides"], input_shapes=input_shapes,
@@ -225,9 +255,12 @@ def run_quantize(argv: Sequence[str]) -> int:
                                     engine=engine, registries=registries, **opts)
     save_model_atomic(model, args["output_model"])
     enc = program.encodings
+    ints = sum(1 for e in enc.get("activations", {}).values() if e.get("dtype") == "int")
+    floats = len(enc.get("activations", {})) - ints
     print(f"quantized {args['input_model']} -> {args['output_model']}: "
-          f"{len(enc.get('activations', {}))} activations, {len(enc.get('params', {}))} "
-          f"parameters, {len(enc.get('float_ops', {}))} float ops")
+          f"{ints} activations, {len(enc.get('params', {}))} parameters, "
+          f"{len(enc.get('float_ops', {}))} float ops"
+          + (f", {floats} tensors left in float" if floats else ""))
     if args["export_encodings"]:
         print(f"encodings written to {args['export_encodings']}")
     sys.stdout.flush()
