@@ -141,3 +141,29 @@ def test_ignore_quantization_overrides(partial, tmp_path, capsys):
     code, _, err = _run([*base, "--ignore_quantization_overrides", "--quantization_overrides",
                          partial, "--output_model", b], capsys)
     assert code == 2 and "both given" in err
+
+
+@pytest.mark.parametrize("flags", [
+    [], ["--use_per_channel_quantization"], ["--act_bw", "16"], ["--weight_bw", "4"],
+    ["--weight_bw", "4", "--pack_4_bit_weights"], ["--act_bw", "4"], ["--bias_bw", "32"],
+    ["--act_bw", "16", "--weight_bw", "16"], ["--act_quantizer", "enhanced"],
+    ["--algorithms", "cle", "--use_per_channel_quantization"],
+])
+def test_every_quantize_output_loads_in_onnxruntime_or_says_why(flags, tmp_path, capsys):
+    """Issue 13 item 7: each kind of output loads with onnxruntime's default settings, or the
+    command warns naming the reason and the way to load it (which then works)."""
+    out = tmp_path / "q.onnx"
+    code, _, err = _run(["quantize", "--input_model", DIGITS, "--input_dim", "image", "1,1,8,8",
+                         "--input_list", DIGITS_LIST, *flags, "--output_model", out], capsys)
+    assert code == 0, err
+    x = np.load(DIGITS_TEST)[:1]
+    try:
+        session = ort.InferenceSession(str(out))
+    except Exception:  # noqa: BLE001
+        assert "warning:" in err and "ORT_ENABLE_BASIC" in err, err
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        session = ort.InferenceSession(str(out), so)
+    else:
+        assert "warning" not in err, err
+    assert session.run(None, {"image": x})[0].shape == (1, 10)
