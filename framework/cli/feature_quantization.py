@@ -143,6 +143,24 @@ def _given(args: dict[str, Any], flags: tuple[tuple[str, str], ...]) -> list[str
             if args.get(dest) not in (None, False, [], "")]
 
 
+def _input_list_without_calibration(args: dict[str, Any], req: CompileRequest, il: str,
+                                    load: bool) -> None:
+    """-input-list-file when nothing calibrates: with -load-profile (the vendor's PGQ step) the
+    compiled program runs on the listed inputs; otherwise another feature must use the samples."""
+    others = any(args.get(k) for k in _OTHER_SAMPLE_USERS)
+    if load:
+        if args.get("compile_only") and not others:
+            raise UsageError("-input-list-file gives the inputs to run the compiled program on, "
+                             "and -compile-only runs nothing", where="aicc compile",
+                             hint="drop -compile-only to run on the listed inputs, or drop "
+                                  "-input-list-file")
+        req.run_input_list = il
+    elif not others:
+        raise UsageError("-input-list-file gives calibration samples, and nothing calibrates",
+                         where="aicc compile", hint="add -dump-profile=FILE, "
+                                                    "-convert-to-quantize or -load-profile=FILE")
+
+
 def contribute(args: dict[str, Any], req: CompileRequest) -> None:
     """Check the quantization flags and add the steps they ask for."""
     where = "aicc compile"
@@ -182,19 +200,7 @@ def contribute(args: dict[str, Any], req: CompileRequest) -> None:
                          hint="add -input-list-file=FILE (or -json-input-file=FILE with "
                               "-network-specialization-config)")
     if il and not calibrating:
-        if load:
-            # the vendor's PGQ step: the list gives the inputs the compiled program runs on
-            if args.get("compile_only") and not any(args.get(k) for k in _OTHER_SAMPLE_USERS):
-                raise UsageError("-input-list-file gives the inputs to run the compiled program "
-                                 "on, and -compile-only runs nothing", where=where,
-                                 hint="drop -compile-only to run on the listed inputs, or drop "
-                                      "-input-list-file")
-            req.run_input_list = il
-        elif not any(args.get(k) for k in _OTHER_SAMPLE_USERS):
-            raise UsageError("-input-list-file gives calibration samples, and nothing "
-                             "calibrates", where=where,
-                             hint="add -dump-profile=FILE, -convert-to-quantize or "
-                                  "-load-profile=FILE")
+        _input_list_without_calibration(args, req, il, bool(load))
     if bins is not None:
         if not calibrating:
             raise UsageError("-num-histogram-bins sets the bins of a new profile, and nothing "
