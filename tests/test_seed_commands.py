@@ -167,3 +167,20 @@ def test_every_quantize_output_loads_in_onnxruntime_or_says_why(flags, tmp_path,
     else:
         assert "warning" not in err, err
     assert session.run(None, {"image": x})[0].shape == (1, 10)
+
+
+def test_keep_original_precision_with_node_precision_info_only(npi, tmp_path, capsys):
+    """The mixed-precision seed's FP32/FP16 mix: named instances in fp16, kept types recorded
+    as original; an op type both kept and sent to fp16 is refused."""
+    qpc = tmp_path / "fp16mix"
+    code, _, err = _run(["compile", f"-m={DIGITS}", SYM, f"-node-precision-info={npi[0]}",
+                         "-keep-original-precision-for-nodes=Gemm", f"-aic-binary-dir={qpc}",
+                         "-compile-only"], capsys)
+    assert code == 0, err
+    meta = json.loads((qpc / "manifest.json").read_text())["program"]
+    assert meta["node_precision"] == {"pw2": "float16", "bn4": "float16", "relu4": "float16",
+                                      "fc": "original"}
+    code, _, err = _run(["compile", f"-m={DIGITS}", SYM, "-execute-nodes-in-fp16=Gemm",
+                         "-keep-original-precision-for-nodes=Gemm", "-compile-only",
+                         f"-aic-binary-dir={tmp_path / 'y'}"], capsys)
+    assert code == 2 and "both kept in its original precision and run in fp16" in err
