@@ -184,3 +184,31 @@ def test_keep_original_precision_with_node_precision_info_only(npi, tmp_path, ca
                          "-keep-original-precision-for-nodes=Gemm", "-compile-only",
                          f"-aic-binary-dir={tmp_path / 'y'}"], capsys)
     assert code == 2 and "both kept in its original precision and run in fp16" in err
+
+
+def test_custom_io_seed_profile_load_step_verbatim(tmp_path, capsys, monkeypatch):
+    """The custom-I/O seed's PGQ steps: profile dumped and loaded with int8 NHWC inputs; the
+    load step (-input-list-file with -load-profile) runs the program on the listed files."""
+    x = np.load(DIGITS_TEST)[:4]
+    lo, hi = float(x.min()), float(x.max())
+    scale = (hi - lo) / 255
+    offset = int(round(-128 - lo / scale))
+    (tmp_path / "custom_IO_config.yaml").write_text(
+        f"- IOName: image\n  Layout: NHWC\n  Precision: int8\n  Scale: {scale!r}\n"
+        f"  Offset: {offset}\n")
+    q = np.clip(np.rint(x / np.float32(scale)) + offset, -128, 127).astype(np.int8)
+    for i, sample in enumerate(q.transpose(0, 2, 3, 1)):
+        sample[None].tofile(tmp_path / f"s{i}.raw")
+    (tmp_path / "list.txt").write_text("".join(f"s{i}.raw\n" for i in range(4)))
+    monkeypatch.chdir(tmp_path)
+    common = [f"-m={DIGITS}", SYM, "-input-list-file=list.txt",
+              "-custom-IO-list-file=custom_IO_config.yaml"]
+    code, _, err = _run(["compile", *common, "-dump-profile=pgq_profile_custom_IO.yaml"], capsys)
+    assert code == 0, err
+    code, out, err = _run(["compile", *common, "-load-profile=pgq_profile_custom_IO.yaml",
+                           "-quantization-schema-activations=asymmetric",
+                           "-quantization-calibration=None",
+                           "-quantization-schema-constants=symmetric"], capsys)
+    assert code == 0, err
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("ran")] == \
+        [f"ran graph 'default' once on sample {i} of list.txt" for i in range(1, 5)]
