@@ -17,6 +17,7 @@ import onnxruntime as ort
 
 from aicc.backend import Backend, Executable
 from aicc.errors import BackendError
+from aicc.ort_compat import carry_boundary_types, for_onnxruntime
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 
@@ -44,19 +45,31 @@ def _cpu_kernels() -> dict[tuple[str, str], list[tuple[int, int]]]:
 
 
 class CpuExecutable(Executable):
-    def __init__(self, session: ort.InferenceSession):
+    """A session; I/O of types onnxruntime's Python API cannot pass travels in a wider type
+    (``aicc.ort_compat.carry_boundary_types``) and is converted here, exactly."""
+
+    def __init__(self, session: ort.InferenceSession,
+                 carried: tuple[Mapping[str, Any], Mapping[str, Any]] = ({}, {})):
         self.session = session
         self.output_names = [o.name for o in session.get_outputs()]
         self.runs = 0
+        self.feed_types, self.result_types = carried
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = dict(feeds)
+        for name, dtype in self.feed_types.items():
+            if name in feeds:
+                feeds[name] = feeds[name].astype(dtype)
         try:
-            results = self.session.run(self.output_names, dict(feeds))
+            results = self.session.run(self.output_names, feeds)
         except Exception as e:  # onnxruntime raises its own exception types
             raise BackendError(f"onnxruntime failed: {str(e).splitlines()[0]}",
                                where="backend 'cpu'") from e
         self.runs += 1
-        return dict(zip(self.output_names, results))
+        out = dict(zip(self.output_names, results))
+        for name, dtype in self.result_types.items():
+            out[name] = out[name].astype(dtype)
+        return out
 
     def stats(self) -> dict[str, Any]:
         return {"runs": self.runs, "providers": self.session.get_providers()}
@@ -77,6 +90,9 @@ class CpuBackend(Backend):
                                             "container holds many specializations")
 
     def unsupported_nodes(self, model: onnx.ModelProto) -> list[str]:
+        """Nodes with no kernel in onnxruntime's CPU provider, judged on the model as it will be
+        loaded (IR version and opset lowered; BackendError when they cannot be)."""
+        model = for_onnxruntime(model)
         opsets = {o.domain or "": o.version for o in model.opset_import}
         kernels = _cpu_kernels()
         problems = []
@@ -85,7 +101,8 @@ class CpuBackend(Backend):
                 continue  # onnxruntime turns Constant nodes into initializers; no kernel needed
             domain = "" if node.domain in ("", "ai.onnx") else node.domain
             ranges = kernels.get((domain, node.op_type))
-            version = opsets.get(domain, 0)
+            # kernels are registered by operator definition (since_version), not by opset
+            version = _since_version(node, domain, opsets.get(domain, 0))
             if ranges is None or not any(lo <= version <= hi for lo, hi in ranges):
                 if ranges is None and _is_function(node, domain, version):
                     continue
@@ -102,13 +119,21 @@ class CpuBackend(Backend):
         so.log_severity_level = 3
         if not self.options.allow_spinning:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        model, feed_types, result_types = carry_boundary_types(for_onnxruntime(model))
         try:
             session = ort.InferenceSession(model.SerializeToString(), so,
                                            providers=["CPUExecutionProvider"])
         except Exception as e:
             raise BackendError(f"onnxruntime cannot load the graph: {str(e).splitlines()[0]}",
                                where="backend 'cpu'") from e
-        return CpuExecutable(session)
+        return CpuExecutable(session, (feed_types, result_types))
+
+
+def _since_version(node: onnx.NodeProto, domain: str, opset: int) -> int:
+    try:
+        return onnx.defs.get_schema(node.op_type, opset, domain).since_version
+    except onnx.defs.SchemaError:
+        return opset
 
 
 def _is_function(node: onnx.NodeProto, domain: str, version: int) -> bool:

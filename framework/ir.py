@@ -361,9 +361,18 @@ def export_model(graph: gs.Graph, *, ir_version: int | None = None) -> onnx.Mode
 
 
 def tensor_dtype(t: gs.Tensor) -> np.dtype | None:
-    """The numpy dtype of a graph-surgeon tensor, or None when unknown."""
+    """The numpy dtype of a graph-surgeon tensor, or None when unknown.
+
+    graph-surgeon keeps ONNX's enum (an int) for types it has no numpy dtype for (bfloat16 and
+    the float8 types); onnx maps those to ml_dtypes' numpy dtypes.
+    """
     if t.dtype is None:
         return None
+    if isinstance(t.dtype, int) and not isinstance(t.dtype, bool):
+        try:
+            return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.dtype))
+        except (KeyError, TypeError, ValueError):
+            return None
     try:
         return np.dtype(t.dtype)
     except TypeError:
