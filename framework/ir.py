@@ -77,10 +77,6 @@ def _check_versions(model: onnx.ModelProto, where: str) -> None:
             if op.version > MAX_OPSET:
                 raise ModelError(f"opset {op.version} is newer than supported ({MAX_OPSET})",
                                  where=where, field="opset_import")
-            if op.version < MIN_OPSET:
-                raise ModelError(f"opset {op.version} is older than supported ({MIN_OPSET})",
-                                 where=where, field="opset_import",
-                                 hint="convert it with onnx.version_converter")
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise ModelError("the model has no graph", where=where, hint="is this the right file?")
 
@@ -301,12 +297,37 @@ def load_model(source: str | Path | bytes, *, base_dir: str | Path | None = None
             _read_external(base, tensor, what, where)
             data = None  # the model now differs from the bytes read
         _check_tensor_size(tensor, what, where)
+    if _default_opset(model) < MIN_OPSET:
+        model = _upgrade_opset(model, where)
+        data = None
     # the checker and shape inference take the bytes read as they are (each would otherwise
     # serialize the model again: two copies of every weight)
     _check_onnx(model, where, data)
     if check_shapes:
         model = _strict_shapes(model if data is None else data, where)
     return model
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
+
+
+def _upgrade_opset(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """A model below the supported opsets, converted to ``MIN_OPSET`` by onnx's version
+    converter (with a warning); ModelError when the converter cannot."""
+    old = _default_opset(model)
+    try:
+        from onnx import version_converter
+
+        converted = version_converter.convert_version(model, MIN_OPSET)
+    except Exception as e:  # the converter raises RuntimeError/ValueError/its own types
+        raise ModelError(f"opset {old} is older than supported ({MIN_OPSET}) and onnx's version "
+                         f"converter cannot convert it: {str(e).strip().splitlines()[0][:200]}",
+                         where=where, field="opset_import",
+                         hint="re-export the model at a newer opset") from None
+    logger.warning("%s: opset %d is older than supported; converted to opset %d with onnx's "
+                   "version converter", where, old, MIN_OPSET)
+    return converted
 
 
 def _strict_shapes(model: onnx.ModelProto | bytes, where: str) -> onnx.ModelProto:
