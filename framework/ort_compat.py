@@ -199,6 +199,17 @@ def _newer_nodes(model: onnx.ModelProto, opset: int, target: int) -> list[str]:
     return newer
 
 
+@functools.lru_cache(maxsize=8)
+def _convert(data: bytes, target: int) -> onnx.ModelProto:
+    """onnx's version converter, memoized: one compile lowers the same graph for the up-front
+    op check, the backend compile and the container reload."""
+    from onnx import version_converter
+
+    model = onnx.ModelProto()
+    model.ParseFromString(data)
+    return version_converter.convert_version(model, target)
+
+
 def _newer_functions(model: onnx.ModelProto, target: int) -> list[str]:
     return [f.name for f in model.functions for o in f.opset_import
             if o.domain in ("", "ai.onnx") and o.version > target]
@@ -222,9 +233,7 @@ def _lower_opset(model: onnx.ModelProto, opset: int, target: int) -> onnx.ModelP
         logger.debug("onnxruntime: opset %d re-stamped as %d (no operator changed)", opset, target)
         return model
     try:
-        from onnx import version_converter
-
-        lowered = version_converter.convert_version(model, target)
+        lowered = _convert(model.SerializeToString(deterministic=True), target)
     except Exception as e:  # the converter raises RuntimeError/ValueError/its own types
         shown = ", ".join((newer + [f"function '{f}'" for f in func_newer])[:5])
         raise BackendError(f"opset {opset} cannot be lowered to opset {target}, the newest "
@@ -232,7 +241,9 @@ def _lower_opset(model: onnx.ModelProto, opset: int, target: int) -> onnx.ModelP
                            where="onnxruntime",
                            hint="run it on the interpreter, or export at an older opset") from None
     logger.debug("onnxruntime: opset %d converted to %d (%s)", opset, target, ", ".join(newer))
-    return lowered
+    out = onnx.ModelProto()
+    out.CopyFrom(lowered)  # the memoized proto stays untouched
+    return out
 
 
 #: element types onnxruntime's Python API cannot exchange with numpy -> the type they travel in
@@ -243,6 +254,7 @@ _CARRIERS = {
     TensorProto.FLOAT8E5M2: TensorProto.FLOAT, TensorProto.FLOAT8E5M2FNUZ: TensorProto.FLOAT,
     TensorProto.INT4: TensorProto.INT8, TensorProto.UINT4: TensorProto.UINT8,
     TensorProto.INT2: TensorProto.INT8, TensorProto.UINT2: TensorProto.UINT8,
+    TensorProto.FLOAT8E8M0: TensorProto.FLOAT, TensorProto.FLOAT4E2M1: TensorProto.FLOAT,
 }
 
 
