@@ -77,8 +77,14 @@ def registries():
 
 
 def backend_op_types(backend: str) -> frozenset[str]:
-    """The op types a backend declares (its class's ``op_types`` table)."""
-    return frozenset(registries().backends.get(backend).cls.op_types)
+    """The op types a backend declares (its class's ``op_types`` table; for ``cpu``, the ops
+    onnxruntime's CPU provider has kernels for in the default domain)."""
+    cls = registries().backends.get(backend).cls
+    if hasattr(cls, "op_types"):
+        return frozenset(cls.op_types)
+    from aicc.backends.cpu import _cpu_kernels
+
+    return frozenset(op for domain, op in _cpu_kernels() if domain == "")
 
 
 def op_list_cases(backend: str = "interpreter") -> dict[str, Case]:
