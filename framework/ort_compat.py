@@ -168,16 +168,17 @@ def for_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if model.ir_version <= max_ir and opset <= max_opset:
         return model
+    if model.ir_version > max_ir:
+        needed, why = needed_ir_version(model)
+        if needed > max_ir:
+            raise BackendError(f"the model needs IR version {needed} ({why}); onnxruntime reads "
+                               f"IR versions up to {max_ir}", where="onnxruntime",
+                               hint="run it on the interpreter, or use types onnxruntime knows")
     out = onnx.ModelProto()
     out.CopyFrom(model)
     if opset > max_opset:
         out = _lower_opset(out, opset, max_opset)
     if out.ir_version > max_ir:
-        needed, why = needed_ir_version(out)
-        if needed > max_ir:
-            raise BackendError(f"the model needs IR version {needed} ({why}); onnxruntime reads "
-                               f"IR versions up to {max_ir}", where="onnxruntime",
-                               hint="run it on the interpreter, or use types onnxruntime knows")
         logger.debug("onnxruntime: IR version %d lowered to %d", out.ir_version, max_ir)
         out.ir_version = max_ir
     return out
