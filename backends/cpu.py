@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from aicc.backend import Backend, Executable
 from aicc.errors import BackendError
-from aicc.ort_compat import carry_boundary_types, for_onnxruntime
+from aicc.ort_compat import carry_boundary_types, check_ir_version, for_onnxruntime, ort_limits
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 
@@ -90,10 +90,14 @@ class CpuBackend(Backend):
                                             "container holds many specializations")
 
     def unsupported_nodes(self, model: onnx.ModelProto) -> list[str]:
-        """Nodes with no kernel in onnxruntime's CPU provider, judged on the model as it will be
-        loaded (IR version and opset lowered; BackendError when they cannot be)."""
-        model = for_onnxruntime(model)
+        """Nodes with no kernel in onnxruntime's CPU provider, judged at the opset the model is
+        lowered to for onnxruntime (``aicc.ort_compat``; BackendError for an IR version it
+        cannot read). A node whose definition is newer than that opset is looked up by the
+        definition it is converted to; a node the converter cannot convert is refused when the
+        graph is compiled."""
+        check_ir_version(model)
         opsets = {o.domain or "": o.version for o in model.opset_import}
+        opsets[""] = min(opsets.get("", 0), ort_limits()[1])
         kernels = _cpu_kernels()
         problems = []
         for node in model.graph.node:

@@ -29,7 +29,8 @@ from onnx import TensorProto
 
 from .errors import BackendError
 
-__all__ = ["carry_boundary_types", "for_onnxruntime", "needed_ir_version", "ort_limits", "restamp_suffices"]
+__all__ = ["carry_boundary_types", "check_ir_version", "for_onnxruntime", "needed_ir_version",
+           "ort_limits", "restamp_suffices"]
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +162,17 @@ def needed_ir_version(model: onnx.ModelProto) -> tuple[int, str]:
     return needed, why
 
 
+def check_ir_version(model: onnx.ModelProto) -> None:
+    """BackendError when the model uses a feature of an IR version onnxruntime cannot read."""
+    max_ir = ort_limits()[0]
+    if model.ir_version > max_ir:
+        needed, why = needed_ir_version(model)
+        if needed > max_ir:
+            raise BackendError(f"the model needs IR version {needed} ({why}); onnxruntime reads "
+                               f"IR versions up to {max_ir}", where="onnxruntime",
+                               hint="run it on the interpreter, or use types onnxruntime knows")
+
+
 def for_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with IR version and opset lowered to what onnxruntime loads (a new proto when
     anything changes, else ``model`` itself); BackendError when it cannot be lowered exactly."""
@@ -168,12 +180,7 @@ def for_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if model.ir_version <= max_ir and opset <= max_opset:
         return model
-    if model.ir_version > max_ir:
-        needed, why = needed_ir_version(model)
-        if needed > max_ir:
-            raise BackendError(f"the model needs IR version {needed} ({why}); onnxruntime reads "
-                               f"IR versions up to {max_ir}", where="onnxruntime",
-                               hint="run it on the interpreter, or use types onnxruntime knows")
+    check_ir_version(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     if opset > max_opset:

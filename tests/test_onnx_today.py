@@ -204,7 +204,7 @@ def test_fold_constants_folds_an_ir14_model(tmp_path):
     assert got.tolist() == [6.0, 16.0]
 
 
-# --- opsets below the supported range; non-tensor graph I/O ----------------------------------------
+# --- opsets below the supported range; non-tensor graph I/O --------------------------------
 
 def test_opset1_model_is_converted_with_a_warning(tmp_path, caplog):
     model = _model([helper.make_node("Not", ["x"], ["y"])],
