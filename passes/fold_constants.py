@@ -517,6 +517,7 @@ def _evaluate(graph: gs.Graph, nodes: list[gs.Node], outputs: list[gs.Tensor],
     model = for_onnxruntime(model)
     names = [t.name for t in outputs]
     options = ort.SessionOptions()
+    options.log_severity_level = 3  # its own optimizer's notes are not the user's business
     # One run per session: idle worker threads need not spin (this changes no result).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(model.SerializeToString(), options,
