@@ -47,8 +47,10 @@ logger = logging.getLogger(__name__)
 _BATCH_NODES = 512
 _NO_FOLD_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 _CONSTANT_ATTRS = frozenset({"value", "value_float", "value_floats", "value_int", "value_ints"})
-_CAST_ELISION_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Equal", "Greater",
-                               "Less", "Concat"})
+#: ops whose output type is their input type, so Cast(int -> float) -> op -> Cast(float -> int)
+#: can compute in the int type (comparisons are not among them: they return bool, and their
+#: Cast(bool -> int) is no round trip to rebind)
+_CAST_ELISION_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Concat"})
 
 
 class FoldConstants(Pass):

@@ -122,6 +122,24 @@ def test_fold_constants_keeps_a_fractional_constant_in_cast_arithmetic(tmp_path)
     assert got.tolist() == [1, 2, 2]
 
 
+def test_fold_constants_keeps_comparisons_of_cast_shapes(tmp_path):
+    """Equal(Cast(int -> float), ...) -> Cast(-> int): Equal returns bool, its output is no
+    float to rebind to the int Cast's output (that made onnxruntime refuse the folded graph)."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Cast", ["s"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Cast", ["k"], ["kf"], to=TensorProto.FLOAT),
+             helper.make_node("Equal", ["f", "kf"], ["e"]),
+             helper.make_node("Cast", ["e"], ["y"], to=TensorProto.INT64),
+             helper.make_node("Add", ["y", "z"], ["w"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4, 5]),
+                           helper.make_tensor_value_info("z", TensorProto.INT64, [3])],
+                   [helper.make_tensor_value_info("w", TensorProto.INT64, [3])], opset=17,
+                   inits=[numpy_helper.from_array(np.array([3, 0, 5], np.int64), "k")])
+    feeds = {"x": np.zeros([3, 4, 5], np.float32), "z": np.array([10, 20, 30], np.int64)}
+    for backend in ("interpreter", "cpu"):
+        assert _run(model, feeds, backend, tmp_path)["w"].tolist() == [11, 20, 31]
+
+
 # --- bfloat16 and float8 inputs and outputs -------------------------------------------------------
 
 _ML_TYPES = [(TensorProto.BFLOAT16, ml_dtypes.bfloat16),
