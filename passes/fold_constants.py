@@ -109,14 +109,17 @@ def _stamped_for_onnxruntime(graph: gs.Graph) -> Iterator[bool]:
     if lowered is model:
         yield True
         return
-    saved = graph.ir_version, graph.opset, list(graph.import_domains or [])
-    graph.ir_version = lowered.ir_version
-    graph.opset = _default_opset(lowered)
-    graph.import_domains = list(lowered.opset_import)
+    graphs = [graph, *graph.subgraphs(recursive=True)]  # graph-surgeon folds each on its own
+    saved = [(g.ir_version, g.opset, g.import_domains) for g in graphs]
+    for g in graphs:
+        g.ir_version = lowered.ir_version
+        g.opset = _default_opset(lowered)
+        g.import_domains = list(lowered.opset_import)
     try:
         yield True
     finally:
-        graph.ir_version, graph.opset, graph.import_domains = saved
+        for g, (ir_version, opset, domains) in zip(graphs, saved):
+            g.ir_version, g.opset, g.import_domains = ir_version, opset, domains
 
 
 def _default_opset(model: onnx.ModelProto) -> int:

@@ -222,6 +222,32 @@ def test_fold_constants_folds_an_ir14_model(tmp_path):
     assert got.tolist() == [6.0, 16.0]
 
 
+def test_fold_constants_folds_an_ir14_model_with_subgraphs(tmp_path):
+    """graph-surgeon folds each If branch with onnxruntime on its own: every graph is
+    re-stamped for onnxruntime meanwhile."""
+    def branch(value):
+        return helper.make_graph(
+            [helper.make_node("Add", ["a", "a"], ["o"])], "b", [],
+            [helper.make_tensor_value_info("o", TensorProto.FLOAT, [2])],
+            initializer=[numpy_helper.from_array(np.full(2, value, np.float32), "a")])
+
+    nodes = [helper.make_node("Add", ["c", "c"], ["c2"]),
+             helper.make_node("Mul", ["x", "c2"], ["m"]),
+             helper.make_node("If", ["cond"], ["r"], then_branch=branch(1.0),
+                              else_branch=branch(2.0)),
+             helper.make_node("Add", ["m", "r"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+                           helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], opset=28,
+                   ir=14, inits=[numpy_helper.from_array(np.array([1, 2], np.float32), "c")])
+    path = aicc.compile(model, backend="cpu", output=tmp_path / "p.qpc")
+    assert _compiled_ops(path) == ["Mul", "If", "Add"]
+    session = aicc.load(path)
+    for cond, expected in ((True, [4.0, 6.0]), (False, [6.0, 8.0])):
+        got = session.run({"x": np.ones(2, np.float32), "cond": np.array(cond)})["y"]
+        assert got.tolist() == expected
+
+
 # --- opsets below the supported range; non-tensor graph I/O --------------------------------
 
 def test_opset1_model_is_converted_with_a_warning(tmp_path, caplog):
