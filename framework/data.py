@@ -214,6 +214,8 @@ JSON_DATA_TYPES = {
     "double": "float64", "float64": "float64",
     "int8": "int8", "uint8": "uint8", "int16": "int16", "uint16": "uint16",
     "int32": "int32", "uint32": "uint32", "int64": "int64", "uint64": "uint64", "bool": "bool",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    **{n: n for n in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")},
 }
 _JSON_ENTRY_KEYS = ("path", "io-direction", "map-to", "data-type", "elem-size", "dims")
 

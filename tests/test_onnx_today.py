@@ -179,6 +179,19 @@ def test_bfloat16_input_file_from_npy(tmp_path):
         read_tensor_file(tmp_path / "y.npy", TensorDesc("x", "bfloat16", [2]))
 
 
+def test_bfloat16_input_from_a_json_input_file(tmp_path):
+    from aicc.data import parse_json_input_file
+
+    x = np.array([[1.5, -2.0, 0.25]], ml_dtypes.bfloat16)
+    x.tofile(tmp_path / "x.raw")
+    (tmp_path / "in.json").write_text(
+        '{"IO-files": [[{"path": "x.raw", "io-direction": "in", "map-to": "x", '
+        '"data-type": "bf16", "dims": [1, 3]}]]}')
+    feeds = parse_json_input_file(tmp_path / "in.json", [TensorDesc("x", "bfloat16", [1, 3])])
+    assert feeds[0]["x"].dtype == np.dtype(ml_dtypes.bfloat16)
+    assert feeds[0]["x"].tolist() == x.tolist()
+
+
 # --- IR version 14 and opset 28 on onnxruntime ----------------------------------------------------
 
 def _relu_model(opset, ir):
