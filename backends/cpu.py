@@ -17,9 +17,9 @@ import onnxruntime as ort
 
 from aicc.backend import Backend, Executable
 from aicc.errors import BackendError
-from aicc.ort_compat import carry_boundary_types, check_ir_version, for_onnxruntime, ort_limits
 from aicc.hookspecs import hookimpl
 from aicc.options import option
+from aicc.ort_compat import carry_boundary_types, check_ir_version, for_onnxruntime, ort_limits
 
 __all__ = ["CpuBackend", "CpuExecutable"]
 
