@@ -24,7 +24,7 @@ import aicc
 from aicc.compiler import CompileRequest, compile_model, default_pipeline
 from aicc.plugins import load_registries
 
-__all__ = ["Case", "cases", "op_list_cases", "backend_op_types", "run_public", "FP16_PIPELINE",
+__all__ = ["Case", "cases", "raw_cases", "op_list_cases", "backend_op_types", "run_public", "FP16_PIPELINE",
            "fp16_close"]
 
 #: the default pipeline plus what ``-convert-to-fp16`` adds (the CLI's feature step)
@@ -58,17 +58,23 @@ def _array(x: Any) -> Any:
 
 
 @functools.cache
-def cases() -> dict[str, Case]:
-    """Every node case onnx generates, by name."""
+def raw_cases() -> tuple[Any, ...]:
+    """onnx's node test cases as its loader gives them (generating them takes seconds: every
+    module that needs them shares this one copy per process; treat them as read-only)."""
     from onnx.backend.test.loader import load_model_tests
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        raw = load_model_tests(kind="node")
+        return tuple(load_model_tests(kind="node"))
+
+
+@functools.cache
+def cases() -> dict[str, Case]:
+    """Every node case onnx generates, by name."""
     return {c.name: Case(c.name, c.model,
                          tuple(([_array(x) for x in i], [_array(x) for x in o])
                                for i, o in c.data_sets), c.rtol, c.atol)
-            for c in raw}
+            for c in raw_cases()}
 
 
 @functools.cache
