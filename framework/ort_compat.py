@@ -11,6 +11,8 @@ are probed from the installed onnxruntime once (a tiny model per candidate versi
   highest version among the features it uses (``needed_ir_version``); its stamp is lowered to
   onnxruntime's highest when that is enough, and the model is refused, naming the feature, when
   it is not.
+* **Semantics.** Float -> 2/4-bit integer casts are rewritten to onnx's rule
+  (``aicc.ort_casts``), where onnxruntime's own Cast computes another.
 * **Opset.** Re-stamping the default-domain opset down to onnxruntime's highest is exact when
   every node resolves to the same operator definition (``since_version``) at both opsets. When
   some node's definition is newer, onnx's version converter lowers the model (it refuses when an
@@ -28,6 +30,7 @@ import onnx
 from onnx import TensorProto
 
 from .errors import BackendError
+from .ort_casts import align_sub_byte_casts
 
 __all__ = ["carry_boundary_types", "check_ir_version", "for_onnxruntime", "needed_ir_version",
            "ort_limits", "restamp_suffices"]
@@ -179,7 +182,7 @@ def for_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
     max_ir, max_opset = ort_limits()
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if model.ir_version <= max_ir and opset <= max_opset:
-        return model
+        return align_sub_byte_casts(model)
     check_ir_version(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -188,7 +191,7 @@ def for_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
     if out.ir_version > max_ir:
         logger.debug("onnxruntime: IR version %d lowered to %d", out.ir_version, max_ir)
         out.ir_version = max_ir
-    return out
+    return align_sub_byte_casts(out)
 
 
 def _newer_nodes(model: onnx.ModelProto, opset: int, target: int) -> list[str]:

@@ -35,9 +35,6 @@ pytestmark = pytest.mark.slow
 _ALIGN_CORNERS = ("align_corners with a fractional scale: onnx's reference divides by "
                   "(scale * input_length - 1), onnxruntime and the interpreter use the integer "
                   "output length (see tests/interpreter/test_interp_onnx_node.py)")
-_ORT_SUB_BYTE_CAST = ("onnxruntime's CPU Cast to 2/4-bit integers rounds half away from zero and "
-                      "wraps out-of-range values; onnx's reference for Cast-25 and later "
-                      "truncates and gives 0 out of range (the interpreter follows onnx)")
 _FP16_INPUTS = ("the inputs (around 10000) are not representable in fp16 (spacing 8 there), so "
                 "the softmax of their differences cannot be reproduced in fp16")
 
@@ -50,10 +47,6 @@ EXCLUDED: dict[str, dict[str, str]] = {
     "cpu": {
         "test_resize_downsample_scales_linear_align_corners": _ALIGN_CORNERS,
         "test_resize_downsample_scales_cubic_align_corners": _ALIGN_CORNERS,
-        **{f"test_{kind}_{src}_to_{dst}{tail}": _ORT_SUB_BYTE_CAST
-           for kind in ("cast", "castlike") for src in ("FLOAT", "FLOAT16")
-           for dst in ("INT4", "UINT4", "INT2", "UINT2")
-           for tail in (("",) if kind == "cast" else ("", "_expanded"))},
         "test_reduce_max_empty_set_bool": ("onnxruntime refuses ReduceMax over an empty bool "
                                            "set at run time (onnx defines it as False)"),
     },

@@ -41,36 +41,39 @@ def _compiled_ops(path):
 _X = np.array([-9.0, -8.5, 1.5, 2.5, 7.6, 16.0, np.nan, np.inf], np.float32)
 
 
+@pytest.mark.parametrize("backend", ["interpreter", "cpu"])
 @pytest.mark.parametrize("opset, expected", [
     (21, [-8, -8, 2, 2, 7, 7, 0, 7]),    # Cast-21: round half to even, then saturate
     (25, [0, -8, 1, 2, 7, 0, 0, 0]),     # Cast-25 on: truncate; out of range, NaN, inf give 0
     (28, [0, -8, 1, 2, 7, 0, 0, 0]),
 ])
-def test_cast_float_to_int4_follows_the_opset(opset, expected):
+def test_cast_float_to_int4_follows_the_opset(opset, expected, backend):
+    """On cpu too: onnxruntime's own Cast rounds half away from zero and wraps (ort_casts)."""
     model = _model([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.INT4)],
                    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])],
                    [helper.make_tensor_value_info("y", TensorProto.INT4, [8])],
                    opset=opset, ir=10 if opset < 25 else 13)
-    got = _run(model, {"x": _X})["y"]
+    got = _run(model, {"x": _X}, backend)["y"]
     assert got.dtype == np.dtype(ml_dtypes.int4)
     assert got.astype(np.int8).tolist() == expected
 
 
-def test_castlike_to_uint2_follows_the_opset():
-    x = np.array([-1.0, 1.5, 3.0, 4.0], np.float32)
+@pytest.mark.parametrize("backend", ["interpreter", "cpu"])
+def test_castlike_to_uint2_follows_the_opset(backend):
+    x = np.array([-1.0, 1.5, 3.0, 4.0], np.float16)
     like = np.zeros(1, ml_dtypes.uint2)
-    for opset, expected in ((25, [0, 1, 3, 0]),):
-        model = _model([helper.make_node("CastLike", ["x", "l"], ["y"])],
-                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
-                        helper.make_tensor_value_info("l", TensorProto.UINT2, [1])],
-                       [helper.make_tensor_value_info("y", TensorProto.UINT2, [4])],
-                       opset=opset, ir=13)
-        assert _run(model, {"x": x, "l": like})["y"].astype(np.int8).tolist() == expected
+    model = _model([helper.make_node("CastLike", ["x", "l"], ["y"])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [4]),
+                    helper.make_tensor_value_info("l", TensorProto.UINT2, [1])],
+                   [helper.make_tensor_value_info("y", TensorProto.UINT2, [4])],
+                   opset=25, ir=13)
+    got = _run(model, {"x": x, "l": like}, backend)["y"]
+    assert got.astype(np.int8).tolist() == [0, 1, 3, 0]
     # integer sources wrap in every opset (fixed point to fixed point discards high bits)
     model = _model([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.INT4)],
                    [helper.make_tensor_value_info("x", TensorProto.INT32, [3])],
                    [helper.make_tensor_value_info("y", TensorProto.INT4, [3])], opset=21, ir=10)
-    got = _run(model, {"x": np.array([-9, 8, 200], np.int32)})["y"]
+    got = _run(model, {"x": np.array([-9, 8, 200], np.int32)}, backend)["y"]
     assert got.astype(np.int8).tolist() == [7, -8, -8]
 
 
