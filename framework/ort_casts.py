@@ -36,7 +36,8 @@ def _elem_types(graph: onnx.GraphProto) -> dict[str, int]:
 
 
 def _target(node: onnx.NodeProto, types: dict[str, int]) -> int | None:
-    if node.domain not in ("", "ai.onnx") or types.get(node.input[0]) not in _FLOATS:
+    if node.op_type not in ("Cast", "CastLike") or node.domain not in ("", "ai.onnx") or \
+            not node.input or types.get(node.input[0]) not in _FLOATS:
         return None
     if node.op_type == "Cast":
         to = next((a.i for a in node.attribute if a.name == "to"), None)
