@@ -27,6 +27,7 @@ from aicc.backend import Backend, Executable
 from aicc.errors import BackendError
 from aicc.hookspecs import hookimpl
 from aicc.options import option
+from aicc.ort_compat import carry_boundary_types, check_ir_version, for_onnxruntime, ort_limits
 
 from ._cpu_quant import QuantKernels, quantized_session_config
 
@@ -93,25 +94,37 @@ def _session_source(model: onnx.ModelProto) -> tuple[bytes, list[str], list[Any]
 
 
 class CpuExecutable(Executable):
+    """A session; I/O of types onnxruntime's Python API cannot pass travels in a wider type
+    (``aicc.ort_compat.carry_boundary_types``) and is converted here, exactly."""
+
     def __init__(self, session: ort.InferenceSession, keep: list[Any] | None = None,
+                 carried: tuple[Mapping[str, Any], Mapping[str, Any]] = ({}, {}),
                  quantized_kernels: str = "none"):
         self.session = session
         self._keep = keep or []  # external initializers the session reads in place
         self.output_names = [o.name for o in session.get_outputs()]
         self.runs = 0
+        self.feed_types, self.result_types = carried
         self._run_options = ort.RunOptions()
         self._run_options.log_severity_level = _LOG_SEVERITY
         #: "integer" (onnxruntime's fused kernels), "float" (QDQ unfused) or "none"
         self.quantized_kernels = quantized_kernels
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = dict(feeds)
+        for name, dtype in self.feed_types.items():
+            if name in feeds:
+                feeds[name] = feeds[name].astype(dtype)
         try:
-            results = self.session.run(self.output_names, dict(feeds), self._run_options)
+            results = self.session.run(self.output_names, feeds, self._run_options)
         except Exception as e:  # onnxruntime raises its own exception types
             raise BackendError(f"onnxruntime failed: {str(e).splitlines()[0]}",
                                where="backend 'cpu'") from e
         self.runs += 1
-        return dict(zip(self.output_names, results))
+        out = dict(zip(self.output_names, results))
+        for name, dtype in self.result_types.items():
+            out[name] = out[name].astype(dtype)
+        return out
 
     def stats(self) -> dict[str, Any]:
         return {"runs": self.runs, "providers": self.session.get_providers(),
@@ -136,7 +149,14 @@ class CpuBackend(Backend):
                     "where they saturate, x86 without VNNI) or float (QDQ never fused)")
 
     def unsupported_nodes(self, model: onnx.ModelProto) -> list[str]:
+        """Nodes with no kernel in onnxruntime's CPU provider, judged at the opset the model is
+        lowered to for onnxruntime (``aicc.ort_compat``; BackendError for an IR version it
+        cannot read). A node whose definition is newer than that opset is looked up by the
+        definition it is converted to; a node the converter cannot convert is refused when the
+        graph is compiled."""
+        check_ir_version(model)
         opsets = {o.domain or "": o.version for o in model.opset_import}
+        opsets[""] = min(opsets.get("", 0), ort_limits()[1])
         kernels = _cpu_kernels()
         problems = []
         for node in model.graph.node:
@@ -144,7 +164,8 @@ class CpuBackend(Backend):
                 continue  # onnxruntime turns Constant nodes into initializers; no kernel needed
             domain = "" if node.domain in ("", "ai.onnx") else node.domain
             ranges = kernels.get((domain, node.op_type))
-            version = opsets.get(domain, 0)
+            # kernels are registered by operator definition (since_version), not by opset
+            version = _since_version(node, domain, opsets.get(domain, 0))
             if ranges is None or not any(lo <= version <= hi for lo, hi in ranges):
                 if ranges is None and _is_function(node, domain, version):
                     continue
@@ -161,6 +182,7 @@ class CpuBackend(Backend):
         so.log_severity_level = _LOG_SEVERITY
         if not self.options.allow_spinning:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        model, feed_types, result_types = carry_boundary_types(for_onnxruntime(model))
         kernels, config = quantized_session_config(model, self.options.quantized_kernels)
         for key, value in config.items():
             so.add_session_config_entry(key, value)
@@ -172,7 +194,14 @@ class CpuBackend(Backend):
         except Exception as e:
             raise BackendError(f"onnxruntime cannot load the graph: {str(e).splitlines()[0]}",
                                where="backend 'cpu'") from e
-        return CpuExecutable(session, values, kernels)
+        return CpuExecutable(session, values, (feed_types, result_types), kernels)
+
+
+def _since_version(node: onnx.NodeProto, domain: str, opset: int) -> int:
+    try:
+        return onnx.defs.get_schema(node.op_type, opset, domain).since_version
+    except onnx.defs.SchemaError:
+        return opset
 
 
 def _is_function(node: onnx.NodeProto, domain: str, version: int) -> bool:

@@ -21,7 +21,7 @@ import onnx
 
 from . import ir
 from .container import ContainerWriter
-from .errors import BackendError, ConfigError
+from .errors import BackendError, ConfigError, ModelError
 from .fileio import unique_file_names
 from .options import build_options, options_to_dict
 from .pipeline import Instrument, Pipeline, run_pipeline
@@ -235,6 +235,7 @@ def _compile(req: CompileRequest, registries: Registries | None
              ) -> tuple[Path | None, Program, dict[str, Any]]:
     registries, pipeline, backend, instruments = prepare(req, registries)
     model = _load(req.model)
+    _check_io_types(model, req.model)
     if req.pipeline is None and req.pipeline_text is None:
         lowering = lowering_steps(backend, model, registries)
         if lowering:
@@ -366,6 +367,33 @@ class _Progress:
         if self.active:
             sys.stderr.write("\r" + " " * 80 + "\r")
             sys.stderr.flush()
+
+
+def _type_text(tp: onnx.TypeProto) -> str:
+    kind = tp.WhichOneof("value")
+    if kind == "tensor_type":
+        return f"tensor({onnx.TensorProto.DataType.Name(tp.tensor_type.elem_type).lower()})"
+    if kind == "optional_type":
+        return f"optional({_type_text(tp.optional_type.elem_type)})"
+    if kind == "sequence_type":
+        return f"seq({_type_text(tp.sequence_type.elem_type)})"
+    if kind == "map_type":
+        return f"map({_type_text(tp.map_type.value_type)})"
+    return kind or "no type"
+
+
+def _check_io_types(model: onnx.ModelProto, source: Any) -> None:
+    """Refuse graph inputs and outputs that are not tensors (optional, sequence, map, sparse):
+    the IR, the container's I/O descriptors and ``Session.run`` carry tensors only."""
+    where = str(source) if isinstance(source, (str, Path)) else "<model>"
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for vi in values:
+            if vi.type.WhichOneof("value") in (None, "tensor_type"):
+                continue
+            raise ModelError(f"graph {kind} '{vi.name}' has type {_type_text(vi.type)}; aicc "
+                             "compiles models whose inputs and outputs are tensors",
+                             where=where, hint="unwrap it in the model (e.g. export the tensor "
+                                               "itself), or run the model on onnxruntime")
 
 
 def _check_supported(backend: Any, model: onnx.ModelProto, what: str,

@@ -53,6 +53,7 @@ from aicc.configfile import load_yaml
 from aicc.errors import AiccError, BackendError, ConfigError, PassError, did_you_mean
 from aicc.hookspecs import hookimpl
 from aicc.options import option
+from aicc.ort_compat import for_onnxruntime
 from aicc.pass_base import Pass, PassContext
 from aicc.program import Program, describe_tensor
 from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
@@ -442,7 +443,7 @@ def _ort_observe(model: onnx.ModelProto, samples: list[Mapping[str, np.ndarray]]
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 3
-    session = ort.InferenceSession(exposed.SerializeToString(), so,
+    session = ort.InferenceSession(for_onnxruntime(exposed).SerializeToString(), so,
                                    providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     for feeds in samples:
