@@ -249,6 +249,10 @@ def per_channel_encoding(weights: Any, axis: int, bitwidth: int = 8, *, mode: st
             rows.dtype in (np.float32, np.float16):
         lows, highs = rows.min(axis=1), rows.max(axis=1)
         if np.isfinite(lows).all() and np.isfinite(highs).all():
+            fast = _symmetric_channels(lows, highs, bitwidth, axis) \
+                if mode == "symmetric" and signed in (None, True) else None
+            if fast is not None:
+                return fast
             ranges = zip(lows.tolist(), highs.tolist())
     encs = []
     for c, row in enumerate(rows):
@@ -264,6 +268,23 @@ def per_channel_encoding(weights: Any, axis: int, bitwidth: int = 8, *, mode: st
             encs.append(encoding_for_mode(mode, row, bitwidth=bitwidth, signed=signed, name=cname,
                                           notes=notes))
     return combine_channels(encs, axis=axis)
+
+
+def _symmetric_channels(lows: np.ndarray, highs: np.ndarray, bitwidth: int,
+                        axis: int) -> Encoding | None:
+    """``symmetric_encoding`` of every channel at once (the same float64 arithmetic), combined;
+    None when a channel's range is narrower than ``MIN_RANGE`` (widened, with a note, one by
+    one by the caller's loop)."""
+    lo, hi = lows.astype(np.float64), highs.astype(np.float64)
+    if np.any(hi - lo < MIN_RANGE):
+        return None
+    bitwidth = check_bitwidth(bitwidth)
+    half = 1 << (bitwidth - 1)
+    m = np.maximum(np.maximum(np.abs(lo), np.abs(hi)), MIN_RANGE / 2)
+    scale = m / (half - 1)
+    return Encoding(bitwidth=bitwidth, signed=True, symmetric=True, axis=axis,
+                    min=tuple((-half * scale).tolist()), max=tuple(m.tolist()),
+                    scale=tuple(scale.tolist()), zero_point=(0,) * len(m))
 
 
 def weight_channel_axis(op_type: str, *, trans_b: bool = False) -> int:
