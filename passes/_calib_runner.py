@@ -30,8 +30,6 @@ from aicc.program import Program, TensorDesc
 from aicc.quant import DEFAULT_NUM_BINS, Profile, TensorObserver
 from aicc.quant.profile import MAX_HISTOGRAM_BINS
 
-from ._calib_ranges import RangeEngine
-
 __all__ = ["calibrate_program", "graph_hash", "program_hash", "input_list_samples",
            "json_input_samples", "host_conversion", "write_text_atomic", "ENGINES"]
 
@@ -210,7 +208,6 @@ class _Collector:
     """Observers by tensor name, fed in chunks of at least ``_CHUNK_ELEMENTS`` values."""
 
     def __init__(self, names: Iterable[str], num_bins: int):
-        self.num_bins = num_bins
         self.observers = {n: TensorObserver(n, num_bins) for n in names}
         self.pending: dict[str, list[np.ndarray]] = {}
         self.pending_size: dict[str, int] = {}
@@ -228,12 +225,6 @@ class _Collector:
         self.pending_size[name] = size
         if size >= _CHUNK_ELEMENTS:
             self._flush(name)
-
-    def add_range(self, name: str, lo: float, hi: float, count: int) -> None:
-        """A batch known by its finite min, max and size (``_calib_ranges``; one bin only)."""
-        obs = self.observers.get(name)
-        if obs is not None:
-            obs.update_range(lo, hi, count)
 
     def _flush(self, name: str) -> None:
         parts = self.pending.pop(name, None)
@@ -344,14 +335,12 @@ class _AutoEngine:
     onnxruntime cannot load the graph or fails on its first sample (custom ops, types onnxruntime
     lacks). After one successful run the choice is final: a later failure is an error."""
 
-    def __init__(self, model: onnx.ModelProto, names: list[str],
-                 dtypes: dict[str, int] | None = None):
+    def __init__(self, model: onnx.ModelProto, names: list[str]):
         self.model: onnx.ModelProto | None = model
         self.proven = False
         try:
-            copy = onnx.ModelProto.FromString(model.SerializeToString())
-            self.inner: Any = RangeEngine(copy, names, dtypes) if dtypes is not None \
-                else _OrtEngine(copy, names)
+            self.inner: Any = _OrtEngine(onnx.ModelProto.FromString(model.SerializeToString()),
+                                         names)
         except Exception as e:
             self._fall_back(e)
 
@@ -371,36 +360,18 @@ class _AutoEngine:
         if self.proven:
             self.inner.run(feeds, observe=observe, observe_names=observe_names)
             return
-        held = _Held()
+        seen: list[tuple[str, np.ndarray]] = []
         try:     # held back until the run succeeded, so a fallback does not count twice
-            self.inner.run(feeds, observe=held, observe_names=observe_names)
+            self.inner.run(feeds, observe=lambda n, a: seen.append((n, a)),
+                           observe_names=observe_names)
         except DataError as e:
             self._fall_back(e)
             self.inner.run(feeds, observe=observe, observe_names=observe_names)
             return
         self.proven = True
         self.model = None
-        held.replay(observe)
-
-
-class _Held:
-    """An observer that records (arrays and ranges) for a later replay."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
-
-    def __call__(self, name: str, array: np.ndarray) -> None:
-        self.calls.append((name, array))
-
-    def add_range(self, name: str, lo: float, hi: float, count: int) -> None:
-        self.calls.append((name, lo, hi, count))
-
-    def replay(self, observe: Any) -> None:
-        for call in self.calls:
-            if len(call) == 2:
-                observe(*call)
-            else:
-                observe.add_range(*call)
+        for n, a in seen:
+            observe(n, a)
 
 
 def _moments(arrays: list[np.ndarray]) -> np.ndarray:
@@ -413,19 +384,6 @@ def _moments(arrays: list[np.ndarray]) -> np.ndarray:
     u = v / scale
     return np.array([v.min(), v.max(), v.sum(), float(np.dot(v, v)),
                      float(np.dot(u * u, u)) * scale ** 3])
-
-
-def _onnx_dtypes(graph: gs.Graph) -> dict[str, int]:
-    """ONNX element types of the graph's tensors whose numpy dtype is known."""
-    out = {}
-    for name, t in graph.tensors().items():
-        dtype = ir.tensor_dtype(t)
-        if dtype is not None:
-            try:
-                out[name] = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-            except (KeyError, TypeError, ValueError):
-                continue
-    return out
 
 
 class _GraphRunner:
@@ -446,15 +404,10 @@ class _GraphRunner:
         if batch != 1:
             model = _batch_model(model)
         wanted = _float_activations(program.graphs[name])
-        ranges = collector.num_bins == 1 and engine != "interpreter"
-        if ranges:            # min-max only: reductions run inside onnxruntime, no stacking
-            batch = self.max_batch = 1
-            dtypes = _onnx_dtypes(program.graphs[name])
         if engine == "cpu":
-            self.engine: Any = RangeEngine(model, wanted, dtypes) if ranges \
-                else _OrtEngine(model, wanted)
+            self.engine: Any = _OrtEngine(model, wanted)
         elif engine == "auto":
-            self.engine = _AutoEngine(model, wanted, dtypes if ranges else None)
+            self.engine = _AutoEngine(model, wanted)
         else:
             from aicc.backends.interpreter.engine import Interpreter
             self.engine = Interpreter(model)

@@ -330,22 +330,6 @@ class TensorObserver:
             return
         self._fold(v, float(v.min()), float(v.max()))
 
-    def update_range(self, lo: float, hi: float, count: int) -> None:
-        """Fold a batch known only by its finite min, max and size (min-max calibration, one
-        bin: the histogram is that bin's count)."""
-        if self.num_bins != 1:
-            raise ValueError("update_range needs a one-bin observer (min-max only)")
-        self.batches += 1
-        if count <= 0:
-            return
-        h = self.histogram
-        if not self.seen:
-            self.histogram = Histogram(lo, hi, np.zeros(1))
-            self.seen = True
-        elif lo < h.min or hi > h.max:
-            self.histogram = Histogram(min(h.min, lo), max(h.max, hi), h.counts)
-        self.histogram.counts[0] += count
-
     def _fold(self, v: np.ndarray, bmin: float, bmax: float) -> None:
         h = self.histogram
         if not self.seen:
