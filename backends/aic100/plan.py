@@ -156,7 +156,10 @@ class Plan:
                         multicast=self.options.multicast_weights,
                         granularity=self.options.granularity,
                         load_bytes=self.memory.get("load_bytes", 0),
-                        macs=float(sum(sp.step.macs for sp in self.steps)))
+                        macs=float(sum(sp.step.macs for sp in self.steps)),
+                        host_bytes=float(sum(self.low.tensors[n].nbytes for n in
+                                             dict.fromkeys(self.low.inputs + self.low.outputs)
+                                             if n in self.low.tensors)))
 
     def to_json(self) -> dict[str, Any]:
         return {"format": PLAN_FORMAT, "version": PLAN_VERSION,
@@ -483,7 +486,7 @@ class _Builder:
         ddr_used = sum(self.low.tensors[a.name].nbytes for a in weights)
         ddr_act = [(self.low.tensors[a.name].nbytes, a.name) for a in allocs.values()
                    if a.kind in ("activation", "io") and a.placement != "vtcm"]
-        ddr_used += sum(b for b, _ in ddr_act) * hw.pipeline_depth
+        ddr_used += sum(b for b, _ in ddr_act) * math.ceil(hw.pipeline_depth)
         if ddr_used > hw.ddr_bytes:
             big = max(ddr_act + [(self.low.tensors[a.name].nbytes, a.name) for a in weights])
             raise BackendError(f"the program needs {ddr_used / 2**30:.2f} GiB of DDR but "
