@@ -154,8 +154,9 @@ def known_versions() -> dict[str, Path]:
     return out
 
 
-def load_hardware(version: str, sku: str) -> Hardware:
-    """The description of ``version`` (e.g. "2.0") and ``sku`` (e.g. "standard")."""
+def load_hardware(version: str, sku: str, *, fitted: bool = True) -> Hardware:
+    """The description of ``version`` (e.g. "2.0") and ``sku`` (e.g. "standard"), with the
+    fitted constants when there are some and ``fitted`` (else the ASSUMED ones)."""
     versions = known_versions()
     if version not in versions:
         raise ConfigError(f"unknown hardware version {version!r}", where="-aic-hw-version",
@@ -201,7 +202,7 @@ def load_hardware(version: str, sku: str) -> Hardware:
         noc_bytes_per_s=_number(soc, "noc_gbps", path, "soc") * 1e9,
         host_bytes_per_s=_number(soc, "host_gbps", path, "soc") * 1e9,
         int8_tops=float(int8_tops), fp16_tflops=float(fp16_tflops), source=path.name,
-        **_free_constants(model, path, "model"), **_fitted(path))
+        **_free_constants(model, path, "model"), **(_fitted(path) if fitted else {}))
 
 
 def _free_constants(table: dict, path: Path, where: str) -> dict[str, float]:

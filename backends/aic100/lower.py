@@ -819,6 +819,9 @@ def _axes_touch_zero(node: onnx.NodeProto, low: Lowered) -> bool:
     if op == "Transpose":
         perm = a.get("perm") or list(range(rank))[::-1]
         return bool(perm) and perm[0] != 0
+    if op == "Gather" and low.tensors.get(low.resolve(node.input[0])) is not None and \
+            low.tensors[low.resolve(node.input[0])].kind == "weight":
+        return False  # a table lookup: the indices carry the batch, the table has none
     if op in ("Concat", "Split", "Softmax", "LogSoftmax", "Gather", "GatherElements", "Flatten",
               "LayerNormalization"):
         axis = int(a.get("axis", 1 if op in ("Flatten",) else (-1 if op in (

@@ -150,8 +150,10 @@ class Plan:
                 out.append(StepSplit("none", 1))
         return out
 
-    def evaluate(self, activations: int = 1) -> Cost:
-        return evaluate([sp.work for sp in self.steps], self.hw, groups=self.groups,
+    def evaluate(self, activations: int = 1, hw: Hardware | None = None) -> Cost:
+        """The cost with ``activations`` copies, under ``hw`` (default: the plan's hardware;
+        the fit evaluates a fixed plan under other constants)."""
+        return evaluate([sp.work for sp in self.steps], hw or self.hw, groups=self.groups,
                         cores=self.cores, activations=activations,
                         multicast=self.options.multicast_weights,
                         granularity=self.options.granularity,
@@ -213,6 +215,8 @@ class _Builder:
         self.weight_share: float | None = None
         #: the multicast setting split choices assume (plans are costed with the real one)
         self.assume_multicast = opts.multicast_weights
+        #: tables read by Gather (embeddings): they stay in DDR, steps read only the rows used
+        self.tables: set[str] = set()
 
     def bytes_of(self, name: str) -> int:
         info = self.low.tensors[name]
@@ -307,8 +311,15 @@ class _Builder:
                 unit = self.unit_bytes(name)
             ops.append(Operand(name, "in", per, readers, noc, min(unit, max(per) or unit),
                                self.placement(name)))
+        table = self.low.resolve(self.low.nodes[step.nodes[0]].input[0]) \
+            if step.op == "Gather" else None
         for name in step.weights:
             total = self.bytes_of(name)
+            if name == table:  # an embedding lookup reads the rows it gathers, not the table
+                out = self.low.tensors[self.low.nodes[step.nodes[0]].output[0]]
+                total = min(total, ceil_div(out.size * self.low.tensors[name].dtype.itemsize,
+                                            g))
+                self.tables.add(name)
             if step.kind == "tensor" and axis == "channels":
                 per = [int(math.ceil(total * frac[k])) for k in range(c)]
                 readers = g
@@ -431,7 +442,8 @@ class _Builder:
         # small constants (scales, zero points, small biases) live in a pool at the bottom
         pool = 0
         for a in sorted(allocs.values(), key=lambda a: a.name):
-            if a.kind == "weight" and a.bytes_per_core <= _POOL_ITEM:
+            if a.kind == "weight" and a.bytes_per_core <= _POOL_ITEM and \
+                    a.name not in self.tables:
                 a.placement, a.offset = "vtcm", pool
                 pool += a.bytes_per_core
         pool = min(pool, budget)
@@ -446,7 +458,7 @@ class _Builder:
         order = sorted((a for a in allocs.values() if a.kind == "activation"),
                        key=lambda a: (a.first, a.name))
         order += sorted((a for a in allocs.values() if a.kind == "weight"
-                         and a.placement != "vtcm"),
+                         and a.placement != "vtcm" and a.name not in self.tables),
                         key=lambda a: (min(uses.get(a.name, [0])), a.name))
         for a in order:
             size = band.get(a.name, a.bytes_per_core)
