@@ -78,7 +78,10 @@ FIGURES = {
 }
 FITTED = ("resnet50-offline-v1.1", "bert-offline-v1.1")
 BATCHES = {"resnet50": (1, 8), "bert": (1, 4)}
-CORES = {"standard": (1, 2, 4, 7, 14), "pro": (1, 2, 4, 8, 16)}
+#: cores per activation tried, by network and card (BERT-large plans cost seconds each: fewer)
+CORES = {"resnet50": {"standard": (1, 2, 4, 7, 14), "pro": (1, 2, 4, 8, 16)},
+         "bert": {"standard": (2, 7, 14), "pro": (2, 8, 16)}}
+SKUS = ("standard", "pro")
 NOTES = (
     "AEDK (ResNet-50 Offline 5,729 at 15 W, 8,911 at 20 W) not predicted: its core count and "
     "clock/power curve are unpublished; throughput growing 1.56x for 1.33x power says a static "
@@ -205,7 +208,7 @@ def scenarios(models: dict[str, dict[int, onnx.ModelProto]], hw: dict[str, Hardw
     for net in ("resnet50", "bert"):
         for sku, version in (("standard", "v1.1"), ("pro", "v3.0-pro")):
             card = hw[sku].cores
-            plans = _plans(models[net], hw[sku], CORES[sku])
+            plans = _plans(models[net], hw[sku], CORES[net][sku])
             offline = [Candidate(p, b, card // c) for (b, c), p in plans.items()]
             key = f"{net}-offline-{version}"
             out.append(Scenario(FIGURES[key], offline, key in FITTED))
@@ -216,24 +219,22 @@ def scenarios(models: dict[str, dict[int, onnx.ModelProto]], hw: dict[str, Hardw
     return out
 
 
-def run_fit(models: dict[str, dict[int, onnx.ModelProto]], rounds: int = 3):
-    """Plan with the ASSUMED constants, fit, plan again with the fitted ones, refit, until the
-    chosen configurations settle. Returns (scenarios, result, prior hardware by SKU)."""
-    prior = {sku: load_hardware("2.0", sku, fitted=False) for sku in CORES}
+def run_fit(models: dict[str, dict[int, onnx.ModelProto]], rounds: int = 2):
+    """Plan with the ASSUMED constants and fit; plan again with the fitted constants and fit
+    again (from the previous fit), ``rounds`` times. Returns (scenarios, result, prior hardware
+    by SKU): the last round's plans, evaluated with the final constants."""
+    prior = {sku: load_hardware("2.0", sku, fitted=False) for sku in SKUS}
     current = dict(prior)
-    result, chosen = None, None
+    result, chosen, scen = None, None, []
     for r in range(rounds):
         scen = scenarios(models, current)
         result = fit(scen, prior["standard"], start=current["standard"])
-        logger.info("round %d: cost %.4g after %d evaluations", r, result.cost,
-                    result.evaluations)
-        current = {sku: prior[sku].with_constants(result.constants) for sku in CORES}
+        logger.info("round %d: cost %.4g after %d evaluations; %s", r, result.cost,
+                    result.evaluations, result.chosen)
+        current = {sku: prior[sku].with_constants(result.constants) for sku in SKUS}
         if result.chosen == chosen:
             break
         chosen = dict(result.chosen)
-    # the scenarios as planned with the final constants, and their figures
-    scen = scenarios(models, current)
-    evaluate_all(result, scen, current["standard"])
     for s in scen:  # Pro figures under the Pro card's clock and cores
         if "pro" in s.figure.key:
             one = type(result)(constants=result.constants, prior=result.prior)

@@ -74,6 +74,11 @@ class Aic100Options:
                                                  minimum=0.0, maximum=1.0)
     depth_first: bool = option(False, "run chains of row-split steps tile by tile so their "
                                       "intermediates stay on chip (-aic-enable-depth-first)")
+    multicore: str = option("auto", "how -aic-num-cores are used: auto (the fastest for the "
+                                    "batch), split (one program: ops split over the cores, or "
+                                    "the batch over groups of them) or activations (copies of a "
+                                    "program for fewer cores, each running whole inferences)",
+                            choices=("auto", "split", "activations"))
     profiling: str = option("", "device profiling recorded in the plan: stats, trace or latency "
                                 "(-aic-profiling-type)", choices=("", "stats", "trace", "latency"))
     activations: int = option(1, "copies of the program on their own cores, inferences dealt "
@@ -152,7 +157,8 @@ class Aic100Executable(Executable):
                                                  * self.stats_batchsize, 3),
                           "stats_batchsize": self.stats_batchsize,
                           "int32_saturations": self.runner.saturations},
-            "plan": {"mode": self.plan.mode, "groups": self.plan.groups,
+            "plan": {"mode": self.plan.mode, "copies": self.plan.copies,
+                     "groups": self.plan.groups,
                      "cores_per_group": self.plan.cores, **self.plan.memory},
             "wall_s_per_inference": float(np.mean(self.wall_s)) if self.wall_s else None,
             "report": self.report(),
@@ -218,7 +224,7 @@ class Aic100Backend(Backend):
                            multicast_weights=o.multicast_weights,
                            size_split_granularity_kib=o.size_split_granularity,
                            vtcm_working_set_limit_ratio=o.vtcm_working_set_limit_ratio,
-                           depth_first=o.depth_first)
+                           depth_first=o.depth_first, multicore=o.multicore)
 
     def compile(self, model: onnx.ModelProto, *, program_meta: Mapping[str, Any],
                 spec_options: Mapping[str, Any]) -> Aic100Executable:

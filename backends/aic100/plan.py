@@ -27,6 +27,7 @@ depth first). Graph inputs and outputs are host buffers in DDR.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ class PlanOptions:
     size_split_granularity_kib: int = 1024
     vtcm_working_set_limit_ratio: float = 1.0
     depth_first: bool = False
+    #: "auto" (the fastest), "split" (one program over all cores) or "activations" (copies)
+    multicore: str = "auto"
 
     @property
     def granularity(self) -> int:
@@ -72,7 +75,7 @@ class PlanOptions:
                 "multicast_weights": self.multicast_weights,
                 "size_split_granularity_kib": self.size_split_granularity_kib,
                 "vtcm_working_set_limit_ratio": self.vtcm_working_set_limit_ratio,
-                "depth_first": self.depth_first}
+                "depth_first": self.depth_first, "multicore": self.multicore}
 
 
 @dataclass
@@ -127,18 +130,45 @@ class Plan:
     allocations: list[Allocation] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)
     cost: Cost | None = None
+    #: every partition build_plan costed: groups, cores per group, mode, inferences/s (or why
+    #: it could not fit), in the order tried
+    alternatives: list[dict[str, Any]] = field(default_factory=list)
+    #: data-parallel activations: copies of this program, each on its own cores_per_copy cores
+    copies: int = 1
+
+    def choice(self) -> str:
+        """Why this partition: the alternatives build_plan weighed, for the report."""
+        mine = self.cost.inferences_per_s if self.cost else 0.0
+        others = [a for a in self.alternatives
+                  if (a["copies"], a["groups"]) != (self.copies, self.groups)]
+        if self.cores_used == 1:
+            return "one core: nothing to partition"
+        if not others:
+            why = ("the batch cannot be split" if self.low.batch <= 1 or not
+                   self.low.batch_separable else "no other partition fits")
+            return f"{self.mode}: {why} ({_batch_text(self.low)})"
+        parts = []
+        for a in others:
+            shape = f"{a['copies']}x{a['groups']}x{a['cores']}"
+            if "inferences_per_s" in a:
+                ratio = mine / a["inferences_per_s"] if a["inferences_per_s"] else float("inf")
+                parts.append(f"{a['mode']} [{shape}] {ratio:.2f}x slower")
+            else:
+                parts.append(f"{a['mode']} [{shape}] does not fit")
+        return (f"{self.mode} [copies x groups x cores {self.copies}x{self.groups}x{self.cores}]"
+                f" is the fastest for batch {max(1, self.low.batch)}; " + ", ".join(parts))
 
     @property
-    def cores_used(self) -> int:
+    def cores_per_copy(self) -> int:
         return self.groups * self.cores
 
     @property
+    def cores_used(self) -> int:
+        return self.groups * self.cores * self.copies
+
+    @property
     def mode(self) -> str:
-        if self.groups > 1 and self.cores > 1:
-            return "data-parallel + operator-split"
-        if self.groups > 1:
-            return "data-parallel"
-        return "operator-split" if self.cores > 1 else "single-core"
+        return _mode(self.copies, self.groups, self.cores)
 
     def splits(self) -> list[StepSplit]:
         """How the runner cuts each step (tensor steps only; vector steps run whole)."""
@@ -154,7 +184,7 @@ class Plan:
         """The cost with ``activations`` copies, under ``hw`` (default: the plan's hardware;
         the fit evaluates a fixed plan under other constants)."""
         return evaluate([sp.work for sp in self.steps], hw or self.hw, groups=self.groups,
-                        cores=self.cores, activations=activations,
+                        cores=self.cores, activations=activations * self.copies,
                         multicast=self.options.multicast_weights,
                         granularity=self.options.granularity,
                         load_bytes=self.memory.get("load_bytes", 0),
@@ -168,8 +198,10 @@ class Plan:
                 "hardware": self.hw.describe(), "options": self.options.to_json(),
                 "partition": {"batch": self.low.batch,
                               "batch_separable": self.low.batch_separable,
+                              "copies": self.copies,
                               "groups": self.groups, "cores_per_group": self.cores,
-                              "cores_used": self.cores_used, "mode": self.mode},
+                              "cores_used": self.cores_used, "mode": self.mode,
+                              "alternatives": self.alternatives},
                 "steps": [sp.to_json() for sp in self.steps],
                 "memory": self.memory,
                 "tensors": [a.to_json() for a in self.allocations],
@@ -538,6 +570,13 @@ def _first_fit(placed: list[tuple[int, int, int, int]], first: int, last: int, s
     return off if off + size <= limit else None
 
 
+def _batch_text(low: Lowered) -> str:
+    if low.batch <= 1:
+        return f"batch {max(low.batch, 1)}"
+    return f"batch {low.batch}" + ("" if low.batch_separable else
+                                   ", and an op mixes samples along dim 0")
+
+
 def _kib(n: int) -> str:
     return f"{n / 1024:.0f} KiB"
 
@@ -549,26 +588,70 @@ def _group_counts(low: Lowered, cores: int) -> list[int]:
 
 
 def build_plan(low: Lowered, hw: Hardware, opts: PlanOptions) -> Plan:
-    """The fastest plan over the data-parallel group counts the batch allows."""
+    """The fastest plan (most inferences per second) over the partitions of ``num_cores``:
+
+    - one program over all cores: operator-split, and, when every op keeps samples apart, the
+      batch split over data-parallel groups (each group a slice of the batch);
+    - ``k`` data-parallel activations: ``k`` copies of a program for ``num_cores / k`` cores,
+      each running whole inferences (inferences dealt round robin, as ``aicc run -a`` deals them
+      to activations). Tried when the batch holds at least ``k`` samples: a smaller batch asks
+      for latency, which copies do not shorten.
+
+    ``multicore`` restricts the choice: "split" only the first kind, "activations" only the
+    second (any batch).
+
+    Every partition tried is recorded (``Plan.alternatives``) so the report can say why it chose.
+    """
     if opts.num_cores > hw.cores:
         raise BackendError(f"-aic-num-cores={opts.num_cores} exceeds the {hw.cores} cores of "
                            f"{hw.name}", where="backend 'aic100'",
                            hint="use fewer cores" + ("" if hw.sku == "pro" else
                                                      ", or sku=pro if the card is a Pro"))
-    best: Plan | None = None
+    tried: list[dict[str, Any]] = []
     errors: list[BackendError] = []
-    for g in _group_counts(low, opts.num_cores):
-        try:
-            plan = _search(low, hw, opts, g)
-        except BackendError as e:
-            errors.append(e)
-            continue
-        if best is None or plan.cost.interval_s <= best.cost.interval_s * (1 + 1e-12):
-            best = plan
+    best: Plan | None = None
+    batch = max(1, low.batch)
+    counts = [k for k in range(1, opts.num_cores + 1) if opts.num_cores % k == 0 and (
+        k == 1 or batch >= k or opts.multicore == "activations")]
+    if opts.multicore == "split":
+        counts = [1]
+    elif opts.multicore == "activations" and opts.num_cores > 1:
+        counts = [k for k in counts if k > 1]
+    for copies in counts:
+        sub = opts if copies == 1 else dataclasses.replace(opts,
+                                                          num_cores=opts.num_cores // copies)
+        for g in _group_counts(low, sub.num_cores):
+            entry = {"copies": copies, "groups": g, "cores": sub.num_cores // g,
+                     "mode": _mode(copies, g, sub.num_cores // g)}
+            tried.append(entry)
+            try:
+                plan = _search(low, hw, sub, g)
+            except BackendError as e:
+                errors.append(e)
+                entry["error"] = str(e)
+                continue
+            if copies > 1:
+                plan.copies, plan.options = copies, opts
+                plan.cost = plan.evaluate(1)
+            entry["inferences_per_s"] = round(plan.cost.inferences_per_s, 3)
+            if best is None or plan.cost.inferences_per_s > best.cost.inferences_per_s * (
+                    1 + 1e-12) or (copies == best.copies and plan.cost.inferences_per_s >=
+                                   best.cost.inferences_per_s * (1 - 1e-12)):
+                best = plan
     if best is None:
         raise errors[0]
-    logger.debug("aic100 plan: %s, %d group(s) x %d core(s)", best.mode, best.groups, best.cores)
+    best.alternatives = tried
+    logger.debug("aic100 plan: %s", best.mode)
     return best
+
+
+def _mode(copies: int, groups: int, cores: int) -> str:
+    inner = ("data-parallel + operator-split" if groups > 1 and cores > 1 else
+             "data-parallel" if groups > 1 else "operator-split" if cores > 1 else "single-core")
+    if copies == 1:
+        return inner
+    return f"data-parallel activations ({copies} copies" + (
+        ")" if inner == "single-core" else f", each {inner})")
 
 
 def _search(low: Lowered, hw: Hardware, opts: PlanOptions, groups: int) -> Plan:
