@@ -195,8 +195,9 @@ def _plans(models: dict[int, onnx.ModelProto], hw: Hardware, sku_cores: tuple[in
     for batch, model in models.items():
         low = lower(model)
         for cores in sku_cores:
-            out[batch, cores] = build_plan(low, hw, PlanOptions(num_cores=cores,
-                                                                multicast_weights=True))
+            # copies are enumerated here as activations: plan one program per core count
+            out[batch, cores] = build_plan(low, hw, PlanOptions(
+                num_cores=cores, multicast_weights=True, multicore="split"))
         del low
     return out
 

@@ -34,11 +34,11 @@ from aicc.hookspecs import hookimpl
 from aicc.options import option
 
 from .hardware import Hardware, known_versions, load_hardware
-from .lower import SUPPORTED_OPS, lower, unsupported_nodes
+from .lower import DTYPES, SUPPORTED_OPS, lower, unsupported_nodes
 from .numerics import Runner
 from .plan import Plan, PlanOptions, build_plan
-from .profile import (latency_lines, simulated_latencies, stats_lines, summary_lines,
-                      trace_json)
+from .profile import (latency_lines, numeric_lines, simulated_latencies, stats_lines,
+                      summary_lines, trace_json)
 
 __all__ = ["Aic100Backend", "Aic100Executable", "Aic100Options", "PLAN_FILE", "plan_json",
            "known_versions", "aicc_register_backends"]
@@ -134,6 +134,7 @@ class Aic100Executable(Executable):
         """What ``aicc run`` prints: the summary, plus the profile the plan asks for."""
         lines = summary_lines(self.plan, self.cost, name=name,
                               stats_batchsize=self.stats_batchsize, wall_s=self.wall_s)
+        lines += numeric_lines(self.runner.saturations, self.runner.fp16, self.runs)
         kind = self.options.profiling
         if kind == "stats":
             lines.append("  per-op statistics (simulated, one inference):")
@@ -156,7 +157,9 @@ class Aic100Executable(Executable):
                           "samples_per_s": round(self.cost.inferences_per_s
                                                  * self.stats_batchsize, 3),
                           "stats_batchsize": self.stats_batchsize,
-                          "int32_saturations": self.runner.saturations},
+                          "int32_saturations": self.runner.saturations,
+                          "fp16_nonfinite": {k: dict(v) for k, v in
+                                             sorted(self.runner.fp16.items())}},
             "plan": {"mode": self.plan.mode, "copies": self.plan.copies,
                      "groups": self.plan.groups,
                      "cores_per_group": self.plan.cores, **self.plan.memory},
@@ -188,7 +191,7 @@ class Aic100Backend(Backend):
     description = ("simulated Cloud AI 100: partitions over -aic-num-cores cores, plans on-chip "
                    "memory, emulates fp16 and int8 numerics, estimates latency and throughput")
     Options = Aic100Options
-    dtypes = frozenset({"float16", "float32", "int8", "uint8", "int32", "int64", "bool"})
+    dtypes = DTYPES
     op_types = SUPPORTED_OPS
 
     def __init__(self, options: Any = None):

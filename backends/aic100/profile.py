@@ -19,7 +19,7 @@ import numpy as np
 from .cost import Cost
 from .plan import Plan
 
-__all__ = ["summary_lines", "band_text", "stats_lines", "latency_lines", "trace_json", "simulated_latencies",
+__all__ = ["summary_lines", "band_text", "numeric_lines", "stats_lines", "latency_lines", "trace_json", "simulated_latencies",
            "PROFILING_TYPES", "MAX_TRACE_INFERENCES"]
 
 PROFILING_TYPES = ("stats", "trace", "latency")
@@ -86,6 +86,28 @@ def summary_lines(plan: Plan, cost: Cost, *, name: str, stats_batchsize: int,
     if wall_s:
         lines.append(f"  simulator wall time {np.mean(wall_s) * 1e3:.3f} ms per inference "
                      f"({len(wall_s)} run(s), numpy numerics)")
+    return lines
+
+
+def numeric_lines(saturations: int, fp16: dict[str, dict[str, int]], runs: int) -> list[str]:
+    """What went out of range in the runs so far: int32 accumulators that saturated, and fp16
+    results that are inf or nan, by node (the first nodes listed in schedule order)."""
+    if not runs:
+        return []
+    lines = [f"  numerics over {runs} run(s): {saturations} int32 accumulator saturation(s)"]
+    if not fp16:
+        lines[0] += "; every fp16 result finite"
+        return lines
+    total = sum(v["nonfinite"] for v in fp16.values())
+    made = {k: v for k, v in fp16.items() if v["overflow"]}
+    lines[0] += (f"; {total} fp16 value(s) inf or nan in {len(fp16)} node(s), "
+                 f"{len(made)} of them overflowing from finite inputs")
+    for name, v in list(fp16.items())[:8]:
+        lines.append(f"    node '{name}': {v['nonfinite']} non-finite, {v['overflow']} overflowed "
+                     "(beyond fp16's 65504)" if v["overflow"] else
+                     f"    node '{name}': {v['nonfinite']} non-finite (from its inputs)")
+    if len(fp16) > 8:
+        lines.append(f"    ... and {len(fp16) - 8} more node(s)")
     return lines
 
 
