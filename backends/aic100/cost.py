@@ -15,8 +15,8 @@ Per step and core (a roofline with overlap):
 arithmetic; DMA transfers from DDR and over the NoC overlap tile by tile).
 
 The tensor unit multiplies a K-block by an N-block per clock; its utilization is
-``K / (ceil(K / Kb) Kb) x N / (ceil(N / Nb) Nb)`` for the reduction K and the core's output channels
-N (thin or split layers waste MACs). A step runs on the tensor or the vector unit, whichever is
+``u = K / (ceil(K / Kb) Kb) x N / (ceil(N / Nb) Nb)`` for the reduction K and the core's output
+channels N (thin or split layers waste MACs), and the rate ``peak x u ** block exponent``. A step runs on the tensor or the vector unit, whichever is
 faster (depthwise convolutions go to the vector unit). Tiles: a step's work on a core is cut into
 pieces (``-ols``) and each piece into tiles of ``-size-split-granularity`` bytes; more tiles hide
 more of the smaller of compute and memory time behind the larger, at a fixed cost per tile.
@@ -51,7 +51,8 @@ from typing import Any
 
 from .hardware import Hardware
 
-__all__ = ["Operand", "StepWork", "StepCost", "Cost", "step_cost", "evaluate", "tensor_rate"]
+__all__ = ["Operand", "StepWork", "StepCost", "Cost", "step_cost", "evaluate", "tensor_rate",
+           "tensor_util"]
 
 
 @dataclass
@@ -78,6 +79,8 @@ class StepWork:
     pieces: list[int]         # pieces per core
     unit: str                 # "tensor", "vector" or "dma"
     operands: list[Operand]
+    peak_rate: float = 0.0    # tensor-unit MACs per clock at full blocks (tensor steps)
+    block_util: float = 1.0   # the share of the block this step fills (see tensor_util)
 
 
 @dataclass
@@ -127,13 +130,20 @@ class Cost:
                 "busy_us": [round(b * 1e6, 3) for b in self.busy_s]}
 
 
-def tensor_rate(hw: Hardware, precision: str, reduce: int, n: int) -> float:
-    """Effective tensor-unit MACs per clock for a K x N block structure (0 for fp32)."""
+def tensor_util(hw: Hardware, precision: str, reduce: int, n: int) -> float:
+    """The share of the tensor unit's K x N block a reduction K and N output channels fill."""
     if precision not in hw.tensor_macs:
         return 0.0
     kb, nb = hw.tensor_block[precision]
-    util = (reduce / (math.ceil(reduce / kb) * kb)) * (n / (math.ceil(n / nb) * nb))
-    return hw.tensor_macs[precision] * util
+    return (reduce / (math.ceil(reduce / kb) * kb)) * (n / (math.ceil(n / nb) * nb))
+
+
+def tensor_rate(hw: Hardware, precision: str, reduce: int, n: int) -> float:
+    """Tensor-unit MACs per clock for a K x N block structure (0 for fp32), before the unit's
+    efficiency: peak x utilization ** block exponent (1: a partly filled block wastes all its
+    idle MACs; below 1 the hardware recovers some of them, e.g. by packing two thin blocks)."""
+    util = tensor_util(hw, precision, reduce, n)
+    return hw.tensor_macs[precision] * util ** hw.block_exponent if util else 0.0
 
 
 def step_cost(work: StepWork, hw: Hardware, *, active_cores: int, multicast: bool,
@@ -142,8 +152,11 @@ def step_cost(work: StepWork, hw: Hardware, *, active_cores: int, multicast: boo
     f = hw.clock_hz
     ddr_share = hw.ddr_bytes_per_s * hw.ddr_efficiency / max(1, active_cores)
     noc_share = hw.noc_bytes_per_s * hw.noc_efficiency / max(1, active_cores)
-    t_rate = work.rate * (hw.tensor_efficiency if work.unit == "tensor" else
-                          hw.vector_efficiency)
+    if work.unit == "tensor" and work.peak_rate:
+        t_rate = work.peak_rate * work.block_util ** hw.block_exponent * hw.tensor_efficiency
+    else:
+        t_rate = work.rate * (hw.tensor_efficiency if work.unit == "tensor" else
+                              hw.vector_efficiency)
     v_rate = work.vector_rate * hw.vector_efficiency
     n = len(work.macs)
     per_core, comp, mem, tiles = [0.0] * n, [0.0] * n, [0.0] * n, [1] * n

@@ -41,7 +41,8 @@ __all__ = ["Published", "Candidate", "Scenario", "FitResult", "predict", "fit", 
 #: relative spread allowed to a fitted figure (log scale)
 DATA_SIGMA = 0.02
 #: spread of each constant's log-normal prior around its ASSUMED value (log scale)
-PRIOR_SIGMA = {"tensor_efficiency": math.log(2), "vector_efficiency": math.log(2),
+PRIOR_SIGMA = {"tensor_efficiency": math.log(2), "block_exponent": math.log(2),
+               "vector_efficiency": math.log(2),
                "ddr_efficiency": math.log(2), "noc_efficiency": math.log(2),
                "step_overhead_cycles": math.log(4), "tile_overhead_cycles": math.log(4),
                "sync_cycles": math.log(4), "pipeline_depth": math.log(2)}
@@ -66,6 +67,10 @@ class Candidate:
     plan: Plan
     batch: int
     activations: int
+
+    def config(self) -> dict[str, int]:
+        return {"batch": self.batch, "cores_per_activation": self.plan.options.num_cores,
+                "activations": self.activations}
 
     def describe(self) -> str:
         p = self.plan
@@ -104,6 +109,7 @@ class FitResult:
     errors: dict[str, float] = field(default_factory=dict)       # key -> relative error
     predicted: dict[str, float] = field(default_factory=dict)
     chosen: dict[str, str] = field(default_factory=dict)
+    configs: dict[str, dict[str, int]] = field(default_factory=dict)
     cost: float = 0.0
     evaluations: int = 0
 
@@ -155,6 +161,7 @@ def evaluate_all(result: FitResult, scenarios: Sequence[Scenario], hw: Hardware)
         result.predicted[s.figure.key] = value
         result.errors[s.figure.key] = value / s.figure.value - 1.0
         result.chosen[s.figure.key] = cand.describe()
+        result.configs[s.figure.key] = cand.config()
 
 
 def _toml_str(text: str) -> str:
@@ -184,7 +191,8 @@ def write_fit(hardware_file: str, result: FitResult, scenarios: Sequence[Scenari
                   f"role = {_toml_str('fitted' if s.fitted else 'held-out')}",
                   f"published = {f.value:g}", f"predicted = {result.predicted[f.key]:.6g}",
                   f"error = {result.errors[f.key]:.4f}",
-                  f"configuration = {_toml_str(result.chosen[f.key])}", ""]
+                  f"configuration = {_toml_str(result.chosen[f.key])}",
+                  *[f"{k} = {v}" for k, v in result.configs[f.key].items()], ""]
     if notes:
         lines += ["[notes]", "text = [" + ", ".join(_toml_str(n) for n in notes) + "]", ""]
     text = "\n".join(lines)

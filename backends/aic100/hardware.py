@@ -30,7 +30,8 @@ __all__ = ["Hardware", "load_hardware", "known_versions", "fit_path", "HW_DIR", 
 HW_DIR = Path(__file__).resolve().parent / "hw"
 FIT_DIR = HW_DIR / "fit"
 #: the cost model's free constants: (name, upper bound or None); all are positive
-FREE_CONSTANTS = (("tensor_efficiency", 1.0), ("vector_efficiency", 1.0),
+FREE_CONSTANTS = (("tensor_efficiency", 1.0), ("block_exponent", 1.0),
+                  ("vector_efficiency", 1.0),
                   ("ddr_efficiency", 1.0), ("noc_efficiency", 1.0),
                   ("step_overhead_cycles", None), ("tile_overhead_cycles", None),
                   ("sync_cycles", None), ("pipeline_depth", None))
@@ -70,6 +71,8 @@ class Hardware:
     source: str
     #: achieved fraction of the tensor unit's block-utilized rate, the vector lanes, DDR and NoC
     tensor_efficiency: float = 1.0
+    #: how much of a partly filled tensor block is wasted: rate = peak x utilization ** this
+    block_exponent: float = 1.0
     vector_efficiency: float = 1.0
     ddr_efficiency: float = 1.0
     noc_efficiency: float = 1.0

@@ -32,8 +32,10 @@ the planner may split the batch over data-parallel groups of cores.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,13 +101,13 @@ class TensorInfo:
     dtype: np.dtype
     kind: str  # "input", "weight" or "activation"
 
-    @property
+    @functools.cached_property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return self.size * self.dtype.itemsize
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # the planner asks often: no numpy call per question
 
 
 @dataclass

@@ -33,9 +33,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from aicc.errors import BackendError
 
-from .cost import Cost, Operand, StepWork, evaluate, step_cost, tensor_rate
+from .cost import Cost, Operand, StepWork, evaluate, step_cost, tensor_rate, tensor_util
 from .hardware import Hardware
 from .lower import Lowered, Step, ceil_div, pieces_of
 from .numerics import StepSplit
@@ -283,7 +285,7 @@ class _Builder:
         prec = step.precision
         vrate = hw.vector_macs.get(prec, hw.vector_macs["fp32"])
         unit = "vector"
-        rate = 0.0
+        rate, peak, util = 0.0, 0.0, 1.0
         if step.kind == "tensor":
             n = geo["n_per_group"]
             if axis == "channels" and geo["groups"] == 1:
@@ -291,13 +293,14 @@ class _Builder:
             trate = tensor_rate(hw, prec, geo["reduce"], n)
             if trate >= vrate:
                 rate, unit = trate, "tensor"
+                peak, util = hw.tensor_macs[prec], tensor_util(hw, prec, geo["reduce"], n)
             else:
                 rate = vrate
         elif step.kind == "copy":
             unit = "dma"
         operands = self.operands(step, axis, frac, count)
         return StepWork(macs=macs, vector=vec, rate=rate, vector_rate=vrate, pieces=count,
-                        unit=unit, operands=operands)
+                        unit=unit, operands=operands, peak_rate=peak, block_util=util)
 
     def operands(self, step: Step, axis: str, frac: list[float], count: list[int]
                  ) -> list[Operand]:
@@ -484,8 +487,13 @@ class _Builder:
                 del t[name]
         # resident tensors, first fit; an operand placed on chip no longer needs its tile
         streamed = [dict(t) for t in tiles]
-        staging = [sum(t.values()) + (max(t.values()) if t else 0) for t in streamed]
-        top = [pool] * nsteps
+        staging = np.array([sum(t.values()) + (max(t.values()) if t else 0) for t in streamed],
+                           dtype=np.int64)
+        top = np.full(nsteps, pool, dtype=np.int64)
+        streamed_at: dict[str, list[int]] = {}
+        for s_, t in enumerate(streamed):
+            for name in t:
+                streamed_at.setdefault(name, []).append(s_)
         placed: list[tuple[int, int, int, int]] = [(0, nsteps - 1, 0, pool)] if pool else []
         order = sorted((a for a in allocs.values() if a.kind == "activation"),
                        key=lambda a: (a.first, a.name))
@@ -497,34 +505,32 @@ class _Builder:
             off = _first_fit(placed, a.first, a.last, size, resident_limit)
             if off is None:
                 continue
-            after = {}
-            fits = True
-            for s_ in range(a.first, a.last + 1):
-                if a.name in streamed[s_]:
+            # staging left at each step of its life once this tensor no longer streams
+            span = slice(a.first, a.last + 1)
+            after = staging[span].copy()
+            changed = {}
+            for s_ in streamed_at.get(a.name, ()):
+                if a.first <= s_ <= a.last and a.name in streamed[s_]:
                     rest = [v for n, v in streamed[s_].items() if n != a.name]
-                    after[s_] = sum(rest) + (max(rest) if rest else 0)
-                else:
-                    after[s_] = staging[s_]
-                if max(top[s_], off + size) + after[s_] > budget:
-                    fits = False
-                    break
-            if not fits:
+                    changed[s_] = sum(rest) + (max(rest) if rest else 0)
+                    after[s_ - a.first] = changed[s_]
+            if np.any(np.maximum(top[span], off + size) + after > budget):
                 continue
             placed.append((a.first, a.last, off, size))
             a.placement, a.offset = "vtcm", off
             if a.name in band:
                 a.bytes_per_core = size
-            for s_ in range(a.first, a.last + 1):
+            for s_ in changed:
                 streamed[s_].pop(a.name, None)
-                staging[s_] = after[s_]
-                top[s_] = max(top[s_], off + size)
+            staging[span] = after
+            top[span] = np.maximum(top[span], off + size)
         for a in allocs.values():
             if a.kind == "io":
                 a.placement = "host"
         for sp in plans:
             for op in sp.work.operands:
                 op.placement = allocs[op.name].placement
-        peak_vtcm = max((t + st for t, st in zip(top, staging)), default=0)
+        peak_vtcm = int((top + staging).max()) if nsteps else 0
         weights = [a for a in allocs.values() if a.kind == "weight"]
         resident = sum(a.bytes_per_core for a in weights if a.placement == "vtcm")
         ddr_used = sum(self.low.tensors[a.name].nbytes for a in weights)
@@ -541,8 +547,8 @@ class _Builder:
                                hint="use sku=pro (more DDR) or a smaller batch")
         memory = {
             "vtcm_budget_bytes": budget, "vtcm_peak_bytes": int(peak_vtcm),
-            "vtcm_resident_peak_bytes": int(max(top, default=0)),
-            "staging_peak_bytes": int(max(staging, default=0)),
+            "vtcm_resident_peak_bytes": int(top.max()) if nsteps else 0,
+            "staging_peak_bytes": int(staging.max()) if nsteps else 0,
             "resident_weight_bytes_per_core": int(resident),
             "streamed_weight_bytes": int(sum(self.low.tensors[a.name].nbytes for a in weights
                                              if a.placement != "vtcm")),
