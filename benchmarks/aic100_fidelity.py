@@ -93,10 +93,12 @@ AEDK_NOTE = (
     "share of the power budget, which a two-point fit on those same points would only restate.")
 #: why a held-out figure of this kind can miss: what the model leaves out
 MISS_REASONS = {
-    "latency": "SingleStream p90 is measured by LoadGen on the host: it adds the runtime's "
-               "per-query work (submission, completion interrupt, copies into pinned buffers) "
-               "to the device latency, and Offline throughput, where queries overlap, cannot "
-               "reveal that cost to the fit",
+    "latency": "the model predicts the device latency of one inference split over all cores; "
+               "LoadGen's p90 adds the host runtime's per-query work (submission, completion "
+               "interrupt, copies into pinned buffers) and the cost of splitting one inference "
+               "that finely (barriers, gathers, imbalance) as the real compiler pays it, and "
+               "Offline throughput, where inferences overlap and splits are coarse, reveals "
+               "neither to the fit (which drove the per-step overhead down to fit ResNet-50)",
     "throughput": "the Pro submission is two years and several SDK releases after the fitted "
                   "one; the model carries the v1.1 efficiencies over unchanged",
 }

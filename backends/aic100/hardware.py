@@ -205,7 +205,7 @@ def load_hardware(version: str, sku: str, *, fitted: bool = True) -> Hardware:
         noc_bytes_per_s=_number(soc, "noc_gbps", path, "soc") * 1e9,
         host_bytes_per_s=_number(soc, "host_gbps", path, "soc") * 1e9,
         int8_tops=float(int8_tops), fp16_tflops=float(fp16_tflops), source=path.name,
-        **_free_constants(model, path, "model"), **(_fitted(path) if fitted else {}))
+        **{**_free_constants(model, path, "model"), **(_fitted(path) if fitted else {})})
 
 
 def _free_constants(table: dict, path: Path, where: str) -> dict[str, float]:

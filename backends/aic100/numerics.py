@@ -19,6 +19,11 @@ core by core.
   the interpreter's kernels, so they equal the interpreter exactly; so does a Conv/Gemm/MatMul that
   does not fit the integer pattern (16-bit activations, per-channel output scales, alpha/beta).
 
+Out of range values are counted, not hidden: int32 accumulators that saturate (``saturations``)
+and, per node, fp16 results that are inf or nan, separating those a node made from finite inputs
+(an overflow past fp16's 65504) from those it only passed on (``fp16``); the device report prints
+both.
+
 Tensor steps run piece by piece as the plan splits them: output rows (batch x output rows of a
 Conv, rows of a Gemm/MatMul) or output channels, each piece on its core; data-parallel groups run
 their slice of the batch. Splitting never splits a reduction, so the pieces agree exactly with the
