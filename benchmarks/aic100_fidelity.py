@@ -52,7 +52,8 @@ import onnx
 from aicc.backends.aic100.fit import Candidate, Published, Scenario, evaluate_all, fit, write_fit
 from aicc.backends.aic100.hardware import Hardware, load_hardware
 from aicc.backends.aic100.lower import lower
-from aicc.backends.aic100.plan import PlanOptions, build_plan
+from aicc.backends.aic100.multicore import build_plan
+from aicc.backends.aic100.plan import PlanOptions
 from aicc.backends.aic100.workloads import resnet50
 from aicc.backends.aic100.workloads_bert import BERT_LARGE, bert_large
 

@@ -11,7 +11,8 @@ import pytest
 from aicc.backends.aic100.fit import Candidate, Published, Scenario, fit, write_fit
 from aicc.backends.aic100.hardware import fit_path, load_hardware
 from aicc.backends.aic100.lower import lower
-from aicc.backends.aic100.plan import PlanOptions, build_plan
+from aicc.backends.aic100.multicore import build_plan
+from aicc.backends.aic100.plan import PlanOptions
 from aicc.backends.aic100.workloads import resnet50
 from aic100_models import compile_aic
 

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 import aicc
 from aic100_models import bind, compile_aic, conv_chain, matmul_chain, to_fp16
 from aicc.backends.aic100 import Aic100Backend
+from aicc.backends.aic100.multicore import partition_reason
 from aicc.backends.aic100.workloads import resnet50
 from aicc.backends.interpreter.engine import Interpreter
 from aicc.compiler import CompileRequest, compile_model
@@ -51,7 +52,7 @@ def test_data_parallel_when_the_batch_allows(digits_fp16, registries):
     # batch 1: no copies (they would not shorten the latency), operator split
     exe = compile_aic(bind(digits_fp16, 1, registries), num_cores=4)
     assert exe.plan.groups == 1 and exe.plan.mode == "operator-split"
-    assert "batch 1" in exe.plan.choice()
+    assert "batch 1" in partition_reason(exe.plan)
 
 
 def test_no_data_parallelism_across_a_batch_reduction():

@@ -38,7 +38,8 @@ from aicc.options import option
 from .hardware import Hardware, known_versions, load_hardware
 from .lower import DTYPES, SUPPORTED_OPS, lower, unsupported_nodes
 from .numerics import Runner
-from .plan import Plan, PlanOptions, build_plan
+from .multicore import build_plan
+from .plan import Plan, PlanOptions
 from .profile import (latency_lines, numeric_lines, simulated_latencies, stats_lines,
                       summary_lines, trace_json)
 

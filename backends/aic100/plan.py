@@ -8,8 +8,9 @@ output height; every core needs all weights, and a halo of input rows) or by out
 (every core needs the whole input, gathered over the NoC, and holds a slice of the weights),
 whichever the cost model finds faster for that step; vector steps split their elements and keep
 their input's layout. ``-ols=N`` cuts each split into N times more pieces (finer load balance and
-more tiles to overlap memory with compute, at a cost per tile). Every group count is costed and the
-fastest kept (ties: more data parallelism).
+more tiles to overlap memory with compute, at a cost per tile). ``search`` plans one number of
+groups; ``multicore.build_plan`` costs every group count (and copies of smaller programs) and
+keeps the fastest.
 
 Memory plan (per core; every core runs the same program on its slice). Each step streams the
 operands it does not hold on chip through VTCM in tiles of ``-size-split-granularity`` bytes (at
@@ -22,12 +23,12 @@ step that reads it), then weights (live for the whole program, loaded once when 
 loaded). Everything else lives in DDR: activations are written and read back, weights streamed
 every inference. With ``-aic-enable-depth-first``, a buffer passed from a row-split step straight
 to the next row-split step needs only a band of two tiles on chip (the steps run tile by tile,
-depth first). Graph inputs and outputs are host buffers in DDR.
+depth first). Graph inputs and outputs are host buffers in DDR. A table a Gather reads (an
+embedding) stays in DDR, and the step reads only the rows it gathers.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -42,7 +43,8 @@ from .hardware import Hardware
 from .lower import Lowered, Step, ceil_div, pieces_of
 from .numerics import StepSplit
 
-__all__ = ["PlanOptions", "Plan", "StepPlan", "Allocation", "build_plan", "PLAN_FORMAT",
+__all__ = ["PlanOptions", "Plan", "StepPlan", "Allocation", "search", "group_counts", "mode_name",
+           "PLAN_FORMAT",
            "PLAN_VERSION"]
 
 logger = logging.getLogger(__name__)
@@ -132,33 +134,11 @@ class Plan:
     allocations: list[Allocation] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)
     cost: Cost | None = None
-    #: every partition build_plan costed: groups, cores per group, mode, inferences/s (or why
+    #: every partition multicore.build_plan costed: groups, cores per group, mode, inferences/s (or why
     #: it could not fit), in the order tried
     alternatives: list[dict[str, Any]] = field(default_factory=list)
     #: data-parallel activations: copies of this program, each on its own cores_per_copy cores
     copies: int = 1
-
-    def choice(self) -> str:
-        """Why this partition: the alternatives build_plan weighed, for the report."""
-        mine = self.cost.inferences_per_s if self.cost else 0.0
-        others = [a for a in self.alternatives
-                  if (a["copies"], a["groups"]) != (self.copies, self.groups)]
-        if self.cores_used == 1:
-            return "one core: nothing to partition"
-        if not others:
-            why = ("the batch cannot be split" if self.low.batch <= 1 or not
-                   self.low.batch_separable else "no other partition fits")
-            return f"{self.mode}: {why} ({_batch_text(self.low)})"
-        parts = []
-        for a in others:
-            shape = f"{a['copies']}x{a['groups']}x{a['cores']}"
-            if "inferences_per_s" in a:
-                ratio = mine / a["inferences_per_s"] if a["inferences_per_s"] else float("inf")
-                parts.append(f"{a['mode']} [{shape}] {ratio:.2f}x slower")
-            else:
-                parts.append(f"{a['mode']} [{shape}] does not fit")
-        return (f"{self.mode} [copies x groups x cores {self.copies}x{self.groups}x{self.cores}]"
-                f" is the fastest for batch {max(1, self.low.batch)}; " + ", ".join(parts))
 
     @property
     def cores_per_copy(self) -> int:
@@ -170,7 +150,7 @@ class Plan:
 
     @property
     def mode(self) -> str:
-        return _mode(self.copies, self.groups, self.cores)
+        return mode_name(self.copies, self.groups, self.cores)
 
     def splits(self) -> list[StepSplit]:
         """How the runner cuts each step (tensor steps only; vector steps run whole)."""
@@ -576,82 +556,17 @@ def _first_fit(placed: list[tuple[int, int, int, int]], first: int, last: int, s
     return off if off + size <= limit else None
 
 
-def _batch_text(low: Lowered) -> str:
-    if low.batch <= 1:
-        return f"batch {max(low.batch, 1)}"
-    return f"batch {low.batch}" + ("" if low.batch_separable else
-                                   ", and an op mixes samples along dim 0")
-
-
 def _kib(n: int) -> str:
     return f"{n / 1024:.0f} KiB"
 
 
-def _group_counts(low: Lowered, cores: int) -> list[int]:
+def group_counts(low: Lowered, cores: int) -> list[int]:
     if not low.batch_separable or low.batch <= 1:
         return [1]
     return [g for g in range(1, min(low.batch, cores) + 1) if low.batch % g == 0]
 
 
-def build_plan(low: Lowered, hw: Hardware, opts: PlanOptions) -> Plan:
-    """The fastest plan (most inferences per second) over the partitions of ``num_cores``:
-
-    - one program over all cores: operator-split, and, when every op keeps samples apart, the
-      batch split over data-parallel groups (each group a slice of the batch);
-    - ``k`` data-parallel activations: ``k`` copies of a program for ``num_cores / k`` cores,
-      each running whole inferences (inferences dealt round robin, as ``aicc run -a`` deals them
-      to activations). Tried when the batch holds at least ``k`` samples: a smaller batch asks
-      for latency, which copies do not shorten.
-
-    ``multicore`` restricts the choice: "split" only the first kind, "activations" only the
-    second (any batch).
-
-    Every partition tried is recorded (``Plan.alternatives``) so the report can say why it chose.
-    """
-    if opts.num_cores > hw.cores:
-        raise BackendError(f"-aic-num-cores={opts.num_cores} exceeds the {hw.cores} cores of "
-                           f"{hw.name}", where="backend 'aic100'",
-                           hint="use fewer cores" + ("" if hw.sku == "pro" else
-                                                     ", or sku=pro if the card is a Pro"))
-    tried: list[dict[str, Any]] = []
-    errors: list[BackendError] = []
-    best: Plan | None = None
-    batch = max(1, low.batch)
-    counts = [k for k in range(1, opts.num_cores + 1) if opts.num_cores % k == 0 and (
-        k == 1 or batch >= k or opts.multicore == "activations")]
-    if opts.multicore == "split":
-        counts = [1]
-    elif opts.multicore == "activations" and opts.num_cores > 1:
-        counts = [k for k in counts if k > 1]
-    for copies in counts:
-        sub = opts if copies == 1 else dataclasses.replace(opts,
-                                                          num_cores=opts.num_cores // copies)
-        for g in _group_counts(low, sub.num_cores):
-            entry = {"copies": copies, "groups": g, "cores": sub.num_cores // g,
-                     "mode": _mode(copies, g, sub.num_cores // g)}
-            tried.append(entry)
-            try:
-                plan = _search(low, hw, sub, g)
-            except BackendError as e:
-                errors.append(e)
-                entry["error"] = str(e)
-                continue
-            if copies > 1:
-                plan.copies, plan.options = copies, opts
-                plan.cost = plan.evaluate(1)
-            entry["inferences_per_s"] = round(plan.cost.inferences_per_s, 3)
-            if best is None or plan.cost.inferences_per_s > best.cost.inferences_per_s * (
-                    1 + 1e-12) or (copies == best.copies and plan.cost.inferences_per_s >=
-                                   best.cost.inferences_per_s * (1 - 1e-12)):
-                best = plan
-    if best is None:
-        raise errors[0]
-    best.alternatives = tried
-    logger.debug("aic100 plan: %s", best.mode)
-    return best
-
-
-def _mode(copies: int, groups: int, cores: int) -> str:
+def mode_name(copies: int, groups: int, cores: int) -> str:
     inner = ("data-parallel + operator-split" if groups > 1 and cores > 1 else
              "data-parallel" if groups > 1 else "operator-split" if cores > 1 else "single-core")
     if copies == 1:
@@ -660,7 +575,7 @@ def _mode(copies: int, groups: int, cores: int) -> str:
         ")" if inner == "single-core" else f", each {inner})")
 
 
-def _search(low: Lowered, hw: Hardware, opts: PlanOptions, groups: int) -> Plan:
+def search(low: Lowered, hw: Hardware, opts: PlanOptions, groups: int) -> Plan:
     """Local search over the splits for ``groups`` data-parallel groups.
 
     Splits are chosen step by step by the cost model under a guess of where the weights live:

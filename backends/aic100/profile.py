@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .cost import Cost
+from .multicore import partition_reason
 from .plan import Plan
 
 __all__ = ["summary_lines", "band_text", "numeric_lines", "stats_lines", "latency_lines", "trace_json", "simulated_latencies",
@@ -62,7 +63,7 @@ def summary_lines(plan: Plan, cost: Cost, *, name: str, stats_batchsize: int,
     lines.append(f"  latency per inference {cost.latency_s * 1e3:.3f} ms {lat_band} (+ "
                  f"{cost.host_s * 1e3:.3f} ms of I/O over PCIe), one inference every "
                  f"{cost.interval_s * 1e3 / cost.activations:.3f} ms (bound: {cost.bound})")
-    lines.append(f"  partition: {plan.choice()}; -ols={plan.options.ols} -mos="
+    lines.append(f"  partition: {partition_reason(plan)}; -ols={plan.options.ols} -mos="
                  f"{plan.options.mos}")
     util = [b / cost.interval_s * 100 if cost.interval_s else 0.0 for b in cost.busy_s]
     shown = ", ".join(f"c{k} {u:.0f}%" for k, u in enumerate(util[:16]))
