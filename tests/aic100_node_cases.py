@@ -1,6 +1,6 @@
 """onnx's node test cases in the precision the AIC100 runs: float32 cases converted to float16
-(graph I/O, initializers, Constant values, Cast targets), for comparing the aic100 lowering with
-the interpreter node by node.
+(graph I/O, initializers, Constant values, Cast targets) and input dims bound to the data's
+shapes, for comparing the aic100 lowering with the interpreter node by node.
 
 ``FP16_RTOL`` / ``FP16_ATOL`` define fp16 agreement: ``|device - reference| <= FP16_ATOL *
 max(1, max |reference|) + FP16_RTOL * |reference|``, non-finite values in the same places.
@@ -69,6 +69,15 @@ def to_fp16_case(model: onnx.ModelProto, inputs: list[np.ndarray]
                 a.t.CopyFrom(_half_tensor(a.t))
             if node.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
                 a.i = TensorProto.FLOAT16
+    # the data's shapes replace symbolic or missing input dims (the device runs static shapes)
+    fed = dict(zip([vi.name for vi in g.input if vi.name not in {t.name for t in g.initializer}],
+                   inputs))
+    for vi in g.input:
+        if vi.name in fed and vi.type.HasField("tensor_type"):
+            shape = vi.type.tensor_type.shape
+            del shape.dim[:]
+            for d in np.shape(fed[vi.name]):
+                shape.dim.add().dim_value = int(d)
     del g.value_info[:]
     try:
         onnx.checker.check_model(m)

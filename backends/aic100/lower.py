@@ -238,6 +238,10 @@ def _check_static_inputs(model: onnx.ModelProto) -> None:
             continue
         dims = vi.type.tensor_type.shape.dim
         for axis, d in enumerate(dims):
+            if d.HasField("dim_value") and d.dim_value == 0:
+                raise BackendError(f"input '{vi.name}' is empty (dimension {axis} is 0); the "
+                                   "AIC100 runs no zero-size tensors", where="backend 'aic100'",
+                                   hint="choose another backend with --backend")
             if not d.HasField("dim_value") or d.dim_value <= 0:
                 sym = d.dim_param or "?"
                 raise BackendError(
