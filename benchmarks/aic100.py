@@ -36,6 +36,8 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 from aicc.backends.aic100 import Aic100Backend  # noqa: E402
+from aicc.backends.aic100.hardware import load_hardware  # noqa: E402
+from aicc.backends.aic100.profile import band_text  # noqa: E402
 from aicc.backends.aic100.workloads import resnet50  # noqa: E402
 
 __all__ = ["main", "MLPERF"]
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
           "-multicast-weights; MLPerf: ResNet-50 Offline samples/s per card")
     print("  (samples/s = simulated inferences/s x batch; 'card' = activations x cores filling "
           "the card; ratio = card / MLPerf; plan = copies x groups x cores)")
+    print(f"  every samples/s figure: {band_text(load_hardware('2.0', 'standard'))}")
     header = (f"{'batch':>5} {'sku':>8} {'cores':>5} {'plan':>8} {'1 act':>10} {'acts':>4} "
               f"{'card':>10} {'MLPerf':>8} {'ratio':>6} {'lat ms':>8} {'compile':>8}   "
               "simulator wall time")

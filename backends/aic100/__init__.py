@@ -161,6 +161,9 @@ class Aic100Executable(Executable):
                           "samples_per_s": round(self.cost.inferences_per_s
                                                  * self.stats_batchsize, 3),
                           "stats_batchsize": self.stats_batchsize,
+                          "expected_error": {"throughput": self.plan.hw.error_band,
+                                             "latency": self.plan.hw.latency_error_band,
+                                             "constants": self.plan.hw.constants_source},
                           "int32_saturations": self.runner.saturations,
                           "fp16_nonfinite": {k: dict(v) for k, v in
                                              sorted(self.runner.fp16.items())}},

@@ -199,9 +199,8 @@ def write_fit(hardware_file: str, result: FitResult, scenarios: Sequence[Scenari
     if writer is not None:
         writer(str(fit_path(hardware_file)), text)
     else:
-        path = fit_path(hardware_file)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        from aicc.fileio import write_text_atomic
+
+        fit_path(hardware_file).parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(fit_path(hardware_file), text)
     return text

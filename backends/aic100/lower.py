@@ -226,15 +226,14 @@ def _static(vi: onnx.ValueInfoProto) -> tuple[tuple[int, ...], np.dtype] | None:
 def _check_static_inputs(model: onnx.ModelProto) -> None:
     inits = {i.name for i in model.graph.initializer}
     for vi in list(model.graph.input) + list(model.graph.output):
-        if vi.name in inits:
-            continue
-        if not vi.type.HasField("tensor_type"):
+        if vi.name not in inits and not vi.type.HasField("tensor_type"):
             kind = (vi.type.WhichOneof("value") or "untyped").replace("_type", "")
             raise BackendError(f"'{vi.name}' is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, "
                                "not a tensor; the AIC100 runs tensors only",
                                where="backend 'aic100'",
                                hint="choose another backend with --backend")
-        if vi in model.graph.output:
+    for vi in model.graph.input:
+        if vi.name in inits:
             continue
         dims = vi.type.tensor_type.shape.dim
         for axis, d in enumerate(dims):
