@@ -249,11 +249,40 @@ def _check_static_inputs(model: onnx.ModelProto) -> None:
                     hint=f"bind it with -batchsize=N or -onnx-define-symbol={sym},N")
 
 
+_LIGHT_BYTES = 1 << 16
+
+
+def _light(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model for shape inference: initializers over 64 KiB become typed graph inputs, so
+    onnx does not serialize hundreds of MB of weights to learn their (declared) shapes. Small
+    ones stay: shape computations may read their values."""
+    g = model.graph
+    big = [t for t in g.initializer if len(t.raw_data) > _LIGHT_BYTES]
+    if not big:
+        return model
+    light = onnx.ModelProto(ir_version=model.ir_version)
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    lg = light.graph
+    lg.name = g.name
+    lg.node.extend(g.node)
+    declared = {vi.name for vi in g.input}
+    lg.input.extend(g.input)
+    lg.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                    for t in big if t.name not in declared)
+    big_names = {t.name for t in big}
+    lg.initializer.extend(t for t in g.initializer if t.name not in big_names)
+    lg.output.extend(g.output)
+    lg.value_info.extend(g.value_info)
+    return light
+
+
 def _shapes(model: onnx.ModelProto, constants: dict[str, np.ndarray]
             ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Static shape and dtype of every tensor: ONNX shape inference, else one interpreter run."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(_light(model), strict_mode=False,
+                                                     data_prop=True)
     except Exception as e:  # onnx raises several exception types here
         raise ModelError(f"shape inference failed: {str(e).strip().splitlines()[0]}",
                          where="backend 'aic100'") from None

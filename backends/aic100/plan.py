@@ -474,7 +474,9 @@ class _Builder:
         for s_, t in enumerate(streamed):
             for name in t:
                 streamed_at.setdefault(name, []).append(s_)
-        placed: list[tuple[int, int, int, int]] = [(0, nsteps - 1, 0, pool)] if pool else []
+        placed = _Placed()
+        if pool:
+            placed.add(0, nsteps - 1, 0, pool)
         order = sorted((a for a in allocs.values() if a.kind == "activation"),
                        key=lambda a: (a.first, a.name))
         order += sorted((a for a in allocs.values() if a.kind == "weight"
@@ -482,7 +484,7 @@ class _Builder:
                         key=lambda a: (min(uses.get(a.name, [0])), a.name))
         for a in order:
             size = band.get(a.name, a.bytes_per_core)
-            off = _first_fit(placed, a.first, a.last, size, resident_limit)
+            off = placed.first_fit(a.first, a.last, size, resident_limit)
             if off is None:
                 continue
             # staging left at each step of its life once this tensor no longer streams
@@ -496,7 +498,7 @@ class _Builder:
                     after[s_ - a.first] = changed[s_]
             if np.any(np.maximum(top[span], off + size) + after > budget):
                 continue
-            placed.append((a.first, a.last, off, size))
+            placed.add(a.first, a.last, off, size)
             a.placement, a.offset = "vtcm", off
             if a.name in band:
                 a.bytes_per_core = size
@@ -542,18 +544,29 @@ class _Builder:
         return allocations, memory
 
 
-def _first_fit(placed: list[tuple[int, int, int, int]], first: int, last: int, size: int,
-               limit: int) -> int | None:
-    """The lowest VTCM offset where ``size`` bytes fit below ``limit`` for steps first..last."""
-    if size > limit:
-        return None
-    live = sorted((off, off + sz) for f, l, off, sz in placed if not (l < first or f > last))
-    off = 0
-    for lo, hi in live:
-        if off + size <= lo:
-            break
-        off = max(off, hi)
-    return off if off + size <= limit else None
+class _Placed:
+    """Resident VTCM blocks (first step, last step, offset, end) and first-fit queries on them
+    (arrays: a large graph places thousands of blocks and asks tens of thousands of times)."""
+
+    def __init__(self) -> None:
+        self.rows = np.zeros((0, 4), dtype=np.int64)
+
+    def add(self, first: int, last: int, off: int, size: int) -> None:
+        self.rows = np.vstack([self.rows, np.array([[first, last, off, off + size]], np.int64)])
+
+    def first_fit(self, first: int, last: int, size: int, limit: int) -> int | None:
+        """The lowest offset where ``size`` bytes fit below ``limit`` for steps first..last."""
+        if size > limit:
+            return None
+        r = self.rows
+        live = r[(r[:, 1] >= first) & (r[:, 0] <= last)]
+        live = live[np.lexsort((live[:, 3], live[:, 2]))]
+        off = 0
+        for lo, hi in live[:, 2:].tolist():
+            if off + size <= lo:
+                break
+            off = max(off, hi)
+        return off if off + size <= limit else None
 
 
 def _kib(n: int) -> str:
