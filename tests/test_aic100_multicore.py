@@ -27,7 +27,8 @@ def test_batch8_mobilenet_scales_with_the_default_choice(mnet):
     assert {(1, 1, 4), (1, 4, 1), (4, 1, 1)} <= tried
     line = next(x for x in exe.report() if x.startswith("  partition: "))
     assert "is the fastest for batch 8" in line and "operator-split [1x1x4]" in line
-    assert "x slower" in line and "-ols=1 -mos=1" in line
+    assert "x slower" in line and "-ols=1 (" in line and "-mos=1 (" in line
+    assert "multicore=auto" in line
 
 
 def test_split_keeps_one_program(mnet):

@@ -63,8 +63,10 @@ def summary_lines(plan: Plan, cost: Cost, *, name: str, stats_batchsize: int,
     lines.append(f"  latency per inference {cost.latency_s * 1e3:.3f} ms {lat_band} (+ "
                  f"{cost.host_s * 1e3:.3f} ms of I/O over PCIe), one inference every "
                  f"{cost.interval_s * 1e3 / cost.activations:.3f} ms (bound: {cost.bound})")
-    lines.append(f"  partition: {partition_reason(plan)}; -ols={plan.options.ols} -mos="
-                 f"{plan.options.mos}")
+    o = plan.options
+    lines.append(f"  partition: {partition_reason(plan)}; -ols={o.ols} (each split op in "
+                 f"{o.ols} x cores pieces), -mos={o.mos} (1/{o.mos} of free VTCM for resident "
+                 f"tensors), multicore={o.multicore}")
     util = [b / cost.interval_s * 100 if cost.interval_s else 0.0 for b in cost.busy_s]
     shown = ", ".join(f"c{k} {u:.0f}%" for k, u in enumerate(util[:16]))
     more = f", ... ({len(util)} cores)" if len(util) > 16 else ""
