@@ -700,7 +700,8 @@ def _tensor_geometry(low: Lowered, step: Step, node: onnx.NodeProto) -> None:
         trans_b = node.op_type == "Gemm" and int(a.get("transB", 0))
         b = t[node.input[1]]
         k_dim = x.shape[0] if trans_a else x.shape[-1]
-        # a 1-D right operand (MatMul) drops the output's last dim: one output channel
+        # a 1-D right operand (MatMul) drops the output's last dim: one output channel (a
+        # vector by a vector gives a scalar)
         n_dim = out.shape[-1] if out.shape and len(b.shape) > 1 else 1
         rows = out.size // max(1, n_dim)
         b_weight = low.tensors[low.resolve(node.input[1])].kind == "weight"
