@@ -26,17 +26,24 @@ def test_types_the_device_lacks_are_refused_by_name():
         compile_aic(model)
 
 
-def test_sequences_and_empty_inputs_are_refused_by_name():
+def test_sequences_are_refused_by_name():
     seq = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT16, [2])
     model = _model([helper.make_node("Identity", ["s"], ["t"])], [seq],
                    [helper.make_tensor_sequence_value_info("t", TensorProto.FLOAT16, [2])])
     with pytest.raises(BackendError, match="'s' is a sequence, not a tensor"):
         compile_aic(model)
-    empty = _model([helper.make_node("Relu", ["x"], ["y"])],
-                   [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [0, 3])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [0, 3])])
-    with pytest.raises(BackendError, match=r"input 'x' is empty \(dimension 0 is 0\)"):
-        compile_aic(empty)
+
+
+def test_an_empty_input_is_a_static_shape():
+    # an empty axes list (reduce over everything) used to be refused as a symbolic dimension
+    model = _model([helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=1)],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 3]),
+                    helper.make_tensor_value_info("axes", TensorProto.INT64, [0])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 1])])
+    feeds = {"x": np.arange(6, dtype=np.float16).reshape(2, 3),
+             "axes": np.zeros(0, np.int64)}
+    exe = compile_aic(model, num_cores=2)
+    np.testing.assert_array_equal(exe.run(feeds)["y"], Interpreter(model).run(feeds)["y"])
 
 
 def test_a_shape_fed_as_input_is_not_split_as_a_batch():

@@ -54,10 +54,11 @@ __all__ = ["Lowered", "Step", "TensorInfo", "IntPattern", "lower", "unsupported_
 logger = logging.getLogger(__name__)
 
 TENSOR_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-#: element types of the tensors a program may hold (16- and 4-bit integers for QDQ programs of
-#: those widths, which run dequantized)
+#: element types of the tensors a program may hold: fp16 and fp32 (between DQ and Q), and the
+#: integers the vector unit handles (4- and 16-bit ones for QDQ programs of those widths, which
+#: run dequantized). No float64, bfloat16, float8 or 2-bit types: the AIC100 has none of them.
 DTYPES = frozenset({"float16", "float32", "int4", "uint4", "int8", "uint8", "int16", "uint16",
-                    "int32", "int64", "bool"})
+                    "int32", "uint32", "int64", "uint64", "bool"})
 #: ops that only rename or reinterpret a tensor: no cycles, no memory of their own
 ALIAS_OPS = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"})
 VIRTUAL_OPS = ALIAS_OPS | {"DequantizeLinear"}
@@ -237,11 +238,7 @@ def _check_static_inputs(model: onnx.ModelProto) -> None:
             continue
         dims = vi.type.tensor_type.shape.dim
         for axis, d in enumerate(dims):
-            if d.HasField("dim_value") and d.dim_value == 0:
-                raise BackendError(f"input '{vi.name}' is empty (dimension {axis} is 0); the "
-                                   "AIC100 runs no zero-size tensors", where="backend 'aic100'",
-                                   hint="choose another backend with --backend")
-            if not d.HasField("dim_value") or d.dim_value <= 0:
+            if not d.HasField("dim_value") or d.dim_value < 0:  # 0: an empty tensor, static
                 sym = d.dim_param or "?"
                 raise BackendError(
                     f"input '{vi.name}' has symbolic dimension '{sym}' (axis {axis}); the AIC100 "
