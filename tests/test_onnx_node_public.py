@@ -86,6 +86,9 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
         (r"graph (input|output) '\w+' has type (optional|seq)\(", "non-tensor graph I/O"),
         (r"has symbolic dimension", "the AIC100 runs static shapes; these inputs have unnamed "
                                     "dynamic dims that no symbol can bind"),
+        (r"of a type the AIC100 does not have", "element types outside the aic100 backend's "
+         "declared dtypes (float64, uint32/uint64, bfloat16, float8, 2-bit integers), refused "
+         "by the lowering naming the tensors"),
         (r"compute in float32, which the AIC100 does not", "float64 models, and what "
          "-convert-to-fp16 leaves in float32 by ONNX's type rules (LayerNormalization's "
          "Mean/InvStdDev stash outputs, Resize's float32 roi/scales), are refused by the "
