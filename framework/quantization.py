@@ -39,6 +39,7 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
                       int32: bool = False, input_shapes: Sequence[str] = (),
                       algorithms: Sequence[str] = (), num_bins: int | None = None,
                       progress: bool = True, engine: str = "interpreter",
+                      adaround: Mapping[str, Any] | None = None,
                       **options: Any) -> list[tuple[str, dict]]:
     """The (pass, options) list ``quantize_model`` runs; ``options`` go to ``quantize``."""
     steps: list[tuple[str, dict]] = []
@@ -51,6 +52,11 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
         steps.append(("quant-overrides", {"file": str(overrides)}))
         if int32:
             steps.append(("int32-sandwich", {"overrides": str(overrides)}))
+    if adaround is not None:
+        ada = dict(adaround)
+        if input_list is not None:
+            ada.setdefault("input_list", str(input_list))
+        steps.append(("adaround", ada))
     if input_list is not None or calibrate:
         cal: dict[str, Any] = {"progress": progress, "engine": engine}
         if input_list is not None:
@@ -96,7 +102,7 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
                    input_shapes: Sequence[str] = (), algorithms: Sequence[str] = (),
                    num_bins: int | None = None, progress: bool = True,
                    engine: str = "interpreter", registries: Registries | None = None,
-                   **options: Any) -> tuple[onnx.ModelProto, Program]:
+                   adaround: Mapping[str, Any] | None = None, **options: Any) -> tuple[onnx.ModelProto, Program]:
     """Quantize ``model``; returns the QDQ model and the Program (``program.encodings`` holds
     the encodings used). ``options`` are the ``quantize`` pass options (``per_channel=True``,
     ``act_bitwidth=16``, ``calibration="Percentile"``, ...); ``engine`` runs the calibration
@@ -116,7 +122,8 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
     steps = quantize_pipeline(input_list=input_list, calibrate=samples is not None,
                               profile=profile, overrides=overrides, int32=_has_int32(overrides),
                               input_shapes=input_shapes, algorithms=algorithms,
-                              num_bins=num_bins, progress=progress, engine=engine, **options)
+                              num_bins=num_bins, progress=progress, engine=engine,
+                              adaround=adaround, **options)
     pipeline = Pipeline.build(steps, registries.passes, source="quantize_model")
     scratch: dict[str, Any] = {}
     if samples is not None:
