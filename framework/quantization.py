@@ -6,7 +6,7 @@ a QDQ ONNX model out. ``aicc quantize`` is a thin command line over ``quantize_m
                                       per_channel=True)
 
 The pipeline it runs is ``[input-shape] fold-constants fold-batchnorm [cle] [quant-overrides]
-[int32-sandwich] [calibrate] quantize cleanup``: the same simplifications as ``aicc compile``'s
+[int32-sandwich] [adaround] [calibrate] quantize cleanup``: the same simplifications as ``aicc compile``'s
 default pipeline before calibration, so a profile dumped by one can be loaded by the other.
 Samples are any iterable of feed dicts (streamed: a generator is read once, one sample at a time),
 or an input list file. Shards calibrated apart merge with ``aicc.quant.merge_profiles`` (or give
@@ -102,10 +102,14 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
                    input_shapes: Sequence[str] = (), algorithms: Sequence[str] = (),
                    num_bins: int | None = None, progress: bool = True,
                    engine: str = "interpreter", registries: Registries | None = None,
-                   adaround: Mapping[str, Any] | None = None, **options: Any) -> tuple[onnx.ModelProto, Program]:
+                   adaround: Mapping[str, Any] | None = None,
+                   adaround_samples: Iterable[Mapping[str, np.ndarray]] | None = None,
+                   **options: Any) -> tuple[onnx.ModelProto, Program]:
     """Quantize ``model``; returns the QDQ model and the Program (``program.encodings`` holds
     the encodings used). ``options`` are the ``quantize`` pass options (``per_channel=True``,
-    ``act_bitwidth=16``, ``calibration="Percentile"``, ...); ``engine`` runs the calibration
+    ``act_bitwidth=16``, ``calibration="Percentile"``, ...); ``adaround`` (a dict of the
+    ``adaround`` pass options, ``{}`` for the defaults) rounds Conv/Gemm/MatMul weights with
+    AdaRound on the calibration samples, or on ``adaround_samples``; ``engine`` runs the calibration
     samples (``interpreter``, the reference, or ``cpu``: onnxruntime). Without ``registries``,
     the built-in plugins are loaded on the first call and reused by later ones."""
     if samples is not None and input_list is not None:
@@ -129,6 +133,11 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
     if samples is not None:
         from aicc.passes.calibrate import SAMPLES_KEY
         scratch[SAMPLES_KEY] = samples
+    if adaround_samples is not None:
+        if adaround is None:
+            raise ConfigError("adaround_samples without adaround", field="quantize_model")
+        from aicc.passes.adaround import SAMPLES_KEY_ADAROUND
+        scratch[SAMPLES_KEY_ADAROUND] = adaround_samples
     program = run_pipeline(pipeline, Program.from_model(loaded), registries=registries,
                            scratch=scratch)
     return program.to_model(), program

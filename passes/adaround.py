@@ -39,12 +39,14 @@ from aicc.quant.adaround import AdaRoundParams, adaround_matrix, gram_factor
 
 from .calibrate import SAMPLES_KEY, input_list_samples
 
-__all__ = ["AdaRound", "AdaRounder", "ROUNDER_KEY", "layer_matrix"]
+__all__ = ["AdaRound", "AdaRounder", "ROUNDER_KEY", "SAMPLES_KEY_ADAROUND", "layer_matrix"]
 
 logger = logging.getLogger(__name__)
 
 #: Scratch key of the ``AdaRounder`` that ``quantize`` consults.
 ROUNDER_KEY = "adaround"
+#: Scratch key of samples for AdaRound only (a config's dataset); else calibration's.
+SAMPLES_KEY_ADAROUND = "adaround_samples"
 
 
 # ------------------------------------------------------------------------------ layer forms
@@ -229,6 +231,12 @@ class AdaRound(Pass):
     @staticmethod
     def _samples(program: Program, ctx: PassContext) -> Iterable[Mapping[str, np.ndarray]]:
         o = ctx.options
+        own = ctx.scratch.get(SAMPLES_KEY_ADAROUND)
+        if own is not None:
+            if o.input_list:
+                raise ConfigError("adaround was given both an input list and samples",
+                                  field="pass 'adaround'", hint="give one")
+            return own
         if o.input_list:
             from aicc.data import program_input_descs
             _, factory = input_list_samples(o.input_list,

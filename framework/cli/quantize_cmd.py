@@ -11,6 +11,7 @@ the overrides, ...) are refused rather than silently ignored.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from ..errors import UsageError
 from ..quant import MODES, check_bitwidth, check_percentile
 from .flags import Flag, FlagParser, float_value, int_value
+from .quantize_algorithms import ALGORITHM_FLAGS, algorithm_arguments
 
 __all__ = ["run_quantize", "QUANTIZE_FLAGS", "CALIBRATIONS"]
 
@@ -74,6 +76,7 @@ QUANTIZE_FLAGS = [
               "cpu (onnxruntime; faster on large models)", metavar="interpreter|cpu"),
     Flag(("--num_histogram_bins",), "num_bins", convert=int_value("--num_histogram_bins"),
          help="histogram bins per tensor for histogram methods (default 512)", metavar="N"),
+    *ALGORITHM_FLAGS,
     Flag(("-h", "--help"), "help", "switch", help="show this help"),
 ]
 
@@ -218,16 +221,25 @@ def run_quantize(argv: Sequence[str]) -> int:
     if not args["input_list"] and not args["overrides"]:
         raise UsageError("nothing to quantize with: give --input_list (calibration) or "
                          "--quantization_overrides (encodings)", where="aicc quantize")
+    extra = algorithm_arguments(args, opts, input_shapes)
     from ..quantization import quantize_model, save_model_atomic
     model, program = quantize_model(args["input_model"], input_list=args["input_list"],
                                     overrides=args["overrides"], input_shapes=input_shapes,
                                     algorithms=algorithms, num_bins=args["num_bins"],
-                                    engine=engine, registries=registries, **opts)
+                                    engine=engine, registries=registries, **extra, **opts)
     save_model_atomic(model, args["output_model"])
     enc = program.encodings
     print(f"quantized {args['input_model']} -> {args['output_model']}: "
           f"{len(enc.get('activations', {}))} activations, {len(enc.get('params', {}))} "
           f"parameters, {len(enc.get('float_ops', {}))} float ops")
+    rounding = enc.get("rounding")
+    if rounding:
+        layers = rounding["layers"].values()
+        gain = [10 * math.log10(r["nearest_error"] / r["error"]) for r in layers
+                if r["improved"] and r["error"] > 0]
+        print(f"adaround: {len(layers)} layers in {sum(r['seconds'] for r in layers):.2f}s, "
+              f"{len(gain)} improved (reconstruction error {min(gain, default=0):.1f} to "
+              f"{max(gain, default=0):.1f} dB lower than nearest rounding)")
     if args["export_encodings"]:
         print(f"encodings written to {args['export_encodings']}")
     sys.stdout.flush()

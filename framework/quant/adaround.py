@@ -17,7 +17,10 @@ iteration then costs ``2 * rows * K * r`` multiply-adds, independent of the numb
 ``clip(sigmoid(V) * (zeta - gamma) + gamma, 0, 1)``, ``V`` initialised so that ``h`` starts at the
 fractional part (``W~ = W``), minimised with Adam (full batch: ``G`` is the whole data) against
 ``E / E_nearest + reg * mean(1 - |2h - 1|^beta)``, ``beta`` annealed from ``beta_range[0]`` to
-``beta_range[1]`` after a warm start without the regulariser. Finally ``h >= 0.5`` rounds up.
+``beta_range[1]`` after a warm start without the regulariser. Then ``h >= 0.5`` rounds up, and a
+few sweeps of coordinate descent on the exact quadratic switch single elements between down and
+up while that lowers ``E`` (the "closed-form-assisted" step: the change of ``E`` for one switch is
+known in closed form).
 Elements whose floor already sits at a clipping bound keep the nearest (clipped) value.
 
 A layer whose learned rounding does not reconstruct better than nearest rounding (measured with
@@ -144,11 +147,11 @@ def _optimise(base: np.ndarray, step: np.ndarray, free: np.ndarray, frac: np.nda
     return _h(v)[0]
 
 
-def _refine(q: np.ndarray, w: np.ndarray, scale: np.ndarray, zp: np.ndarray, qmin: int,
-            qmax: int, factor: np.ndarray, sweeps: int) -> np.ndarray:
-    """Coordinate descent on the exact quadratic: per element, move one step up or down when that
-    lowers the error (rows are independent; columns are visited in order, ``sweeps`` times or
-    until nothing moves). Each accepted move strictly lowers ``E``."""
+def _refine(q: np.ndarray, w: np.ndarray, scale: np.ndarray, zp: np.ndarray, lo: np.ndarray,
+            hi: np.ndarray, factor: np.ndarray, sweeps: int) -> np.ndarray:
+    """Coordinate descent on the exact quadratic: per element, switch between rounding down and
+    up (``lo``/``hi``) when that lowers the error (rows are independent; columns are visited in
+    order, ``sweeps`` times or until nothing moves). Each accepted move strictly lowers ``E``."""
     gram = np.matmul(factor, np.swapaxes(factor, 1, 2))              # (groups, K, K)
     diag = np.diagonal(gram, axis1=1, axis2=2)[:, None, :]           # (groups, 1, K)
     q = q.astype(np.float64).copy()
@@ -162,7 +165,7 @@ def _refine(q: np.ndarray, w: np.ndarray, scale: np.ndarray, zp: np.ndarray, qmi
             for step in (1.0, -1.0):
                 d = step * s_k
                 gain = 2 * d * r_k + d * d * g_kk
-                ok = (q[:, :, k] + step >= qmin) & (q[:, :, k] + step <= qmax) & \
+                ok = (q[:, :, k] + step >= lo[:, :, k]) & (q[:, :, k] + step <= hi[:, :, k]) & \
                     (gain < best_gain - 1e-12 * (g_kk * s_k * s_k + 1e-300))
                 best_gain = np.where(ok, gain, best_gain)
                 best_step = np.where(ok, step, best_step)
@@ -202,7 +205,8 @@ def adaround_matrix(w: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qm
     q = np.where(free, fl + (h >= 0.5), nearest)
     q = np.clip(q, qmin, qmax)
     if params.refine_sweeps:
-        q = _refine(q, w, scale, zp, qmin, qmax, factor, params.refine_sweeps)
+        q = _refine(q, w, scale, zp, np.where(free, fl, nearest), np.where(free, fl + 1, nearest),
+                    factor, params.refine_sweeps)
     e1 = reconstruction_error(real(q), w, factor)
     if not e1 < e0:
         return AdaRoundResult(nearest.astype(np.int64), e0, e0, False)
