@@ -40,8 +40,10 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
                       algorithms: Sequence[str] = (), num_bins: int | None = None,
                       progress: bool = True, engine: str = "interpreter",
                       adaround: Mapping[str, Any] | None = None,
+                      adaround_samples_given: bool = False,
                       **options: Any) -> list[tuple[str, dict]]:
-    """The (pass, options) list ``quantize_model`` runs; ``options`` go to ``quantize``."""
+    """The (pass, options) list ``quantize_model`` runs; ``options`` go to ``quantize``.
+    ``adaround`` runs on the input list unless samples of its own are given."""
     steps: list[tuple[str, dict]] = []
     if input_shapes:
         steps.append(("input-shape", {"shapes": list(input_shapes)}))
@@ -54,7 +56,7 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
             steps.append(("int32-sandwich", {"overrides": str(overrides)}))
     if adaround is not None:
         ada = dict(adaround)
-        if input_list is not None:
+        if input_list is not None and not adaround_samples_given:
             ada.setdefault("input_list", str(input_list))
         steps.append(("adaround", ada))
     if input_list is not None or calibrate:
@@ -127,7 +129,8 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
                               profile=profile, overrides=overrides, int32=_has_int32(overrides),
                               input_shapes=input_shapes, algorithms=algorithms,
                               num_bins=num_bins, progress=progress, engine=engine,
-                              adaround=adaround, **options)
+                              adaround=adaround,
+                              adaround_samples_given=adaround_samples is not None, **options)
     pipeline = Pipeline.build(steps, registries.passes, source="quantize_model")
     scratch: dict[str, Any] = {}
     if samples is not None:
