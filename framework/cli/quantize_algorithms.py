@@ -4,8 +4,9 @@ is declared here (``ALGORITHM_FLAGS``) and turned into ``quantize_model`` argume
 ``algorithm_arguments``, so the feature can move into a plugin as one piece.
 
 Available: ``adaround`` (with a config's ``adaround`` section and its dataset, or without a config
-on the ``--input_list`` samples). ``amp`` and ``autoquant`` configs are parsed and validated, but
-the algorithms themselves are not implemented yet and are refused.
+on the ``--input_list`` samples) and ``amp`` (a config's ``amp`` section, or ``--auto_precision``
+without one; see ``quantize_amp``). ``autoquant`` configs are parsed and validated, but the
+algorithm itself is not implemented yet and is refused.
 """
 
 from __future__ import annotations
@@ -15,24 +16,27 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, NotYetSupportedError, UsageError
-from .flags import Flag
+from .flags import Flag, float_value
 
 __all__ = ["ALGORITHM_FLAGS", "algorithm_arguments", "AIMET_NOTE"]
 
 ALGORITHM_FLAGS = [
     Flag(("--apply_algorithms",), "apply_algorithms", "repeat",
-         help="advanced algorithms: adaround (amp, autoquant: not yet)", metavar="NAME"),
+         help="advanced algorithms: adaround, amp (autoquant: not yet)", metavar="NAME"),
     Flag(("--config",), "algo_config",
          help="YAML config of --apply_algorithms (datasets, adaround, amp, autoquant)",
          metavar="FILE"),
     Flag(("--use_aimet_quantizer",), "use_aimet_quantizer", "switch",
          help="accepted for qairt-quantizer compatibility: aicc itself runs the algorithms"),
+    Flag(("--auto_precision",), "auto_precision", convert=float_value("--auto_precision"),
+         help="AMP without callbacks: keep layers in fp16 until the output SQNR on the "
+              "--input_list samples reaches this many dB", metavar="SQNR_DB"),
 ]
 
 AIMET_NOTE = ("note: --use_aimet_quantizer: aicc is the quantizer; AdaRound runs natively "
               "(numpy on aicc's IR), AIMET is not used")
 
-_AVAILABLE = ("adaround",)
+_AVAILABLE = ("adaround", "amp")
 _KNOWN = ("adaround", "amp", "autoquant")
 _SCHEMES = {"post_training_tf": "tf", "post_training_tf_enhanced": "enhanced"}
 _UNSUPPORTED_ADAROUND = {
@@ -136,24 +140,38 @@ def algorithm_arguments(args: dict[str, Any], opts: dict[str, Any],
     if args["algo_config"] and not names:
         raise UsageError("--config configures --apply_algorithms, and none was given",
                          where="--config", hint="add --apply_algorithms adaround")
-    if not names:
+    if args["auto_precision"] is not None and "amp" in names:
+        raise UsageError("--auto_precision is AMP without a config; give one or the other",
+                         where="--auto_precision")
+    if not names and args["auto_precision"] is None:
         return {}
     if not args["input_list"]:
-        raise UsageError("--apply_algorithms needs --input_list (calibration samples)",
-                         where="--apply_algorithms")
+        flag = "--apply_algorithms" if names else "--auto_precision"
+        raise UsageError(f"{flag} needs --input_list (calibration samples)", where=flag)
     out: dict[str, Any] = {}
+    from .quantize_amp import amp_auto_precision, amp_from_config
+    if args["auto_precision"] is not None:
+        out["amp"] = amp_auto_precision(args["auto_precision"])
     if not args["algo_config"]:
-        out["adaround"] = {}
+        if "amp" in names:
+            raise UsageError("--apply_algorithms amp needs --config (its candidates, dataset "
+                             "and evaluation callback)", where="--apply_algorithms",
+                             hint="or use --auto_precision SQNR_DB")
+        if "adaround" in names:
+            out["adaround"] = {}
         return out
     from ..quant.algo_config import dataset_samples, load_algorithm_config
     cfg = load_algorithm_config(args["algo_config"])
-    section = cfg.section("adaround")
-    if section is None:
-        raise ConfigError("no 'adaround' section for --apply_algorithms adaround",
-                          where=cfg.path, hint="add one, or drop --config to run AdaRound on "
-                                               "the --input_list samples")
-    out["adaround"] = _adaround_options(section, cfg.path, args, opts)
     inputs = _model_inputs(args["input_model"], input_shapes)
-    out["adaround_samples"] = dataset_samples(cfg, section["dataset"], "adaround.dataset",
-                                              inputs, limit=section["num_batches"])
+    if "adaround" in names:
+        section = cfg.section("adaround")
+        if section is None:
+            raise ConfigError("no 'adaround' section for --apply_algorithms adaround",
+                              where=cfg.path, hint="add one, or drop --config to run AdaRound "
+                                                   "on the --input_list samples")
+        out["adaround"] = _adaround_options(section, cfg.path, args, opts)
+        out["adaround_samples"] = dataset_samples(cfg, section["dataset"], "adaround.dataset",
+                                                  inputs, limit=section["num_batches"])
+    if "amp" in names:
+        out["amp"] = amp_from_config(cfg, inputs)
     return out

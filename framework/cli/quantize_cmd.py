@@ -222,16 +222,25 @@ def run_quantize(argv: Sequence[str]) -> int:
         raise UsageError("nothing to quantize with: give --input_list (calibration) or "
                          "--quantization_overrides (encodings)", where="aicc quantize")
     extra = algorithm_arguments(args, opts, input_shapes)
+    amp = extra.pop("amp", None)
     from ..quantization import quantize_model, save_model_atomic
-    model, program = quantize_model(args["input_model"], input_list=args["input_list"],
-                                    overrides=args["overrides"], input_shapes=input_shapes,
-                                    algorithms=algorithms, num_bins=args["num_bins"],
-                                    engine=engine, registries=registries, **extra, **opts)
+    common = dict(input_list=args["input_list"], overrides=args["overrides"],
+                  input_shapes=input_shapes, algorithms=algorithms, num_bins=args["num_bins"],
+                  engine=engine, registries=registries, **extra, **opts)
+    amp_lines: list[str] = []
+    if amp is not None:
+        from .quantize_amp import run_amp_flow
+        model, program, amp_lines = run_amp_flow(amp, args["output_model"],
+                                                 input_model=args["input_model"], **common)
+    else:
+        model, program = quantize_model(args["input_model"], **common)
     save_model_atomic(model, args["output_model"])
     enc = program.encodings
     print(f"quantized {args['input_model']} -> {args['output_model']}: "
           f"{len(enc.get('activations', {}))} activations, {len(enc.get('params', {}))} "
           f"parameters, {len(enc.get('float_ops', {}))} float ops")
+    for line in amp_lines:
+        print(line)
     rounding = enc.get("rounding")
     if rounding:
         layers = rounding["layers"].values()

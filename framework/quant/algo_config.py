@@ -29,7 +29,7 @@ from ..configfile import load_yaml, resolve_relative
 from ..errors import ConfigError, did_you_mean
 
 __all__ = ["AlgorithmConfig", "load_algorithm_config", "import_callback", "dataset_samples",
-           "SECTIONS"]
+           "labeled_batches", "SECTIONS"]
 
 _CALLBACK = "callback"       # a type tag: an import path string
 _CANDIDATES = "candidates"   # [[[bw, dtype], [bw, dtype]], ...]
@@ -286,3 +286,29 @@ def _stream(items: Iterator[Any], inputs: Sequence[tuple[str, tuple]], where: Pa
         yield from _as_feeds(item, inputs, where, key)
     if count == 0:
         raise ConfigError("the data loader yielded no samples", where=where, field=key)
+
+
+def labeled_batches(cfg: AlgorithmConfig, name: str, key: str,
+                    inputs: Sequence[tuple[str, tuple]], limit: int = 0
+                    ) -> list[tuple[list[dict[str, np.ndarray]], Any]]:
+    """``(feed dicts, labels)`` per item of a labeled dataset (items are ``(inputs, labels)``)."""
+    ds = cfg.dataset(name, key)
+    cb_key = f"datasets.{name}.dataloader_callback"
+    fn = import_callback(ds["dataloader_callback"], config=cfg.path, key=cb_key)
+    out = []
+    try:
+        for item in fn(**ds.get("dataloader_kwargs", {})):
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise ConfigError("a labeled loader yields (inputs, labels) pairs, got "
+                                  f"{type(item).__name__}", where=cfg.path, field=cb_key)
+            out.append((_as_feeds(item[0], inputs, cfg.path, cb_key), item[1]))
+            if limit and len(out) >= limit:
+                break
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"the data loader failed: {type(e).__name__}: {e}", where=cfg.path,
+                          field=cb_key) from None
+    if not out:
+        raise ConfigError("the data loader yielded no samples", where=cfg.path, field=cb_key)
+    return out
