@@ -139,14 +139,26 @@ def run_amp_flow(plan: dict[str, Any], output_model: str, **quantize_kwargs: Any
     folder.mkdir(parents=True, exist_ok=True)
     from aicc.passes.calibrate import write_text_atomic
     write_text_atomic(folder / "pareto.txt", table + "\n")
-    files = write_bridge(folder, result.choice, program)
+    files = write_bridge(folder, result.choice, program, variants.original)
     lines.append(_plot(result, folder))
     changed = sorted(g for g, c in result.choice.items() if c != cands[-1])
     lines.append(f"amp: chose {len(changed)} of {len(result.choice)} layers above "
                  f"{cands[-1].label} ({', '.join(changed) or 'none'}), relative bit-ops "
                  f"{result.cost:.3f}, metric {result.metric:.4f}, "
                  f"{time.perf_counter() - start:.1f}s; wrote {', '.join(map(str, files))}")
+    lines.append("amp: to compile this choice: " + _compile_command(quantize_kwargs, files))
     return model, program, lines
+
+
+def _compile_command(kw: dict[str, Any], files: list[Path]) -> str:
+    """The ``aicc compile`` flags that reproduce the choice (fp16 -> integer conversions are
+    calibrated again there: AIMET JSON holds one encoding per tensor, the float one)."""
+    parts = ["aicc compile -m=MODEL", f"-node-precision-info={files[0]}",
+             f"-external-quantization={files[1]}", f"-input-list-file={kw['input_list']}"]
+    parts += [f"--input-shape={s}" for s in kw.get("input_shapes") or ()]
+    if kw.get("act_quantizer", "tf") in ("tf", ""):
+        parts.append("-quantization-schema-activations=asymmetric")
+    return " ".join(parts)
 
 
 def _plot(result: Any, folder: Path) -> str:

@@ -60,6 +60,7 @@ class QuantizedVariants:
             self.scratch[SAMPLES_KEY_ADAROUND] = ada_samples
         loaded = ir.load_model(model if not isinstance(model, onnx.ModelProto)
                                else model.SerializeToString())
+        self.original = loaded
         prefix = Pipeline.build(steps[:-2], self.registries.passes, source="amp")
         self.program = run_pipeline(prefix, Program.from_model(loaded),
                                     registries=self.registries, scratch=self.scratch)
@@ -170,7 +171,29 @@ def _as_float(value: Any, where: Path, key: str) -> float:
     return out
 
 
-def write_bridge(folder: Path, choice: Mapping[str, Candidate], program: Any) -> list[Path]:
+def fp16_node_names(original: onnx.ModelProto, layers: Sequence[str]) -> list[str]:
+    """The original model's nodes behind ``layers`` (names after BatchNorm folding): the layer
+    and the BatchNormalization folded into it, so that ``convert-fp16`` (which runs before the
+    fold in ``aicc compile``) lets the pair fold in fp16 as the quantize flow did."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in original.graph.node:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
+    names = {n.name for n in original.graph.node}
+    out = []
+    for layer in layers:
+        if layer not in names:
+            continue
+        out.append(layer)
+        node = next(n for n in original.graph.node if n.name == layer)
+        after = readers.get(node.output[0], [])
+        if len(after) == 1 and after[0].op_type == "BatchNormalization":
+            out.append(after[0].name)
+    return out
+
+
+def write_bridge(folder: Path, choice: Mapping[str, Candidate], program: Any,
+                 original: onnx.ModelProto) -> list[Path]:
     """``node_precision.yaml`` and ``encodings.json`` for ``aicc compile`` (see the docstring)."""
     import yaml
 
@@ -178,7 +201,8 @@ def write_bridge(folder: Path, choice: Mapping[str, Candidate], program: Any) ->
     from aicc.passes.quantize import encodings_table
     from .aimet import export_aimet_encodings
     folder.mkdir(parents=True, exist_ok=True)
-    fp16 = sorted(n for n, c in choice.items() if c.is_float and c.act_bw == 16)
+    fp16 = fp16_node_names(original, sorted(n for n, c in choice.items()
+                                            if c.is_float and c.act_bw == 16))
     npi = folder / "node_precision.yaml"
     write_text_atomic(npi, yaml.safe_dump({"FP16NodeInstanceNames": fp16}, sort_keys=False))
     table = encodings_table(program.encodings)
