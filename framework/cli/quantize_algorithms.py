@@ -5,8 +5,8 @@ is declared here (``ALGORITHM_FLAGS``) and turned into ``quantize_model`` argume
 
 Available: ``adaround`` (with a config's ``adaround`` section and its dataset, or without a config
 on the ``--input_list`` samples) and ``amp`` (a config's ``amp`` section, or ``--auto_precision``
-without one; see ``quantize_amp``). ``autoquant`` configs are parsed and validated, but the
-algorithm itself is not implemented yet and is refused.
+without one; see ``quantize_amp``) and ``autoquant`` (a config's ``autoquant`` section; see
+``quantize_autoquant``).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 from ..errors import ConfigError, NotYetSupportedError, UsageError
 from .flags import Flag, float_value
 
-__all__ = ["ALGORITHM_FLAGS", "algorithm_arguments", "AIMET_NOTE"]
+__all__ = ["ALGORITHM_FLAGS", "algorithm_arguments", "run_algorithms", "AIMET_NOTE"]
 
 ALGORITHM_FLAGS = [
     Flag(("--apply_algorithms",), "apply_algorithms", "repeat",
-         help="advanced algorithms: adaround, amp (autoquant: not yet)", metavar="NAME"),
+         help="advanced algorithms: adaround, amp, autoquant", metavar="NAME"),
     Flag(("--config",), "algo_config",
          help="YAML config of --apply_algorithms (datasets, adaround, amp, autoquant)",
          metavar="FILE"),
@@ -36,7 +36,7 @@ ALGORITHM_FLAGS = [
 AIMET_NOTE = ("note: --use_aimet_quantizer: aicc is the quantizer; AdaRound runs natively "
               "(numpy on aicc's IR), AIMET is not used")
 
-_AVAILABLE = ("adaround", "amp")
+_AVAILABLE = ("adaround", "amp", "autoquant")
 _KNOWN = ("adaround", "amp", "autoquant")
 _SCHEMES = {"post_training_tf": "tf", "post_training_tf_enhanced": "enhanced"}
 _UNSUPPORTED_ADAROUND = {
@@ -148,6 +148,9 @@ def algorithm_arguments(args: dict[str, Any], opts: dict[str, Any],
     if not args["input_list"]:
         flag = "--apply_algorithms" if names else "--auto_precision"
         raise UsageError(f"{flag} needs --input_list (calibration samples)", where=flag)
+    if "autoquant" in names and (len(names) > 1 or args["auto_precision"] is not None):
+        raise UsageError("autoquant runs CLE, AdaRound and AMP itself; give it alone",
+                         where="--apply_algorithms")
     out: dict[str, Any] = {}
     from .quantize_amp import amp_auto_precision, amp_from_config
     if args["auto_precision"] is not None:
@@ -157,6 +160,9 @@ def algorithm_arguments(args: dict[str, Any], opts: dict[str, Any],
             raise UsageError("--apply_algorithms amp needs --config (its candidates, dataset "
                              "and evaluation callback)", where="--apply_algorithms",
                              hint="or use --auto_precision SQNR_DB")
+        if "autoquant" in names:
+            raise UsageError("--apply_algorithms autoquant needs --config (its datasets, "
+                             "evaluation callback and candidates)", where="--apply_algorithms")
         if "adaround" in names:
             out["adaround"] = {}
         return out
@@ -174,4 +180,21 @@ def algorithm_arguments(args: dict[str, Any], opts: dict[str, Any],
                                                   inputs, limit=section["num_batches"])
     if "amp" in names:
         out["amp"] = amp_from_config(cfg, inputs)
+    if "autoquant" in names:
+        from .quantize_autoquant import autoquant_plan
+        out["autoquant"] = autoquant_plan(cfg, inputs, args, opts)
     return out
+
+
+def run_algorithms(extra: dict[str, Any], input_model: str, output_model: str, **kw: Any):
+    """Quantize with what ``algorithm_arguments`` asked for; (model, program, report lines)."""
+    amp, autoquant = extra.pop("amp", None), extra.pop("autoquant", None)
+    if autoquant is not None:
+        from .quantize_autoquant import run_autoquant
+        return run_autoquant(autoquant, output_model, input_model=input_model, **kw)
+    if amp is not None:
+        from .quantize_amp import run_amp_flow
+        return run_amp_flow(amp, output_model, input_model=input_model, **extra, **kw)
+    from ..quantization import quantize_model
+    model, program = quantize_model(input_model, **extra, **kw)
+    return model, program, []

@@ -98,9 +98,11 @@ def run_amp_flow(plan: dict[str, Any], output_model: str, **quantize_kwargs: Any
     else:
         feeds = [f for fs, _ in plan["batches"] for f in fs]
     scorer = OrtScorer(feeds, variants.float_model)
+    n1 = plan.get("phase1_samples") or 0
+    scorer1 = OrtScorer(feeds[:n1], variants.float_model) if n1 else scorer
 
     def sqnr(choice):
-        return scorer.sqnr(variants.build(choice)[0])
+        return scorer1.sqnr(variants.build(choice)[0])
     if plan["mode"] == "sqnr":
         phase1 = phase2 = sqnr
         target, baseline = plan["target"], math.inf
@@ -124,7 +126,8 @@ def run_amp_flow(plan: dict[str, Any], output_model: str, **quantize_kwargs: Any
                     _samples_digest(feeds), hashlib.sha256(variants.float_model.SerializeToString()).hexdigest()])
     result = run_amp(phase1, phase2, groups=list(variants.layers), macs=variants.macs(),
                      candidates=cands, target=target, baseline=baseline, algo=plan["algo"],
-                     reverse=plan["reverse"], cache=folder / "phase1_cache.json",
+                     reverse=plan["reverse"],
+                     cache=folder / f"{plan.get('cache_name') or 'phase1_cache'}.json",
                      cache_key=key, clean_start=plan["clean"])
     model, program = variants.build(result.choice)
     table = front_table(result)

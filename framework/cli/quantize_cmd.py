@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import UsageError
 from ..quant import MODES, check_bitwidth, check_percentile
 from .flags import Flag, FlagParser, float_value, int_value
-from .quantize_algorithms import ALGORITHM_FLAGS, algorithm_arguments
+from .quantize_algorithms import ALGORITHM_FLAGS, algorithm_arguments, run_algorithms
 
 __all__ = ["run_quantize", "QUANTIZE_FLAGS", "CALIBRATIONS"]
 
@@ -222,18 +222,11 @@ def run_quantize(argv: Sequence[str]) -> int:
         raise UsageError("nothing to quantize with: give --input_list (calibration) or "
                          "--quantization_overrides (encodings)", where="aicc quantize")
     extra = algorithm_arguments(args, opts, input_shapes)
-    amp = extra.pop("amp", None)
-    from ..quantization import quantize_model, save_model_atomic
-    common = dict(input_list=args["input_list"], overrides=args["overrides"],
-                  input_shapes=input_shapes, algorithms=algorithms, num_bins=args["num_bins"],
-                  engine=engine, registries=registries, **extra, **opts)
-    amp_lines: list[str] = []
-    if amp is not None:
-        from .quantize_amp import run_amp_flow
-        model, program, amp_lines = run_amp_flow(amp, args["output_model"],
-                                                 input_model=args["input_model"], **common)
-    else:
-        model, program = quantize_model(args["input_model"], **common)
+    from ..quantization import save_model_atomic
+    model, program, amp_lines = run_algorithms(
+        extra, args["input_model"], args["output_model"], input_list=args["input_list"],
+        overrides=args["overrides"], input_shapes=input_shapes, algorithms=algorithms,
+        num_bins=args["num_bins"], engine=engine, registries=registries, **opts)
     save_model_atomic(model, args["output_model"])
     enc = program.encodings
     print(f"quantized {args['input_model']} -> {args['output_model']}: "

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ..errors import ConfigError
+from ..errors import BackendError, ConfigError
 from .amp import Candidate, sqnr_db
 
 __all__ = ["QuantizedVariants", "OrtScorer", "write_bridge", "WEIGHTED"]
@@ -130,9 +130,16 @@ class OrtScorer:
         import onnxruntime as ort
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        session = ort.InferenceSession(model.SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"])
-        return [session.run(None, dict(f)) for f in (self.feeds if feeds is None else feeds)]
+        # QDQ as written (no fusions): the reference numbers, and int4/int16 activations that
+        # some of onnxruntime's QDQ fusions do not handle
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            session = ort.InferenceSession(model.SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+            return [session.run(None, dict(f)) for f in (self.feeds if feeds is None else feeds)]
+        except Exception as e:
+            raise BackendError("onnxruntime could not run a candidate model: "
+                               f"{str(e).splitlines()[0][:300]}") from None
 
     def sqnr(self, model: onnx.ModelProto) -> float:
         outs = self.run(model)
