@@ -223,7 +223,7 @@ def test_empty_and_non_utf8_configs(loaders):
 
 CLI_BAD = [
     (["--apply_algorithms", "adaroud"], "did you mean 'adaround'"),
-    (["--apply_algorithms", "amp"], "not implemented"),
+    (["--apply_algorithms", "autoquant"], "needs --config"),
     (["--config", "{cfg}"], "--config configures --apply_algorithms"),
     (["--apply_algorithms", "adaround", "--config", "{cfg}", "--weight_bw", "8"],
      "default_param_bw: 4 contradicts --weight_bw 8"),
