@@ -55,7 +55,7 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
         if int32:
             steps.append(("int32-sandwich", {"overrides": str(overrides)}))
     if adaround is not None:
-        ada = dict(adaround)
+        ada = {"engine": engine, **adaround}
         if input_list is not None and not adaround_samples_given:
             ada.setdefault("input_list", str(input_list))
         steps.append(("adaround", ada))

@@ -37,6 +37,7 @@ from aicc.program import Program
 from aicc.quant import Encoding
 from aicc.quant.adaround import AdaRoundParams, adaround_matrix, gram_factor
 
+from ._calib_runner import ENGINES, _OrtEngine
 from .calibrate import SAMPLES_KEY, input_list_samples
 
 __all__ = ["AdaRound", "AdaRounder", "ROUNDER_KEY", "SAMPLES_KEY_ADAROUND", "layer_matrix"]
@@ -210,6 +211,8 @@ class AdaRound(Pass):
                                     minimum=0)
         max_rows: int = option(1024, "input rows kept per sample and layer", minimum=1)
         seed: int = option(0, "seed of the row sub-sampling", minimum=0)
+        engine: str = option("interpreter", "what runs the samples: the numpy interpreter, or "
+                                            "cpu (onnxruntime)", choices=ENGINES)
 
     def run(self, program: Program, ctx: PassContext) -> None:
         o = ctx.options
@@ -222,7 +225,7 @@ class AdaRound(Pass):
         samples = self._samples(program, ctx)
         start = time.perf_counter()
         layers = collect(program, gname, found, samples, max_rows=o.max_rows,
-                         limit=o.num_batches, seed=o.seed)
+                         limit=o.num_batches, seed=o.seed, engine=o.engine)
         ctx.count("adaround layers", len(layers))
         logger.info("adaround: input statistics of %d layers in %.2fs", len(layers),
                     time.perf_counter() - start)
@@ -254,10 +257,8 @@ class AdaRound(Pass):
 
 def collect(program: Program, gname: str, found: dict[str, tuple[gs.Node, np.ndarray]],
             samples: Iterable[Mapping[str, np.ndarray]], *, max_rows: int, limit: int,
-            seed: int) -> dict[str, _Layer]:
+            seed: int, engine: str = "interpreter") -> dict[str, _Layer]:
     """Run the float graph on ``samples`` and accumulate each layer's input second moment."""
-    from aicc.backends.interpreter.engine import Interpreter
-    engine = Interpreter(program.to_model(gname))
     by_input: dict[str, list[gs.Node]] = {}
     layers: dict[str, _Layer] = {}
     for name, (node, w) in found.items():
@@ -267,6 +268,11 @@ def collect(program: Program, gname: str, found: dict[str, tuple[gs.Node, np.nda
         g = int(node.attrs.get("group", 1)) if node.op == "Conv" else 1
         layers[name] = _Layer(name, node.inputs[1].name, _weight_digest(w),
                               np.zeros((g, k, k), np.float64))
+    if engine == "cpu":
+        runner: Any = _OrtEngine(program.to_model(gname), list(by_input))
+    else:
+        from aicc.backends.interpreter.engine import Interpreter
+        runner = Interpreter(program.to_model(gname))
     rng = np.random.default_rng(seed)
 
     def observe(tensor: str, array: np.ndarray) -> None:
@@ -280,7 +286,7 @@ def collect(program: Program, gname: str, found: dict[str, tuple[gs.Node, np.nda
     for i, feeds in enumerate(samples):
         if limit and i >= limit:
             break
-        engine.run(feeds, observe=observe, observe_names=list(by_input))
+        runner.run(feeds, observe=observe, observe_names=list(by_input))
     return layers
 
 
