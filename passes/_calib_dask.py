@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -35,7 +36,7 @@ from aicc.program import Program
 from aicc.quant import Profile, TensorObserver
 
 from ._calib_runner import (BLOCK, Calibration, _float_activations, check_calibration_args,
-                            host_conversion, profile_of, program_hash)
+                            host_conversion, profile_of)
 
 __all__ = ["calibrate_sharded", "list_items", "array_items", "default_shard_size"]
 
@@ -185,8 +186,11 @@ def calibrate_sharded(program: Program, items: Iterator, client_spec: Any, *,
     distributed = import_distributed()
     if max_samples and total:
         total = min(total, max_samples)
-    key = hashlib.sha256(f"{program_hash(program)}|{engine}|{batch}|{num_bins}".encode()
-                         ).hexdigest()
+    body = _payload(program)
+    digest = hashlib.sha256(json.dumps(body["meta"], sort_keys=True, default=str).encode())
+    for name in sorted(body["models"]):
+        digest.update(name.encode() + b"\0" + body["models"][name])
+    key = digest.hexdigest()        # the worker's program cache: exactly this program
     options = {"num_bins": num_bins, "batch": batch, "engine": engine}
     merger = _Merger()
     with dask_client(client_spec) as client:
@@ -194,14 +198,15 @@ def calibrate_sharded(program: Program, items: Iterator, client_spec: Any, *,
         size = -(-shard_size // BLOCK) * BLOCK if shard_size else \
             default_shard_size(total, workers)
         n_shards = -(-total // size) if total else 0
-        payload = client.scatter(_payload(program), broadcast=True, hash=False)
+        payload = client.scatter(body, broadcast=True, hash=False)
         bar = DaskProgress(client, n_shards, enabled=progress)
         pending = distributed.as_completed()
         in_flight: list[Any] = []
         try:
             for start, chunk in _shards(items, size, max_samples):
-                data = client.scatter([chunk], hash=False)[0]
-                fut = client.submit(run_shard, payload, key, start, data, options, pure=False,
+                # the shard travels inside its task (not scattered): if its worker dies, the
+                # scheduler still holds it and re-runs the task elsewhere
+                fut = client.submit(run_shard, payload, key, start, chunk, options, pure=False,
                                     key=f"aicc-calibrate-shard-{start}-{key[:8]}")
                 in_flight.append(fut)
                 pending.add(fut)

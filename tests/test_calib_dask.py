@@ -1,0 +1,190 @@
+"""Sharded calibration on a LocalCluster of 2 worker processes: the profile, hence the quantized
+model, equals the one-process one; a killed worker is survived; bad files fail cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import onnx
+import pytest
+
+import aicc.quantization as q
+from aicc.cli import main
+from aicc.errors import DataError, UsageError
+from aicc.passes._calib_dask import array_items, calibrate_sharded, list_items
+from aicc.passes.calibrate import calibrate_program
+from aicc.program import Program
+from aicc.quant import dump_profile_yaml
+
+from quant_builders import DIGITS, samples, small_cnn, write_input_list
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    model = small_cnn(batch="N")
+    return model, samples(model, 200)
+
+
+def _program(model: onnx.ModelProto) -> Program:
+    from aicc import ir
+    return Program.from_model(ir.load_model(model.SerializeToString()))
+
+
+def test_sharded_profile_is_the_one_process_profile(client, cnn):
+    model, feeds = cnn
+    one = calibrate_program(_program(model), feeds, progress=False)
+    sharded = calibrate_sharded(_program(model), array_items(feeds), client, total=len(feeds),
+                                num_bins=512, shard_size=64, progress=False)
+    # 4 shards (64, 64, 64, 8 samples) on 2 workers: the same YAML, byte for byte
+    assert dump_profile_yaml(sharded) == dump_profile_yaml(one)
+
+
+@pytest.mark.parametrize("method", ["None", "Percentile", "MSE"])
+def test_quantized_model_is_byte_identical(client, cnn, method):
+    model, feeds = cnn
+    ref, _ = q.quantize_model(model, samples=feeds, calibration=method, progress=False)
+    got, _ = q.quantize_model(model, samples=iter(feeds), calibration=method, progress=False,
+                              dask=client)
+    assert got.SerializeToString() == ref.SerializeToString()
+
+
+@pytest.mark.parametrize("ship", [False, True])
+def test_cli_quantize_by_path_and_shipped(client, cnn, tmp_path, capsys, ship):
+    model, feeds = cnn
+    lst = write_input_list(tmp_path / "data", feeds[:130])
+    src = tmp_path / "m.onnx"
+    onnx.save(model, src)
+    base = ["quantize", "-i", str(src), "--input_list", str(lst),
+            "--act_quantizer_calibration", "percentile", "--input_dim", "x", "1,3,8,8"]
+    assert main(base + ["-o", str(tmp_path / "one.onnx")]) == 0
+    extra = ["--dask", client.scheduler.address] + (["--dask-ship-data"] if ship else [])
+    assert main(base + ["-o", str(tmp_path / "dask.onnx")] + extra) == 0, capsys.readouterr()
+    assert (tmp_path / "dask.onnx").read_bytes() == (tmp_path / "one.onnx").read_bytes()
+
+
+def test_missing_file_fails_cleanly_and_writes_nothing(client, tmp_path, capsys):
+    feeds = [{"image": np.zeros((1, 1, 8, 8), np.float32)}] * 70
+    lst = write_input_list(tmp_path / "data", feeds)
+    (tmp_path / "data" / "image_66.raw").unlink()
+    prof = tmp_path / "p.yaml"
+    code = main(["compile", f"-m={DIGITS}", "--input-shape=image=1,1,8,8",
+                 f"-input-list-file={lst}", f"-dump-profile={prof}",
+                 f"-dask={client.scheduler.address}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "line 67" in err and "image_66.raw" in err and "not found" in err
+    assert not prof.exists()
+
+
+def test_malformed_file_found_by_a_worker_fails_cleanly(client, tmp_path, capsys):
+    feeds = [{"image": np.zeros((1, 1, 8, 8), np.float32)}] * 130
+    lst = write_input_list(tmp_path / "data", feeds)
+    (tmp_path / "data" / "image_100.raw").write_bytes(b"\0" * 12)   # checked on the worker
+    prof = tmp_path / "p.yaml"
+    code = main(["compile", f"-m={DIGITS}", "--input-shape=image=1,1,8,8",
+                 f"-input-list-file={lst}", f"-dump-profile={prof}",
+                 f"-dask={client.scheduler.address}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "line 101" in err and "image_100.raw" in err and "has 12 bytes" in err
+    assert not prof.exists() and not list(tmp_path.glob(".p.yaml*"))
+
+
+@pytest.mark.slow
+def test_killed_worker_is_survived(client, cnn):
+    model, _ = cnn
+    feeds = samples(model, 1024, seed=3)
+    one = calibrate_program(_program(model), feeds, progress=False)
+    pids = client.run(os.getpid)
+    result: dict = {}
+
+    def run():
+        try:
+            result["profile"] = calibrate_sharded(_program(model), array_items(feeds), client,
+                                                  total=len(feeds), num_bins=512,
+                                                  shard_size=64, progress=False)
+        except BaseException as e:     # reported below
+            result["error"] = e
+    thread = threading.Thread(target=run)
+    thread.start()
+    victim = None
+    deadline = time.monotonic() + 60
+    while victim is None and thread.is_alive() and time.monotonic() < deadline:
+        busy = [w for w, keys in client.processing().items()
+                if any("aicc-calibrate-shard" in str(k) for k in keys)]
+        if busy:
+            victim = pids[busy[0]]
+            os.kill(victim, signal.SIGKILL)         # mid-shard
+        time.sleep(0.02)
+    thread.join(120)
+    assert victim is not None, "no shard was seen running"
+    assert "error" not in result, result.get("error")
+    assert dump_profile_yaml(result["profile"]) == dump_profile_yaml(one)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_ctrl_c_cancels_and_returns_nothing(client, cnn, monkeypatch):
+    model, feeds = cnn
+    from aicc import distributed as aicc_distributed
+
+    def interrupt(self, samples):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(aicc_distributed.DaskProgress, "step", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        calibrate_sharded(_program(model), array_items(feeds), client, total=len(feeds),
+                          num_bins=512, shard_size=64, progress=False)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+            "aicc-calibrate-shard" in str(k) for keys in client.processing().values()
+            for k in keys):
+        time.sleep(0.05)
+    assert not any("aicc-calibrate-shard" in str(k) for keys in client.processing().values()
+                   for k in keys)
+
+
+def test_list_items_check_the_list_before_submitting(tmp_path):
+    model = small_cnn(batch=1)
+    lst = tmp_path / "list.txt"
+    lst.write_text("nowhere.raw\n")
+    with pytest.raises(DataError, match="line 1"):
+        list_items(lst, _program(model), ship_data=False)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dask-ship-data"], "--dask-ship-data needs --dask"),
+    (["--dask", "local:0"], "positive integer"),
+    (["--dask", "elsewhere"], "neither local"),
+])
+def test_cli_refuses_bad_dask_flags(tmp_path, capsys, argv, message):
+    code = main(["quantize", "-i", str(DIGITS), "-o", str(tmp_path / "o.onnx"),
+                 "--input_list", "x.txt", *argv])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_compile_dask_without_calibration_is_refused(capsys):
+    assert main(["compile", f"-m={DIGITS}", "-dask=local:2"]) == 2
+    assert "nothing calibrates" in capsys.readouterr().err
+
+
+def test_missing_dask_names_the_extra(monkeypatch):
+    import sys
+
+    from aicc.distributed import import_distributed
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(UsageError, match=r"pip install aicc\[dask\]"):
+        import_distributed()
