@@ -73,6 +73,16 @@ class Pass:
     after: ClassVar[tuple[str, ...]] = ()
     #: passes that must run before this one (the pipeline is refused otherwise).
     requires: ClassVar[tuple[str, ...]] = ()
+    #: op types (default domain) this pass rewrites into other ops. The compile driver adds
+    #: the pass to the default pipeline when the model has such an op and the backend's op
+    #: table lacks it (see ``aicc.compiler.lowering_steps``).
+    lowers: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def lowering_options(cls, missing: frozenset[str]) -> dict[str, Any]:
+        """Options the driver gives this pass when the backend lacks the ``missing`` op types
+        (of ``lowers``); the default is the pass's defaults."""
+        return {}
 
     def run(self, program: Program, ctx: PassContext) -> Program | None:
         """Transform ``program`` in place (return None) or return a new Program."""
