@@ -277,6 +277,9 @@ def finite_range(values: Any) -> tuple[float, float, int]:
 
 #: Lattice bins kept per output bin (see ``LatticeHistogram``).
 LATTICE_FACTOR = 4
+#: Finest lattice level: bins of 2^-160, below float32's smallest subnormal (2^-149), so ranges
+#: of float64 data narrower than that still have a level whose scale 2^160 is finite.
+_MIN_LEVEL = -160
 
 
 def _level_fits(lo: float, hi: float, e: int, size: int) -> bool:
@@ -285,12 +288,12 @@ def _level_fits(lo: float, hi: float, e: int, size: int) -> bool:
 
 
 def _level(lo: float, hi: float, size: int) -> int:
-    """The smallest power-of-two exponent ``e`` whose bins ``[j 2^e, (j+1) 2^e)`` cover
+    """The smallest power-of-two exponent ``e >= _MIN_LEVEL`` whose bins ``[j 2^e, (j+1) 2^e)`` cover
     ``[lo, hi]`` with at most ``size`` bins (``lo < hi``)."""
-    e = math.frexp((hi - lo) / (size - 1))[1]
+    e = max(math.frexp((hi - lo) / (size - 1))[1], _MIN_LEVEL)
     while not _level_fits(lo, hi, e, size):
         e += 1
-    while _level_fits(lo, hi, e - 1, size):
+    while e > _MIN_LEVEL and _level_fits(lo, hi, e - 1, size):
         e -= 1
     return e
 
@@ -352,7 +355,8 @@ class LatticeHistogram:
         if (lo, hi) != (self.min, self.max):
             old = self.level if self.min < self.max else None
             if old is None or not (_level_fits(lo, hi, old, self.size) and
-                                   not _level_fits(lo, hi, old - 1, self.size) and
+                                   (old == _MIN_LEVEL or
+                                    not _level_fits(lo, hi, old - 1, self.size)) and
                                    math.floor(lo / math.ldexp(1.0, old)) == self.j0):
                 self._relevel(lo, hi)
             self.min, self.max = lo, hi
