@@ -119,6 +119,10 @@ def _shard_feeds(program: Program, items: list) -> Iterator[Mapping[str, np.ndar
             yield sample
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
 def _shrink(observer: TensorObserver) -> TensorObserver:
     """Counts in the smallest integer type that holds them (what travels back is small)."""
     counts = observer.lattice.counts
@@ -198,7 +202,9 @@ def calibrate_sharded(program: Program, items: Iterator, client_spec: Any, *,
         size = -(-shard_size // BLOCK) * BLOCK if shard_size else \
             default_shard_size(total, workers)
         n_shards = -(-total // size) if total else 0
-        payload = client.scatter(body, broadcast=True, hash=False)
+        # a task (not scattered data): a worker that dies with it does not lose it for good,
+        # the scheduler recomputes it from the task; workers then copy it from each other
+        payload = client.submit(_identity, body, pure=False, key=f"aicc-calibrate-program-{key}")
         bar = DaskProgress(client, n_shards, enabled=progress)
         pending = distributed.as_completed()
         in_flight: list[Any] = []
