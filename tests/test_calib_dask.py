@@ -4,6 +4,7 @@ model, equals the one-process one; a killed worker is survived; bad files fail c
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import signal
 import threading
 import time
@@ -176,9 +177,9 @@ def test_cli_refuses_bad_dask_flags(tmp_path, capsys, argv, message):
     assert code == 2 and message in capsys.readouterr().err
 
 
-def test_compile_dask_without_calibration_is_refused(capsys):
+def test_compile_dask_with_nothing_to_do_is_refused(capsys):
     assert main(["compile", f"-m={DIGITS}", "-dask=local:2"]) == 2
-    assert "nothing calibrates" in capsys.readouterr().err
+    assert "neither happens" in capsys.readouterr().err
 
 
 def test_missing_dask_names_the_extra(monkeypatch):
@@ -188,3 +189,27 @@ def test_missing_dask_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(UsageError, match=r"pip install aicc\[dask\]"):
         import_distributed()
+
+
+def test_specializations_compile_in_parallel_into_the_same_container(client, tmp_path, capsys):
+    import aicc
+    from spec_helpers import SEED_CONFIG, load_example, write_json
+    src = tmp_path / "cnn.onnx"
+    onnx.save(load_example("dynamic_cnn").build(channels=8), src)
+    config = write_json(tmp_path / "spec.json", SEED_CONFIG)
+    base = ["compile", f"-m={src}", f"-network-specialization-config={config}",
+            "-convert-to-fp16", "-aic-hw", "-compile-only"]
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    assert main(base + [f"-aic-binary-dir={serial}"]) == 0, capsys.readouterr().err
+    assert main(base + [f"-aic-binary-dir={parallel}", f"-dask={client.scheduler.address}"]) \
+        == 0, capsys.readouterr().err
+    files = sorted(p.relative_to(serial) for p in serial.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(parallel) for p in parallel.rglob("*") if p.is_file())
+    assert any(f.name != "model.onnx" and f.parent != Path(".") for f in files)  # artifacts
+    for f in files:
+        assert (serial / f).read_bytes() == (parallel / f).read_bytes(), f
+    feeds = {"image": np.random.default_rng(0).normal(size=(1, 3, 56, 56)).astype(np.float32)}
+    a = aicc.load(serial).run(feeds)
+    b = aicc.load(parallel).run(feeds)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])

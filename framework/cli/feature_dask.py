@@ -1,6 +1,7 @@
 """The Dask flags, declared once for ``aicc compile`` (``-dask=ADDRESS``, ``-dask-ship-data``)
 and ``aicc quantize`` (``--dask ADDRESS``, ``--dask-ship-data``): calibration runs in shards on a
-Dask cluster (``local``, ``local:N`` or a scheduler address) and gives the same profile.
+Dask cluster (``local``, ``local:N`` or a scheduler address) and gives the same profile; with
+``aicc compile`` the specializations also compile in parallel there.
 
 Both commands take ``FLAGS`` and read them with ``calibrate_options(args, where)``; for
 ``aicc compile`` this module is also a feature module (``contribute``), which adds the options to
@@ -44,12 +45,20 @@ def calibrate_options(args: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def contribute(args: dict[str, Any], req: CompileRequest) -> None:
+    """``-dask``: calibration (if any) runs in shards, and the specializations (if several and a
+    container is written) compile in parallel, on the same cluster address."""
     opts = calibrate_options(args, "aicc compile")
     if not opts:
         return
     steps = [options for _, name, options in req.feature_steps if name == "calibrate"]
-    if not steps:
-        raise UsageError("-dask runs calibration, and nothing calibrates", where="-dask",
-                         hint="add -dump-profile=FILE or -convert-to-quantize with "
-                              "-input-list-file")
-    steps[0].update(opts)
+    if steps:
+        steps[0].update(opts)
+    elif opts.get("dask_ship_data"):
+        raise UsageError("-dask-ship-data sends calibration data, and nothing calibrates",
+                         where="-dask-ship-data")
+    if not req.pipeline_only:
+        req.dask = opts["dask"]
+    if not steps and not req.output:
+        raise UsageError("-dask runs calibration or compiles specializations into a "
+                         "container, and neither happens", where="-dask",
+                         hint="add -aic-binary-dir=DIR, or -dump-profile / -convert-to-quantize")
