@@ -298,7 +298,8 @@ class _OrtEngine:
                 model.graph.output.append(onnx.helper.make_tensor_value_info(
                     n, onnx.TensorProto.FLOAT, None))
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4     # failures are raised as DataError (or, when
+        # checking whether samples stack, expected and handled)
         self.session = ort.InferenceSession(model.SerializeToString(), options,
                                             providers=["CPUExecutionProvider"])
         self.produced = [o.name for o in self.session.get_outputs()]

@@ -372,9 +372,10 @@ class LatticeHistogram:
         scale = math.ldexp(1.0, -self.level)
         if v.dtype.itemsize > 4 or not 2.0 ** -120 < scale < 2.0 ** 120 or \
                 max(abs(self.min), abs(self.max)) * scale > 1e30:
-            t = np.floor(v.astype(np.float64) * scale)
+            t = v.astype(np.float64) * scale
         else:
-            t = np.floor(v * np.float32(scale))
+            t = v * np.float32(scale)
+        np.floor(t, out=t)
         t -= self.j0
         idx = t.astype(np.intp)
         self.counts += np.bincount(idx, minlength=self.size)[:self.size]
