@@ -213,3 +213,30 @@ def test_specializations_compile_in_parallel_into_the_same_container(client, tmp
     b = aicc.load(parallel).run(feeds)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_progress_shows_shards_rate_and_worker_memory_on_a_terminal_only():
+    import io
+
+    from aicc.distributed import DaskProgress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    class FakeClient:
+        def scheduler_info(self):
+            return {"workers": {"a": {"metrics": {"memory": 300 << 20}},
+                                "b": {"metrics": {"memory": 200 << 20}}}}
+    tty = Tty()
+    bar = DaskProgress(FakeClient(), 2, stream=tty)
+    bar.step(64)
+    bar.step(64)
+    bar.close()
+    text = tty.getvalue()
+    assert "2/2 shards" in text and "samples/s" in text and "2 workers 200-300 MiB" in text
+    pipe = io.StringIO()
+    quiet = DaskProgress(FakeClient(), 2, stream=pipe)
+    quiet.step(64)
+    quiet.close()
+    assert pipe.getvalue() == ""
