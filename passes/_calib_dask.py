@@ -26,6 +26,7 @@ import hashlib
 import itertools
 import json
 import logging
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -212,8 +213,10 @@ def calibrate_sharded(program: Program, items: Iterator, client_spec: Any, *,
             for start, chunk in _shards(items, size, max_samples):
                 # the shard travels inside its task (not scattered): if its worker dies, the
                 # scheduler still holds it and re-runs the task elsewhere
-                fut = client.submit(run_shard, payload, key, start, chunk, options, pure=False,
-                                    key=f"aicc-calibrate-shard-{start}-{key[:8]}")
+                with warnings.catch_warnings():     # "large object in task graph": on purpose
+                    warnings.simplefilter("ignore", UserWarning)
+                    fut = client.submit(run_shard, payload, key, start, chunk, options,
+                                        pure=False, key=f"aicc-calibrate-shard-{start}-{key[:8]}")
                 in_flight.append(fut)
                 pending.add(fut)
                 while pending.count() >= 2 * workers:
