@@ -417,8 +417,10 @@ class LatticeHistogram:
         fp = np.concatenate([[0.0], np.cumsum(self.counts[:last + 1], dtype=np.float64)])
         if xp[-1] == xp[-2]:                # max sits on a lattice edge: a point mass there
             xp, fp = xp[:-1], fp[:-1]
-        edges = np.linspace(self.min, self.max, num_bins + 1)
-        cdf = np.round(np.interp(edges, xp, fp))
+        # interpolate in [0, 1] coordinates: a subnormal width would make np.interp's slopes inf
+        width = self.max - self.min
+        cdf = np.round(np.interp(np.linspace(0.0, 1.0, num_bins + 1), (xp - self.min) / width,
+                                 fp))
         cdf[0], cdf[-1] = 0.0, float(self.counts.sum())
         return Histogram(self.min, self.max, np.maximum(np.diff(cdf), 0.0))
 
