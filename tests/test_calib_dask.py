@@ -240,3 +240,37 @@ def test_progress_shows_shards_rate_and_worker_memory_on_a_terminal_only():
     quiet.step(64)
     quiet.close()
     assert pipe.getvalue() == ""
+
+
+def test_json_input_with_specializations_gives_the_same_profile(client, tmp_path, capsys):
+    import json
+
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "h"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, "h", "h"])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    src = tmp_path / "dyn.onnx"
+    onnx.save(model, src)
+    config = tmp_path / "spec.json"
+    config.write_text(json.dumps({"specializations": [{"h": "4"}, {"h": "8"}]}))
+    runs = []
+    for i in range(150):          # 3 shards of 64; both graphs get samples in every shard
+        size = (4, 8)[i % 2]
+        rng.standard_normal((1, 3, size, size)).astype(np.float32).tofile(tmp_path / f"{i}.raw")
+        runs.append([{"path": f"{i}.raw", "io-direction": "in", "map-to": "x",
+                      "data-type": "float32", "dims": [1, 3, size, size]}])
+    jin = tmp_path / "io.json"
+    jin.write_text(json.dumps({"IO-files": runs}))
+    base = ["compile", f"-m={src}", f"-network-specialization-config={config}",
+            f"-json-input-file={jin}"]
+    one, sharded = tmp_path / "one.yaml", tmp_path / "sharded.yaml"
+    assert main(base + [f"-dump-profile={one}"]) == 0, capsys.readouterr().err
+    assert main(base + [f"-dump-profile={sharded}", f"-dask={client.scheduler.address}"]) == 0, \
+        capsys.readouterr().err
+    assert sharded.read_text() == one.read_text()
