@@ -41,6 +41,7 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
                       progress: bool = True, engine: str = "interpreter",
                       adaround: Mapping[str, Any] | None = None,
                       adaround_samples_given: bool = False,
+                      dask: str | None = None, dask_ship_data: bool = False,
                       **options: Any) -> list[tuple[str, dict]]:
     """The (pass, options) list ``quantize_model`` runs; ``options`` go to ``quantize``.
     ``adaround`` runs on the input list unless samples of its own are given."""
@@ -65,6 +66,10 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
             cal["input_list"] = str(input_list)
         if num_bins is not None:
             cal["num_bins"] = num_bins
+        if dask:
+            cal["dask"] = dask
+        if dask_ship_data:
+            cal["dask_ship_data"] = True
         steps.append(("calibrate", cal))
     q = dict(options)
     if profile:
@@ -106,13 +111,17 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
                    engine: str = "interpreter", registries: Registries | None = None,
                    adaround: Mapping[str, Any] | None = None,
                    adaround_samples: Iterable[Mapping[str, np.ndarray]] | None = None,
+                   dask: Any = None, dask_ship_data: bool = False,
                    **options: Any) -> tuple[onnx.ModelProto, Program]:
     """Quantize ``model``; returns the QDQ model and the Program (``program.encodings`` holds
     the encodings used). ``options`` are the ``quantize`` pass options (``per_channel=True``,
     ``act_bitwidth=16``, ``calibration="Percentile"``, ...); ``adaround`` (a dict of the
     ``adaround`` pass options, ``{}`` for the defaults) rounds Conv/Gemm/MatMul weights with
     AdaRound on the calibration samples, or on ``adaround_samples``; ``engine`` runs the calibration
-    samples (``interpreter``, the reference, or ``cpu``: onnxruntime). Without ``registries``,
+    samples (``interpreter``, the reference, or ``cpu``: onnxruntime). ``dask`` calibrates in
+    shards on Dask: ``"local"``, ``"local:N"``, a scheduler address or a ``distributed.Client``
+    (the profile, hence the model, is the same as without it); ``dask_ship_data`` sends an input
+    list's files from here instead of workers reading them by path. Without ``registries``,
     the built-in plugins are loaded on the first call and reused by later ones."""
     if samples is not None and input_list is not None:
         raise ConfigError("give samples or an input list, not both", field="quantize_model")
@@ -130,7 +139,9 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
                               input_shapes=input_shapes, algorithms=algorithms,
                               num_bins=num_bins, progress=progress, engine=engine,
                               adaround=adaround,
-                              adaround_samples_given=adaround_samples is not None, **options)
+                              adaround_samples_given=adaround_samples is not None,
+                              dask=dask if isinstance(dask, str) else None,
+                              dask_ship_data=dask_ship_data, **options)
     pipeline = Pipeline.build(steps, registries.passes, source="quantize_model")
     scratch: dict[str, Any] = {}
     if samples is not None:
@@ -141,6 +152,12 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
             raise ConfigError("adaround_samples without adaround", field="quantize_model")
         from aicc.passes.adaround import SAMPLES_KEY_ADAROUND
         scratch[SAMPLES_KEY_ADAROUND] = adaround_samples
+    if dask is not None and not isinstance(dask, str):
+        from aicc.passes.calibrate import DASK_KEY
+        if samples is None and input_list is None:
+            raise ConfigError("dask calibrates samples, and none were given",
+                              field="quantize_model", hint="give samples or input_list")
+        scratch[DASK_KEY] = dask
     program = run_pipeline(pipeline, Program.from_model(loaded), registries=registries,
                            scratch=scratch)
     return program.to_model(), program

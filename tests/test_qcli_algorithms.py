@@ -225,6 +225,7 @@ CLI_BAD = [
     (["--apply_algorithms", "adaroud"], "did you mean 'adaround'"),
     (["--apply_algorithms", "autoquant"], "needs --config"),
     (["--config", "{cfg}"], "--config configures --apply_algorithms"),
+    (["--auto_precision", "20", "--dask", "local"], "AMP and AutoQuant re-quantize many"),
     (["--apply_algorithms", "adaround", "--config", "{cfg}", "--weight_bw", "8"],
      "default_param_bw: 4 contradicts --weight_bw 8"),
 ]
