@@ -343,7 +343,8 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
     declared = {vi.name: vi for vi in list(model.graph.input) + list(model.graph.output)}
     for t in list(graph.inputs) + list(graph.outputs):
         vi = declared.get(t.name)
-        if t.shape is None and vi is not None and vi.type.tensor_type.HasField("shape"):
+        if isinstance(t, gs.Variable) and t.shape is None and vi is not None \
+                and vi.type.tensor_type.HasField("shape"):
             t.shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                        for d in vi.type.tensor_type.shape.dim]
     for t in graph.tensors().values():

@@ -48,7 +48,7 @@ def correct_output_shapes(graph: gs.Graph, *, where: str, ir_version: int | None
     contradicted = []
     for t in graph.outputs:
         shape = computed.get(t.name)
-        if shape is None or shape == t.shape:
+        if not isinstance(t, gs.Variable) or shape is None or shape == t.shape:
             continue
         if _contradicts(t.shape, shape):
             logger.warning("%s: output '%s' is declared %s but the graph computes %s; the "
