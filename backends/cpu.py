@@ -67,6 +67,10 @@ class CpuBackend(Backend):
     description = "onnxruntime on the host CPU"
     dtypes = frozenset({"float32", "float16", "float64", "int8", "uint8", "int16", "uint16",
                         "int32", "int64", "bool"})
+    fp16_compute = ("as onnxruntime does: fp16 ops without an fp16 CPU kernel (most of them) "
+                    "compute in float32 between Casts, so values beyond fp16's range may stay "
+                    "finite here while the device overflows")
+    fp16_as_device = False
 
     @dataclasses.dataclass(frozen=True)
     class Options:

@@ -51,6 +51,10 @@ class Backend:
     Options: ClassVar[type] = NoOptions
     #: element types the backend computes in (numpy names); checked before compiling.
     dtypes: ClassVar[frozenset[str]] = frozenset()
+    #: how the backend computes the fp16 nodes of a program, in one sentence (``aicc backends``)
+    fp16_compute: ClassVar[str] = "every fp16 op in fp16, as the device does"
+    #: False when its fp16 results can differ from the device's (``aicc run`` then says so)
+    fp16_as_device: ClassVar[bool] = True
 
     def __init__(self, options: Any = None):
         self.options = options if options is not None else self.Options()
