@@ -154,3 +154,42 @@ def test_other_backends_refuse_com_microsoft_ops_clearly(tmp_path, capsys, flags
     assert "cannot run: node 'lstm_quant' (com.microsoft.DynamicQuantizeLSTM)" in line
     assert "com.microsoft are onnxruntime's own (contrib) ops" in line
     assert "--backend cpu" in line
+
+
+# -- per-channel int8 of models older than opset 13 --------------------------------------------
+
+def test_per_channel_quantization_of_an_opset_11_model_loads_in_onnxruntime(tmp_path):
+    """DequantizeLinear takes ``axis`` from opset 13: PP-OCR's opset-11/12 models gave int8
+    models onnxruntime refused ("Unrecognized attribute: axis"). The graph is converted first."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b"),
+             numpy_helper.from_array(rng.standard_normal((3, 4 * 6 * 6)).astype(np.float32), "g")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Flatten", ["r"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "g"], ["logits"], name="fc", transB=1),
+             helper.make_node("Softmax", ["logits"], ["y"], name="softmax", axis=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TP.FLOAT,
+                                                                         [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TP.FLOAT, [1, 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 6
+    onnx.save(model, tmp_path / "m.onnx")
+    lines = []
+    for i in range(4):
+        rng.standard_normal((1, 3, 8, 8)).astype(np.float32).tofile(tmp_path / f"x{i}.raw")
+        lines.append(f"x{i}.raw")
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    assert main(["quantize", "--input_model", str(tmp_path / "m.onnx"), "--output_model",
+                 str(tmp_path / "q.onnx"), "--input_list", str(tmp_path / "list.txt"),
+                 "--use_per_channel_quantization"]) == 0
+    q = onnx.load(tmp_path / "q.onnx")
+    assert {o.version for o in q.opset_import if o.domain in ("", "ai.onnx")} == {13}
+    axes = [a.i for n in q.graph.node if n.op_type == "DequantizeLinear"
+            for a in n.attribute if a.name == "axis"]
+    assert axes, "weights are quantized per channel"
+    x = np.fromfile(tmp_path / "x0.raw", np.float32).reshape(1, 3, 8, 8)
+    ref = _ort(model, {"x": x})["y"]
+    got = _ort(q, {"x": x})["y"]      # loads in onnxruntime
+    assert np.abs(got - ref).max() < 0.1   # int8 softmax probabilities: a loose sanity bound
