@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["Wheel", "ModelSpec", "Result", "MODELS", "cache_dir", "model_path", "make_feeds",
+           "step_backend", "step_quantize",
            "run_onnxruntime", "run_backend", "run_quantize", "relative_error", "sqnr_db",
            "BACKENDS"]
 
@@ -285,14 +286,19 @@ class Result:
     run_s: float = math.nan
 
 
-def run_onnxruntime(path: Path, feeds: Mapping[str, np.ndarray], repeats: int = 3) -> Result:
-    """onnxruntime's CPU provider on the original model: the reference, and its timings."""
+def run_onnxruntime(path: Path, feeds: Mapping[str, np.ndarray], repeats: int = 3, *,
+                    optimize: bool = True) -> Result:
+    """onnxruntime's CPU provider on the original model: the reference, and its timings.
+    ``optimize=False`` turns onnxruntime's graph optimizations off (its own noise floor: fused
+    kernels round differently)."""
     import onnxruntime as ort
 
     try:
         t0 = time.perf_counter()
         so = ort.SessionOptions()
         so.log_severity_level = 3
+        if not optimize:
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         compile_s = time.perf_counter() - t0
         names = [o.name for o in session.get_outputs()]
@@ -383,11 +389,14 @@ def run_quantize(spec: ModelSpec, work: Path, *, samples: int = 16, timeout: flo
 
 # -- child-process steps -----------------------------------------------------------------------
 
-def _step_backend(spec: ModelSpec, backend: str, work: Path) -> dict[str, object]:
+def step_backend(spec: ModelSpec, backend: str, work: Path) -> dict[str, object]:
+    """In this process: compile for ``backend`` through the CLI, load, run on sample 0.
+    ``{"ok", "compile_s", "run_s", "outputs"}``, or ``{"ok": False, "error"}``."""
     import aicc
     from aicc.cli import main
 
     model = model_path(spec)
+    work.mkdir(parents=True, exist_ok=True)
     qpc = work / f"{backend}.qpc"
     argv = ["compile", f"-m={model}", f"-aic-binary-dir={qpc}", "-compile-only",
             *_shape_flags(spec, "--input-shape"), *BACKENDS[backend]]
@@ -404,11 +413,14 @@ def _step_backend(spec: ModelSpec, backend: str, work: Path) -> dict[str, object
     return {"ok": True, "compile_s": compile_s, "run_s": run_s, "outputs": outs}
 
 
-def _step_quantize(spec: ModelSpec, samples: int, work: Path) -> dict[str, object]:
+def step_quantize(spec: ModelSpec, samples: int, work: Path) -> dict[str, object]:
+    """In this process: ``aicc quantize`` per-channel int8 on ``samples`` samples (calibrated on
+    onnxruntime), the output run in onnxruntime on sample 0 (same keys as ``step_backend``)."""
     import onnxruntime as ort
 
     from aicc.cli import main
 
+    work.mkdir(parents=True, exist_ok=True)
     listing = _write_samples(spec, work / "calib", list(range(1, samples + 1)))
     out = work / "int8.onnx"
     dims = [a for name, (shape, _) in spec.inputs.items() if shape
@@ -435,8 +447,8 @@ def _child_main(argv: list[str]) -> int:
     spec = BY_KEY[key]
     work = Path(argv[-1])
     try:
-        report = (_step_backend(spec, argv[2], work) if kind == "step"
-                  else _step_quantize(spec, int(argv[2]), work))
+        report = (step_backend(spec, argv[2], work) if kind == "step"
+                  else step_quantize(spec, int(argv[2]), work))
     except Exception as e:  # report the failure as a table cell, not a traceback
         report = {"ok": False, "error": f"{type(e).__name__}: {_first_line(str(e))}"}
     if report.get("ok"):
