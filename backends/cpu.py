@@ -43,6 +43,23 @@ def _cpu_kernels() -> dict[tuple[str, str], list[tuple[int, int]]]:
     return table
 
 
+@functools.lru_cache(maxsize=1)
+def _cpu_kernel_types() -> dict[tuple[str, str], frozenset[str]]:
+    """(domain, op) -> element types onnxruntime's CPU kernels take (any type constraint)."""
+    from onnxruntime.capi import _pybind_state as C
+
+    names = {"float": "float32", "double": "float64"}
+    table: dict[tuple[str, str], set[str]] = {}
+    for k in C.get_all_opkernel_def():
+        if k.provider == "CPUExecutionProvider":
+            domain = "" if k.domain == "ai.onnx" else k.domain
+            types = table.setdefault((domain, k.op_name), set())
+            for allowed in k.type_constraints.values():
+                types.update(names.get(t[7:-1], t[7:-1]) for t in allowed
+                             if t.startswith("tensor(") and t.endswith(")"))
+    return {key: frozenset(v) for key, v in table.items()}
+
+
 class CpuExecutable(Executable):
     def __init__(self, session: ort.InferenceSession):
         self.session = session
@@ -79,6 +96,18 @@ class CpuBackend(Backend):
             "all", "onnxruntime graph optimization level")
         allow_spinning: bool = option(True, "let idle intra-op threads spin; turn off when a "
                                             "container holds many specializations")
+
+    def candidate_ops(self) -> list[tuple[str, str]]:
+        """onnxruntime's own operators (com.microsoft, ...), for the ``aicc ops`` listing."""
+        return sorted(k for k in _cpu_kernels() if k[0] not in ("", "ai.onnx.ml"))
+
+    def op_dtypes(self, domain: str, op: str) -> frozenset[str] | None:
+        """Element types onnxruntime runs ``op`` in: its kernels' types, plus float16 where a
+        float32 kernel exists (onnxruntime inserts Casts around it); None for function ops."""
+        types = _cpu_kernel_types().get((domain, op))
+        if types is None:
+            return None
+        return types | {"float16"} if "float32" in types else types
 
     def unsupported_nodes(self, model: onnx.ModelProto) -> list[str]:
         opsets = {o.domain or "": o.version for o in model.opset_import}

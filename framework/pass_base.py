@@ -73,6 +73,9 @@ class Pass:
     after: ClassVar[tuple[str, ...]] = ()
     #: passes that must run before this one (the pipeline is refused otherwise).
     requires: ClassVar[tuple[str, ...]] = ()
+    #: op types this pass lowers into other ops (so a backend lacking them can run the graph);
+    #: ``aicc ops`` lists them next to the backends that lack those ops.
+    lowers: ClassVar[frozenset[str]] = frozenset()
 
     def run(self, program: Program, ctx: PassContext) -> Program | None:
         """Transform ``program`` in place (return None) or return a new Program."""
