@@ -14,6 +14,7 @@ import logging
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
@@ -82,11 +83,13 @@ def _input_list(tmp_path) -> str:
     return str(tmp_path / "list.txt")
 
 
-def test_samples_keep_overflowing_nodes_in_fp32(tmp_path, caplog):
-    # (the simulated aic100 refuses float32 nodes outside quantized regions for now)
+BACKENDS = {"interpreter": ["--backend=interpreter"], "aic100": ["-aic-hw", "-aic-num-cores=2"]}
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_samples_keep_overflowing_nodes_in_fp32(tmp_path, caplog, backend):
     with caplog.at_level(logging.WARNING):
-        qpc = _compile(tmp_path, "--backend=interpreter",
-                       f"-input-list-file={_input_list(tmp_path)}")
+        qpc = _compile(tmp_path, *BACKENDS[backend], f"-input-list-file={_input_list(tmp_path)}")
     assert "node 'square' (Mul) stays in fp32: output 'sq' reaches |x| = " in caplog.text
     # the reader of the squares stays too: a Cast to fp16 in front of it would overflow alike
     assert "node 'variance' (ReduceMean) stays in fp32: it reads 'sq'" in caplog.text
