@@ -34,6 +34,12 @@ class Executable:
         """Backend-specific statistics of the last runs (may be empty)."""
         return {}
 
+    def first_nonfinite(self) -> dict[str, Any] | None:
+        """For a backend that watches its tensors (the interpreter, in fp16 programs): the first
+        node whose output held inf/NaN so far, as ``{"node", "op", "tensor", "count",
+        "max_abs_input"}``; None when none did or the backend does not watch."""
+        return None
+
     def save(self, folder: Path) -> list[str]:
         """Write backend artifacts (beside ``model.onnx``) into ``folder``; return their names."""
         return []

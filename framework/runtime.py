@@ -242,7 +242,7 @@ class Session:
         if nonfinite_outputs(feeds):
             return
         bad = nonfinite_outputs(results)
-        first = self._executables[spec.name].stats().get("first_nonfinite")
+        first = self._executables[spec.name].first_nonfinite()
         error = None
         if not bad and first is None:
             return

@@ -51,10 +51,11 @@ class InterpreterExecutable(Executable):
             return self.interpreter.run(feeds, observe=self.watch)
         return self.interpreter.run(feeds)
 
+    def first_nonfinite(self) -> dict[str, Any] | None:
+        return dict(self.watch.found) if self.watch is not None and self.watch.found else None
+
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"runs": self.runs}
-        if self.watch is not None and self.watch.found is not None:
-            out["first_nonfinite"] = dict(self.watch.found)
         if self.interpreter.profile:
             out["op_time_s"] = {op: round(t, 6) for op, (_, t) in
                                 sorted(self.interpreter.op_times.items(), key=lambda kv: -kv[1][1])}
