@@ -10,7 +10,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 EXTRAS := dev,dask
 PYTEST_ARGS ?= -q -n 2
 
-.PHONY: demo test test-latest lock zoo bench install clean
+.PHONY: demo test test-latest test-blas lock zoo bench install clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ test-latest:
 	.venv-latest/bin/python -m pip install $(PIP_FLAGS) --upgrade --upgrade-strategy eager -e '.[$(EXTRAS)]'
 	.venv-latest/bin/python -m pip freeze --exclude-editable | grep -E '^(onnx|onnxruntime|numpy|ml.dtypes)=='
 	AICC_DISABLE_PLUGIN_AUTOLOAD=1 .venv-latest/bin/python -m pytest $(PYTEST_ARGS) tests
+
+# The suite under other OpenBLAS kernels and thread counts, as another CPU would run it: what moves
+# here would move on a user's machine (see tests/tolerance.py).
+test-blas: $(STAMP)
+	for cfg in OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=Haswell OPENBLAS_CORETYPE=Prescott \
+	           "OPENBLAS_CORETYPE=Sandybridge OPENBLAS_NUM_THREADS=1"; do \
+	  echo "== $$cfg"; env $$cfg AICC_DISABLE_PLUGIN_AUTOLOAD=1 $(PY) -m pytest $(PYTEST_ARGS) tests || exit 1; done
 
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock

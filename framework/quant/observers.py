@@ -229,9 +229,10 @@ class TensorStats:
         return self.histogram.max
 
     @property
-    def count(self) -> float:
-        """Number of finite values seen."""
-        return self.histogram.total
+    def count(self) -> int:
+        """Number of finite values seen: the histogram's total, which re-binning (merging shards,
+        widening the range) preserves up to float rounding of the redistributed bins."""
+        return int(round(self.histogram.total))
 
     def merge(self, other: TensorStats) -> TensorStats:
         return TensorStats(self.name, self.histogram.merge(other.histogram),
