@@ -6,7 +6,10 @@ original model (the reference), then ``cpu``, ``interpreter``, ``aic100`` (``-co
 ``aicc quantize`` (int8 per-channel, 16 samples, the output run in onnxruntime). A cell is the
 relative error against onnxruntime (SQNR in dB for int8) or ``ERR``; the errors' first lines and
 the compile/run times (next to onnxruntime's) follow the table. Targets (issue 12): cpu <= 1e-4,
-interpreter <= 1e-3, aic100 fp16 <= 5e-2 with finite outputs, and every int8 model loads.
+interpreter <= 1e-3, aic100 fp16 <= 5e-2 with finite outputs, and every int8 model loads. A model
+whose reference moves more than that between onnxruntime with and without its own graph
+optimizations (column "ort noise": fused kernels round differently; PP-OCR's detector moves by
+2e-3) is held to twice that noise instead.
 
 Run: ``.venv/bin/python benchmarks/zoo.py [KEY ...] [--only cpu,interpreter,aic100,int8]``.
 The cache of wheels and extracted models is ``$AICC_ZOO_CACHE`` (default ``~/.cache/aicc-zoo``).

@@ -99,8 +99,10 @@ def supported_ops(backend: Any) -> list[OpSupport]:
     candidates = sorted(set(_schemas()) | set(getattr(backend, "candidate_ops", lambda: ())()))
     out = []
     for domain, op in candidates:
+        schemas = _schemas().get((domain, op))
+        first = min(s.since_version for s in schemas) if schemas else 1  # where the op exists
         accepted = [v for v in _opset_span(domain)
-                    if not backend.unsupported_nodes(_probe(domain, op, v))]
+                    if v >= first and not backend.unsupported_nodes(_probe(domain, op, v))]
         if accepted:
             dtypes = frozenset(backend.dtypes)
             own = getattr(backend, "op_dtypes", lambda d, o: None)(domain, op)

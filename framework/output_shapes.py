@@ -4,8 +4,9 @@ Exporters sometimes declare an output shape the graph does not produce (a CRNN d
 ``[1, seqlen]`` and computes ``[20, 1, 8210]``). onnxruntime ignores the declaration; a backend
 that trusts it refuses the run. ``aicc compile`` therefore infers each output's shape once the
 inputs are bound: ONNX shape inference first, and, when that cannot resolve an output and every
-input is static, one onnxruntime run on zeros (skipped for graphs whose shapes may depend on
-values: control flow, NonZero, ...). A computed shape that contradicts the declaration replaces it
+input is static, onnxruntime runs on zeros and on ones (skipped for graphs whose shapes may depend
+on values: control flow, NonZero, ...; an output whose shape differs between the two runs is left
+as declared). A computed shape that contradicts the declaration replaces it
 with a warning (the container records the computed one); one that only makes a symbolic or
 unknown dimension concrete replaces it silently.
 """
@@ -117,20 +118,24 @@ def _runnable(graph: gs.Graph) -> bool:
 
 
 def _run_zeros(graph: gs.Graph, ir_version: int | None, where: str) -> dict[str, Shape]:
-    """Output shapes of one onnxruntime run on zero inputs ({} if onnxruntime cannot run it)."""
+    """Output shapes of onnxruntime runs on zeros and on ones ({} if onnxruntime cannot run
+    the graph); an output whose shape differs between the two depends on values: left out."""
     import onnxruntime as ort
 
     model = ir.export_model(graph, ir_version=ir_version)
-    feeds = {t.name: np.zeros(t.shape, ir.tensor_dtype(t)) for t in graph.inputs}
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    shapes: list[dict[str, tuple[int, ...]]] = []
     try:
         session = ort.InferenceSession(model.SerializeToString(), so,
                                        providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
-        results = session.run(names, feeds)
+        for fill in (np.zeros, np.ones):
+            feeds = {t.name: fill(t.shape, ir.tensor_dtype(t)) for t in graph.inputs}
+            shapes.append({n: np.shape(r) for n, r in zip(names, session.run(names, feeds))})
     except Exception as e:  # the backend reports its own failure later, with its own words
         logger.debug("%s: output shapes: onnxruntime could not run the graph: %s", where,
                      str(e).splitlines()[0] if str(e) else type(e).__name__)
         return {}
-    return {n: [int(d) for d in np.shape(r)] for n, r in zip(names, results)}
+    return {n: [int(d) for d in shape] for n, shape in shapes[0].items()
+            if shapes[1][n] == shape}

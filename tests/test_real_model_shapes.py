@@ -193,3 +193,20 @@ def test_per_channel_quantization_of_an_opset_11_model_loads_in_onnxruntime(tmp_
     ref = _ort(model, {"x": x})["y"]
     got = _ort(q, {"x": x})["y"]      # loads in onnxruntime
     assert np.abs(got - ref).max() < 0.1   # int8 softmax probabilities: a loose sanity bound
+
+
+VALUE_DEPENDENT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[4] x, int64[1] n) => (float[4] y) {
+  y = Tile(x, n)
+}
+"""
+
+
+def test_a_shape_that_depends_on_input_values_is_left_as_declared(tmp_path, caplog):
+    """Tile by an input's value: zeros and ones give different shapes, so no run decides it."""
+    model = onnx.parser.parse_model(VALUE_DEPENDENT)
+    with caplog.at_level(logging.WARNING):
+        code, qpc = _compile(tmp_path, model)
+    assert code == 0 and "declared" not in caplog.text
+    assert _manifest_outputs(qpc)[0]["shape"] == [4]
