@@ -8,8 +8,8 @@ atomically only once every specialization compiled.
 from __future__ import annotations
 
 import gc
-import re
 import logging
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
