@@ -50,7 +50,7 @@ def _times(res: zoo_lib.Result) -> str:
 
 def run(keys: list[str], steps: tuple[str, ...], work: Path) -> int:
     header = ["model", "ort run", "ort noise", *steps]
-    rows, errors, times = [], [], []
+    rows, errors, times, notes = [], [], [], []
     for key in keys:
         spec = zoo_lib.BY_KEY[key]
         print(f"[zoo] {key} ...", file=sys.stderr, flush=True)
@@ -76,6 +76,8 @@ def run(keys: list[str], steps: tuple[str, ...], work: Path) -> int:
             trow.append(_times(res))
             if not res.ok:
                 errors.append(f"{key}: {step}: {res.error}")
+            elif res.note:
+                notes.append(f"{key}: {step}: {res.note}")
         rows.append(row)
         times.append(trow)
     _table(header, rows)
@@ -85,6 +87,10 @@ def run(keys: list[str], steps: tuple[str, ...], work: Path) -> int:
           "graph optimizations")
     print("\ncompile / run times (onnxruntime: session creation / run):")
     _table(["model", "ort", *steps], times)
+    if notes:
+        print("\nnotes:")
+        for n in notes:
+            print(f"  {n}")
     if errors:
         print("\nerrors (first line):")
         for e in errors:

@@ -216,6 +216,7 @@ class Result:
     outputs: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     compile_s: float = math.nan
     run_s: float = math.nan
+    note: str = ""
 
 
 def run_onnxruntime(path: Path, feeds: Mapping[str, np.ndarray], repeats: int = 3, *,
@@ -297,7 +298,7 @@ def _child(args: list[str], timeout: float) -> Result:
     if not report["ok"] and error.endswith("(see stderr)"):
         error = _first_line(done.stderr)
     res = Result(report["ok"], error, compile_s=report.get("compile_s", math.nan),
-                 run_s=report.get("run_s", math.nan))
+                 run_s=report.get("run_s", math.nan), note=report.get("note", ""))
     if res.ok:
         with np.load(report["outputs"], allow_pickle=False) as data:
             res.outputs = {k: data[k] for k in data.files}
@@ -342,7 +343,11 @@ def step_backend(spec: ModelSpec, backend: str, work: Path) -> dict[str, object]
     session = aicc.load(qpc)
     feeds = make_feeds(spec, 0)
     outs, run_s = _timed_runs(lambda: session.run(feeds), 1 if backend == "interpreter" else 3)
-    return {"ok": True, "compile_s": compile_s, "run_s": run_s, "outputs": outs}
+    kept = sorted(n for n, p in session.program_meta.get("node_precision", {}).items()
+                  if p == "float32")
+    note = (f"{len(kept)} node(s) kept in fp32 (fp16 overflow on the samples): "
+            + ", ".join(kept[:4]) + (" ..." if len(kept) > 4 else "")) if kept else ""
+    return {"ok": True, "compile_s": compile_s, "run_s": run_s, "outputs": outs, "note": note}
 
 
 def step_quantize(spec: ModelSpec, samples: int, work: Path) -> dict[str, object]:
