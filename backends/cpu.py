@@ -2,6 +2,11 @@
 
 The graph in the container is the kernel here: compiling creates an onnxruntime session with the
 chosen thread count and graph-optimization level; loading a container does the same.
+
+onnxruntime's telemetry events are turned off (``aicc`` also sets ``ORT_DISABLE_TELEMETRY=1``
+for its process) and its own log lines are silenced: a failure reaches the user as aicc's one-line
+error. A graph past 2 GiB cannot be handed to onnxruntime as one protobuf, so its large
+initializers are passed beside it as in-memory external initializers.
 """
 
 from __future__ import annotations
@@ -15,12 +20,20 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from aicc import ir
 from aicc.backend import Backend, Executable
 from aicc.errors import BackendError
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 
 __all__ = ["CpuBackend", "CpuExecutable"]
+
+ort.disable_telemetry_events()
+#: onnxruntime's log severity for aicc's sessions and runs: fatal only (errors come back as
+#: exceptions, which aicc reports on one line)
+_LOG_SEVERITY = 4
+#: Past 2 GiB, initializers of at least this size go to onnxruntime as external initializers.
+_EXTERNAL_MIN_BYTES = 1 << 20
 
 _LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -60,15 +73,50 @@ def _cpu_kernel_types() -> dict[tuple[str, str], frozenset[str]]:
     return {key: frozenset(v) for key, v in table.items()}
 
 
+def _session_source(model: onnx.ModelProto) -> tuple[bytes, list[str], list[Any]]:
+    """The model bytes for onnxruntime, plus (names, OrtValues) of initializers passed beside
+    them when the model is too large for one protobuf. ``model`` is left as it was."""
+    if not ir.too_large_for_protobuf(model):
+        return model.SerializeToString(), [], []
+    names: list[str] = []
+    values: list[Any] = []
+    moved: list[tuple[onnx.TensorProto, bytes]] = []
+    try:
+        for t in model.graph.initializer:
+            if not t.HasField("raw_data") or len(t.raw_data) < _EXTERNAL_MIN_BYTES:
+                continue
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
+            if dtype.kind not in "biuf":
+                continue
+            data = t.raw_data
+            arr = np.frombuffer(data, dtype=dtype).reshape(tuple(t.dims))
+            names.append(t.name)
+            values.append(ort.OrtValue.ortvalue_from_numpy(arr))
+            moved.append((t, data))
+            t.ClearField("raw_data")
+            entry = t.external_data.add()
+            entry.key, entry.value = "location", "aicc-in-memory"
+            t.data_location = onnx.TensorProto.EXTERNAL
+        return model.SerializeToString(), names, values
+    finally:
+        for t, data in moved:
+            del t.external_data[:]
+            t.data_location = onnx.TensorProto.DEFAULT
+            t.raw_data = data
+
+
 class CpuExecutable(Executable):
-    def __init__(self, session: ort.InferenceSession):
+    def __init__(self, session: ort.InferenceSession, keep: list[Any] | None = None):
         self.session = session
+        self._keep = keep or []  # external initializers the session reads in place
         self.output_names = [o.name for o in session.get_outputs()]
         self.runs = 0
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = _LOG_SEVERITY
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            results = self.session.run(self.output_names, dict(feeds))
+            results = self.session.run(self.output_names, dict(feeds), self._run_options)
         except Exception as e:  # onnxruntime raises its own exception types
             raise BackendError(f"onnxruntime failed: {str(e).splitlines()[0]}",
                                where="backend 'cpu'") from e
@@ -132,16 +180,18 @@ class CpuBackend(Backend):
         so.graph_optimization_level = _LEVELS[self.options.optimization_level]
         if self.options.threads:
             so.intra_op_num_threads = self.options.threads
-        so.log_severity_level = 3
+        so.log_severity_level = _LOG_SEVERITY
         if not self.options.allow_spinning:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        data, names, values = _session_source(model)
+        if names:
+            so.add_external_initializers(names, values)
         try:
-            session = ort.InferenceSession(model.SerializeToString(), so,
-                                           providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
         except Exception as e:
             raise BackendError(f"onnxruntime cannot load the graph: {str(e).splitlines()[0]}",
                                where="backend 'cpu'") from e
-        return CpuExecutable(session)
+        return CpuExecutable(session, values)
 
 
 def _is_function(node: onnx.NodeProto, domain: str, version: int) -> bool:

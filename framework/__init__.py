@@ -12,20 +12,26 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .backend import Backend, Executable
-from .errors import AiccError
-from .generate import generate
-from .hookspecs import hookimpl
-from .options import option
-from .pass_base import Pass, PassContext, Tolerance
-from .pipeline import Instrument, Pipeline
-from .program import Program
-from .runtime import Session, load
+# Users' models and machines are private: onnxruntime, which aicc drives for the cpu backend and
+# for constant folding, fp16 checks and calibration, sends no telemetry from an aicc process
+# (unless the user set the variable otherwise); the cpu backend also turns its events off.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+from .backend import Backend, Executable  # noqa: E402
+from .errors import AiccError  # noqa: E402
+from .generate import generate  # noqa: E402
+from .hookspecs import hookimpl  # noqa: E402
+from .options import option  # noqa: E402
+from .pass_base import Pass, PassContext, Tolerance  # noqa: E402
+from .pipeline import Instrument, Pipeline  # noqa: E402
+from .program import Program  # noqa: E402
+from .runtime import Session, load  # noqa: E402
 
 __all__ = ["compile", "load", "generate", "Session", "Pass", "PassContext", "Tolerance",
            "Program", "Backend", "Executable", "Instrument", "Pipeline", "hookimpl", "option",

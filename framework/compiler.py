@@ -21,6 +21,7 @@ import onnx
 from . import ir
 from .container import ContainerWriter
 from .errors import BackendError, ConfigError
+from .fileio import unique_file_names
 from .options import build_options, options_to_dict
 from .output_shapes import correct_output_shapes
 from .pipeline import Instrument, Pipeline, run_pipeline
@@ -188,6 +189,7 @@ def _compile(req: CompileRequest, registries: Registries | None
         shared = len(program.graphs) > 1
         executables, specs = {}, []
         progress = _Progress(len(program.graphs))
+        folders = unique_file_names(program.graphs)  # 'a/b' and 'a_b' get two folders
         for name, graph in program.graphs.items():
             progress.step(name)
             lowered = program.to_model(name)
@@ -196,7 +198,7 @@ def _compile(req: CompileRequest, registries: Registries | None
                                                 spec_options=program.spec_options.get(name, {}))
             if writer is None:
                 continue
-            folder = ir.safe_file_name(name)
+            folder = folders[name]
             writer.add_model(folder, lowered, shared_weights=shared)
             writer.add_files(folder, executables[name].save(writer.folder(folder)))
             specs.append({"name": name, "folder": folder,

@@ -3,7 +3,8 @@
 Every reader refuses what bites users of the usual loaders (see BAD_INPUTS.md 15-22): Python tags
 (safe loading only), aliases (no alias bombs), duplicate keys (naming both lines), YAML 1.1 implicit
 typing (``no`` stays a string, ``012`` is not octal, ``1e-3`` is a float), several documents in one
-file, empty files, bytes that are not UTF-8, NaN/Infinity in JSON, and files over a size cap.
+file, empty files, bytes that are not UTF-8, NaN/Infinity in JSON, files over a size cap, and
+nesting too deep for the parsers (a RecursionError becomes a one-line error).
 A UTF-8 byte-order mark is tolerated and dropped.
 """
 
@@ -141,6 +142,8 @@ def load_yaml(path: str | Path, *, what: str = "YAML file") -> Any:
         raise ConfigError(f"{e.problem or e.context}", where=path, field=line) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"not valid YAML: {e}", where=path) from None
+    except RecursionError:
+        raise _too_deep(path) from None
     if len(docs) != 1:
         raise ConfigError(f"holds {len(docs)} YAML documents, expected one", where=path,
                           hint="remove the '---' separators")
@@ -176,6 +179,13 @@ def load_json(path: str | Path, *, what: str = "JSON file") -> Any:
     except json.JSONDecodeError as e:
         raise ConfigError(f"not valid JSON: {e.msg}", where=path,
                           field=f"line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise _too_deep(path) from None
+
+
+def _too_deep(path: Path) -> ConfigError:
+    return ConfigError("nested too deeply to read", where=path,
+                       hint="configuration files nest a few levels; is this the right file?")
 
 
 def load_toml(path: str | Path, *, what: str = "TOML file") -> dict[str, Any]:
@@ -186,6 +196,8 @@ def load_toml(path: str | Path, *, what: str = "TOML file") -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"not valid TOML: {e}", where=path) from None
+    except RecursionError:
+        raise _too_deep(path) from None
 
 
 def load_config(path: str | Path, *, what: str = "config file") -> Any:

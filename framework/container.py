@@ -1,9 +1,16 @@
 """The program container (QPC): a directory with a manifest and one folder per specialization.
 
 Written to a temporary sibling and renamed at the end, so a failed compile never leaves a half
-container; an existing directory is replaced only if it is itself a container (or empty). Loading
-checks the format version and the SHA-256 of every file the manifest names. Writing is
+container; an existing directory is replaced only if it is itself an aicc container (or empty),
+and a killed compile's debris is cleaned up or restored by the next compile or load
+(``aicc._qpc_commit``). Every file is written durably (``aicc.fileio``). Writing is
 deterministic: the same program and options give byte-identical containers.
+
+The manifest is untrusted input: loading checks its structure, the format version, that every
+file and folder it names stays inside the container (no ``..``, absolute paths or symbolic
+links), and the SHA-256 of every file, at load and again whenever a file is read later
+(``ContainerFiles``), so a file changed or a container recompiled under a running Session is
+refused rather than run.
 
 Layout::
 
@@ -25,6 +32,7 @@ keeps its weights inside its ``model.onnx``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -36,14 +44,16 @@ from typing import Any
 import onnx
 
 from . import __version__, ir
+from . import _qpc_commit as _commit
 from .errors import ContainerError
+from .fileio import fsync_dir, output_error, write_text
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "SHARED_WEIGHTS", "SHARED_MIN_BYTES",
-           "ContainerWriter", "read_manifest", "load_spec_model"]
+           "ContainerWriter", "ContainerFiles", "read_manifest", "load_spec_model"]
 
-FORMAT = "aicc-qpc"
+FORMAT = _commit.FORMAT  # "aicc-qpc"
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+MANIFEST = _commit.MANIFEST
 #: The container-root file holding the initializers specializations share.
 SHARED_WEIGHTS = "weights.bin"
 #: Initializers smaller than this stay inside each model.onnx (not worth an indirection).
@@ -59,31 +69,44 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class ContainerWriter:
     """Collects a container in a temporary folder beside ``target``; ``commit`` renames it in."""
 
     def __init__(self, target: str | Path):
         self.target = Path(target)
-        if self.target.exists() and not self._replaceable(self.target):
-            raise ContainerError("exists and is not an aicc container; refusing to replace it",
-                                 where=self.target, hint="choose another output directory")
         parent = self.target.resolve().parent
         if not parent.is_dir():
-            raise ContainerError("parent folder does not exist", where=self.target)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=parent))
+            raise ContainerError("parent folder does not exist", where=self.target,
+                                 hint="create it first")
+        try:
+            _commit.recover(self.target)
+            problem = _commit.replace_problem(self.target) if self.target.exists() else None
+            if problem:
+                raise _commit.problem_error(self.target, problem)
+            self.tmp = Path(tempfile.mkdtemp(prefix=_commit.tmp_prefix(self.target), dir=parent))
+        except OSError as e:
+            raise output_error(self.target, e) from None
         self.files: dict[str, str] = {}
         self._blobs: dict[bytes, tuple[int, int]] = {}  # content hash -> (offset, length)
         self._weights_size = 0
         self.shared_stats = {"tensors": 0, "references": 0, "bytes": 0}
 
-    @staticmethod
-    def _replaceable(path: Path) -> bool:
-        return path.is_dir() and not path.is_symlink() and (
-            (path / MANIFEST).is_file() or not any(path.iterdir()))
-
     def folder(self, name: str) -> Path:
+        if not _plain_name(name):
+            raise ContainerError(f"unsafe folder name {name!r}", where=self.target)
         path = self.tmp / name
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise output_error(path, e) from None
         return path
 
     def add_model(self, folder: str, model: onnx.ModelProto, *,
@@ -92,7 +115,10 @@ class ContainerWriter:
         initializers move to the root ``weights.bin`` (once per distinct content); ``model`` is
         changed in place to refer to them."""
         if shared_weights:
-            self._share_weights(model)
+            try:
+                self._share_weights(model)
+            except OSError as e:
+                raise output_error(self.tmp / SHARED_WEIGHTS, e) from None
         for name in ir.save_model(model, self.folder(folder) / "model.onnx"):
             self.files[f"{folder}/{name}"] = ""
 
@@ -126,6 +152,11 @@ class ContainerWriter:
                     entry = tensor.external_data.add()
                     entry.key, entry.value = k, v
                 tensor.data_location = onnx.TensorProto.EXTERNAL
+            f.flush()
+            os.fsync(f.fileno())
+        if path.stat().st_size != self._weights_size:
+            raise OSError(errno.EIO, f"{SHARED_WEIGHTS} holds {path.stat().st_size} bytes, "
+                                     f"expected {self._weights_size}")
         self.files[SHARED_WEIGHTS] = ""
 
     def add_files(self, folder: str, names: list[str]) -> None:
@@ -133,17 +164,35 @@ class ContainerWriter:
             self.files[f"{folder}/{name}"] = ""
 
     def commit(self, manifest: dict[str, Any]) -> Path:
-        for rel in list(self.files):
-            self.files[rel] = _sha256(self.tmp / rel)
+        """Hash and fsync every file, write the manifest, and rename the container into place
+        (under the parent folder's lock, so concurrent compiles take turns)."""
+        try:
+            for rel in list(self.files):
+                self.files[rel] = _sha256(self.tmp / rel)
+                _fsync(self.tmp / rel)
+        except OSError as e:
+            raise output_error(self.tmp / rel, e, "cannot read back") from None
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
                     "aicc_version": __version__, **manifest,
                     "files": dict(sorted(self.files.items()))}
-        (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        write_text(self.tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        for folder in {rel.split("/", 1)[0] for rel in self.files if "/" in rel}:
+            fsync_dir(self.tmp / folder)
+        fsync_dir(self.tmp)
+        parent = self.tmp.parent
         old = None
-        if self.target.exists():
-            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
-            os.rename(self.target, old)
-        os.rename(self.tmp, self.target)
+        try:
+            with _commit.commit_lock(parent):
+                if os.path.lexists(self.target):
+                    problem = _commit.replace_problem(self.target)
+                    if problem:
+                        raise _commit.problem_error(self.target, problem)
+                    old = _commit.old_name(self.target)
+                    os.rename(self.target, old)
+                os.rename(self.tmp, self.target)
+                fsync_dir(parent)
+        except OSError as e:
+            raise output_error(self.target, e, "cannot move the container into place") from None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return self.target
@@ -159,18 +208,52 @@ class ContainerWriter:
             self.abort()
 
 
+def _plain_name(name: Any) -> bool:
+    """A single path component that is safe as a file or folder name inside the container."""
+    return isinstance(name, str) and bool(name) and name not in (".", "..") and \
+        "/" not in name and "\\" not in name and "\0" not in name and ":" not in name
+
+
+def _confined(root: Path, rel: Any, where: Path) -> Path:
+    """``root/rel`` for a relative path of plain components, none a symbolic link."""
+    parts = rel.split("/") if isinstance(rel, str) else None
+    if not parts or not all(_plain_name(p) for p in parts):
+        raise ContainerError(f"manifest names a path outside the container: {rel!r}",
+                             where=where, hint="the container is damaged or forged; recompile")
+    current = root
+    for part in parts:
+        current = current / part
+        if current.is_symlink():
+            raise ContainerError(f"'{rel}' goes through a symbolic link", where=where,
+                                 hint="the container is damaged or forged; recompile")
+    return current
+
+
+def _load_manifest_json(path: Path, mpath: Path) -> Any:
+    try:
+        if mpath.stat().st_size > _commit.MAX_MANIFEST_BYTES:
+            raise ContainerError(f"{MANIFEST} is over {_commit.MAX_MANIFEST_BYTES} bytes",
+                                 where=path)
+        return json.loads(mpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ContainerError(f"{MANIFEST} is not valid JSON ({e})", where=path) from None
+    except RecursionError:
+        raise ContainerError(f"{MANIFEST} is nested too deeply", where=path) from None
+    except OSError as e:
+        raise ContainerError(f"cannot read {MANIFEST}: {e.strerror}", where=path) from None
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
-    """Read and verify a container: format, version, and every file's checksum."""
+    """Read and verify a container: structure, format, version, confinement of every path, and
+    every file's checksum. A killed compile's debris beside it is cleaned up first."""
     path = Path(path)
     mpath = path / MANIFEST
+    _commit.recover(path)  # e.g. a compile killed between its two renames
     if not path.is_dir():
         raise ContainerError("not a container directory", where=path)
     if not mpath.is_file():
         raise ContainerError(f"no {MANIFEST}", where=path, hint="is this an aicc container?")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ContainerError(f"{MANIFEST} is not valid JSON ({e})", where=path) from None
+    manifest = _load_manifest_json(path, mpath)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ContainerError(f"{MANIFEST} is not an aicc container manifest", where=path)
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -180,34 +263,119 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         raise ContainerError(f"{MANIFEST} lists no files", where=path)
-    root = path.resolve()
+    _check_structure(manifest, path)
     for rel, digest in files.items():
-        file = (path / rel)
-        if ".." in Path(rel).parts or Path(rel).is_absolute() or \
-                root not in file.resolve().parents:
-            raise ContainerError(f"manifest names a file outside the container: {rel!r}",
-                                 where=path)
+        file = _confined(path, rel, path)
         if not file.is_file():
             raise ContainerError(f"file '{rel}' is missing", where=path,
                                  hint="the container is incomplete; recompile it")
-        if _sha256(file) != digest:
+        if not isinstance(digest, str) or _sha256(file) != digest:
             raise ContainerError(f"file '{rel}' was altered (checksum mismatch)", where=path,
                                  hint="recompile the model")
     return manifest
 
 
+_REQUIRED = {"backend": str, "program": dict, "specializations": list}
+_SPEC_REQUIRED = {"name": str, "folder": str, "inputs": list, "outputs": list}
+
+
+def _check_structure(manifest: dict[str, Any], path: Path) -> None:
+    """The keys the loader relies on, with their types; spec folders confined and hashed."""
+    hint = "the container is damaged or from another tool; recompile it"
+    for key, kind in _REQUIRED.items():
+        if not isinstance(manifest.get(key), kind):
+            what = "missing" if key not in manifest else f"not a {kind.__name__}"
+            raise ContainerError(f"'{key}' is {what}", where=path / MANIFEST, hint=hint)
+    if not manifest["specializations"]:
+        raise ContainerError("'specializations' is empty", where=path / MANIFEST, hint=hint)
+    for i, spec in enumerate(manifest["specializations"]):
+        field = f"specializations[{i}]"
+        if not isinstance(spec, dict):
+            raise ContainerError("not an object", where=path / MANIFEST, field=field, hint=hint)
+        for key, kind in _SPEC_REQUIRED.items():
+            if not isinstance(spec.get(key), kind):
+                raise ContainerError(f"'{key}' is missing or not a {kind.__name__}",
+                                     where=path / MANIFEST, field=field, hint=hint)
+        folder = spec["folder"]
+        if not _plain_name(folder):
+            raise ContainerError(f"folder {folder!r} is not a folder inside the container",
+                                 where=path / MANIFEST, field=field, hint=hint)
+        if f"{folder}/model.onnx" not in manifest["files"]:
+            raise ContainerError(f"'{folder}/model.onnx' has no checksum in the manifest",
+                                 where=path / MANIFEST, field=field, hint=hint)
+        if spec.get("external_data", "folder") not in ("folder", "container"):
+            raise ContainerError(f"unknown external_data {spec.get('external_data')!r}",
+                                 where=path / MANIFEST, field=field,
+                                 hint="expected 'folder' or 'container'; recompile the model")
+
+
+class ContainerFiles:
+    """Reads files of a loaded container, checking each against the SHA-256 the manifest gave
+    at load time; a file changed since (or a container recompiled in the same place) is refused.
+
+    Within one ``reader()`` a file is read once (a shared ``weights.bin`` serves many tensors).
+    A file is hashed when it is read; once verified, later reads (other specializations sharing
+    ``weights.bin``) skip the hash only while its identity and kernel-kept times (device, inode,
+    size, mtime, ctime) are those it had when it was hashed, which no write leaves unchanged.
+    """
+
+    def __init__(self, root: str | Path, files: dict[str, str]):
+        self.root = Path(root)
+        self.files = dict(files)
+        self._verified: dict[str, tuple[int, ...]] = {}
+
+    def reader(self):
+        cache: dict[str, bytes] = {}
+        root = self.root.resolve()
+
+        def read(path: Path) -> bytes:
+            try:
+                rel = Path(path).resolve().relative_to(root).as_posix()
+            except ValueError:
+                raise ContainerError(f"'{path}' lies outside the container",
+                                     where=self.root) from None
+            if rel not in cache:
+                if rel not in self.files:
+                    raise ContainerError(f"'{rel}' is not listed in the manifest",
+                                         where=self.root, hint="recompile the model")
+                cache[rel] = self._read_verified(rel)
+            return cache[rel]
+        return read
+
+    def _read_verified(self, rel: str) -> bytes:
+        with open(_confined(self.root, rel, self.root), "rb") as f:
+            before = _signature(os.fstat(f.fileno()))
+            data = f.read()
+            after = _signature(os.fstat(f.fileno()))
+        if before != after or self._verified.get(rel) != after:
+            if hashlib.sha256(data).hexdigest() != self.files[rel] or before != after:
+                raise ContainerError(f"file '{rel}' changed since the container was loaded "
+                                     "(checksum mismatch)", where=self.root,
+                                     hint="load the container again, or recompile it")
+            self._verified[rel] = after
+        return data
+
+
+def _signature(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def load_spec_model(container: str | Path, folder: str, *,
-                    external_data: str = "folder") -> onnx.ModelProto:
+                    external_data: str = "folder",
+                    files: ContainerFiles | None = None) -> onnx.ModelProto:
     """The lowered graph of one specialization, loaded through aicc's safe loader.
 
     ``external_data`` (the manifest's value for the specialization) says where its external-data
     locations are relative to: ``folder`` (its own folder) or ``container`` (the container root,
-    where the shared ``weights.bin`` lives).
+    where the shared ``weights.bin`` lives). With ``files`` every file read is checked against
+    the checksums the container had when it was loaded.
     """
     container = Path(container)
     if external_data not in ("folder", "container"):
         raise ContainerError(f"specialization '{folder}' has unknown external_data "
                              f"{external_data!r}", where=container,
                              hint="expected 'folder' or 'container'; recompile the model")
+    model_path = _confined(container, f"{folder}/model.onnx", container)
     base = container if external_data == "container" else container / folder
-    return ir.load_model(container / folder / "model.onnx", base_dir=base, check_shapes=False)
+    return ir.load_model(model_path, base_dir=base, check_shapes=False,
+                         read_file=files.reader() if files is not None else None)

@@ -542,10 +542,9 @@ def template_entries(inputs: Sequence[TensorDesc], outputs: Sequence[TensorDesc]
 
 def write_template(path: str | Path, entries: list[dict[str, Any]], *, model: str) -> Path:
     """Write the template YAML (with a header explaining the fields) atomically."""
-    import os
-    import tempfile
-
     import yaml
+
+    from .fileio import write_text_atomic
 
     path = Path(path)
     if path.is_dir():
@@ -558,12 +557,4 @@ def write_template(path: str | Path, entries: list[dict[str, Any]], *, model: st
               "# Precision: float, float16, int8 (needs Scale and Offset: real = (q - Offset) * "
               "Scale)\n#   or mxint8 (KV caches). Delete entries you do not change.\n")
     body = yaml.safe_dump(entries, sort_keys=False, default_flow_style=False) if entries else "[]\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.resolve().parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(header + body)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, header + body)

@@ -20,6 +20,7 @@ __all__ = [
     "ContainerError",
     "PluginError",
     "DataError",
+    "OutputError",
     "UsageError",
     "NotYetSupportedError",
     "did_you_mean",
@@ -81,6 +82,11 @@ class BackendError(AiccError):
 
 class ContainerError(AiccError):
     """A compiled program container is missing, altered, or of another version."""
+
+
+class OutputError(AiccError):
+    """A file aicc was asked to write could not be written (full disk, quota, size limit,
+    read-only or missing folder); nothing half-written is left behind."""
 
 
 class PluginError(AiccError):

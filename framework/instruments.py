@@ -18,7 +18,8 @@ from typing import Any, TextIO
 import numpy as np
 
 from . import ir
-from .errors import PassError
+from .errors import DataError, PassError, UsageError
+from .fileio import unique_file_names
 from .hookspecs import hookimpl
 from .options import option
 from .pass_base import PassContext
@@ -76,11 +77,14 @@ class DumpIR(Instrument):
     def __init__(self, options: Any, registries: Any = None):
         self.options = options
         self.folder = Path(options.dir)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise UsageError("exists and is not a folder", where=self.folder,
+                             hint="--dump-ir-dir names the folder that receives the dumps")
 
     def _dump(self, tag: str, program: Program) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        stems = unique_file_names(program.graphs)
         for name in program.graphs:
-            path = self.folder / f"{tag}-{ir.safe_file_name(name)}.onnx"
+            path = self.folder / f"{tag}-{stems[name]}.onnx"
             ir.save_model(program.to_model(name), path)
 
     def before_pipeline(self, program: Program, steps: Sequence[Step]) -> None:
@@ -89,6 +93,11 @@ class DumpIR(Instrument):
             if wanted != "all" and wanted not in known:
                 raise PassError(f"--dump-ir-after names pass '{wanted}', which is not in the "
                                 f"pipeline ({', '.join(s.name for s in steps)})")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"cannot create the folder: {e.strerror}", where=self.folder,
+                             hint="check --dump-ir-dir") from None
         self._dump("00-input", program)
 
     def after_pass(self, index: int, step: Step, program: Program, ctx: PassContext) -> None:
@@ -101,11 +110,15 @@ def random_feeds(program: Program, graph_name: str, seed: int = 0) -> dict[str, 
     rng = np.random.default_rng(seed)
     graph = program.graphs[graph_name]
     symbols = {**program.symbols, **program.spec_symbols.get(graph_name, {})}
+    shapes = {}
+    for t in graph.inputs:
+        shapes[t.name] = [d if isinstance(d, int) and d >= 0 else symbols.get(d, 1)
+                          if isinstance(d, str) else 1 for d in (t.shape or [])]
+    _check_fits_in_memory(graph, shapes, graph_name)
     feeds = {}
     for t in graph.inputs:
         dtype = ir.tensor_dtype(t) or np.dtype(np.float32)
-        shape = [d if isinstance(d, int) and d >= 0 else symbols.get(d, 1) if isinstance(d, str)
-                 else 1 for d in (t.shape or [])]
+        shape = shapes[t.name]
         if dtype.kind == "f":
             feeds[t.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind == "b":
@@ -113,6 +126,33 @@ def random_feeds(program: Program, graph_name: str, seed: int = 0) -> dict[str, 
         else:
             feeds[t.name] = rng.integers(0, 2, shape).astype(dtype)
     return feeds
+
+
+def _check_fits_in_memory(graph: Any, shapes: dict[str, list[int]], graph_name: str) -> None:
+    """Refuse, before allocating, random inputs larger than the machine's memory (a symbol bound
+    to a huge value would otherwise end in MemoryError)."""
+    import math
+    import os
+
+    total = 0
+    for t in graph.inputs:
+        dtype = ir.tensor_dtype(t) or np.dtype(np.float32)
+        total += math.prod(shapes[t.name]) * max(dtype.itemsize, 8)  # drawn as 64-bit first
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        import resource
+        for limit in (resource.RLIMIT_AS, resource.RLIMIT_DATA):  # ulimit -v / -d
+            soft = resource.getrlimit(limit)[0]
+            if soft != resource.RLIM_INFINITY:
+                memory = min(memory, soft)
+    except (ImportError, AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return
+    if total > memory:
+        raise DataError(f"random inputs for graph '{graph_name}' would take "
+                        f"{total / 2**30:.1f} GiB, more than the {memory / 2**30:.1f} GiB of "
+                        "memory this process may use",
+                        where="aicc compile",
+                        hint="check the symbol values and batch size, or pass -compile-only")
 
 
 def compare_outputs(before: dict[str, np.ndarray], after: dict[str, np.ndarray], rtol: float,

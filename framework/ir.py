@@ -15,20 +15,20 @@ import math
 import os
 import stat
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, EncodeError
 
 from .errors import ModelError
 
 __all__ = [
     "load_model", "save_model", "import_graph", "export_model", "infer_shapes",
     "verify_graph", "graph_symbols", "iter_tensors", "MAX_OPSET", "WEIGHTS_FILE",
-    "tensor_dtype", "safe_file_name", "is_unnamed_dim",
+    "tensor_dtype", "safe_file_name", "too_large_for_protobuf", "is_unnamed_dim",
 ]
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,12 @@ MAX_OPSET = onnx.defs.onnx_opset_version()
 MIN_OPSET = 7
 WEIGHTS_FILE = "weights.bin"
 _EXTERNAL_KEYS = {"location", "offset", "length", "checksum"}
+#: Largest protobuf message; a model past it (less ``_SAVE_MARGIN``) is saved with external data
+#: and checked by path. Tests lower it to exercise those paths without writing 2 GiB.
 _TWO_GIB = 2**31 - 1
+_SAVE_MARGIN = 64 * 1024 * 1024
+#: Largest single read (``os.pread`` returns at most 2 GiB - 4 KiB on Linux).
+_READ_CHUNK = 1 << 30
 
 
 def iter_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorProto]]:
@@ -96,7 +101,7 @@ def _external_info(tensor: onnx.TensorProto, what: str, where: str) -> dict[str,
     for key in ("offset", "length"):
         if key in info:
             text = str(info[key])
-            if not text.isdigit():
+            if not (text.isascii() and text.isdigit()):  # not '²', '٣' or '-1'
                 raise ModelError(f"external-data {key} {text!r} is not a non-negative integer",
                                  where=where, field=what)
             info[key] = int(text)
@@ -141,9 +146,19 @@ def _safe_external_path(base: Path, location: str, what: str, where: str) -> Pat
     return current
 
 
-def _read_external(base: Path, tensor: onnx.TensorProto, what: str, where: str) -> None:
+def _read_external(base: Path, tensor: onnx.TensorProto, what: str, where: str,
+                   read_file: Callable[[Path], bytes] | None = None) -> None:
     info = _external_info(tensor, what, where)
     path = _safe_external_path(base, str(info["location"]), what, where)
+    if read_file is not None:  # the whole file, verified by the caller, then sliced
+        blob = read_file(path)
+        offset = int(info.get("offset", 0))
+        length = int(info["length"]) if "length" in info else len(blob) - offset
+        if offset > len(blob) or offset + length > len(blob):
+            raise ModelError(f"external data [{offset}, {offset + length}) lies beyond the end of "
+                             f"{info['location']!r} ({len(blob)} bytes)", where=where, field=what)
+        _set_raw(tensor, blob[offset:offset + length])
+        return
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags)
     try:
@@ -156,12 +171,45 @@ def _read_external(base: Path, tensor: onnx.TensorProto, what: str, where: str) 
         if offset > st.st_size or offset + length > st.st_size:
             raise ModelError(f"external data [{offset}, {offset + length}) lies beyond the end of "
                              f"{info['location']!r} ({st.st_size} bytes)", where=where, field=what)
-        data = os.pread(fd, length, offset)
+        data = _pread_all(fd, length, offset)
+        if len(data) != length:
+            raise ModelError(f"external-data file {info['location']!r} ended early ({len(data)} "
+                             f"of {length} bytes read)", where=where, field=what)
     finally:
         os.close(fd)
+    _set_raw(tensor, data)
+
+
+def _set_raw(tensor: onnx.TensorProto, data: bytes) -> None:
     tensor.raw_data = data
     del tensor.external_data[:]
     tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def too_large_for_protobuf(model: onnx.ModelProto, margin: int | None = None) -> bool:
+    """Whether ``model`` serializes past 2 GiB less ``margin`` (default ``_SAVE_MARGIN``): then
+    it cannot be serialized, checked or shape-inferred in memory. (protobuf cannot even size a
+    message past 2 GiB; that failure means yes.)"""
+    try:
+        size = model.ByteSize()
+    except EncodeError:
+        return True
+    return size >= _TWO_GIB - (_SAVE_MARGIN if margin is None else margin)
+
+
+def _pread_all(fd: int, length: int, offset: int) -> bytes:
+    """``length`` bytes at ``offset``, read in chunks (one ``pread`` stops short of 2 GiB)."""
+    if length <= _READ_CHUNK:
+        return os.pread(fd, length, offset)
+    parts = []
+    done = 0
+    while done < length:
+        part = os.pread(fd, min(_READ_CHUNK, length - done), offset + done)
+        if not part:
+            break
+        parts.append(part)
+        done += len(part)
+    return b"".join(parts)
 
 
 _TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data",
@@ -174,8 +222,14 @@ def _check_tensor_size(tensor: onnx.TensorProto, what: str, where: str) -> None:
     count = math.prod(tensor.dims)
     if tensor.data_type == onnx.TensorProto.STRING:
         return
-    if tensor.HasField("raw_data"):
+    try:
         np_dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    except (KeyError, TypeError, ValueError):
+        np_dtype = None
+    if tensor.data_type == onnx.TensorProto.UNDEFINED or np_dtype is None:
+        raise ModelError(f"unknown tensor data_type {tensor.data_type}", where=where, field=what,
+                         hint="the model is damaged or from a newer ONNX")
+    if tensor.HasField("raw_data"):
         bits = 4 if tensor.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4) else \
             np.dtype(np_dtype).itemsize * 8
         expected = (count * bits + 7) // 8
@@ -259,13 +313,18 @@ def _check_onnx(model: onnx.ModelProto, where: str, data: bytes | None = None) -
 
 
 def load_model(source: str | Path | bytes, *, base_dir: str | Path | None = None,
-               check_shapes: bool = True) -> onnx.ModelProto:
+               check_shapes: bool = True,
+               read_file: Callable[[Path], bytes] | None = None) -> onnx.ModelProto:
     """Load and validate an ONNX model from a path or bytes; external data is read safely.
 
     A model given as bytes that refers to external data needs ``base_dir``, the folder the data
     lives in. With ``check_shapes``, strict shape inference runs so shapes that cannot agree are
     refused here rather than deep inside a backend. Returns the model with inferred shapes.
+    ``read_file``, when given, reads the model file and every external-data file (the container
+    passes one that checks each file's SHA-256 as it reads it). Models past 2 GiB are checked
+    by path (the checker and shape inference cannot take them in memory).
     """
+    path = None
     if isinstance(source, (bytes, bytearray)):
         where = "<model bytes>"
         data = bytes(source)
@@ -281,7 +340,7 @@ def load_model(source: str | Path | bytes, *, base_dir: str | Path | None = None
             raise ModelError("model path is not a regular file", where=where)
         if st.st_size == 0:
             raise ModelError("model file is empty", where=where)
-        data = path.read_bytes()
+        data = read_file(path) if read_file is not None else path.read_bytes()
         base = Path(base_dir) if base_dir is not None else path.parent
     if not data:
         raise ModelError("model is empty", where=where)
@@ -298,14 +357,48 @@ def load_model(source: str | Path | bytes, *, base_dir: str | Path | None = None
                 raise ModelError("the model refers to external data but was given as bytes "
                                  "with no folder", where=where, field=what,
                                  hint="load it by path, or pass base_dir")
-            _read_external(base, tensor, what, where)
+            _read_external(base, tensor, what, where, read_file)
             data = None  # the model now differs from the bytes read
         _check_tensor_size(tensor, what, where)
+    if too_large_for_protobuf(model, 0):
+        return _check_large(model, path, base, where, check_shapes)
     # the checker and shape inference take the bytes read as they are (each would otherwise
     # serialize the model again: two copies of every weight)
     _check_onnx(model, where, data)
     if check_shapes:
         model = _strict_shapes(model if data is None else data, where)
+    return model
+
+
+def _check_large(model: onnx.ModelProto, path: Path | None, base: Path | None, where: str,
+                 check_shapes: bool) -> onnx.ModelProto:
+    """Check a model past 2 GiB through its file (weights stay external there): onnx's checker
+    and shape inference by path; the inferred shapes are copied into ``model``."""
+    if path is None or base is None or base.resolve() != path.resolve().parent:
+        raise ModelError("a model over 2 GiB must be loaded from its file, its external data "
+                         "beside it", where=where, hint="pass the model's path")
+    _check_topology(model.graph, where)
+    try:
+        onnx.checker.check_model(str(path))
+    except (onnx.checker.ValidationError, ValueError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise ModelError(f"invalid ONNX: {first}", where=where) from None
+    if not check_shapes:
+        return model
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="aicc-shapes-") as tmp:
+        out = Path(tmp) / "inferred.onnx"
+        try:
+            onnx.shape_inference.infer_shapes_path(str(path), str(out), check_type=True,
+                                                   strict_mode=True, data_prop=True)
+        except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
+            first = str(e).strip().splitlines()[0]
+            raise ModelError(f"shapes do not agree: {first}", where=where) from None
+        inferred = onnx.load(str(out), load_external_data=False)
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred.graph.value_info)
+    del model.graph.output[:]
+    model.graph.output.extend(inferred.graph.output)
     return model
 
 
@@ -319,17 +412,40 @@ def _strict_shapes(model: onnx.ModelProto | bytes, where: str) -> onnx.ModelProt
 
 
 def save_model(model: onnx.ModelProto, path: str | Path) -> list[str]:
-    """Save ``model`` to ``path``; past 2 GiB the weights go to a file named by aicc.
+    """Save ``model`` to ``path`` durably (``aicc.fileio``); past 2 GiB the weights go to a file
+    named by aicc, ``<stem>.weights.bin``, and ``model`` is changed in place to refer to it.
 
     Returns the names of the files written (relative to ``path``'s folder).
     """
+    from .fileio import write_bytes
+
     path = Path(path)
-    if model.ByteSize() < _TWO_GIB - 64 * 1024 * 1024:
-        path.write_bytes(model.SerializeToString(deterministic=True))
+    if not too_large_for_protobuf(model):
+        write_bytes(path, model.SerializeToString(deterministic=True))
         return [path.name]
     weights = f"{path.stem}.{WEIGHTS_FILE}"
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=weights, size_threshold=1024)
+    chunks: list[bytes] = []
+    offset = 0
+    for _, tensor in iter_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or \
+                not tensor.HasField("raw_data") or len(tensor.raw_data) < 1024:
+            continue
+        data = tensor.raw_data
+        pad = (-offset) % 64
+        if pad:
+            chunks.append(b"\0" * pad)
+            offset += pad
+        chunks.append(data)
+        tensor.ClearField("raw_data")
+        del tensor.external_data[:]
+        for key, value in (("location", weights), ("offset", str(offset)),
+                           ("length", str(len(data)))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        offset += len(data)
+    write_bytes(path.parent / weights, chunks)
+    write_bytes(path, model.SerializeToString(deterministic=True))
     return [path.name, weights]
 
 

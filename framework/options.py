@@ -22,9 +22,13 @@ __all__ = ["option", "NoOptions", "build_options", "describe_options", "options_
 
 
 def option(default: Any, description: str, *, minimum: float | None = None,
-           maximum: float | None = None, choices: tuple | None = None) -> Any:
-    """Declare an option field: its default, a one-line description, and optional range/choices."""
-    meta = {"description": description, "minimum": minimum, "maximum": maximum, "choices": choices}
+           maximum: float | None = None, choices: tuple | None = None,
+           path: bool = False) -> Any:
+    """Declare an option field: its default, a one-line description, and optional range/choices.
+    ``path``: the value is a file path, which a pipeline file's entry gives relative to the
+    pipeline file's folder."""
+    meta = {"description": description, "minimum": minimum, "maximum": maximum, "choices": choices,
+            "path": path}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ir
-from .configfile import load_config
+from .configfile import load_config, resolve_relative
 from .errors import AiccError, ConfigError, PassError, PluginError, did_you_mean
 from .options import build_options, format_value, options_to_dict, parse_text_value
 from .pass_base import Pass, PassContext
@@ -114,6 +114,21 @@ def _split_options(body: str) -> list[str]:
     return items
 
 
+def _resolve_paths(options_cls: Any, raw: Mapping[str, Any], base_file: str | Path
+                   ) -> dict[str, Any]:
+    """``raw`` with the relative values of path options resolved against ``base_file``'s folder."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(options_cls)} \
+        if dataclasses.is_dataclass(options_cls) else {}
+    out = dict(raw)
+    for key, value in raw.items():
+        f = fields.get(key)
+        if f is not None and f.metadata.get("path") and isinstance(value, str) and value:
+            out[key] = str(resolve_relative(base_file, value))
+    return out
+
+
 @dataclass
 class Pipeline:
     """A validated, printable list of steps."""
@@ -124,8 +139,11 @@ class Pipeline:
 
     @classmethod
     def build(cls, entries: Iterable[Any], passes_registry, *, source: str = "<python>",
-              instruments: Iterable[str] = ()) -> "Pipeline":
-        """Validate a list of pass names, ``(name, options)`` pairs or ``{name, options}`` maps."""
+              instruments: Iterable[str] = (), base_file: str | Path | None = None
+              ) -> "Pipeline":
+        """Validate a list of pass names, ``(name, options)`` pairs or ``{name, options}`` maps.
+        With ``base_file`` (a pipeline file), relative paths in path options resolve against
+        its folder."""
         steps = []
         for i, entry in enumerate(entries):
             where = f"pipeline entry {i + 1}"
@@ -154,6 +172,8 @@ class Pipeline:
             except PluginError as e:
                 raise ConfigError(f"unknown pass '{name}'", where=source, field=where,
                                   hint=did_you_mean(name, passes_registry.names())) from e
+            if base_file is not None:
+                raw = _resolve_paths(reg.cls.Options, raw, base_file)
             try:
                 opts = build_options(reg.cls.Options, raw, owner=f"pass '{name}'")
             except ConfigError as e:
@@ -187,7 +207,8 @@ class Pipeline:
         if not isinstance(data, list):
             raise ConfigError(f"expected a list of passes, got {type(data).__name__}", where=path,
                               hint="write '- pass-name' lines, or 'passes: [...]'")
-        return cls.build(data, passes_registry, source=str(path), instruments=instruments)
+        return cls.build(data, passes_registry, source=str(path), instruments=instruments,
+                         base_file=path)
 
     def _check_order(self) -> None:
         seen: list[str] = []

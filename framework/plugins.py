@@ -3,8 +3,10 @@
 Built-in passes and backends register through the same hooks as third-party ones. Plugins load only
 from places the user listed: the project's ``plugins.toml``, ``--plugins FILE`` (a TOML of module
 paths), and installed packages' entry points in group ``aicc`` (off when the environment variable
-``AICC_DISABLE_PLUGIN_AUTOLOAD`` is set, as pytest does with its own). A plugin that fails to import
-or raises while registering is reported by name.
+``AICC_DISABLE_PLUGIN_AUTOLOAD`` is set, as pytest does with its own). Entry points are looked up
+only in ``sys.path`` entries other than the current directory, so a folder one happens to run
+Python in cannot plant a plugin. A plugin that fails to import, raises, or calls ``sys.exit``
+while importing or registering is reported by name.
 """
 
 from __future__ import annotations
@@ -94,9 +96,9 @@ class _Host:
             return
         try:
             module = importlib.import_module(module_path)
-        except Exception as e:  # any import failure is the plugin's, reported by name
+        except (Exception, SystemExit) as e:  # any import failure is the plugin's, by name
             raise PluginError(f"plugin '{module_path}' failed to import: "
-                              f"{type(e).__name__}: {e}", where=source) from e
+                              f"{_failure(e)}", where=source) from e
         self._register(module, module_path, source)
 
     def add_object(self, plugin: object, name: str, source: str) -> None:
@@ -126,23 +128,49 @@ class _Host:
                 impl.function(registry=registry)
             except AiccError:
                 raise
-            except Exception as e:
+            except (Exception, SystemExit) as e:
                 raise PluginError(f"plugin '{impl.plugin_name}' raised in {hook_name}: "
-                                  f"{type(e).__name__}: {e}") from e
+                                  f"{_failure(e)}") from e
         registry.current_plugin = "<python>"
+
+
+def _failure(e: BaseException) -> str:
+    if isinstance(e, SystemExit):
+        return f"it called sys.exit({e.code!r})"
+    return f"{type(e).__name__}: {e}"
+
+
+def _trusted_path() -> list[str]:
+    """``sys.path`` without the current directory: ``python -c``, the REPL and scripts run from
+    a folder put it (as ``''``) first, and a ``*.dist-info`` lying there must not become an
+    installed plugin that runs on ``import aicc`` use."""
+    cwd = os.path.realpath(os.getcwd())
+    out = []
+    for entry in sys.path:
+        if entry in ("", ".") or os.path.realpath(entry) == cwd:
+            continue
+        out.append(entry)
+    return out
 
 
 def _entry_point_plugins() -> Iterable[tuple[str, object]]:
     if os.environ.get(AUTOLOAD_ENV):
         return []
+    seen: set[str] = set()
+    eps = []
+    for dist in importlib.metadata.distributions(path=_trusted_path()):
+        name = (dist.metadata["Name"] or "").lower()
+        if name in seen:  # the first on the path wins, as importlib's own entry_points()
+            continue
+        seen.add(name)
+        eps += [ep for ep in dist.entry_points if ep.group == hookspecs.PROJECT]
     found = []
-    for ep in sorted(importlib.metadata.entry_points(group=hookspecs.PROJECT),
-                     key=lambda e: e.name):
+    for ep in sorted(eps, key=lambda e: e.name):
         try:
             found.append((f"{ep.name} ({ep.value})", ep.load()))
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise PluginError(f"entry-point plugin '{ep.name}' ({ep.value}) failed to load: "
-                              f"{type(e).__name__}: {e}") from e
+                              f"{_failure(e)}") from e
     return found
 
 

@@ -130,17 +130,26 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
 def save_model_atomic(model: onnx.ModelProto, path: str | Path) -> list[Path]:
     """Save ``model`` at ``path`` (weights beside it past 2 GiB) through a temporary folder next
     to it and renames, so a failure never leaves a half-written model."""
+    from .fileio import fsync_dir, output_error
+
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ConfigError(f"folder '{folder}' does not exist", where=str(path))
-    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".{path.name}.tmp"))
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".{path.name}.tmp"))
+    except OSError as e:
+        raise output_error(path, e) from None
     try:
         names = ir.save_model(model, tmp / path.name)
         written = []
         for name in names:
-            os.replace(tmp / name, folder / name)
+            try:
+                os.replace(tmp / name, folder / name)
+            except OSError as e:
+                raise output_error(folder / name, e) from None
             written.append(folder / name)
+        fsync_dir(folder)
         return written
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

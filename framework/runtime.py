@@ -19,6 +19,7 @@ latency; ``inputs``/``outputs`` describe the custom tensors either way.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import types
 from collections.abc import Mapping
@@ -29,14 +30,14 @@ from typing import Any
 import numpy as np
 
 from .backend import Executable
-from .container import load_spec_model, read_manifest
+from .container import ContainerFiles, load_spec_model, read_manifest
 from .customio import HostConversions
 from .errors import AiccError, BackendError, ContainerError, DataError
 from .options import build_options
 from .plugins import Registries, load_registries
 from .program import TensorDesc
 
-__all__ = ["Session", "SpecInfo", "load"]
+__all__ = ["Session", "SpecInfo", "load", "check_backend_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,25 @@ class SpecInfo:
         return True
 
 
+def _spec_infos(manifest: Mapping[str, Any], path: Path) -> list[SpecInfo]:
+    """The specializations a (structurally checked) manifest lists; malformed entries are a
+    ContainerError naming the specialization."""
+    out = []
+    for i, s in enumerate(manifest["specializations"]):
+        try:
+            out.append(SpecInfo(name=s["name"], folder=s["folder"],
+                                symbols=dict(s.get("symbols", {})),
+                                inputs=[TensorDesc.from_json(t) for t in s["inputs"]],
+                                outputs=[TensorDesc.from_json(t) for t in s["outputs"]],
+                                options=dict(s.get("options", {})),
+                                external_data=s.get("external_data", "folder")))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ContainerError(f"malformed entry ({type(e).__name__}: {e})",
+                                 where=path / "manifest.json", field=f"specializations[{i}]",
+                                 hint="the container is damaged; recompile it") from None
+    return out
+
+
 def _shape_text(shape: list[Any] | None) -> str:
     return "?" if shape is None else "[" + ",".join(str(d) for d in shape) + "]"
 
@@ -89,12 +109,9 @@ class Session:
         self.backend = entry.cls(build_options(entry.cls.Options, raw_opts,
                                                owner=f"backend '{self.backend_name}'"))
         self.program_meta = self.manifest["program"]
-        self.specs = [SpecInfo(name=s["name"], folder=s["folder"], symbols=s.get("symbols", {}),
-                               inputs=[TensorDesc.from_json(t) for t in s["inputs"]],
-                               outputs=[TensorDesc.from_json(t) for t in s["outputs"]],
-                               options=s.get("options", {}),
-                               external_data=s.get("external_data", "folder"))
-                      for s in self.manifest["specializations"]]
+        #: every file read later (at the first run) is checked against these checksums
+        self.files = ContainerFiles(self.path, self.manifest["files"])
+        self.specs = _spec_infos(self.manifest, self.path)
         # Custom I/O compiled without -aic-preproc: the graph keeps the model's I/O and the
         # session converts on the host (aicc.customio); callers see only the custom I/O.
         self._host_io = HostConversions.from_meta(self.program_meta)
@@ -107,6 +124,7 @@ class Session:
         self.retained: list[tuple[str, str]] = self._retained_pairs()
         self._state: dict[str, np.ndarray] = {}
         self._executables: dict[str, Executable] = {}
+        self._load_lock = threading.Lock()  # threads making the first run build one executable
         self.last_specialization: str | None = None
         self.last_latency_s: float = 0.0
         #: specialization -> what the first run with non-finite outputs found (fp16 programs)
@@ -155,12 +173,14 @@ class Session:
                         hint="it has: " + ", ".join(s.name for s in self.specs))
 
     def executable(self, spec: SpecInfo) -> Executable:
-        if spec.name not in self._executables:
-            model = load_spec_model(self.path, spec.folder, external_data=spec.external_data)
-            self._executables[spec.name] = self.backend.load(
-                self.path / spec.folder, model, program_meta=self.program_meta,
-                spec_options=spec.options)
-        return self._executables[spec.name]
+        with self._load_lock:
+            if spec.name not in self._executables:
+                model = load_spec_model(self.path, spec.folder, external_data=spec.external_data,
+                                        files=self.files)
+                self._executables[spec.name] = self.backend.load(
+                    self.path / spec.folder, model, program_meta=self.program_meta,
+                    spec_options=spec.options)
+            return self._executables[spec.name]
 
     def select(self, feeds: Mapping[str, np.ndarray]) -> SpecInfo:
         """The specialization whose inputs match the feeds' names, dtypes and shapes.
@@ -281,23 +301,8 @@ class Session:
         return spec, {d.name: probe[d.name] for d in spec.inputs}
 
     def _check_outputs(self, spec: SpecInfo, results: Mapping[str, Any]) -> None:
-        who = f"backend '{self.backend_name}'"
         outputs = spec.graph_outputs if spec.graph_outputs is not None else spec.outputs
-        expected = [d.name for d in outputs]
-        if not isinstance(results, Mapping) or sorted(results) != sorted(set(expected)):
-            got = sorted(results) if isinstance(results, Mapping) else type(results).__name__
-            raise BackendError(f"{who} returned outputs {got}, expected {expected}")
-        for desc in outputs:
-            arr = results[desc.name]
-            if not isinstance(arr, np.ndarray) or arr.dtype != np.dtype(desc.dtype):
-                raise BackendError(f"{who} returned output '{desc.name}' as "
-                                   f"{getattr(arr, 'dtype', type(arr).__name__)}, "
-                                   f"expected {desc.dtype}")
-            if desc.shape is not None and (len(arr.shape) != len(desc.shape) or any(
-                    isinstance(d, int) and d >= 0 and d != s
-                    for d, s in zip(desc.shape, arr.shape))):
-                raise BackendError(f"{who} returned output '{desc.name}' of shape "
-                                   f"{list(arr.shape)}, expected {_shape_text(desc.shape)}")
+        check_backend_outputs(f"backend '{self.backend_name}'", outputs, results)
 
     def generate(self, prompt_ids: Any, max_new_tokens: int, **kwargs: Any) -> np.ndarray:
         """Greedy generation on an LLM container (see ``aicc.generate``)."""
@@ -306,6 +311,30 @@ class Session:
 
     def stats(self) -> dict[str, Any]:
         return {name: exe.stats() for name, exe in self._executables.items()}
+
+
+def check_backend_outputs(who: str, outputs: list[TensorDesc], results: Any) -> None:
+    """The backend contract: exactly the graph's outputs, as numpy arrays of the declared dtype
+    and (static dims of the) shape; anything else is a BackendError naming ``who``."""
+    expected = [d.name for d in outputs]
+    if not isinstance(results, Mapping) or sorted(results) != sorted(set(expected)):
+        got = sorted(results) if isinstance(results, Mapping) else type(results).__name__
+        raise BackendError(f"{who} returned outputs {got}, expected {expected}")
+    for desc in outputs:
+        arr = results[desc.name]
+        try:
+            want = np.dtype(desc.dtype)
+        except TypeError:  # a dtype the program does not know ("unknown"): any array will do
+            want = getattr(arr, "dtype", None)
+        if not isinstance(arr, np.ndarray) or arr.dtype != want:
+            raise BackendError(f"{who} returned output '{desc.name}' as "
+                               f"{getattr(arr, 'dtype', type(arr).__name__)}, "
+                               f"expected {desc.dtype}")
+        if desc.shape is not None and (len(arr.shape) != len(desc.shape) or any(
+                isinstance(d, int) and d >= 0 and d != s
+                for d, s in zip(desc.shape, arr.shape))):
+            raise BackendError(f"{who} returned output '{desc.name}' of shape "
+                               f"{list(arr.shape)}, expected {_shape_text(desc.shape)}")
 
 
 def load(path: str | Path, backend: str | None = None, **kwargs: Any) -> Session:

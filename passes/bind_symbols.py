@@ -3,8 +3,9 @@
 ``symbols`` takes ``NAME=VALUE`` pairs (``-onnx-define-symbol=NAME,VALUE``). ``batchsize``
 (``-batchsize=N``) sets dimension 0 of every graph input whose dimension 0 is symbolic or unknown;
 when that dimension is a named symbol, every other use of the symbol gets the same value. Naming a
-symbol the model lacks, a value that is not a positive integer, or a batch size for a model whose
-batch is fixed is an error, never ignored.
+symbol the model lacks, a value that is not a positive integer (or is over 2^31 - 1, as for
+network specializations), or a batch size for a model whose batch is fixed is an error, never
+ignored.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext
 from aicc.program import Program
+from aicc.specconfig import MAX_SYMBOL_VALUE
 
 __all__ = ["BindSymbols", "bind_graph", "parse_symbol_values"]
 
@@ -32,9 +34,9 @@ def parse_symbol_values(items: list[str], *, where: str = "-onnx-define-symbol")
         name, value = name.strip(), value.strip()
         if not sep or not name:
             raise ConfigError(f"{item!r} is not NAME,VALUE", where=where)
-        if not value.isdigit() or int(value) <= 0:
-            raise ConfigError(f"symbol '{name}' has value {value!r}; expected a positive integer",
-                              where=where)
+        if not (value.isascii() and value.isdigit()) or not 0 < int(value) <= MAX_SYMBOL_VALUE:
+            raise ConfigError(f"symbol '{name}' has value {value!r}; expected a positive integer "
+                              f"of at most {MAX_SYMBOL_VALUE}", where=where)
         if name in out and out[name] != int(value):
             raise ConfigError(f"symbol '{name}' is given twice ({out[name]} and {value})",
                               where=where)
@@ -84,7 +86,8 @@ class BindSymbols(Pass):
     class Options:
         symbols: list[str] = option([], "NAME=VALUE pairs binding named symbolic dimensions")
         batchsize: int = option(0, "value for dimension 0 of inputs whose batch is symbolic "
-                                   "or unknown (0: leave it)", minimum=0)
+                                   "or unknown (0: leave it)", minimum=0,
+                                maximum=MAX_SYMBOL_VALUE)
 
     def run_graph(self, graph: gs.Graph, program: Program, ctx: PassContext) -> None:
         values = parse_symbol_values(ctx.options.symbols)

@@ -65,14 +65,14 @@ class Calibrate(Pass):
     @dataclasses.dataclass(frozen=True)
     class Options:
         input_list: str = option("", "a QNN input list of calibration samples "
-                                     "(-input-list-file)")
+                                     "(-input-list-file)", path=True)
         json_input_file: str = option("", "the vendor's JSON input file of samples "
-                                          "(-json-input-file)")
+                                          "(-json-input-file)", path=True)
         num_bins: int = option(DEFAULT_NUM_BINS, "histogram bins per tensor "
                                                  "(-num-histogram-bins)",
                                minimum=1, maximum=MAX_HISTOGRAM_BINS)
         dump_profile: str = option("", "also write the profile to this YAML file "
-                                       "(-dump-profile)")
+                                       "(-dump-profile)", path=True)
         max_samples: int = option(0, "use at most this many samples (0: all)", minimum=0)
         batch: int = option(0, "samples stacked per run: 0 = as many as is exact (checked on "
                                "the first two), 1 = one at a time", minimum=0)

@@ -147,15 +147,16 @@ class ConvertFP16(Pass):
     class Options:
         all: bool = option(False, "run every floating-point node in fp16 (-convert-to-fp16)")
         node_precision_info: str = option("", "YAML file listing FP16NodeInstanceNames "
-                                              "(-node-precision-info)")
+                                              "(-node-precision-info)", path=True)
         nodes: list[str] = option([], "node instances (first output names) to run in fp16")
         op_types: list[str] = option([], "op types whose every node runs in fp16 "
                                          "(-execute-nodes-in-fp16)")
         keep_op_types: list[str] = option([], "op types that keep their original precision "
                                               "with all=true (-keep-original-precision-for-nodes)")
         sample_inputs: str = option("", "input list to run the float program on first, "
-                                        "reporting nodes whose outputs overflow fp16")
-        sample_custom_io: str = option("", "custom I/O list file the samples are written for")
+                                        "reporting nodes whose outputs overflow fp16", path=True)
+        sample_custom_io: str = option("", "custom I/O list file the samples are written for",
+                                       path=True)
         overflow: Literal["keep-fp32", "warn", "error"] = option(
             "keep-fp32", "what an fp16 overflow found on the samples does: keep the nodes whose "
                          "values leave the fp16 range in fp32, only warn, or fail")

@@ -58,12 +58,12 @@ class CustomIO(Pass):
     @dataclasses.dataclass(frozen=True)
     class Options:
         config: str = option("", "the custom I/O list file (YAML: IOName, Layout, Precision, "
-                                 "Scale, Offset)")
+                                 "Scale, Offset)", path=True)
         conversions: Literal["host", "device"] = option(
             "host", "where the conversions run: host (the Session, in numpy) or device (nodes in "
                     "the compiled graph, -aic-preproc)")
         encodings: str = option("", "AIMET encodings JSON (-external-quantization): int8 entries "
-                                    "take Scale/Offset from it, ignoring the file's")
+                                    "take Scale/Offset from it, ignoring the file's", path=True)
 
     def run(self, program: Program, ctx: PassContext) -> None:
         opts = ctx.options

@@ -9,7 +9,15 @@ with ``fold_shapes``, elide int -> float -> int ``Cast`` pairs around shape arit
 nodes whose inputs are all constant; fold static shapes; evaluate), done in time linear in the
 graph: no copy of the graph is made, and the constant subgraphs are evaluated in batches of
 independent components of at most ``_BATCH_NODES`` nodes, because onnxruntime's session creation
-grows faster than linearly with the number of nodes in one session. Graphs that hold control-flow
+grows faster than linearly with the number of nodes in one session.
+
+No node is evaluated whose output would exceed ``max_intermediate_bytes`` (default 1 GiB, as
+onnxruntime's own folding), judged before anything is allocated from the static shapes or, for
+the ops that make large tensors from small inputs (``ConstantOfShape``, ``Expand``, ``Tile``,
+``Range``), from their constant inputs; when that size cannot be known, they are not folded. So a
+176-byte model that reduces a ``ConstantOfShape`` of [30000, 30000] to a scalar compiles without
+allocating 3.6 GB. (A graph with control flow, folded by graph-surgeon, is not folded at all when
+such a node would be evaluated.) Graphs that hold control-flow
 subgraphs or local functions are folded by onnx-graphsurgeon's ``fold_constants`` itself.
 """
 
@@ -58,6 +66,9 @@ class FoldConstants(Pass):
         size_threshold: int = option(16 * 1024 * 1024, "largest folded tensor in bytes",
                                      minimum=0)
         fold_shapes: bool = option(True, "fold Shape/Size of tensors whose shapes are static")
+        max_intermediate_bytes: int = option(1 << 30, "largest tensor evaluated while folding, "
+                                                      "results and intermediates alike",
+                                             minimum=0)
 
     def run_graph(self, graph: gs.Graph, program: Program, ctx: PassContext) -> None:
         before = len(graph.nodes)
@@ -67,11 +78,18 @@ class FoldConstants(Pass):
             return
         if graph.functions or any(True for _ in graph.subgraphs()):
             _lower_constant_nodes(graph)  # with ONNX's dtypes, before graph-surgeon's own
+            risky = _too_large_foldable(graph, ctx.options.max_intermediate_bytes)
+            if risky:  # graph-surgeon's folding cannot leave one node out: fold nothing
+                logger.warning("fold-constants: graph '%s' not folded: node '%s' (%s) would "
+                               "evaluate a tensor over %d bytes", ctx.graph_name, risky.name,
+                               risky.op, ctx.options.max_intermediate_bytes)
+                return
             graph.fold_constants(fold_shapes=ctx.options.fold_shapes,
                                  size_threshold=ctx.options.size_threshold, error_ok=False)
         else:
             sessions = _fold(graph, fold_shapes=ctx.options.fold_shapes,
-                             size_threshold=ctx.options.size_threshold)
+                             size_threshold=ctx.options.size_threshold,
+                             limit=ctx.options.max_intermediate_bytes)
             ctx.count("onnxruntime sessions", sessions)
         remove_dead_nodes(graph)
         folded = before - len(graph.nodes)
@@ -91,9 +109,11 @@ def _foldable(node: gs.Node) -> bool:
 
 # -- the folding itself (a graph without subgraphs or functions) ----------------------------------
 
-def _fold(graph: gs.Graph, *, fold_shapes: bool, size_threshold: int | None) -> int:
+def _fold(graph: gs.Graph, *, fold_shapes: bool, size_threshold: int | None,
+          limit: int = 1 << 30) -> int:
     """Fold ``graph`` in place (dead nodes stay for cleanup); return the sessions created."""
     _lower_constant_nodes(graph)
+    too_large = _too_large_nodes(graph, limit)
     if fold_shapes:
         outputs = {t.name for t in graph.outputs}
         for node in list(graph.nodes):
@@ -101,7 +121,7 @@ def _fold(graph: gs.Graph, *, fold_shapes: bool, size_threshold: int | None) -> 
     tensors = graph.tensors()
     # name -> tensor of everything known to be constant: initializers, then foldable outputs.
     known: dict[str, gs.Tensor] = {n: t for n, t in tensors.items() if isinstance(t, gs.Constant)}
-    _add_foldable_outputs(graph.nodes, known)
+    _add_foldable_outputs(graph.nodes, known, too_large)
     shapes: dict[str, np.ndarray] = {}  # tensors folded from static shapes
     if fold_shapes:
         # In a sorted graph one pass in node order reaches the fixpoint, so after shape folding
@@ -118,9 +138,9 @@ def _fold(graph: gs.Graph, *, fold_shapes: bool, size_threshold: int | None) -> 
                     shapes[tensor.name] = value
                     folded.append(tensor)
             if not in_order:
-                _add_foldable_outputs(graph.nodes, known)
+                _add_foldable_outputs(graph.nodes, known, too_large)
             elif folded:
-                _add_foldable_readers(folded, known)
+                _add_foldable_readers(folded, known, too_large)
     wanted = [t for t in known.values()
               if _should_evaluate(t, known, shapes, size_threshold)]
     values: dict[str, np.ndarray] = dict(shapes)
@@ -214,10 +234,11 @@ def _elide_casts(node: gs.Node, graph_outputs: set[str]) -> None:
                 node.outputs[index] = cast_out
 
 
-def _add_foldable_outputs(nodes: Iterable[gs.Node], known: dict[str, gs.Tensor]) -> None:
+def _add_foldable_outputs(nodes: Iterable[gs.Node], known: dict[str, gs.Tensor],
+                         too_large: frozenset[int] = frozenset()) -> None:
     """One pass in node order: a node whose inputs are all known makes its outputs known."""
     for node in nodes:
-        if node.op in _NO_FOLD_OPS:
+        if node.op in _NO_FOLD_OPS or id(node) in too_large:
             continue
         if any(isinstance(v, gs.Node.AttributeRef) for v in node.attrs.values()):
             continue
@@ -225,19 +246,82 @@ def _add_foldable_outputs(nodes: Iterable[gs.Node], known: dict[str, gs.Tensor])
             known.update((t.name, t) for t in node.outputs if not t.is_empty())
 
 
-def _add_foldable_readers(tensors: Iterable[gs.Tensor], known: dict[str, gs.Tensor]) -> None:
+def _add_foldable_readers(tensors: Iterable[gs.Tensor], known: dict[str, gs.Tensor],
+                          too_large: frozenset[int] = frozenset()) -> None:
     """What ``_add_foldable_outputs`` adds to a fixpoint after ``tensors`` became known."""
     stack = list(tensors)
     while stack:
         for node in stack.pop().outputs:
-            if node.op in _NO_FOLD_OPS or any(isinstance(v, gs.Node.AttributeRef)
-                                              for v in node.attrs.values()):
+            if node.op in _NO_FOLD_OPS or id(node) in too_large or any(
+                    isinstance(v, gs.Node.AttributeRef) for v in node.attrs.values()):
                 continue
             if all(t.name in known for t in node.inputs if not t.is_empty()):
                 for t in node.outputs:
                     if not t.is_empty() and t.name not in known:
                         known[t.name] = t
                         stack.append(t)
+
+
+#: Ops whose output may be far larger than their inputs; unknown sizes are not folded.
+_GROWING_OPS = frozenset({"ConstantOfShape", "Expand", "Tile", "Range"})
+
+
+def _too_large_nodes(graph: gs.Graph, limit: int) -> frozenset[int]:
+    """Ids of the nodes whose output, judged before evaluation, may exceed ``limit`` bytes."""
+    out = set()
+    for node in graph.nodes:
+        for t in node.outputs:
+            size = _planned_bytes(node, t)
+            if (size is None and node.op in _GROWING_OPS) or (size is not None and size > limit):
+                logger.debug("fold-constants: not evaluating '%s' (%s): output of %s bytes, "
+                             "limit %d", node.name, node.op,
+                             "unknown" if size is None else size, limit)
+                out.add(id(node))
+                break
+    return frozenset(out)
+
+
+def _too_large_foldable(graph: gs.Graph, limit: int) -> gs.Node | None:
+    """A node that folding would evaluate and whose output may exceed ``limit``, if any."""
+    too_large = _too_large_nodes(graph, limit)
+    if not too_large:
+        return None
+    known = {n: t for n, t in graph.tensors().items() if isinstance(t, gs.Constant)}
+    _add_foldable_outputs(graph.nodes, known)
+    for node in graph.nodes:
+        if id(node) in too_large and all(t.name in known for t in node.inputs if not t.is_empty()):
+            return node
+    return None
+
+
+def _planned_bytes(node: gs.Node, t: gs.Tensor) -> int | None:
+    """The byte size ``t`` will have: from its static shape, else from the constant inputs of
+    a growing op; None when it cannot be known."""
+    itemsize = get_itemsize(t.dtype) if t.dtype is not None else 4
+    if t.shape is not None and not misc.is_dynamic_shape(t.shape):
+        return int(np.prod([int(d) for d in t.shape], dtype=object)) * itemsize
+    values = [i.values if isinstance(i, gs.Constant) and not isinstance(i._values, SparseValues)
+              else None for i in node.inputs]
+    try:
+        if node.op == "ConstantOfShape" and values and values[0] is not None:
+            return int(np.prod([int(v) for v in values[0].reshape(-1)], dtype=object)) * itemsize
+        if node.op == "Expand" and len(values) == 2 and values[1] is not None and \
+                node.inputs[0].shape is not None and \
+                not misc.is_dynamic_shape(node.inputs[0].shape):
+            dims = [max(int(v), 1) for v in values[1].reshape(-1)]
+            rank = max(len(dims), len(node.inputs[0].shape))
+            a = [1] * (rank - len(dims)) + dims
+            b = [1] * (rank - len(node.inputs[0].shape)) + [int(d) for d in node.inputs[0].shape]
+            return int(np.prod([max(x, y) for x, y in zip(a, b)], dtype=object)) * itemsize
+        if node.op == "Tile" and len(values) == 2 and None not in values:
+            count = int(np.prod([int(v) for v in values[1].reshape(-1)], dtype=object))
+            return count * int(values[0].size) * itemsize
+        if node.op == "Range" and len(values) == 3 and None not in values:
+            start, stop, step = (float(v.reshape(-1)[0]) for v in values)
+            return max(int(np.ceil((stop - start) / step)), 0) * itemsize if step else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None
 
 
 def _is_sorted(nodes: list[gs.Node]) -> bool:
@@ -442,6 +526,7 @@ def _evaluate(graph: gs.Graph, nodes: list[gs.Node], outputs: list[gs.Tensor],
     options = ort.SessionOptions()
     # One run per session: idle worker threads need not spin (this changes no result).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # onnxruntime's warnings would precede aicc's own lines
     session = ort.InferenceSession(model.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
     return dict(zip(names, session.run(names, {})))

@@ -101,7 +101,7 @@ class Int32Sandwich(Pass):
     @dataclasses.dataclass(frozen=True)
     class Options:
         overrides: str = option("", "AIMET encodings JSON with INT32 overrides (dtype int, "
-                                    "bitwidth 32)")
+                                    "bitwidth 32)", path=True)
 
     def run(self, program: Program, ctx: PassContext) -> None:
         path = ctx.options.overrides

@@ -39,7 +39,7 @@ class QuantOverrides(Pass):
     @dataclasses.dataclass(frozen=True)
     class Options:
         file: str = option("", "the AIMET encodings JSON (-external-quantization, "
-                               "--quantization_overrides)")
+                               "--quantization_overrides)", path=True)
 
     def run(self, program: Program, ctx: PassContext) -> None:
         if not ctx.options.file:

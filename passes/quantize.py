@@ -151,7 +151,7 @@ class Quantize(Pass):
         profile: list[str] = option([], "calibration profile file(s) to quantize with "
                                         "(-load-profile; several are merged)")
         overrides: str = option("", "AIMET encodings JSON: full or partial overrides "
-                                    "(--quantization_overrides)")
+                                    "(--quantization_overrides)", path=True)
         activation_schema: str = option("symmetric_with_uint8", "vendor schema for activations "
                                         f"({', '.join(SCHEMAS)})")
         constant_schema: str = option("symmetric_with_uint8", "vendor schema for weights and "
@@ -175,7 +175,7 @@ class Quantize(Pass):
                                              "(0: the op's)", choices=(0, 16, 32))
         fuse_activations: bool = option(True, "leave a Conv/Gemm/MatMul/Add output read only by "
                                               "a Relu/Clip unquantized (one fused kernel)")
-        export_encodings: str = option("", "write the encodings used as AIMET JSON here")
+        export_encodings: str = option("", "write the encodings used as AIMET JSON here", path=True)
         export_form: str = option("0.6.1", "AIMET form of export_encodings",
                                   choices=("0.6.1", "1.0.0"))
 

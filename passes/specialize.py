@@ -67,7 +67,7 @@ class Specialize(Pass):
 
     @dataclasses.dataclass(frozen=True)
     class Options:
-        config: str = option("", "the network specialization config (JSON)")
+        config: str = option("", "the network specialization config (JSON)", path=True)
 
     def run(self, program: Program, ctx: PassContext) -> None:
         path = ctx.options.config

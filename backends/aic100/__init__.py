@@ -30,6 +30,7 @@ import onnx
 from aicc.backend import Backend, Executable
 from aicc.configfile import load_json
 from aicc.errors import BackendError, ConfigError, ContainerError
+from aicc.fileio import write_text
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 
@@ -163,7 +164,7 @@ class Aic100Executable(Executable):
 
     def save(self, folder: Path) -> list[str]:
         text = json.dumps(self._json, indent=1, sort_keys=True) + "\n"
-        (Path(folder) / PLAN_FILE).write_text(text, encoding="utf-8")
+        write_text(Path(folder) / PLAN_FILE, text)
         return [PLAN_FILE]
 
 

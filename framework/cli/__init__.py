@@ -1,12 +1,16 @@
 """The ``aicc`` command: ``compile``, ``run``, ``quantize``, ``passes``, ``backends``, ``ops``.
 
 User errors print one line, ``error: FILE: FIELD: what is wrong (hint)``, and exit 2; internal
-errors exit 1; ``--debug`` shows the traceback.
+errors exit 1; ``--debug`` shows the traceback. A write that fails for want of space (a full disk, a
+quota, ``ulimit -f``: SIGXFSZ is ignored so the write fails rather than the process dying) is a
+one-line error with exit 2 too, wherever it happens.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -37,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = [a for a in argv if a not in ("-v", "--verbose")]
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO if verbose
                         else logging.WARNING, format="%(levelname)s: %(name)s: %(message)s")
+    if hasattr(signal, "SIGXFSZ"):  # past ulimit -f a write fails (EFBIG) instead of killing us
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         if not argv or argv[0] in ("-h", "--help", "help"):
             print(_USAGE)
@@ -68,12 +74,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:
+        if e.errno not in _SPACE_ERRNOS:
+            return _internal(e, debug)
+        if debug:
+            traceback.print_exc()
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}cannot write: {e.strerror} (free some space, or write elsewhere)",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # an internal error: a bug in aicc or a plugin
-        if debug:
-            traceback.print_exc()
-        print(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
-              file=sys.stderr)
-        return 1
+        return _internal(e, debug)
+
+
+_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _internal(e: Exception, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+          file=sys.stderr)
+    return 1

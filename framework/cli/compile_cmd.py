@@ -16,6 +16,9 @@ from ..compiler import CompileRequest, compile_model, prepare
 from ..errors import UsageError
 from ..instruments import random_feeds
 from ..options import parse_text_value
+from ..program import describe_tensor
+from ..runtime import check_backend_outputs
+from ..specconfig import MAX_SYMBOL_VALUE
 from .flags import Flag, FlagParser, int_value
 
 __all__ = ["run_compile", "COMPILE_FLAGS", "NOT_YET"]
@@ -79,8 +82,12 @@ def _request(args: dict) -> CompileRequest:
     if args["passes"] and args["pipeline"]:
         raise UsageError("--passes and --pipeline both given", where="aicc compile",
                          hint="use one of them")
-    if args["batchsize"] is not None and args["batchsize"] <= 0:
-        raise UsageError(f"{args['batchsize']} is not a positive batch size", where="-batchsize")
+    if args["batchsize"] is not None and not 0 < args["batchsize"] <= MAX_SYMBOL_VALUE:
+        raise UsageError(f"{args['batchsize']} is not a batch size from 1 to {MAX_SYMBOL_VALUE}",
+                         where="-batchsize")
+    if args["symbols"]:
+        from ..passes.bind_symbols import parse_symbol_values
+        parse_symbol_values(list(args["symbols"]))  # refuse bad values before any work
     backend_options = {}
     for item in args["backend_option"]:
         key, sep, value = item.partition("=")
@@ -163,6 +170,8 @@ def run_compile(argv: Sequence[str]) -> int:
         t0 = time.perf_counter()
         outputs = exe.run(feeds)
         ms = (time.perf_counter() - t0) * 1e3
+        check_backend_outputs(f"backend '{req.backend}'",
+                              [describe_tensor(t) for t in program.graphs[name].outputs], outputs)
         shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in outputs.items())
         print(f"ran graph '{name}' once on {what}: {ms:.3f} ms -> {shapes}")
         for line in exe.stats().get("report") or ():  # e.g. a simulated device's figures

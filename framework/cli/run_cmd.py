@@ -7,7 +7,11 @@ shape of every buffer, so it suits specializations best.
 
 Prints the latency of each inference and inferences per second. ``--write-output-dir`` receives one
 raw file per output per inference (plus ``.npy`` with ``--write-output-format npy``), written to a
-temporary sibling and renamed at the end.
+temporary sibling (each file written, fsynced and its size checked: a full disk is an error, never
+an empty file) and renamed at the end. Files are named after the outputs, sanitised; outputs whose
+sanitised names would collide (``a/b`` and ``a_b``) get a suffix of their name's hash instead.
+
+``--plugins FILE`` loads the plugins a container's backend comes from, as ``aicc compile`` does.
 
 A backend may add its own figures: the lines of ``Executable.stats()["report"]`` are printed after
 the run (a simulated device reports inferences per second, latency, core utilization, DDR
@@ -27,10 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import ir
 from ..data import (merged_input_descs, parse_input_args, parse_input_list,
                     parse_json_input_file, read_tensor_file)
 from ..errors import UsageError
+from ..fileio import (fsync_dir, output_error, unique_file_names, write_array, write_npy,
+                      write_text)
+from ..plugins import load_registries
 from ..runtime import Session
 from .flags import Flag, FlagParser, int_value
 
@@ -58,6 +64,9 @@ RUN_FLAGS = [
     Flag(("--aic-profiling-out-dir",), "profiling_dir",
          help="folder for profiling files a backend produces (default: --write-output-dir)",
          metavar="DIR"),
+    Flag(("--plugins",), "plugins", "repeat",
+         help="a TOML file of extra plugin modules (e.g. the container's backend)",
+         metavar="FILE"),
     Flag(("-h", "--help"), "help", "switch", help="show this help"),
 ]
 
@@ -79,7 +88,8 @@ def run_run(argv: Sequence[str]) -> int:
     if len(given) > 1:
         raise UsageError(f"{' and '.join(given)} both given", where="aicc run",
                          hint="give the inputs one way")
-    session = Session(args["qpc"], args["backend"])
+    registries = load_registries(args["plugins"]) if args["plugins"] else None
+    session = Session(args["qpc"], args["backend"], registries=registries)
     if "float16" in session.program_meta.get("node_precision", {}).values() and \
             not session.backend.fp16_as_device:
         print(f"note: backend '{session.backend_name}' computes this fp16 program "
@@ -117,13 +127,9 @@ def run_run(argv: Sequence[str]) -> int:
     if count <= 0:
         raise UsageError(f"{count} is not a positive number of inferences", where="-n")
     out_tmp = None
+    stems = unique_file_names([d.name for s in session.specs for d in s.outputs])
     if args["output_dir"]:
-        target = Path(args["output_dir"])
-        if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise UsageError("exists and is not an empty directory", where=target,
-                             hint="choose a new output directory")
-        out_tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-",
-                                        dir=target.resolve().parent))
+        out_tmp = _output_tmp(Path(args["output_dir"]))
     try:
         latencies = []
         total_start = time.perf_counter()
@@ -134,21 +140,17 @@ def run_run(argv: Sequence[str]) -> int:
                   f"(specialization '{session.last_specialization}')")
             if out_tmp is not None:
                 for name, arr in outputs.items():
-                    stem = f"{ir.safe_file_name(name)}-inf-{i}"
-                    np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tofile(
-                        out_tmp / f"{stem}.raw")
+                    stem = f"{stems[name]}-inf-{i}"
+                    write_array(out_tmp / f"{stem}.raw", arr)
                     if fmt == "npy":
-                        np.save(out_tmp / f"{stem}.npy", arr, allow_pickle=False)
+                        write_npy(out_tmp / f"{stem}.npy", arr)
         wall = time.perf_counter() - total_start
         stats = session.stats()
         files_dir = Path(args["profiling_dir"]) if args["profiling_dir"] else out_tmp
         written = [p if files_dir != out_tmp else Path(args["output_dir"]) / p.name
                    for p in _write_backend_files(stats, files_dir)]
         if out_tmp is not None:
-            target = Path(args["output_dir"])
-            if target.exists():
-                target.rmdir()
-            os.rename(out_tmp, target)
+            _commit_outputs(out_tmp, Path(args["output_dir"]))
             out_tmp = None
     finally:
         if out_tmp is not None:
@@ -168,6 +170,32 @@ def run_run(argv: Sequence[str]) -> int:
         print("profiling files not written: pass --aic-profiling-out-dir DIR or "
               "--write-output-dir DIR")
     return 0
+
+
+def _output_tmp(target: Path) -> Path:
+    """The temporary sibling that collects ``--write-output-dir``'s files before the rename."""
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UsageError("exists and is not an empty directory", where=target,
+                         hint="choose a new output directory")
+    parent = target.resolve().parent
+    if not parent.is_dir():
+        raise UsageError(f"parent folder '{target.parent}' does not exist",
+                         where="--write-output-dir", hint="create it first")
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+    except OSError as e:
+        raise output_error(target, e) from None
+
+
+def _commit_outputs(tmp: Path, target: Path) -> None:
+    try:
+        if target.exists():
+            target.rmdir()
+        os.rename(tmp, target)
+    except OSError as e:
+        raise output_error(target, e, "cannot move the outputs into place") from None
+    fsync_dir(target)
+    fsync_dir(target.resolve().parent)
 
 
 def _with_activations(session: Session, count: int) -> Session:
@@ -193,10 +221,16 @@ def _write_backend_files(stats: dict, folder: Path | None) -> list[Path]:
               for name, data in (st.get("files") or {}).items()]
     if not wanted or folder is None:
         return []
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the folder: {e.strerror}",
+                         where=folder) from None
+    keys = [f"{spec}-{name}" if len(stats) > 1 else name for spec, name, _ in wanted]
+    stems = unique_file_names(keys)
     out = []
-    for spec, name, data in wanted:
-        file = folder / (ir.safe_file_name(f"{spec}-{name}") if len(stats) > 1 else name)
-        file.write_text(json.dumps(data) + "\n", encoding="utf-8")
+    for key, (_, _, data) in zip(keys, wanted):
+        file = folder / stems[key]
+        write_text(file, json.dumps(data) + "\n")
         out.append(file)
     return out
