@@ -2,7 +2,9 @@
 
 Everything that can be checked before work starts is checked first (plugins, pipeline, pass and
 backend options, instruments, the model, ops the backend cannot run); the container is written
-atomically only once every specialization compiled.
+atomically only once every specialization compiled. With the default pipeline, ops of the model
+that the backend's op table lacks are rewritten by the passes that declare them in
+``Pass.lowers`` (``lowering_steps``, stage ``lower``); an explicit pipeline gets nothing added.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .plugins import Registries, load_registries
 from .program import Program, describe_tensor
 
 __all__ = ["CompileRequest", "STAGES", "default_pipeline", "compile_model", "build_instruments",
-           "prepare", "retained_state_pairs", "RETAINED_SUFFIX"]
+           "prepare", "retained_state_pairs", "RETAINED_SUFFIX", "lowering_steps", "model_op_types"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ logger = logging.getLogger(__name__)
 STAGES = {
     "bind": 10,         # bind-symbols
     "specialize": 20,   # specialize (one graph per network specialization)
+    "lower": 22,        # passes that rewrite ops the backend lacks (fold-if, unroll-loops,
+                        # lower-rnn; added by the driver, see lowering_steps), so that later
+                        # passes (fp16 selection, quantization) see the ops that will run
     "select": 25,       # passes that pick nodes by their original output names (convert-fp16),
                         # before fold-batchnorm hands a Conv its BatchNormalization's output
     "simplify": 30,     # fold-constants, fold-batchnorm
@@ -160,12 +165,79 @@ def compile_model(req: CompileRequest, registries: Registries | None = None
             gc.enable()
 
 
+def model_op_types(model: onnx.ModelProto) -> set[str]:
+    """Op types of the default domain in ``model``, inside If/Loop/Scan bodies too."""
+    found: set[str] = set()
+    stack = [model.graph]
+    while stack:
+        graph = stack.pop()
+        for node in graph.node:
+            if node.domain in ("", "ai.onnx"):
+                found.add(node.op_type)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    stack.append(attr.g)
+                stack.extend(attr.graphs)
+    return found
+
+
+_CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
+
+
+def lowering_steps(backend: Any, model: onnx.ModelProto, registries: Registries
+                   ) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """The ``(stage, pass, options)`` steps that rewrite the model's ops the backend lacks.
+
+    A backend with no op table (``op_types`` None, e.g. onnxruntime) lacks nothing. Passes
+    declare what they rewrite in ``Pass.lowers``. Passes that remove control flow come first (a
+    body's ops surface in the graph), then the others, each group by name; a ``fold-constants``
+    leads, so that weights computed from constants and conditions and trip counts computed
+    from bound shapes are constants by then.
+    """
+    table = getattr(backend, "op_types", None)
+    if table is None:
+        return []
+    missing = frozenset(model_op_types(model) - set(table))
+    chosen = sorted((not set(e.cls.lowers) & _CONTROL_FLOW, e.name, e.cls)
+                    for e in registries.passes.entries()
+                    if e.cls.lowers and missing & set(e.cls.lowers))
+    steps: list[tuple[str, str, Mapping[str, Any]]] = [
+        ("lower", name, cls.lowering_options(missing & frozenset(cls.lowers)))
+        for _, name, cls in chosen]
+    if steps:  # constants (weights built by Constant/Unsqueeze chains, trip counts) first
+        steps.insert(0, ("lower", "fold-constants", {}))
+        names = [name for _, name, _ in steps]
+        if "If" in missing and "unroll-loops" in names and "fold-if" in names:
+            # an If inside a loop body surfaces once unrolled; its condition often depends on
+            # the iteration number, a constant after folding: fold again after unrolling
+            at = names.index("unroll-loops") + 1
+            first = names.index("fold-if")
+            steps[first] = ("lower", "fold-if", {"strict": False})
+            steps[at:at] = [("lower", "fold-constants", {}), ("lower", "fold-if",
+                                                             {"strict": True})]
+    return steps
+
+
+def _lowered_by(pipeline: Pipeline) -> frozenset[str]:
+    return frozenset(op for step in pipeline.steps for op in step.cls.lowers)
+
+
 def _compile(req: CompileRequest, registries: Registries | None
              ) -> tuple[Path | None, Program, dict[str, Any]]:
     registries, pipeline, backend, instruments = prepare(req, registries)
     model = _load(req.model)
-    # Ops introduced by passes are checked again below; this catches the common case early.
-    _check_supported(backend, model, "the model")
+    if req.pipeline is None and req.pipeline_text is None:
+        lowering = lowering_steps(backend, model, registries)
+        if lowering:
+            pipeline = Pipeline.build(default_pipeline(
+                symbols=req.symbols, batchsize=req.batchsize,
+                feature_steps=list(req.feature_steps) + lowering),
+                registries.passes, source="default pipeline")
+            logger.info("backend '%s' lacks ops of the model; lowering with %s", backend.name,
+                        ", ".join(name for _, name, _ in lowering))
+    # Ops introduced by passes are checked again below; this catches the common case early
+    # (ops a lowering pass of the pipeline rewrites are left to that pass).
+    _check_supported(backend, model, "the model", skip=_lowered_by(pipeline))
     program = Program.from_model(model)
     program.compile_options = {"backend": backend.name, "pipeline": pipeline.to_text()}
     writer = ContainerWriter(req.output) if req.output is not None else None
@@ -289,8 +361,10 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _check_supported(backend: Any, model: onnx.ModelProto, what: str) -> None:
-    problems = backend.unsupported_nodes(model)
+def _check_supported(backend: Any, model: onnx.ModelProto, what: str,
+                     skip: frozenset[str] = frozenset()) -> None:
+    problems = [p for p in backend.unsupported_nodes(model)
+                if not any(p.endswith(f"({op})") for op in skip)]
     if problems:
         # nodes of another domain (onnxruntime's com.microsoft ops) first: they are the reason
         problems.sort(key=lambda p: _domain_of(p) is None)

@@ -73,9 +73,17 @@ class Pass:
     after: ClassVar[tuple[str, ...]] = ()
     #: passes that must run before this one (the pipeline is refused otherwise).
     requires: ClassVar[tuple[str, ...]] = ()
-    #: op types this pass lowers into other ops (so a backend lacking them can run the graph);
-    #: ``aicc ops`` lists them next to the backends that lack those ops.
-    lowers: ClassVar[frozenset[str]] = frozenset()
+    #: op types (default domain) this pass rewrites into other ops. The compile driver adds
+    #: the pass to the default pipeline when the model has such an op and the backend's op
+    #: table lacks it (see ``aicc.compiler.lowering_steps``); ``aicc ops`` lists it
+    #: next to the backends that lack those ops.
+    lowers: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def lowering_options(cls, missing: frozenset[str]) -> dict[str, Any]:
+        """Options the driver gives this pass when the backend lacks the ``missing`` op types
+        (of ``lowers``); the default is the pass's defaults."""
+        return {}
 
     def run(self, program: Program, ctx: PassContext) -> Program | None:
         """Transform ``program`` in place (return None) or return a new Program."""

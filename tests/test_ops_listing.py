@@ -94,7 +94,7 @@ class _Passes:
 def test_passes_declaring_lowerings_are_listed_for_backends_lacking_the_op(registries):
     class LowerMish(aicc.Pass):
         name = "lower-mish"
-        lowers = frozenset({"Mish", "Relu"})
+        lowers = ("Mish", "Relu")
 
     lowers = lowering_passes(_Passes(_Entry("cleanup", object), _Entry("lower-mish", LowerMish)))
     assert lowers == {"Mish": ["lower-mish"], "Relu": ["lower-mish"]}

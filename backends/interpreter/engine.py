@@ -1,5 +1,9 @@
 """The interpreter engine: an ONNX model turned into a precomputed schedule of numpy kernels.
 
+Control-flow bodies (If, Loop, Scan) get interpreters of their own (``for_subgraph``, see
+``ops_control``); the outer-scope values a body reads become extra inputs of its node, so the
+liveness below keeps them until the node has run.
+
 Construction does all the per-model work once: it checks every op up front (reporting all the
 unsupported ones together), parses attributes, builds one kernel per node, evaluates Constant
 nodes, orders the nodes and, per requested set of outputs, plans which nodes to run and after which
@@ -26,7 +30,8 @@ from onnx import numpy_helper
 
 from aicc.errors import AiccError, BackendError, DataError, ModelError, did_you_mean
 
-from . import ops_conv, ops_elementwise, ops_nn, ops_quant, ops_reduce, ops_resize, ops_shape
+from . import (ops_control, ops_conv, ops_elementwise, ops_integer, ops_nn, ops_quant, ops_reduce,
+               ops_resize, ops_rnn, ops_shape)
 from .feeds import TensorSpec, bind_feeds, check_declared, format_shape, tensor_spec
 from .kernels import NodeSpec, in_float32, lookup, parse_attribute
 from .ops_shape import constant_value
@@ -36,7 +41,8 @@ __all__ = ["Interpreter", "TensorSpec", "ScheduledNode", "Observer"]
 logger = logging.getLogger(__name__)
 
 # importing the op modules registers their kernels
-_KERNEL_MODULES = (ops_conv, ops_elementwise, ops_nn, ops_quant, ops_reduce, ops_resize, ops_shape)
+_KERNEL_MODULES = (ops_control, ops_conv, ops_elementwise, ops_integer, ops_nn, ops_quant,
+                   ops_reduce, ops_resize, ops_rnn, ops_shape)
 
 Observer = Callable[[str, np.ndarray], None]
 _ALL = "all"  # plan key: observe every produced tensor
@@ -76,6 +82,43 @@ def _inline(model: onnx.ModelProto) -> onnx.ModelProto:
     return onnx.inliner.inline_local_functions(model) if len(model.functions) else model
 
 
+def subgraphs(node: onnx.NodeProto) -> list[tuple[str, onnx.GraphProto]]:
+    """The (attribute name, graph) pairs of a node's graph attributes (If, Loop, Scan)."""
+    found = []
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            found.append((a.name, a.g))
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            found.extend((a.name, g) for g in a.graphs)
+    return found
+
+
+def outer_names(graph: onnx.GraphProto) -> list[str]:
+    """The names ``graph`` (with its nested subgraphs) reads from enclosing scopes, in first-use
+    order: referenced by a node or listed as an output, defined neither as an input, an
+    initializer nor a node output of the graph."""
+    order, stack = [], [graph]  # every nested graph, parents before their bodies (iterative:
+    while stack:                 # deep nesting must not exhaust Python's stack)
+        g = stack.pop()
+        order.append(g)
+        for node in g.node:
+            stack.extend(body for _, body in subgraphs(node))
+    free: dict[int, list[str]] = {}
+    for g in reversed(order):  # bodies before the graphs that hold them
+        defined = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+        for node in g.node:
+            defined.update(node.output)
+        found: dict[str, None] = {}
+        for node in g.node:
+            refs = list(node.input)
+            for _, body in subgraphs(node):
+                refs += free[id(body)]
+            found.update((n, None) for n in refs if n not in defined)
+        found.update((o.name, None) for o in g.output if o.name not in defined)
+        free[id(g)] = list(found)
+    return free[id(graph)]
+
+
 def _resolve(node: onnx.NodeProto, index: int, opset: int):
     """(registry entry, op version, problem text or None) for one node."""
     label = f"node '{_node_label(node, index)}' ({node.op_type})"
@@ -110,9 +153,23 @@ class Interpreter:
             raise BackendError(
                 f"{len(problems)} node(s) the interpreter cannot run: " + "; ".join(problems),
                 hint="run the model on another backend or rewrite these ops")
-        graph = model.graph
+        self._setup(model.graph, _default_opset(model), (), check_types, profile)
+
+    @classmethod
+    def for_subgraph(cls, graph: onnx.GraphProto, opset: int, outer: Iterable[str], *,
+                     check_types: bool = False, profile: bool = False) -> "Interpreter":
+        """An interpreter of a control-flow body whose nodes may read the ``outer`` names.
+
+        Its ops were checked with the enclosing model's (``unsupported_nodes`` recurses)."""
+        self = cls.__new__(cls)
+        self._setup(graph, opset, tuple(outer), check_types, profile)
+        return self
+
+    def _setup(self, graph: onnx.GraphProto, opset: int, outer: tuple[str, ...],
+               check_types: bool, profile: bool) -> None:
         self.check_types = check_types
         self.profile = profile
+        self.outer = outer
         self.op_times: dict[str, list[float]] = {}
         self._consts: dict[str, np.ndarray] = {}
         for init in graph.initializer:
@@ -126,15 +183,33 @@ class Interpreter:
                        for vi in list(graph.value_info) + list(graph.output) + list(graph.input)}
         self._constant_outputs: list[str] = []
         self._nodes: list[tuple] = []  # (kernel, NodeSpec) in execution order
-        self._build(graph, _default_opset(model))
+        self._build(graph, opset)
         self._producer = {name: i for i, (_, spec) in enumerate(self._nodes)
                           for name in spec.outputs if name}
-        self._known = set(self._consts) | set(self._input_map) | set(self._producer)
+        self._known = set(self._consts) | set(self._input_map) | set(self._producer) | set(outer)
+        # qualified names of the tensors inside control-flow bodies -> the node running them
+        self._inner: dict[str, int] = {}
+        for i, (kernel, spec) in enumerate(self._nodes):
+            for name in getattr(kernel, "inner_names", ()):
+                self._inner[f"{spec.name}/{name}"] = i
         self._plans: dict[tuple, _Plan] = {}
+        self._configure_bodies()
         logger.debug("interpreter: %d kernels, %d constants (%d from Constant nodes)",
                      len(self._nodes), len(self._consts), len(self._constant_outputs))
 
     # --- construction ----------------------------------------------------------------------
+
+    def _configure_bodies(self) -> None:
+        """Control-flow bodies (nested ones too) check types and profile as this one does;
+        profiled body ops add to this interpreter's ``op_times``."""
+        stack = [self]
+        while stack:
+            interp = stack.pop()
+            for kernel, _ in interp._nodes:
+                for body in getattr(kernel, "bodies", ()):
+                    body.check_types, body.profile = self.check_types, self.profile
+                    body.op_times = self.op_times
+                    stack.append(body)
 
     @staticmethod
     def unsupported_nodes(model: onnx.ModelProto) -> list[str]:
@@ -145,19 +220,28 @@ class Interpreter:
         model = _inline(model)
         opset = _default_opset(model)
         problems = []
-        for i, node in enumerate(model.graph.node):
-            _, _, problem = _resolve(node, i, opset)
-            if problem:
-                problems.append(problem)
+        stack = [("", model.graph)]  # (prefix of qualified names, graph), nested If/Loop/Scan
+        while stack:
+            prefix, graph = stack.pop()
+            for i, node in enumerate(graph.node):
+                _, _, problem = _resolve(node, i, opset)
+                if problem:
+                    problems.append(problem.replace("node '", f"node '{prefix}", 1))
+                label = prefix + _node_label(node, i)
+                stack.extend((f"{label}/", g) for _, g in reversed(subgraphs(node)))
         return problems
 
     def _build(self, graph: onnx.GraphProto, opset: int) -> None:
         specs = []
         for i, node in enumerate(graph.node):
             entry, version, _ = _resolve(node, i, opset)
+            captured: list[str] = []
+            for _, g in subgraphs(node):
+                captured += [n for n in outer_names(g) if n not in captured]
             spec = NodeSpec(name=_node_label(node, i), op_type=node.op_type, version=version,
                             attrs={a.name: parse_attribute(a) for a in node.attribute},
-                            inputs=tuple(node.input), outputs=tuple(node.output))
+                            inputs=tuple(node.input) + tuple(captured),
+                            outputs=tuple(node.output), captured=tuple(captured), opset=opset)
             if node.op_type == "Constant":
                 try:
                     value = constant_value(spec)
@@ -178,7 +262,7 @@ class Interpreter:
 
     def _toposort(self, nodes: list[tuple]) -> list[tuple]:
         """Nodes in an order where every input exists before use (stable for sorted graphs)."""
-        available = set(self._consts) | set(self._input_map) | {""}
+        available = set(self._consts) | set(self._input_map) | set(self.outer) | {""}
         producer: dict[str, int] = {}
         for i, (_, spec) in enumerate(nodes):
             for out in spec.outputs:
@@ -236,6 +320,11 @@ class Interpreter:
         """Every tensor a run can observe or return: inputs, initializers, node outputs."""
         return sorted(self._known)
 
+    def inner_tensor_names(self) -> list[str]:
+        """Tensors inside control-flow bodies an observer can see, qualified by the node that
+        runs them (``loop_node/body_tensor``; nested bodies add one level per node)."""
+        return sorted(self._inner)
+
     def schedule(self, outputs: Iterable[str] | None = None) -> list[ScheduledNode]:
         """The steps a run computing ``outputs`` takes, with the tensors freed after each."""
         names = self._output_names if outputs is None else self._check_names(outputs, "outputs")
@@ -243,12 +332,13 @@ class Interpreter:
 
     # --- planning --------------------------------------------------------------------------
 
-    def _check_names(self, names: Iterable[str], what: str) -> tuple[str, ...]:
+    def _check_names(self, names: Iterable[str], what: str,
+                     inner: bool = False) -> tuple[str, ...]:
         if isinstance(names, str):
             names = [names]
         names = tuple(names)
         for n in names:
-            if n not in self._known:
+            if n not in self._known and not (inner and n in self._inner):
                 raise DataError(f"{what}: no tensor named '{n}' in the model",
                                 hint=did_you_mean(n, self._known))
         return names
@@ -263,7 +353,11 @@ class Interpreter:
         if observed == _ALL:
             needed = list(range(len(nodes)))
         else:
-            needed = self._needed(set(outputs) | set(observed or ()))
+            targets = set(outputs) | {n for n in observed or () if n not in self._inner}
+            # an observed body tensor needs the node that runs the body
+            targets |= {nodes[self._inner[n]][1].outputs[0] for n in observed or ()
+                        if n in self._inner}
+            needed = self._needed(targets)
 
         def shown(name: str) -> bool:
             return observed == _ALL or (observed is not None and name in observed)
@@ -287,7 +381,8 @@ class Interpreter:
         if observed == _ALL:
             first = tuple(s.name for s in self._inputs) + tuple(self._constant_outputs)
         else:
-            first = tuple(sorted(n for n in observed or () if n not in self._producer))
+            first = tuple(sorted(n for n in observed or ()
+                                 if n not in self._producer and n not in self._inner))
         plan = _Plan(steps, first, schedule)
         if len(self._plans) >= _MAX_PLANS:
             self._plans.clear()
@@ -315,7 +410,8 @@ class Interpreter:
 
         ``observe(name, array)`` is called for every tensor produced (graph inputs and Constant
         outputs too) whose name is in ``observe_names`` (None = all); naming an initializer in
-        ``observe_names`` shows it as well.
+        ``observe_names`` shows it as well. Tensors inside If/Loop/Scan bodies are shown with
+        qualified names (``inner_tensor_names``), once per iteration that produces them.
         """
         env: dict[str, Any] = dict(self._consts)
         env[""] = None  # an omitted optional input
@@ -327,16 +423,36 @@ class Interpreter:
         elif observe_names is None:
             observed = _ALL
         else:
-            observed = frozenset(self._check_names(observe_names, "observe_names"))
+            observed = frozenset(self._check_names(observe_names, "observe_names", inner=True))
+        inner = observe
+        if isinstance(observed, frozenset):
+            def inner(name: str, value: Any) -> None:
+                if name in observed:
+                    observe(name, value)
         plan = self._plan(out_names, observed)
         for name in plan.observe_first:
             if name in env:
                 observe(name, env[name])
         with np.errstate(all="ignore"):
-            self._walk(plan, env, observe)
+            self._walk(plan, env, observe, inner)
         return self._collect(out_names, env, feeds)
 
-    def _walk(self, plan: _Plan, env: dict, observe: Observer | None) -> None:
+    def run_body(self, values: Mapping[str, Any], observe: Observer | None = None) -> list:
+        """Run a control-flow body (see ``for_subgraph``): ``values`` binds its inputs and the
+        outer names it reads; returns its outputs in order. ``observe`` sees every tensor."""
+        env: dict[str, Any] = dict(self._consts)
+        env[""] = None
+        env.update(values)
+        plan = self._plan(self._output_names, None if observe is None else _ALL)
+        if observe is not None:
+            for name in plan.observe_first:
+                if name in env:
+                    observe(name, env[name])
+        self._walk(plan, env, observe, observe)
+        return [env[n] for n in self._output_names]
+
+    def _walk(self, plan: _Plan, env: dict, observe: Observer | None,
+              inner: Observer | None) -> None:
         nodes = self._nodes
         check = self.check_types
         profile = self.profile
@@ -345,10 +461,10 @@ class Interpreter:
             try:
                 if profile:
                     t0 = time.perf_counter()
-                    res = kernel(*args)
+                    res = self._call(kernel, args, i, inner)
                     self._account(nodes[i][1].op_type, time.perf_counter() - t0)
                 else:
-                    res = kernel(*args)
+                    res = self._call(kernel, args, i, inner)
             except AiccError:
                 raise
             except Exception as e:
@@ -367,6 +483,14 @@ class Interpreter:
                 observe(name, env[name])
             for name in dying:
                 del env[name]
+
+    def _call(self, kernel, args: list, i: int, inner: Observer | None):
+        """``kernel(*args)``; a control-flow kernel also gets an observer that qualifies the
+        names of its body's tensors with this node's name."""
+        if inner is None or not hasattr(kernel, "inner_names"):
+            return kernel(*args)
+        prefix = self._nodes[i][1].name + "/"
+        return kernel(*args, observe=lambda name, value: inner(prefix + name, value))
 
     def _account(self, op_type: str, seconds: float) -> None:
         slot = self.op_times.setdefault(op_type, [0, 0.0])

@@ -76,6 +76,11 @@ class NodeSpec:
     #: input names as written in the node; "" marks an omitted optional input
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    #: outer-scope names the node's subgraphs read (If/Loop/Scan); appended to ``inputs`` so
+    #: the engine keeps them alive until the node runs and passes them after the real inputs
+    captured: tuple[str, ...] = ()
+    #: the default-domain opset of the model (subgraphs are built with it)
+    opset: int = 0
 
     def attr(self, name: str, default: Any = None) -> Any:
         return self.attrs.get(name, default)

@@ -1,7 +1,8 @@
 """onnx's own node test cases, run on the interpreter through its onnx backend adapter.
 
 Current onnx wheels generate the cases in memory (``load_model_tests(kind="node")``). Every case
-whose ops all have an interpreter kernel is collected, and compared with onnx's own comparison
+whose ops (inside If/Loop/Scan bodies and local functions too) all have an interpreter kernel is
+collected, and compared with onnx's own comparison
 (``Runner.assert_similar_outputs``: exact shapes and dtypes, rtol 1e-3, atol 1e-7 unless the case
 says otherwise). Known differences are listed in ``EXCLUDED`` with the reason.
 """
@@ -28,6 +29,8 @@ Reciprocal Max Min Where Equal Less Greater Not And Or Concat Split Slice Gather
 ScatterND Reshape Flatten Transpose Squeeze Unsqueeze Expand Tile Shape Size ConstantOfShape Range
 Cast Identity Pad Resize MaxPool AveragePool GlobalAveragePool ReduceMean ReduceSum ReduceMax
 ReduceMin ArgMax Einsum TopK CumSum Trilu QuantizeLinear DequantizeLinear Constant
+If Loop Scan LSTM GRU RNN ConvInteger MatMulInteger DynamicQuantizeLinear QLinearConv QLinearMatMul
+GreaterOrEqual LessOrEqual Xor
 """.split())
 
 _ALIGN_CORNERS = ("align_corners with a fractional scale * input length: onnx's reference divides "
@@ -42,13 +45,24 @@ EXCLUDED: dict[str, str] = {
 }
 
 
+def _all_nodes(case):
+    """Every node of the case: the graph's, its functions', and those inside If/Loop/Scan bodies."""
+    stack = [case.model.graph.node] + [f.node for f in case.model.functions]
+    while stack:
+        for node in stack.pop():
+            yield node
+            for attr in node.attribute:
+                if attr.type == attr.GRAPH:
+                    stack.append(attr.g.node)
+                stack.extend(g.node for g in attr.graphs)
+
+
 def _case_ops(case) -> set[str]:
-    return {n.op_type for n in case.model.graph.node} | {
-        n.op_type for f in case.model.functions for n in f.node}
+    return {n.op_type for n in _all_nodes(case)}
 
 
 def _domains(case) -> set[str]:
-    return {n.domain for n in case.model.graph.node}
+    return {n.domain for n in _all_nodes(case)}
 
 
 @functools.cache

@@ -1,0 +1,120 @@
+"""``fold-if``: an If whose condition is a constant replaced by the nodes of the branch it takes.
+
+Run after ``fold-constants`` (and ``bind-symbols``), conditions computed from shapes or
+constants are constants, and a backend without If runs the model. The taken branch is copied into
+the graph (its reads of outer values stay as they are; its tensors and nodes are renamed under the
+If's name), and an Identity per output gives the If's output tensors their producer, so names
+the rest of the graph (and the graph outputs) use do not change. The other branch is dropped.
+
+With ``strict`` (what the compile driver sets for a backend that lacks If), an If whose
+condition is not a constant is refused, naming it and what computes the condition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from aicc import ir
+from aicc.errors import PassError
+from aicc.hookspecs import hookimpl
+from aicc.options import option
+from aicc.pass_base import Pass, PassContext
+from aicc.passes._inline import _fresh, all_names, body_nodes, inline_body
+from aicc.passes.cleanup import detach_nodes, remove_dead_nodes, sort_nodes
+from aicc.program import Program
+
+__all__ = ["FoldIf"]
+
+logger = logging.getLogger(__name__)
+
+
+class FoldIf(Pass):
+    name = "fold-if"
+    description = "replace an If with a constant condition by the branch it takes"
+    scope = "graph"
+    semantics = "preserving"
+    lowers = ("If",)
+
+    @classmethod
+    def lowering_options(cls, missing: frozenset[str]) -> dict:
+        return {"strict": True}
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        strict: bool = option(False, "refuse an If whose condition is not a constant "
+                                     "(instead of leaving it)")
+
+    def run_graph(self, graph: gs.Graph, program: Program, ctx: PassContext) -> None:
+        ifs = [n for n in graph.nodes if n.op == "If" and (n.domain or "") in ("", "ai.onnx")]
+        if not ifs:
+            return
+        taken = all_names(graph)
+        folded, added = [], []
+        for node in ifs:
+            cond = _constant_node_value(node.inputs[0])
+            if not isinstance(cond, gs.Constant):
+                why = _why_dynamic(cond)
+                if ctx.options.strict:
+                    raise PassError(f"fold-if: node '{node.name}' (If): {why}",
+                                    hint="bind the symbols it depends on (-onnx-define-symbol), "
+                                         "or use a backend that runs If (interpreter, cpu)")
+                logger.debug("fold-if: skip '%s': %s", node.name, why)
+                ctx.count("skipped")
+                continue
+            values = np.asarray(cond.values)
+            if values.size != 1:
+                raise PassError(f"fold-if: node '{node.name}' (If): the condition "
+                                f"'{cond.name}' has {values.size} values, not one")
+            branch = node.attrs["then_branch" if bool(values.reshape(-1)[0]) else "else_branch"]
+            added += _inline(graph, node, branch, taken)
+            folded.append(node)
+            ctx.count("If nodes folded")
+        if folded:
+            detach_nodes(folded + [n for node in folded for n in body_nodes(node)])
+            gone = {id(n) for n in folded}
+            graph.nodes = [n for n in graph.nodes if id(n) not in gone] + added
+            remove_dead_nodes(graph)
+            sort_nodes(graph)
+            ir.infer_shapes(graph, where=f"graph '{ctx.graph_name}' after fold-if")
+
+
+def _constant_node_value(cond: gs.Tensor) -> gs.Tensor:
+    """The condition, or the value of the ``Constant`` node producing it."""
+    if isinstance(cond, gs.Variable) and len(cond.inputs) == 1 and \
+            cond.inputs[0].op == "Constant":
+        value = cond.inputs[0].attrs.get("value")
+        if isinstance(value, gs.Constant):
+            return value
+    return cond
+
+
+def _why_dynamic(cond: gs.Tensor) -> str:
+    if cond.inputs:
+        p = cond.inputs[0]
+        return (f"the condition '{cond.name}' is not a constant (computed by node '{p.name}' "
+                f"({p.op}))")
+    return f"the condition '{cond.name}' is not a constant (a graph input)"
+
+
+def _inline(graph: gs.Graph, node: gs.Node, branch: gs.Graph, taken: set[str]) -> list[gs.Node]:
+    if len(branch.outputs) != len(node.outputs):
+        raise PassError(f"fold-if: node '{node.name}' (If): the branch has "
+                        f"{len(branch.outputs)} outputs, the node {len(node.outputs)}")
+    nodes, results = inline_body(graph, branch, node.name, {}, taken)
+    targets = list(node.outputs)
+    node.outputs.clear()
+    for i, (target, result) in enumerate(zip(targets, results)):
+        if target.is_empty():
+            continue
+        nodes.append(gs.Node("Identity", name=_fresh(f"{node.name}/out{i}", taken),
+                             inputs=[result], outputs=[target]))
+    return nodes
+
+
+@hookimpl
+def aicc_register_passes(registry):
+    registry.add(FoldIf)
