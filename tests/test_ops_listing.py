@@ -43,8 +43,11 @@ def listings(registries):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_listing_agrees_with_what_compile_refuses(listings, backend, tmp_path):
+def test_listing_agrees_with_what_compile_refuses(listings, backend, tmp_path, registries):
+    lowered = lowering_passes(registries.passes)
     for op in UNARY + COMPARE:
+        if op in lowered:   # a lowering pass may make an unlisted op compile: listed apart
+            continue
         listed = op in listings[backend] and any(lo <= 17 <= hi
                                                  for lo, hi in listings[backend][op].opsets)
         try:
