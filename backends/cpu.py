@@ -1,7 +1,9 @@
 """``cpu``: run each graph on onnxruntime's CPU execution provider (the fast host path).
 
 The graph in the container is the kernel here: compiling creates an onnxruntime session with the
-chosen thread count and graph-optimization level; loading a container does the same.
+chosen thread count and graph-optimization level; loading a container does the same. Graphs with
+quantization ops avoid onnxruntime's integer kernels where they saturate (x86 without VNNI): see
+``_cpu_quant.py`` and the ``quantized_kernels`` option.
 
 onnxruntime's telemetry events are turned off (``aicc`` also sets ``ORT_DISABLE_TELEMETRY=1``
 for its process) and its own log lines are silenced: a failure reaches the user as aicc's one-line
@@ -25,6 +27,9 @@ from aicc.backend import Backend, Executable
 from aicc.errors import BackendError
 from aicc.hookspecs import hookimpl
 from aicc.options import option
+from aicc.ort_compat import carry_boundary_types, check_ir_version, for_onnxruntime, ort_limits
+
+from ._cpu_quant import QuantKernels, quantized_session_config
 
 __all__ = ["CpuBackend", "CpuExecutable"]
 
@@ -106,25 +111,41 @@ def _session_source(model: onnx.ModelProto) -> tuple[bytes, list[str], list[Any]
 
 
 class CpuExecutable(Executable):
-    def __init__(self, session: ort.InferenceSession, keep: list[Any] | None = None):
+    """A session; I/O of types onnxruntime's Python API cannot pass travels in a wider type
+    (``aicc.ort_compat.carry_boundary_types``) and is converted here, exactly."""
+
+    def __init__(self, session: ort.InferenceSession, keep: list[Any] | None = None,
+                 carried: tuple[Mapping[str, Any], Mapping[str, Any]] = ({}, {}),
+                 quantized_kernels: str = "none"):
         self.session = session
         self._keep = keep or []  # external initializers the session reads in place
         self.output_names = [o.name for o in session.get_outputs()]
         self.runs = 0
+        self.feed_types, self.result_types = carried
         self._run_options = ort.RunOptions()
         self._run_options.log_severity_level = _LOG_SEVERITY
+        #: "integer" (onnxruntime's fused kernels), "float" (QDQ unfused) or "none"
+        self.quantized_kernels = quantized_kernels
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = dict(feeds)
+        for name, dtype in self.feed_types.items():
+            if name in feeds:
+                feeds[name] = feeds[name].astype(dtype)
         try:
-            results = self.session.run(self.output_names, dict(feeds), self._run_options)
+            results = self.session.run(self.output_names, feeds, self._run_options)
         except Exception as e:  # onnxruntime raises its own exception types
             raise BackendError(f"onnxruntime failed: {str(e).splitlines()[0]}",
                                where="backend 'cpu'") from e
         self.runs += 1
-        return dict(zip(self.output_names, results))
+        out = dict(zip(self.output_names, results))
+        for name, dtype in self.result_types.items():
+            out[name] = out[name].astype(dtype)
+        return out
 
     def stats(self) -> dict[str, Any]:
-        return {"runs": self.runs, "providers": self.session.get_providers()}
+        return {"runs": self.runs, "providers": self.session.get_providers(),
+                "quantized_kernels": self.quantized_kernels}
 
 
 class CpuBackend(Backend):
@@ -144,6 +165,9 @@ class CpuBackend(Backend):
             "all", "onnxruntime graph optimization level")
         allow_spinning: bool = option(True, "let idle intra-op threads spin; turn off when a "
                                             "container holds many specializations")
+        quantized_kernels: QuantKernels = option(
+            "auto", "graphs with QDQ: auto (onnxruntime's integer kernels where exact, float "
+                    "where they saturate, x86 without VNNI) or float (QDQ never fused)")
 
     def candidate_ops(self) -> list[tuple[str, str]]:
         """onnxruntime's own operators (com.microsoft, ...), for the ``aicc ops`` listing."""
@@ -158,7 +182,14 @@ class CpuBackend(Backend):
         return types | {"float16"} if "float32" in types else types
 
     def unsupported_nodes(self, model: onnx.ModelProto) -> list[str]:
+        """Nodes with no kernel in onnxruntime's CPU provider, judged at the opset the model is
+        lowered to for onnxruntime (``aicc.ort_compat``; BackendError for an IR version it
+        cannot read). A node whose definition is newer than that opset is looked up by the
+        definition it is converted to; a node the converter cannot convert is refused when the
+        graph is compiled."""
+        check_ir_version(model)
         opsets = {o.domain or "": o.version for o in model.opset_import}
+        opsets[""] = min(opsets.get("", 0), ort_limits()[1])
         kernels = _cpu_kernels()
         problems = []
         for node in model.graph.node:
@@ -166,7 +197,8 @@ class CpuBackend(Backend):
                 continue  # onnxruntime turns Constant nodes into initializers; no kernel needed
             domain = "" if node.domain in ("", "ai.onnx") else node.domain
             ranges = kernels.get((domain, node.op_type))
-            version = opsets.get(domain, 0)
+            # kernels are registered by operator definition (since_version), not by opset
+            version = _since_version(node, domain, opsets.get(domain, 0))
             if ranges is None or not any(lo <= version <= hi for lo, hi in ranges):
                 if ranges is None and _is_function(node, domain, version):
                     continue
@@ -183,6 +215,10 @@ class CpuBackend(Backend):
         so.log_severity_level = _LOG_SEVERITY
         if not self.options.allow_spinning:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        model, feed_types, result_types = carry_boundary_types(for_onnxruntime(model))
+        kernels, config = quantized_session_config(model, self.options.quantized_kernels)
+        for key, value in config.items():
+            so.add_session_config_entry(key, value)
         data, names, values = _session_source(model)
         if names:
             so.add_external_initializers(names, values)
@@ -191,7 +227,14 @@ class CpuBackend(Backend):
         except Exception as e:
             raise BackendError(f"onnxruntime cannot load the graph: {str(e).splitlines()[0]}",
                                where="backend 'cpu'") from e
-        return CpuExecutable(session, values)
+        return CpuExecutable(session, values, (feed_types, result_types), kernels)
+
+
+def _since_version(node: onnx.NodeProto, domain: str, opset: int) -> int:
+    try:
+        return onnx.defs.get_schema(node.op_type, opset, domain).since_version
+    except onnx.defs.SchemaError:
+        return opset
 
 
 def _is_function(node: onnx.NodeProto, domain: str, version: int) -> bool:

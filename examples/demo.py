@@ -1,9 +1,14 @@
 """The demo: compile the bundled digits classifier with aicc, run the container, and compare its
-accuracy with onnxruntime on the original model."""
+accuracy with onnxruntime on the original model.
+
+Containers and files go to ``demo-out/`` under the current directory, or to ``--out DIR``::
+
+    python examples/demo.py [--out DIR]
+"""
 
 from __future__ import annotations
 
-import shutil
+import argparse
 import sys
 from pathlib import Path
 
@@ -14,17 +19,30 @@ import aicc
 
 HERE = Path(__file__).resolve().parent
 MODEL = HERE / "digits_mobilenet.onnx"
-OUT = HERE.parent / "demo-out"
+#: where the demo writes; set by main() (``--out``, default ``./demo-out``)
+OUT = Path("demo-out")
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == labels).mean())
 
 
-def main() -> int:
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    global OUT
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path.cwd() / "demo-out",
+                        help="folder for the containers (default: ./demo-out)")
+    OUT = parser.parse_args(argv).out.resolve()
     images = np.load(HERE / "data" / "digits_test_images.npy", allow_pickle=False)
     labels = np.load(HERE / "data" / "digits_test_labels.npy", allow_pickle=False)
-    OUT.mkdir(exist_ok=True)
+    OUT.mkdir(parents=True, exist_ok=True)
 
     reference = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
     ref_logits = reference.run(None, {"image": images})[0]
@@ -42,7 +60,7 @@ def main() -> int:
         logits = session.run({"image": images})["logits"]
         diff = float(np.abs(logits - ref_logits).max())
         print(f"  aicc {backend:<12} compiled     accuracy {accuracy(logits, labels):.4f}  "
-              f"(max |logit diff| vs onnxruntime {diff:.2e}; container {qpc.relative_to(HERE.parent)})")
+              f"(max |logit diff| vs onnxruntime {diff:.2e}; container {_shown(qpc)})")
     precision_variants(images, labels, ref_logits)
     int8_on_simulated_aic100(images, labels)
     return 0

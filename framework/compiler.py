@@ -22,11 +22,12 @@ import onnx
 
 from . import ir
 from .container import ContainerWriter
-from .errors import BackendError, ConfigError
+from .errors import BackendError, ConfigError, ModelError
 from .fileio import unique_file_names
 from .options import build_options, options_to_dict
 from .output_shapes import correct_output_shapes
 from .pipeline import Instrument, Pipeline, run_pipeline
+from .pipeline_flags import canonical_symbols, configure_explicit_pipeline
 from .plugins import Registries, load_registries
 from .program import Program, describe_tensor
 
@@ -65,8 +66,7 @@ def default_pipeline(*, symbols: Sequence[str] = (), batchsize: int = 0,
     """
     staged: list[tuple[int, str, Mapping[str, Any]]] = []
     if symbols or batchsize:
-        staged.append((STAGES["bind"], "bind-symbols",
-                       {"symbols": list(symbols), "batchsize": batchsize}))
+        staged.append((STAGES["bind"], "bind-symbols", _symbol_options(symbols, batchsize)))
     staged += [(STAGES["simplify"], "fold-constants", {}), (STAGES["simplify"], "fold-batchnorm", {})]
     for stage, name, options in feature_steps:
         if stage not in STAGES:
@@ -76,6 +76,16 @@ def default_pipeline(*, symbols: Sequence[str] = (), batchsize: int = 0,
     staged.append((STAGES["cleanup"], "cleanup", {}))
     staged.sort(key=lambda item: item[0])  # stable: same-stage passes keep their order
     return [(name, options) for _, name, options in staged]
+
+
+def _symbol_options(symbols: Sequence[str], batchsize: int) -> dict[str, Any]:
+    """bind-symbols options of the flags, symbols in the canonical NAME=VALUE form."""
+    options: dict[str, Any] = {}
+    if symbols:
+        options["symbols"] = canonical_symbols(symbols)
+    if batchsize:
+        options["batchsize"] = batchsize
+    return options
 
 
 @dataclass
@@ -98,6 +108,9 @@ class CompileRequest:
     retained_state: bool = False
     #: -json-input-file: inference inputs, checked against the program's specializations
     json_input_file: str | Path | None = None
+    #: -input-list-file with -load-profile: inference inputs (a QNN input list) the CLI runs the
+    #: compiled program on, as the vendor tool does, instead of random data
+    run_input_list: str | Path | None = None
     #: run the pipeline only (no backend compile, no container), e.g. -dump-profile; the text
     #: says what the run produced
     pipeline_only: str | None = None
@@ -133,15 +146,13 @@ def prepare(req: CompileRequest, registries: Registries | None = None
         pipeline = Pipeline.build(default_pipeline(symbols=req.symbols, batchsize=req.batchsize,
                                                    feature_steps=req.feature_steps),
                                   registries.passes, source="default pipeline")
-    if req.feature_steps and (req.pipeline_text is not None or req.pipeline is not None):
-        flags = ", ".join(sorted({name for _, name, _ in req.feature_steps}))
-        raise ConfigError(f"feature flags add passes ({flags}) but an explicit pipeline was "
-                          "given", where=pipeline.source,
-                          hint="put those passes in the pipeline, or drop --pipeline/--passes")
-    if (req.symbols or req.batchsize) and "bind-symbols" not in pipeline.names():
-        raise ConfigError("-onnx-define-symbol/-batchsize given, but the pipeline has no "
-                          "'bind-symbols' pass", where=pipeline.source,
-                          hint="add bind-symbols to the pipeline, or drop the flags")
+    if req.pipeline_text is not None or req.pipeline is not None:
+        # one rule: a flag configures its pass inside the given pipeline, or is refused
+        flag_steps = [(name, opts, "feature flags") for _, name, opts in req.feature_steps]
+        if req.symbols or req.batchsize:
+            flag_steps.insert(0, ("bind-symbols", _symbol_options(req.symbols, req.batchsize),
+                                  "-onnx-define-symbol/-batchsize"))
+        pipeline = configure_explicit_pipeline(pipeline, flag_steps)
     entry = registries.backends.get(req.backend)
     backend = entry.cls(build_options(entry.cls.Options, req.backend_options,
                                       owner=f"backend '{req.backend}'"))
@@ -226,6 +237,7 @@ def _compile(req: CompileRequest, registries: Registries | None
              ) -> tuple[Path | None, Program, dict[str, Any]]:
     registries, pipeline, backend, instruments = prepare(req, registries)
     model = _load(req.model)
+    _check_io_types(model, req.model)
     if req.pipeline is None and req.pipeline_text is None:
         lowering = lowering_steps(backend, model, registries)
         if lowering:
@@ -359,6 +371,33 @@ class _Progress:
         if self.active:
             sys.stderr.write("\r" + " " * 80 + "\r")
             sys.stderr.flush()
+
+
+def _type_text(tp: onnx.TypeProto) -> str:
+    kind = tp.WhichOneof("value")
+    if kind == "tensor_type":
+        return f"tensor({onnx.TensorProto.DataType.Name(tp.tensor_type.elem_type).lower()})"
+    if kind == "optional_type":
+        return f"optional({_type_text(tp.optional_type.elem_type)})"
+    if kind == "sequence_type":
+        return f"seq({_type_text(tp.sequence_type.elem_type)})"
+    if kind == "map_type":
+        return f"map({_type_text(tp.map_type.value_type)})"
+    return kind or "no type"
+
+
+def _check_io_types(model: onnx.ModelProto, source: Any) -> None:
+    """Refuse graph inputs and outputs that are not tensors (optional, sequence, map, sparse):
+    the IR, the container's I/O descriptors and ``Session.run`` carry tensors only."""
+    where = str(source) if isinstance(source, (str, Path)) else "<model>"
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for vi in values:
+            if vi.type.WhichOneof("value") in (None, "tensor_type"):
+                continue
+            raise ModelError(f"graph {kind} '{vi.name}' has type {_type_text(vi.type)}; aicc "
+                             "compiles models whose inputs and outputs are tensors",
+                             where=where, hint="unwrap it in the model (e.g. export the tensor "
+                                               "itself), or run the model on onnxruntime")
 
 
 def _check_supported(backend: Any, model: onnx.ModelProto, what: str,

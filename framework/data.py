@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ml_dtypes  # noqa: F401  (names bfloat16, float8_*, int4, ... as numpy dtypes)
 import numpy as np
 
 from .errors import ConfigError, DataError, did_you_mean
@@ -56,6 +57,15 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
 _SYMBOLIC_HINT = "bind the symbols (-onnx-define-symbol), or use a .npy file or -json-input-file"
 
 
+def _npy_carries(stored: np.dtype, dtype: np.dtype) -> bool:
+    """.npy cannot name ml_dtypes' types (bfloat16, float8, int4, ...): ``np.save`` writes their
+    arrays as plain void ``|V<size>``. Such a file is accepted for an input of one of those types
+    when the item size matches: the bytes are the values, nothing is converted."""
+    return (dtype.kind == "V" and dtype.names is None and stored.kind == "V"
+            and stored.names is None and stored.itemsize == dtype.itemsize
+            and stored.subdtype is None)
+
+
 def check_tensor_file(path: str | Path, desc: TensorDesc, *, where: str | None = None,
                       shape: list[int] | None = None, symbolic_hint: str = _SYMBOLIC_HINT
                       ) -> None:
@@ -75,7 +85,7 @@ def check_tensor_file(path: str | Path, desc: TensorDesc, *, where: str | None =
         if fdtype.hasobject:
             raise DataError(f"'{path}' is not a plain .npy array (it holds Python objects)",
                             where=where)
-        if fdtype != dtype:
+        if fdtype != dtype and not _npy_carries(fdtype, dtype):
             raise DataError(f"'{path}' holds {fdtype}, input '{desc.name}' is {dtype}",
                             where=where, hint="convert the data; aicc never reinterprets it")
         if static and list(fshape) != list(shape):
@@ -97,13 +107,14 @@ def read_tensor_file(path: str | Path, desc: TensorDesc, *, where: str | None = 
     path = Path(path)
     shape = shape if shape is not None else desc.shape
     check_tensor_file(path, desc, where=where, shape=shape)
+    dtype = np.dtype(desc.dtype)
     if path.suffix == ".npy":
         try:
-            return np.load(path, allow_pickle=False)
+            arr = np.load(path, allow_pickle=False)
         except ValueError as e:
             raise DataError(f"'{path}' is not a plain .npy array ({e})",
                             where=where or str(path)) from None
-    dtype = np.dtype(desc.dtype)
+        return arr.view(dtype) if _npy_carries(arr.dtype, dtype) else arr
     return np.fromfile(path, dtype=dtype.newbyteorder("<"), count=math.prod(shape)) \
         .astype(dtype, copy=False).reshape(shape)
 
@@ -203,6 +214,8 @@ JSON_DATA_TYPES = {
     "double": "float64", "float64": "float64",
     "int8": "int8", "uint8": "uint8", "int16": "int16", "uint16": "uint16",
     "int32": "int32", "uint32": "uint32", "int64": "int64", "uint64": "uint64", "bool": "bool",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    **{n: n for n in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")},
 }
 _JSON_ENTRY_KEYS = ("path", "io-direction", "map-to", "data-type", "elem-size", "dims")
 

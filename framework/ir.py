@@ -82,10 +82,6 @@ def _check_versions(model: onnx.ModelProto, where: str) -> None:
             if op.version > MAX_OPSET:
                 raise ModelError(f"opset {op.version} is newer than supported ({MAX_OPSET})",
                                  where=where, field="opset_import")
-            if op.version < MIN_OPSET:
-                raise ModelError(f"opset {op.version} is older than supported ({MIN_OPSET})",
-                                 where=where, field="opset_import",
-                                 hint="convert it with onnx.version_converter")
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise ModelError("the model has no graph", where=where, hint="is this the right file?")
 
@@ -361,13 +357,43 @@ def load_model(source: str | Path | bytes, *, base_dir: str | Path | None = None
             data = None  # the model now differs from the bytes read
         _check_tensor_size(tensor, what, where)
     if too_large_for_protobuf(model, 0):
+        if _default_opset(model) < MIN_OPSET:
+            raise ModelError(f"opset {_default_opset(model)} is older than supported "
+                             f"({MIN_OPSET}), and a model over 2 GiB is not converted",
+                             where=where, field="opset_import",
+                             hint="convert it with onnx.version_converter first")
         return _check_large(model, path, base, where, check_shapes)
+    if _default_opset(model) < MIN_OPSET:
+        model = _upgrade_opset(model, where)
+        data = None
     # the checker and shape inference take the bytes read as they are (each would otherwise
     # serialize the model again: two copies of every weight)
     _check_onnx(model, where, data)
     if check_shapes:
         model = _strict_shapes(model if data is None else data, where)
     return model
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
+
+
+def _upgrade_opset(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """A model below the supported opsets, converted to ``MIN_OPSET`` by onnx's version
+    converter (with a warning); ModelError when the converter cannot."""
+    old = _default_opset(model)
+    try:
+        from onnx import version_converter
+
+        converted = version_converter.convert_version(model, MIN_OPSET)
+    except Exception as e:  # the converter raises RuntimeError/ValueError/its own types
+        raise ModelError(f"opset {old} is older than supported ({MIN_OPSET}) and onnx's version "
+                         f"converter cannot convert it: {str(e).strip().splitlines()[0][:200]}",
+                         where=where, field="opset_import",
+                         hint="re-export the model at a newer opset") from None
+    logger.warning("%s: opset %d is older than supported; converted to opset %d with onnx's "
+                   "version converter", where, old, MIN_OPSET)
+    return converted
 
 
 def _check_large(model: onnx.ModelProto, path: Path | None, base: Path | None, where: str,
@@ -500,9 +526,18 @@ def export_model(graph: gs.Graph, *, ir_version: int | None = None) -> onnx.Mode
 
 
 def tensor_dtype(t: gs.Tensor) -> np.dtype | None:
-    """The numpy dtype of a graph-surgeon tensor, or None when unknown."""
+    """The numpy dtype of a graph-surgeon tensor, or None when unknown.
+
+    graph-surgeon keeps ONNX's enum (an int) for types it has no numpy dtype for (bfloat16 and
+    the float8 types); onnx maps those to ml_dtypes' numpy dtypes.
+    """
     if t.dtype is None:
         return None
+    if isinstance(t.dtype, int) and not isinstance(t.dtype, bool):
+        try:
+            return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.dtype))
+        except (KeyError, TypeError, ValueError):
+            return None
     try:
         return np.dtype(t.dtype)
     except TypeError:

@@ -9,6 +9,7 @@ ranges before any work starts, so a typo in a config file fails naming the owner
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -18,7 +19,7 @@ from typing import Any, Literal, get_args, get_origin
 from .errors import ConfigError, did_you_mean
 
 __all__ = ["option", "NoOptions", "build_options", "describe_options", "options_to_dict",
-           "format_value", "parse_text_value"]
+           "format_value", "parse_text_value", "split_outside_quotes"]
 
 
 def option(default: Any, description: str, *, minimum: float | None = None,
@@ -53,16 +54,55 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def split_outside_quotes(text: str, sep: str | None) -> list[str]:
+    """Split ``text`` at ``sep`` (None: runs of whitespace) outside double quotes and brackets."""
+    items, current, depth, quoted, escaped = [], "", 0, False, False
+    for ch in text:
+        if quoted:
+            current += ch
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = False
+            continue
+        if ch == '"':
+            quoted = True
+        elif ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        at_sep = (ch.isspace() if sep is None else ch == sep) and depth == 0
+        if at_sep:
+            if current or sep is not None:
+                items.append(current)
+            current = ""
+        else:
+            current += ch
+    if current or (sep is not None and items):
+        items.append(current)
+    return items
+
+
 def parse_text_value(text: str) -> Any:
-    """Turn command-line option text into a value: true/false, ints, floats, [a,b] lists, else str."""
+    """Turn command-line option text into a value: true/false, ints, floats, [a,b] lists,
+    "double-quoted" strings (JSON escapes), else the text as a string."""
     low = text.strip().lower()
     if low in ("true", "false"):
         return low == "true"
     if low in ("none", "null"):
         return None
+    stripped = text.strip()
+    if len(stripped) >= 2 and stripped.startswith('"') and stripped.endswith('"'):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"cannot read the quoted string {stripped}: {e.msg}") from None
     if text.startswith("[") and text.endswith("]"):
         inner = text[1:-1].strip()
-        return [parse_text_value(p.strip()) for p in inner.split(",")] if inner else []
+        return [parse_text_value(p.strip()) for p in split_outside_quotes(inner, ",")] \
+            if inner else []
     for conv in (int, float):
         try:
             return conv(text)
@@ -186,4 +226,11 @@ def format_value(value: Any) -> str:
         return "none"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(format_value(v) for v in value) + "]"
+    if isinstance(value, str) and (not value or any(c in _SPECIAL or c.isspace() for c in value)
+                                   or parse_text_value(value) != value):
+        return json.dumps(value)     # read back by parse_text_value as the same string
     return str(value)
+
+
+#: characters that make a string option need quotes in the pipeline text
+_SPECIAL = frozenset(',[]{}"')

@@ -22,7 +22,8 @@ from typing import Any
 from . import ir
 from .configfile import load_config, resolve_relative
 from .errors import AiccError, ConfigError, PassError, PluginError, did_you_mean
-from .options import build_options, format_value, options_to_dict, parse_text_value
+from .options import (build_options, format_value, options_to_dict, parse_text_value,
+                      split_outside_quotes)
 from .pass_base import Pass, PassContext
 from .program import Program
 
@@ -70,7 +71,7 @@ class Instrument:
     def after_pipeline(self, program: Program) -> None: ...
 
 
-_TEXT_STEP = re.compile(r"\s*([a-z][a-z0-9-]*)\s*(?:\{([^{}]*)\})?\s*(?:,|$)")
+_TEXT_STEP = re.compile(r'\s*([a-z][a-z0-9-]*)\s*(?:\{((?:[^{}"]|"(?:[^"\\]|\\.)*")*)\})?\s*(?:,|$)')
 
 
 def parse_pipeline_text(text: str) -> list[dict[str, Any]]:
@@ -97,21 +98,7 @@ def parse_pipeline_text(text: str) -> list[dict[str, Any]]:
 
 
 def _split_options(body: str) -> list[str]:
-    items, depth, current = [], 0, ""
-    for ch in body:
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        if ch.isspace() and depth == 0:
-            if current:
-                items.append(current)
-            current = ""
-        else:
-            current += ch
-    if current:
-        items.append(current)
-    return items
+    return split_outside_quotes(body, None)
 
 
 def _resolve_paths(options_cls: Any, raw: Mapping[str, Any], base_file: str | Path

@@ -102,6 +102,12 @@ class _Host:
         self._register(module, module_path, source)
 
     def add_object(self, plugin: object, name: str, source: str) -> None:
+        if self.pm.is_registered(plugin):
+            # e.g. an installed entry point that a plugins file also lists: one plugin, once
+            first = self.pm.get_name(plugin)
+            logger.warning("plugin '%s' from %s is '%s', already loaded; loaded once",
+                           name, source, first)
+            return
         self._register(plugin, name, source)
 
     def _register(self, plugin: object, name: str, source: str) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes  # noqa: F401  (names bfloat16, float8_*, int4, ... as numpy dtypes)
 import numpy as np
 
 from .backend import Executable

@@ -25,6 +25,7 @@ import aicc
 from aicc import ir
 from aicc.data import check_tensor_file, parse_input_list, read_tensor_file
 from aicc.errors import ConfigError, DataError
+from aicc.ort_compat import for_onnxruntime
 from aicc.program import Program, TensorDesc
 from aicc.quant import DEFAULT_NUM_BINS, Profile, TensorObserver
 from aicc.quant.profile import MAX_HISTOGRAM_BINS
@@ -299,7 +300,7 @@ class _OrtEngine:
                     n, onnx.TensorProto.FLOAT, None))
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(model.SerializeToString(), options,
+        self.session = ort.InferenceSession(for_onnxruntime(model).SerializeToString(), options,
                                             providers=["CPUExecutionProvider"])
         self.produced = [o.name for o in self.session.get_outputs()]
         self.names = set(self.fed) | set(self.produced)

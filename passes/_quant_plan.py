@@ -58,6 +58,10 @@ class QuantSettings:
     float_bw: int
     float_bias_bw: int
     fuse_activations: bool = True
+    #: only what overrides cover is quantized; every other tensor stays float (no calibration)
+    float_fallback: bool = False
+    #: op types whose nodes keep their original (float) precision
+    keep_op_types: tuple[str, ...] = ()
 
     @classmethod
     def from_options(cls, o: Any) -> QuantSettings:
@@ -76,7 +80,8 @@ class QuantSettings:
                    act_bw=o.act_bitwidth, weight_bw=o.weight_bitwidth, bias_bw=o.bias_bitwidth,
                    per_channel=o.per_channel, per_row=o.per_row, pack_4bit=o.pack_4bit,
                    float_bw=o.float_bitwidth, float_bias_bw=o.float_bias_bitwidth,
-                   fuse_activations=o.fuse_activations)
+                   fuse_activations=o.fuse_activations, float_fallback=o.float_fallback,
+                   keep_op_types=tuple(o.keep_op_types))
 
 
 class _Encoder:
@@ -179,6 +184,7 @@ class GraphQuantizer:
         self.float_ops: dict[int, int] = {}          # id(node) -> float bitwidth
         self.float_names: dict[str, int] = {}         # node name -> bitwidth (record)
         self.float_tensors: dict[str, int] = {}       # tensor name -> float bitwidth
+        self.fallback: set[str] = set()               # float_fallback: tensors left in float
         self.bias_bw_float: dict[int, int] = {}       # id(node) -> float bitwidth of its bias
         self.record: dict[str, dict[str, Encoding]] = {"activations": {}, "params": {},
                                                        "conversions": {}}
@@ -224,6 +230,8 @@ class GraphQuantizer:
             if bw is None and (node.name in excluded or
                                (node.outputs and node.outputs[0].name in excluded)):
                 bw = self.s.float_bw
+            if bw is None and node.op in self.s.keep_op_types:
+                bw = 32     # -keep-original-precision-for-nodes: the model's own fp32
             if bw is None:
                 continue
             self.float_ops[id(node)] = bw
@@ -287,8 +295,9 @@ class GraphQuantizer:
             raise ConfigError(f"no calibration statistics for tensor '{name}'",
                               where=self.where,
                               hint="calibrate (-input-list-file / --input_list), load a profile "
-                                   "of this model (-load-profile), or give its encoding in the "
-                                   "overrides")
+                                   "of this model (-load-profile), give its encoding in the "
+                                   "overrides, or keep what they do not cover in float "
+                                   "(--enable_float_fallback)")
         return self.profile[name]
 
     def _groups(self, ints: list[str]) -> dict[str, list[str]]:
@@ -435,6 +444,9 @@ class GraphQuantizer:
         groups = self._groups(ints)
         act_enc: dict[str, Encoding] = {}
         for members in groups.values():
+            if self.s.float_fallback and all(self._override(m) is None for m in members):
+                self.fallback.update(members)
+                continue
             enc = self._group_encoding(members)
             for m in members:
                 act_enc[m] = enc
@@ -455,6 +467,15 @@ class GraphQuantizer:
             if "degenerate" in note or "NaN" in note or "non-finite" in note:
                 self.ctx.count("degenerate ranges")
                 logger.warning("%s: %s", self.where, note)
+
+    def _covered(self, node: gs.Node, role: str, t: gs.Constant,
+                 act_enc: dict[str, Encoding], w_enc: Encoding | None) -> bool:
+        """float_fallback: whether a parameter is quantized: it has an override, or it is the
+        bias (int32, no override) of an op whose input and weight are quantized."""
+        if self.ov.get(t.name) is not None:
+            return True
+        return role == "bias" and self.s.bias_bw == 32 and w_enc is not None and \
+            node.inputs[0].name in act_enc
 
     def _input_encoding(self, node: gs.Node, act_enc: dict[str, Encoding],
                         conv_enc: dict[str, Encoding]) -> Encoding | None:
@@ -482,6 +503,8 @@ class GraphQuantizer:
                     continue
                 if t.name in done:     # the same constant twice in one node: one quantization
                     plan.append((node, idx, t, done[t.name], t.name))
+                    continue
+                if self.s.float_fallback and not self._covered(node, role, t, act_enc, w_enc):
                     continue
                 if role == "weight":
                     enc = w_enc = self._weight_encoding(node, t, values)
@@ -524,6 +547,9 @@ class GraphQuantizer:
                 self.ctx.count("float/integer conversions")
         for name, bw in self.float_tensors.items():
             self.record["activations"][name] = Encoding.float_(bw)
+        for name in self.fallback:
+            self.record["activations"][name] = Encoding.float_(32)
+        self.ctx.count("tensors left in float (float fallback)", len(self.fallback))
         dq_cache: dict[tuple[int, str], gs.Variable] = {}
         for node, idx, t, enc, key in params:
             slot = (id(node), t.name)

@@ -57,6 +57,7 @@ from aicc.configfile import load_yaml
 from aicc.errors import AiccError, BackendError, ConfigError, PassError, did_you_mean
 from aicc.hookspecs import hookimpl
 from aicc.options import option
+from aicc.ort_compat import for_onnxruntime
 from aicc.pass_base import Pass, PassContext
 from aicc.program import Program, describe_tensor
 from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
@@ -152,7 +153,8 @@ class ConvertFP16(Pass):
         op_types: list[str] = option([], "op types whose every node runs in fp16 "
                                          "(-execute-nodes-in-fp16)")
         keep_op_types: list[str] = option([], "op types that keep their original precision "
-                                              "with all=true (-keep-original-precision-for-nodes)")
+                                              "(-keep-original-precision-for-nodes); named "
+                                              "instances still run in fp16")
         sample_inputs: str = option("", "input list to run the float program on first, "
                                         "reporting nodes whose outputs overflow fp16", path=True)
         sample_custom_io: str = option("", "custom I/O list file the samples are written for",
@@ -170,11 +172,12 @@ class ConvertFP16(Pass):
         op_types = check_op_types(opts.op_types, where="pass 'convert-fp16': option 'op_types'")
         keep = check_op_types(opts.keep_op_types,
                               where="pass 'convert-fp16': option 'keep_op_types'")
-        if keep and not opts.all:
-            raise ConfigError("keep_op_types keeps op types in their original precision while the "
-                              "rest is converted; it needs all=true",
-                              field="pass 'convert-fp16'",
-                              hint="add -convert-to-fp16 (quantization has not landed yet)")
+        both = sorted(set(keep) & set(op_types))
+        if both:
+            raise ConfigError(f"op type {both[0]} is both kept in its original precision and run "
+                              "in fp16", field="pass 'convert-fp16'",
+                              hint="drop it from -execute-nodes-in-fp16 or from "
+                                   "-keep-original-precision-for-nodes")
         if not (opts.all or instances or op_types):
             raise ConfigError("nothing to convert", field="pass 'convert-fp16'",
                               hint="set all=true, nodes, node_precision_info or op_types")
@@ -448,7 +451,7 @@ def _ort_observe(model: onnx.ModelProto, samples: list[Mapping[str, np.ndarray]]
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 3
-    session = ort.InferenceSession(exposed.SerializeToString(), so,
+    session = ort.InferenceSession(for_onnxruntime(exposed).SerializeToString(), so,
                                    providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     for feeds in samples:

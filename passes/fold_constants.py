@@ -23,9 +23,10 @@ subgraphs or local functions are folded by onnx-graphsurgeon's ``fold_constants`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -37,8 +38,11 @@ from onnx_graphsurgeon.importers.onnx_importer import get_itemsize
 from onnx_graphsurgeon.ir.tensor import SparseValues
 from onnx_graphsurgeon.util import misc
 
+from aicc.errors import BackendError
 from aicc.hookspecs import hookimpl
+from aicc.ir import export_model
 from aicc.options import option
+from aicc.ort_compat import for_onnxruntime, restamp_suffices
 from aicc.pass_base import Pass, PassContext
 from aicc.passes.cleanup import remove_dead_nodes
 from aicc.program import Program
@@ -51,8 +55,10 @@ logger = logging.getLogger(__name__)
 _BATCH_NODES = 512
 _NO_FOLD_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 _CONSTANT_ATTRS = frozenset({"value", "value_float", "value_floats", "value_int", "value_ints"})
-_CAST_ELISION_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Equal", "Greater",
-                               "Less", "Concat"})
+#: ops whose output type is their input type, so Cast(int -> float) -> op -> Cast(float -> int)
+#: can compute in the int type (comparisons are not among them: they return bool, and their
+#: Cast(bool -> int) is no round trip to rebind)
+_CAST_ELISION_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Concat"})
 
 
 class FoldConstants(Pass):
@@ -84,8 +90,11 @@ class FoldConstants(Pass):
                                "evaluate a tensor over %d bytes", ctx.graph_name, risky.name,
                                risky.op, ctx.options.max_intermediate_bytes)
                 return
-            graph.fold_constants(fold_shapes=ctx.options.fold_shapes,
-                                 size_threshold=ctx.options.size_threshold, error_ok=False)
+            with _stamped_for_onnxruntime(graph) as loadable:
+                if loadable:
+                    graph.fold_constants(fold_shapes=ctx.options.fold_shapes,
+                                         size_threshold=ctx.options.size_threshold,
+                                         error_ok=False)
         else:
             sessions = _fold(graph, fold_shapes=ctx.options.fold_shapes,
                              size_threshold=ctx.options.size_threshold,
@@ -96,6 +105,43 @@ class FoldConstants(Pass):
         ctx.count("nodes folded", folded)
         if not folded:
             logger.debug("fold-constants: nothing folded in graph '%s'", ctx.graph_name)
+
+
+@contextlib.contextmanager
+def _stamped_for_onnxruntime(graph: gs.Graph) -> Iterator[bool]:
+    """graph-surgeon's own folding runs onnxruntime on the graph as stamped: lower its IR version
+    and opset meanwhile when that alone makes it loadable (``ort_compat``); yields False (and
+    nothing is folded) when the graph needs more than a new stamp."""
+    model = export_model(graph)
+    if not restamp_suffices(model):
+        logger.debug("fold-constants: not folding graph '%s': onnxruntime needs it converted "
+                     "to an older opset", graph.name)
+        yield False
+        return
+    try:
+        lowered = for_onnxruntime(model)
+    except BackendError as e:
+        logger.debug("fold-constants: not folding graph '%s': %s", graph.name, e)
+        yield False
+        return
+    if lowered is model:
+        yield True
+        return
+    graphs = [graph, *graph.subgraphs(recursive=True)]  # graph-surgeon folds each on its own
+    saved = [(g.ir_version, g.opset, g.import_domains) for g in graphs]
+    for g in graphs:
+        g.ir_version = lowered.ir_version
+        g.opset = _default_opset(lowered)
+        g.import_domains = list(lowered.opset_import)
+    try:
+        yield True
+    finally:
+        for g, (ir_version, opset, domains) in zip(graphs, saved):
+            g.ir_version, g.opset, g.import_domains = ir_version, opset, domains
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _foldable(node: gs.Node) -> bool:
@@ -146,7 +192,11 @@ def _fold(graph: gs.Graph, *, fold_shapes: bool, size_threshold: int | None,
     values: dict[str, np.ndarray] = dict(shapes)
     sessions = 0
     for nodes, outputs in _batches(graph, wanted, shapes):
-        values.update(_evaluate(graph, nodes, outputs, shapes))
+        try:
+            values.update(_evaluate(graph, nodes, outputs, shapes))
+        except BackendError as e:  # onnxruntime cannot load these nodes (ort_compat says why)
+            logger.debug("fold-constants: not folding %d node(s): %s", len(nodes), e)
+            continue
         sessions += 1
     large: dict[str, int] = {}
     for name, value in values.items():
@@ -220,6 +270,20 @@ def _elide_casts(node: gs.Node, graph_outputs: set[str]) -> None:
         return
     if len({c.attrs["to"] for c in out_casts}) != 1 or out_casts[0].attrs["to"] != final_type:
         return
+    # Every other input must be a constant the int type holds exactly: Mul(Cast(x), 0.5) must
+    # not become Mul(x, 0), nor Add(Cast(x), y) an int + float Add.
+    cast_outputs = {id(c.outputs[0]) for c in in_casts}
+    for inp in node.inputs:
+        if id(inp) in cast_outputs:
+            continue
+        if not isinstance(inp, gs.Constant) or isinstance(inp._values, SparseValues):
+            return
+        values = np.asarray(inp.values)
+        info = np.iinfo(onnx.helper.tensor_dtype_to_np_dtype(final_type))
+        if values.dtype.kind not in "iuf" or not np.all(np.isfinite(values)) or \
+                np.any(values != np.trunc(values)) or np.any(values < info.min) or \
+                np.any(values > info.max):
+            return
     for index, inp in enumerate(node.inputs):
         if isinstance(inp, gs.Constant):
             inp.values = inp.values.astype(onnx.helper.tensor_dtype_to_np_dtype(final_type))
@@ -356,31 +420,46 @@ def _scalar(value: np.ndarray) -> Any:
     return value if not value.shape else list(value)[0]
 
 
-def _shape(tensor, known, shapes) -> np.ndarray | None:
-    inp = _unknown_input(_producer(tensor, "Shape", shapes), known)
-    if inp is None or inp.shape is None or misc.is_dynamic_shape(inp.shape):
+def _shape_dims(tensor: gs.Tensor, known, shapes) -> list | None:
+    """The dims a ``Shape`` node producing ``tensor`` returns (``start``/``end`` applied), or
+    None when ``tensor`` is not such an output or its input's rank is unknown."""
+    node = _producer(tensor, "Shape", shapes)
+    inp = _unknown_input(node, known)
+    if inp is None or inp.shape is None:
         return None
-    return np.array(inp.shape, dtype=np.int64)
+    rank = len(inp.shape)
+    # Shape-15: start/end count from the back when negative and are clamped to [0, rank]
+    start, end = node.attrs.get("start", 0), node.attrs.get("end", rank)
+    start, end = (min(max(v + rank if v < 0 else v, 0), rank) for v in (start, end))
+    return list(inp.shape[start:end])
+
+
+def _shape(tensor, known, shapes) -> np.ndarray | None:
+    dims = _shape_dims(tensor, known, shapes)
+    if dims is None or misc.is_dynamic_shape(dims):
+        return None
+    return np.array(dims, dtype=np.int64)
 
 
 def _shape_gather(tensor, known, shapes) -> np.ndarray | None:
     gather = _producer(tensor, "Gather", shapes)
     if gather is None:
         return None
-    inp = _unknown_input(_producer(gather.inputs[0], "Shape", shapes), known)
-    if inp is None or inp.shape is None:
+    dims = _shape_dims(gather.inputs[0], known, shapes)
+    if dims is None:
         return None
     indices = _const_value(gather.inputs[1], shapes)
-    if indices is None:
-        return None
+    if indices is None or np.any((indices < -len(dims)) | (indices >= len(dims))):
+        return None  # out of range: onnxruntime reports it when the model runs
     if not indices.shape:
-        shape = inp.shape[int(indices)]
+        shape = dims[int(indices)]
         if misc.is_dynamic_dimension(shape):
             return None
     else:
-        shape = [inp.shape[i] for i in indices]
+        shape = [dims[int(i)] for i in indices.reshape(-1)]
         if misc.is_dynamic_shape(shape):
             return None
+        return np.array(shape, dtype=np.int64).reshape(indices.shape)
     return np.array(shape, dtype=np.int64)
 
 
@@ -397,8 +476,8 @@ def _shape_slice(tensor, known, shapes) -> np.ndarray | None:
         starts, ends = node.attrs["starts"][0], node.attrs["ends"][0]
     else:
         return None
-    inp = _unknown_input(_producer(node.inputs[0], "Shape", shapes), known)
-    if inp is None or inp.shape is None:
+    dims = _shape_dims(node.inputs[0], known, shapes)
+    if dims is None:
         return None
     if len(node.inputs) > 3:  # a shape tensor can only be sliced along axis 0
         axes = _const_value(node.inputs[3], shapes)
@@ -414,7 +493,9 @@ def _shape_slice(tensor, known, shapes) -> np.ndarray | None:
         steps = _scalar(value)
     elif "steps" in node.attrs:
         steps = node.attrs["steps"][0]
-    shape = inp.shape[starts:ends:steps]
+    if steps == 0:
+        return None  # invalid; onnxruntime reports it when the model runs
+    shape = dims[int(starts):int(ends):int(steps)]
     if misc.is_dynamic_shape(shape):
         return None
     return np.array(shape, dtype=np.int64)
@@ -522,6 +603,7 @@ def _evaluate(graph: gs.Graph, nodes: list[gs.Node], outputs: list[gs.Tensor],
     model = onnx.helper.make_model(proto, opset_imports=opsets)
     if graph.ir_version is not None:
         model.ir_version = graph.ir_version
+    model = for_onnxruntime(model)
     names = [t.name for t in outputs]
     options = ort.SessionOptions()
     # One run per session: idle worker threads need not spin (this changes no result).

@@ -175,6 +175,12 @@ class Quantize(Pass):
                                              "(0: the op's)", choices=(0, 16, 32))
         fuse_activations: bool = option(True, "leave a Conv/Gemm/MatMul/Add output read only by "
                                               "a Relu/Clip unquantized (one fused kernel)")
+        float_fallback: bool = option(False, "quantize only what the overrides cover (activations "
+                                             "propagate through data-movement ops); every other "
+                                             "tensor stays float; needs no calibration "
+                                             "(--enable_float_fallback)")
+        keep_op_types: list[str] = option([], "op types whose nodes keep their original float "
+                                              "precision (-keep-original-precision-for-nodes)")
         export_encodings: str = option("", "write the encodings used as AIMET JSON here", path=True)
         export_form: str = option("0.6.1", "AIMET form of export_encodings",
                                   choices=("0.6.1", "1.0.0"))
@@ -201,6 +207,7 @@ class Quantize(Pass):
             table, where = table_from_json(stored), stored.get("file") or "overrides"
         else:
             table, where = None, None
+        _check_modes(opts, program, profile, table)
         int32 = list(program.encodings.get("int32") or [])
         if table is not None and not int32:
             int32 = [n for n, e in table.activations.items() if not e.is_float and e.bitwidth == 32]
@@ -264,6 +271,28 @@ def _per_axis_opset(program: Program, gname: str, ctx: PassContext) -> Any:
                 gname, old, PER_AXIS_OPSET)
     ctx.count("graphs converted to opset 13")
     return ir.import_graph(converted)
+
+
+def _check_modes(opts: Any, program: Program, profile: Profile | None,
+                 table: EncodingsTable | None) -> None:
+    """float_fallback quantizes from overrides alone; keep_op_types must name present ops."""
+    where = "pass 'quantize'"
+    if opts.float_fallback:
+        if table is None:
+            raise ConfigError("float_fallback quantizes what the overrides cover, and no "
+                              "overrides were given", field=f"{where}: option 'float_fallback'")
+        if profile is not None:
+            raise ConfigError("float_fallback takes no calibration statistics (the tensors the "
+                              "overrides do not cover stay float)",
+                              field=f"{where}: option 'float_fallback'",
+                              hint="drop the profile/calibration, or drop float_fallback")
+    present = {n.op for g in program.graphs.values() for n in g.nodes}
+    for op in opts.keep_op_types:
+        if op not in present:
+            raise ConfigError(f"the model has no {op} node",
+                              field=f"{where}: option 'keep_op_types' "
+                                    "(-keep-original-precision-for-nodes)",
+                              hint=f"its op types: {', '.join(sorted(present))}")
 
 
 @hookimpl

@@ -95,3 +95,19 @@ def test_report_runs_at_tiny_sizes(bench):
     text = out.getvalue()
     assert "scaling ratio" in text and "ms per 1k nodes" in text and "verdict" in text
     assert ratio > 0
+
+
+def test_cpu_quantized_benchmark_prints_the_ratio(capsys):
+    """benchmarks/cpu_quantized.py (issue 13): both paths run on the example and their outputs
+    differ by at most one quantization step on this CPU when its integer kernels are exact."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "cpu_quantized.py"
+    spec = importlib.util.spec_from_file_location("cpu_quantized_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--quick", "--repeat", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("digits")]
+    assert len(rows) == 2 and all(r[-2].endswith("x") for r in rows)
+    from aicc.backends._cpu_quant import u8s8_saturates
+    if not u8s8_saturates():
+        assert all(float(r[-1]) <= 1.0 for r in rows)

@@ -268,7 +268,7 @@ def test_cpu_backend_options_apply(tmp_path, example_model_path):
                                         "allow_spinning": False})
     manifest = read_manifest(qpc)
     assert manifest["backend_options"] == {"threads": 1, "optimization_level": "disable",
-                                           "allow_spinning": False}
+                                           "allow_spinning": False, "quantized_kernels": "auto"}
     session = aicc.load(qpc)
     session.run({"image": _images(example_model_path, 2)})
     exe = session.executable(session.specs[0])

@@ -268,3 +268,24 @@ def test_ordering_requirements(registries):
     with pytest.raises(ConfigError, match="needs pass 'cleanup' before it"):
         Pipeline.build(["needs-cleanup", "cleanup"], reg)
     Pipeline.build(["cleanup", "needs-cleanup"], reg)
+
+
+def test_entry_point_also_listed_in_plugins_file_loads_once(tmp_path, monkeypatch, caplog):
+    """Issue 13 item 8: a plugin installed as an entry point and listed in --plugins is one
+    plugin, loaded once with a note (it used to be a fatal error dumping every plugin)."""
+    import importlib
+    import logging
+
+    from aicc import plugins as plugins_mod
+
+    toml = _plugin_dir(tmp_path, module="twice_plugin", pass_name="twice-pass")
+    monkeypatch.syspath_prepend(str(toml.parent))
+    module = importlib.import_module("twice_plugin")
+    monkeypatch.setattr(plugins_mod, "_entry_point_plugins",
+                        lambda: [("twice (twice_plugin)", module)])
+    with caplog.at_level(logging.WARNING, logger="aicc.plugins"):
+        regs = load_registries([toml])
+    assert regs.passes.get("twice-pass").plugin == "twice_plugin"
+    assert regs.plugins.count("twice_plugin") == 1 and len(regs.plugins) == len(set(regs.plugins))
+    assert "plugin 'twice (twice_plugin)' from entry points is 'twice_plugin', already loaded; " \
+           "loaded once" in caplog.text

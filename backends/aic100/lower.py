@@ -644,7 +644,7 @@ def _tensor_geometry(low: Lowered, step: Step, node: onnx.NodeProto) -> None:
         trans_b = node.op_type == "Gemm" and int(a.get("transB", 0))
         b = t[node.input[1]]
         k_dim = x.shape[0] if trans_a else x.shape[-1]
-        n_dim = out.shape[-1]
+        n_dim = out.shape[-1] if out.shape else 1  # MatMul of two vectors: a scalar
         rows = out.size // max(1, n_dim)
         b_weight = low.tensors[low.resolve(node.input[1])].kind == "weight"
         step.macs = out.size * k_dim

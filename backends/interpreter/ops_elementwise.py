@@ -282,12 +282,46 @@ _SUB_BYTE_INT = {TensorProto.INT4: 4, TensorProto.UINT4: 4, TensorProto.INT2: 2,
                  TensorProto.UINT2: 2}
 
 
-def cast_array(x: np.ndarray, to: int, *, saturate: bool = True, round_mode: str = "up"
-               ) -> np.ndarray:
+#: The Cast/CastLike version from which float -> 2/4-bit integer casts truncate (see below).
+_SUB_BYTE_TRUNCATING = 25
+
+
+def float_to_sub_byte(x: np.ndarray, to: int, version: int) -> np.ndarray:
+    """Float -> INT4/UINT4/INT2/UINT2 as the Cast definition ``version`` computes it.
+
+    The operator text leaves out-of-range float -> integer casts undefined in every version, so
+    the rule is that of onnx's reference implementation for the version:
+
+    * versions 21-24 (INT4/UINT4 arrived in Cast-21): round half to even, then saturate to the
+      type's range; NaN gives 0 (onnx's reference of those opsets, ``subbyte``'s
+      ``float32_to_4bit_unpacked``, and the node tests generated with it);
+    * version 25 on (Cast-25 added INT2/UINT2; Cast-28 and CastLike-25 behave the same): truncate
+      toward zero like any float -> integer cast; a value whose truncation falls outside the
+      range, and NaN and +-inf, give 0 (onnx 1.23's reference, computed by ml_dtypes, and the
+      node tests it generates).
+    """
+    dtype = onnx_dtype(to)
+    bits = _SUB_BYTE_INT[to]
+    signed = to in (TensorProto.INT4, TensorProto.INT2)
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    wide = x.astype(np.float64)
+    finite = np.isfinite(wide)
+    if version < _SUB_BYTE_TRUNCATING:
+        value = np.clip(np.rint(np.where(np.isnan(wide), 0.0, wide)), low, high)
+    else:
+        value = np.trunc(np.where(finite, wide, 0.0))
+        value = np.where((value < low) | (value > high), 0.0, value)
+    return value.astype(np.int8).astype(dtype)
+
+
+def cast_array(x: np.ndarray, to: int, *, saturate: bool = True, round_mode: str = "up",
+               version: int = _SUB_BYTE_TRUNCATING) -> np.ndarray:
     """Convert ``x`` to the ONNX element type ``to`` with Cast's rules.
 
-    float8 targets saturate to the largest finite value when ``saturate`` (inf too); sub-byte
-    integer targets wrap around like wider integer casts; float8e8m0 rounds as ``round_mode``.
+    float8 targets saturate to the largest finite value when ``saturate`` (inf too); integer
+    sources wrap around into sub-byte integer targets like wider integer casts, and float sources
+    follow ``float_to_sub_byte`` for ``version`` (the Cast/CastLike definition the model's opset
+    selects); float8e8m0 rounds as ``round_mode``.
     """
     if to == TensorProto.STRING:
         return x.astype(np.str_).astype(object)
@@ -301,6 +335,8 @@ def cast_array(x: np.ndarray, to: int, *, saturate: bool = True, round_mode: str
         return np.clip(x.astype(np.float32), -big, big).astype(dtype)
     if to == TensorProto.FLOAT8E8M0:
         return numpy_helper.to_float8e8m0(x, saturate, round_mode).astype(dtype)
+    if to in _SUB_BYTE_INT and is_float(x.dtype):
+        return float_to_sub_byte(x, to, version)
     if to in _SUB_BYTE_INT:
         bits = _SUB_BYTE_INT[to]
         wide = x.astype(np.int64)
@@ -321,7 +357,7 @@ def _cast(spec: NodeSpec):
     round_mode = spec.attr("round_mode", "up")
 
     def run(x):
-        return cast_array(x, to, saturate=saturate, round_mode=round_mode)
+        return cast_array(x, to, saturate=saturate, round_mode=round_mode, version=spec.version)
 
     return run
 
@@ -333,6 +369,7 @@ def _cast_like(spec: NodeSpec):
 
     def run(x, like):
         to = onnx.helper.np_dtype_to_tensor_dtype(like.dtype)
-        return cast_array(x, to, saturate=saturate, round_mode=round_mode)
+        return cast_array(x, to, saturate=saturate, round_mode=round_mode,
+                          version=spec.version)
 
     return run

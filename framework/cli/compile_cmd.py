@@ -161,6 +161,8 @@ def run_compile(argv: Sequence[str]) -> int:
             name = match_shapes(feeds, shapes)
             feeds = host.convert(feeds) if host is not None else feeds  # custom -> graph I/O
             runs.append((name, feeds, f"inference {i} of {req.json_input_file}"))
+    elif req.run_input_list:
+        runs = _input_list_runs(program, req.run_input_list)
     else:
         runs = [(name, random_feeds(program, name, seed=0), "random data")
                 for name in executables]
@@ -178,6 +180,20 @@ def run_compile(argv: Sequence[str]) -> int:
             print(line)
     sys.stdout.flush()
     return 0
+
+
+def _input_list_runs(program: Any, path: Any) -> list[tuple[str, dict, str]]:
+    """One run per line of a QNN input list (files in the program's interface I/O, converted to
+    the graph's I/O as the Session would)."""
+    from ..customio import HostConversions
+    from ..data import program_input_descs
+    from ..passes.calibrate import input_list_samples
+
+    _, samples = input_list_samples(path, program_input_descs(program, interface=True))
+    host = HostConversions.from_meta({"custom_io": program.custom_io})
+    (name,) = list(program.graphs)      # -input-list-file cannot go with specializations
+    return [(name, host.convert(feeds) if host is not None else feeds,
+             f"sample {i} of {path}") for i, feeds in enumerate(samples(), 1)]
 
 
 def _state_inputs(program: Any) -> list[str]:

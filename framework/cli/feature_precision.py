@@ -15,10 +15,13 @@
   quantization feature provides them (defaults ``symmetric_with_uint8`` / min-max otherwise).
 - The fp16 flags add one ``convert-fp16`` step at stage ``bind``: it must see the model's own node
   names and its Conv/BatchNormalization pairs before ``fold-batchnorm`` (stage ``simplify``)
-  merges them (see ``passes/convert_fp16.py``). ``-keep-original-precision-for-nodes`` needs
-  ``-convert-to-fp16`` (quantization, its other use, has not landed). Input data given with
-  ``-json-input-file`` (or ``-input-list-file`` once quantization defines it) feeds the fp16
-  overflow report.
+  merges them (see ``passes/convert_fp16.py``). ``-keep-original-precision-for-nodes`` keeps
+  its op types in the model's precision while the rest is lowered: to fp16 (with
+  ``-convert-to-fp16``; with ``-node-precision-info`` named instances still run in fp16, as the
+  mixed-precision seed combines them) and/or to int8 (with ``-load-profile``,
+  ``-convert-to-quantize`` or ``-external-quantization``: the quantization feature passes it to
+  ``quantize{keep_op_types}``). Without either it is refused. Input data given with
+  ``-json-input-file`` or ``-input-list-file`` feeds the fp16 overflow report.
 
 Files and op-type lists are checked here, before any work; names are checked against the model
 by the passes.
@@ -57,6 +60,9 @@ FLAGS = [
          help="op types whose every node runs in fp16", metavar="OP[,OP]"),
 ]
 
+#: flags of the quantization feature that quantize (keep-original-precision then also keeps
+#: those op types out of quantization; the quantization feature passes it to ``quantize``)
+_QUANTIZING_FLAGS = ("-load-profile", "-convert-to-quantize", "-external-quantization")
 _FP16_FLAGS = ("-convert-to-fp16", "-node-precision-info", "-execute-nodes-in-fp16",
                "-keep-original-precision-for-nodes")
 
@@ -124,11 +130,15 @@ def contribute(args: dict[str, Any], req: CompileRequest) -> None:
         if external:    # int8 Scale/Offset come from the encodings, as the vendor documents
             options["encodings"] = str(external)
         req.feature_steps.append(("interface", "custom-io", options))
-    if keep and not fp16:
+    quantizing = any(_flag_value(args, f) for f in _QUANTIZING_FLAGS)
+    if keep and not (fp16 or npi or exe16 or quantizing):
         raise UsageError("-keep-original-precision-for-nodes keeps op types in their original "
                          "precision while the rest is lowered, and nothing is lowered",
                          where="aicc compile",
-                         hint="add -convert-to-fp16 (quantization has not landed yet)")
+                         hint="add -convert-to-fp16 or -node-precision-info (fp16), or quantize "
+                              "(-load-profile, -convert-to-quantize, -external-quantization)")
+    if keep:
+        _op_list(keep, "-keep-original-precision-for-nodes")  # checked before any work
     if not (fp16 or npi or exe16):
         return
     from ..passes.convert_fp16 import load_node_precision_info

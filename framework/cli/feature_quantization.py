@@ -143,6 +143,24 @@ def _given(args: dict[str, Any], flags: tuple[tuple[str, str], ...]) -> list[str
             if args.get(dest) not in (None, False, [], "")]
 
 
+def _input_list_without_calibration(args: dict[str, Any], req: CompileRequest, il: str,
+                                    load: bool) -> None:
+    """-input-list-file when nothing calibrates: with -load-profile (the vendor's PGQ step) the
+    compiled program runs on the listed inputs; otherwise another feature must use the samples."""
+    others = any(args.get(k) for k in _OTHER_SAMPLE_USERS)
+    if load:
+        if args.get("compile_only") and not others:
+            raise UsageError("-input-list-file gives the inputs to run the compiled program on, "
+                             "and -compile-only runs nothing", where="aicc compile",
+                             hint="drop -compile-only to run on the listed inputs, or drop "
+                                  "-input-list-file")
+        req.run_input_list = il
+    elif not others:
+        raise UsageError("-input-list-file gives calibration samples, and nothing calibrates",
+                         where="aicc compile", hint="add -dump-profile=FILE, "
+                                                    "-convert-to-quantize or -load-profile=FILE")
+
+
 def contribute(args: dict[str, Any], req: CompileRequest) -> None:
     """Check the quantization flags and add the steps they ask for."""
     where = "aicc compile"
@@ -181,11 +199,8 @@ def contribute(args: dict[str, Any], req: CompileRequest) -> None:
         raise UsageError(f"{flag} needs calibration samples", where=where,
                          hint="add -input-list-file=FILE (or -json-input-file=FILE with "
                               "-network-specialization-config)")
-    if il and not calibrating and not any(args.get(k) for k in _OTHER_SAMPLE_USERS):
-        hint = ("-load-profile already gives the statistics" if load else
-                "add -dump-profile=FILE or -convert-to-quantize")
-        raise UsageError("-input-list-file gives calibration samples, and nothing calibrates",
-                         where=where, hint=hint)
+    if il and not calibrating:
+        _input_list_without_calibration(args, req, il, bool(load))
     if bins is not None:
         if not calibrating:
             raise UsageError("-num-histogram-bins sets the bins of a new profile, and nothing "
@@ -214,6 +229,9 @@ def contribute(args: dict[str, Any], req: CompileRequest) -> None:
             cal["num_bins"] = bins
         req.feature_steps.append(("quantize", "calibrate", cal))
     if quantizing:
+        keep = args.get("keep_original_precision")
+        if keep:    # -keep-original-precision-for-nodes: those op types stay float (fp32)
+            opts["keep_op_types"] = [t.strip() for t in str(keep).split(",") if t.strip()]
         if load:
             opts["profile"] = [p.strip() for p in str(load).split(",") if p.strip()]
             if not opts["profile"]:

@@ -2,7 +2,9 @@
 flags of the QNN quantizer (``qnn-onnx-converter`` / ``qairt-quantizer``) for users coming from it.
 
 The output runs on onnxruntime (QuantizeLinear/DequantizeLinear only, opset 21 when 4- or 16-bit
-types need it) and is written atomically. Defaults follow QNN: 8-bit activations, weights and
+types need it) and is written atomically. Each written model is loaded once with onnxruntime's
+default settings; when onnxruntime refuses it (4-bit activations: its Clip/Relu->QuantizeLinear
+fusion does not read 4-bit zero points), a warning says why and how to load it. Defaults follow QNN: 8-bit activations, weights and
 biases, ``tf`` quantizers, min-max calibration. ``--input_dim NAME DIMS`` takes two values (QNN's
 spelling); ``--algorithms cle`` runs the ``cle`` pass first. Flags that only matter together with
 another one (``--pack_4_bit_weights`` without 4-bit weights, ``--float_bw`` without float layers in
@@ -19,7 +21,7 @@ from ..errors import UsageError
 from ..quant import MODES, check_bitwidth, check_percentile
 from .flags import Flag, FlagParser, float_value, int_value
 
-__all__ = ["run_quantize", "QUANTIZE_FLAGS", "CALIBRATIONS"]
+__all__ = ["run_quantize", "QUANTIZE_FLAGS", "CALIBRATIONS", "onnxruntime_load_note"]
 
 #: QNN's ``--act_quantizer_calibration`` values -> aicc's calibration methods.
 CALIBRATIONS = {"min-max": "None", "minmax": "None", "percentile": "Percentile",
@@ -65,6 +67,12 @@ QUANTIZE_FLAGS = [
          help="store 4-bit weights two per byte (ONNX INT4/UINT4)"),
     Flag(("--quantization_overrides",), "overrides",
          help="AIMET encodings JSON: full or partial overrides", metavar="FILE"),
+    Flag(("--enable_float_fallback", "--float_fallback"), "float_fallback", "switch",
+         help="no calibration data: quantize only what --quantization_overrides covers "
+              "(encodings spread through data-movement ops), every other tensor stays float"),
+    Flag(("--ignore_quantization_overrides", "--ignore_encodings"), "ignore_overrides",
+         "switch", help="calibrate every tensor from --input_list, taking no encodings from "
+                        "anywhere else (aicc's default; refused with --quantization_overrides)"),
     Flag(("--export_encodings",), "export_encodings",
          help="write the encodings used as AIMET JSON (0.6.1 form)", metavar="FILE"),
     Flag(("--algorithms",), "algorithms", "repeat",
@@ -174,6 +182,62 @@ def _float_flags(args: dict[str, Any], opts: dict[str, Any]) -> None:
         opts[key] = value
 
 
+def onnxruntime_load_note(path: str) -> str | None:
+    """None when onnxruntime loads the written model with its default settings; else why not and
+    what to do (the model is valid ONNX either way; aicc's backends run it)."""
+    import onnxruntime as ort
+
+    def first_line(e: Exception) -> str:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return text.split(" : ")[-1][:300]
+
+    quiet = ort.SessionOptions()
+    quiet.log_severity_level = 4
+    try:
+        ort.InferenceSession(path, quiet, providers=["CPUExecutionProvider"])
+        return None
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        why = first_line(e)
+    basic = ort.SessionOptions()
+    basic.log_severity_level = 4
+    basic.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    try:
+        ort.InferenceSession(path, basic, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001
+        return (f"onnxruntime {ort.__version__} cannot load it ({first_line(e)}); it is valid "
+                "ONNX: run it with aicc's interpreter (aicc compile --backend interpreter)")
+    return (f"onnxruntime {ort.__version__} refuses it with its default graph optimizations "
+            f"({why}), an onnxruntime limitation; load it with "
+            "SessionOptions.graph_optimization_level = ORT_ENABLE_BASIC, or quantize "
+            "activations to 8 or 16 bits (--act_bw)")
+
+
+def _check_sources(args: dict[str, Any], opts: dict[str, Any]) -> None:
+    """Where encodings come from: --input_list, --quantization_overrides, or both; with
+    --enable_float_fallback the overrides alone (the seed: it and --input_list exclude each
+    other); --ignore_quantization_overrides states that only --input_list counts."""
+    where = "aicc quantize"
+    if args["float_fallback"]:
+        if args["input_list"]:
+            raise UsageError("--enable_float_fallback and --input_list exclude each other",
+                             where=where, hint="float fallback quantizes only what the "
+                                               "overrides cover, without calibration data")
+        if not args["overrides"]:
+            raise UsageError("--enable_float_fallback quantizes what --quantization_overrides "
+                             "covers, and no overrides file was given", where=where)
+        opts["float_fallback"] = True
+    if args["ignore_overrides"]:
+        if args["overrides"]:
+            raise UsageError("--ignore_quantization_overrides and --quantization_overrides "
+                             "both given", where=where, hint="drop one of them")
+        if not args["input_list"]:
+            raise UsageError("--ignore_quantization_overrides calibrates every tensor, and no "
+                             "--input_list was given", where=where)
+    if not args["input_list"] and not args["overrides"]:
+        raise UsageError("nothing to quantize with: give --input_list (calibration) or "
+                         "--quantization_overrides (encodings)", where=where)
+
+
 def run_quantize(argv: Sequence[str]) -> int:
     parser = FlagParser("quantize", QUANTIZE_FLAGS)
     args = parser.parse(_split_input_dims(argv))
@@ -215,19 +279,23 @@ def run_quantize(argv: Sequence[str]) -> int:
     if args["engine"] and not args["input_list"]:
         raise UsageError("--calibration_engine runs calibration samples; give --input_list",
                          where="--calibration_engine")
-    if not args["input_list"] and not args["overrides"]:
-        raise UsageError("nothing to quantize with: give --input_list (calibration) or "
-                         "--quantization_overrides (encodings)", where="aicc quantize")
+    _check_sources(args, opts)
     from ..quantization import quantize_model, save_model_atomic
     model, program = quantize_model(args["input_model"], input_list=args["input_list"],
                                     overrides=args["overrides"], input_shapes=input_shapes,
                                     algorithms=algorithms, num_bins=args["num_bins"],
                                     engine=engine, registries=registries, **opts)
     save_model_atomic(model, args["output_model"])
+    note = onnxruntime_load_note(args["output_model"])
+    if note:
+        print(f"warning: {args['output_model']}: {note}", file=sys.stderr)
     enc = program.encodings
+    ints = sum(1 for e in enc.get("activations", {}).values() if e.get("dtype") == "int")
+    floats = len(enc.get("activations", {})) - ints
     print(f"quantized {args['input_model']} -> {args['output_model']}: "
-          f"{len(enc.get('activations', {}))} activations, {len(enc.get('params', {}))} "
-          f"parameters, {len(enc.get('float_ops', {}))} float ops")
+          f"{ints} activations, {len(enc.get('params', {}))} parameters, "
+          f"{len(enc.get('float_ops', {}))} float ops"
+          + (f", {floats} tensors left in float" if floats else ""))
     if args["export_encodings"]:
         print(f"encodings written to {args['export_encodings']}")
     sys.stdout.flush()

@@ -7,17 +7,20 @@ minimum-range and exact-zero rules, so a method may return a degenerate range bu
 - ``None`` (min/max): the true range.
 - ``Percentile``: the two-sided percentile range: the ``(100 - p)``-th and ``p``-th percentiles of
   the data, ``p`` in [90, 100] (100 is the true range).
-- ``KLMinimization`` (TensorRT-style entropy calibration): a symmetric threshold ``t`` on the
-  histogram of ``|x|``; for each candidate ``t`` the reference distribution P is the histogram
-  clipped at ``t`` (outliers added to the last bin), Q is P's unclipped part merged into as many
-  bins as the integer grid has levels on one side (2^(b-1), or 2^b - 1 for data that is never
-  negative) and expanded back over P's non-empty bins; the ``t`` with the least KL(P || Q) wins.
-  Candidates where Q has a hole under P (KL infinite) are skipped. Range (-t, t) cut to the data
-  and zero on each side: (0, t) for data never negative, (-t, 0) for data never positive.
-- ``KLMinimizationV2``: the same divergence with two differences: thresholds are searched on the
-  negative and the positive side separately (asymmetric ranges for skewed data, such as activations
-  after a bias), and P and Q are additively smoothed (``p + eps`` renormalised) instead of skipping
-  candidates with holes, so sparse histograms still produce a threshold.
+- ``KLMinimization`` (TensorRT-style entropy calibration, in onnxruntime's signed form): a
+  threshold ``t`` chosen by the least KL(P || Q) over candidate windows. For data of both signs the
+  window is ``[-t, t]`` on the signed histogram (re-binned symmetrically about zero); for data of
+  one sign it is ``[0, t]`` on that side. P is the histogram clipped to the window, each outlier
+  added to the end bin it is clipped to; Q is the window's own counts merged into as many bins as
+  the integer grid has steps (2^b - 1) and spread back over P's non-empty bins; both are smoothed
+  (``p + eps`` renormalised), so a window whose end bin holds only outliers costs a large but
+  finite divergence. Range ``(-t, t)`` cut to the data; ``(0, t)`` or ``(-t, 0)`` for one-signed
+  data. Two traps this avoids (issue 13): folding ``|x|`` piles one side's outliers onto the other
+  side's spike (an image's background), where KL barely sees them; and the spike of exact zeros
+  (ReLU outputs, padding), which the grid represents exactly, rewards ever narrower windows
+  unless its bin is replaced by its neighbours' mean, as TensorRT's calibrator does.
+- ``KLMinimizationV2``: the same divergence, with thresholds searched on the negative and the
+  positive side separately (asymmetric ranges for skewed data, such as activations after a bias).
 - ``MSE``: the candidate range minimising the expected squared quantization error, modelled on the
   histogram as ``step^2 / 12`` per value inside the range (rounding) plus ``(x - clip(x))^2`` per
   value outside (clipping). Candidates shrink each end of the true range on a grid.
@@ -161,42 +164,74 @@ def _smooth(p: np.ndarray) -> np.ndarray:
     return (p + _SMOOTH_EPS) / (1.0 + _SMOOTH_EPS * p.size)
 
 
-def _kl_best_index(counts: np.ndarray, nq: int, smooth: bool) -> int | None:
-    """The number of leading bins (the threshold) of ``counts`` with the least KL(P || Q)."""
-    n = counts.size
-    if n < nq:
+def _without_zero_spike(h: Histogram) -> Histogram:
+    """``h`` with the count of the bin holding 0.0 replaced by its neighbours' mean.
+
+    Exact zeros (a ReLU's negative half, zero padding) are exactly representable on every aicc
+    grid, so they cost no quantization error; left in, their spike dominates the divergence (Q
+    spreads it over its whole chunk), which rewards ever narrower windows. TensorRT's entropy
+    calibrator neutralises the same spike the same way.
+    """
+    if h.width == 0 or not h.min <= 0.0 <= h.max:
+        return h
+    n = h.num_bins
+    k = min(int((0.0 - h.min) / h.width * n), n - 1)
+    neighbours = [j for j in (k - 1, k + 1) if 0 <= j < n]
+    if not neighbours:
+        return h
+    out = h.copy()
+    out.counts[k] = float(np.mean(out.counts[neighbours]))
+    return out
+
+
+def _kl_divergence(counts: np.ndarray, lo: int, hi: int, nq: int) -> float:
+    """Smoothed KL(P || Q) of clipping ``counts`` to the window ``[lo, hi)`` and quantizing it
+    to ``nq`` levels; ``inf`` when the window is empty.
+
+    P is the window with the values left of it added to its first bin and those right of it to its
+    last bin (each outlier lands at the end it was clipped to); Q is the window without outliers
+    merged into ``nq`` chunks, each chunk's mass spread evenly over the bins where P is non-empty.
+    """
+    sliced = counts[lo:hi]
+    p = sliced.astype(np.float64).copy()
+    p[0] += counts[:lo].sum()
+    p[-1] += counts[hi:].sum()
+    if p.sum() <= 0:
+        return math.inf
+    nonzero = p > 0
+    bounds = (np.arange(nq + 1) * sliced.size) // nq
+    chunk_sum = np.add.reduceat(sliced, bounds[:-1])
+    chunk_nz = np.add.reduceat(nonzero.astype(np.float64), bounds[:-1])
+    per_bin = np.divide(chunk_sum, chunk_nz, out=np.zeros(nq), where=chunk_nz > 0)
+    q = np.repeat(per_bin, np.diff(bounds)) * nonzero
+    if q.sum() <= 0:
+        return math.inf
+    p = _smooth(p / p.sum())
+    q = _smooth(q / q.sum())
+    return float(np.sum(p * np.log(p / q)))
+
+
+def _kl_best_index(counts: np.ndarray, nq: int, *, centered: bool = False) -> int | None:
+    """The threshold, in bins, with the least KL(P || Q) (see ``_kl_divergence``).
+
+    One-sided (``centered=False``): windows ``[0, i)`` for ``i`` from ``nq`` to ``len(counts)``.
+    Centered: ``counts`` spans ``[-a, a]`` with zero at its middle edge; windows are
+    ``[m - i, m + i)`` around the middle ``m`` for half-widths ``i`` whose window holds at least
+    ``nq`` bins. Returns ``i``, or None when the histogram has too few bins.
+    """
+    n = counts.size // 2 if centered else counts.size
+    first = (nq + 1) // 2 if centered else nq
+    if n < first:
         return None
-    best_i, best_kl = None, math.inf
     # at most ~512 candidates: stride over large histograms
-    stride = max(1, (n - nq) // 512)
-    candidates = list(range(nq, n + 1, stride))
+    stride = max(1, (n - first) // 512)
+    candidates = list(range(first, n + 1, stride))
     if candidates[-1] != n:
         candidates.append(n)
+    best_i, best_kl = None, math.inf
     for i in candidates:
-        p = counts[:i].astype(np.float64).copy()
-        outliers = counts[i:].sum()
-        p[-1] += outliers
-        if p.sum() <= 0:
-            continue
-        nonzero = p > 0
-        bounds = (np.arange(nq + 1) * i) // nq
-        chunk_sum = np.add.reduceat(counts[:i], bounds[:-1])
-        chunk_nz = np.add.reduceat(nonzero.astype(np.float64), bounds[:-1])
-        lengths = np.diff(bounds)
-        per_bin = np.divide(chunk_sum, chunk_nz, out=np.zeros(nq), where=chunk_nz > 0)
-        q = np.repeat(per_bin, lengths) * nonzero
-        if q.sum() <= 0:
-            continue
-        p = p / p.sum()
-        q = q / q.sum()
-        if smooth:
-            p, q = _smooth(p), _smooth(q)
-            kl = float(np.sum(p * np.log(p / q)))
-        else:
-            if np.any((p > 0) & (q <= 0)):
-                continue
-            m = p > 0
-            kl = float(np.sum(p[m] * np.log(p[m] / q[m])))
+        lo, hi = (n - i, n + i) if centered else (0, i)
+        kl = _kl_divergence(counts, lo, hi, nq)
         if kl < best_kl - 1e-12:
             best_i, best_kl = i, kl
     return best_i
@@ -204,25 +239,36 @@ def _kl_best_index(counts: np.ndarray, nq: int, smooth: bool) -> int | None:
 
 def kl_range(stats: TensorStats | Histogram, bitwidth: int = 8, *, name: str | None = None,
              notes: list[str] | None = None) -> tuple[float, float]:
-    """TensorRT-style symmetric KL-divergence threshold (see the module docstring)."""
-    h = _hist(stats)
-    one_signed = h.min >= 0 or h.max <= 0
-    nq = (1 << bitwidth) - 1 if one_signed else 1 << (bitwidth - 1)
-    a = h.fold_abs()
-    i = _kl_best_index(a.counts, nq, smooth=False)
-    if i is None:
-        _note(notes, name, f"KLMinimization needs at least {nq} histogram bins for "
-                           f"{bitwidth}-bit ({a.num_bins} given); using min/max")
-        return h.min, h.max
-    t = a.max * i / a.num_bins
-    # the threshold applies to both sides, never beyond the data (or zero) on either
-    return max(-t, min(h.min, 0.0)), min(t, max(h.max, 0.0))
+    """TensorRT-style KL-divergence threshold (see the module docstring)."""
+    h = _without_zero_spike(_hist(stats))
+    levels = (1 << bitwidth) - 1
+    if h.min >= 0 or h.max <= 0:
+        # one-signed data: the window [0, t) of the data's own side
+        side = h.side(positive=h.max > 0)
+        i = _kl_best_index(side.counts, levels)
+        if i is not None:
+            t = side.max * i / side.num_bins
+            return (0.0, min(t, h.max)) if h.max > 0 else (max(-t, h.min), 0.0)
+        needed = levels
+    else:
+        # signed data: a symmetric window [-t, t) on the signed histogram, finer than or as fine
+        # as the profile's bins; outliers pile up at the end they were clipped to
+        amax = max(-h.min, h.max)
+        centered = h.rebin(-amax, amax, 2 * h.num_bins)
+        i = _kl_best_index(centered.counts, levels, centered=True)
+        if i is not None:
+            t = amax * i / h.num_bins
+            return max(-t, h.min), min(t, h.max)
+        needed = (levels + 1) // 2
+    _note(notes, name, f"KLMinimization needs at least {needed} histogram bins for "
+                       f"{bitwidth}-bit ({h.num_bins} given); using min/max")
+    return h.min, h.max
 
 
 def kl_v2_range(stats: TensorStats | Histogram, bitwidth: int = 8, *, name: str | None = None,
                 notes: list[str] | None = None) -> tuple[float, float]:
     """Asymmetric, smoothed KL-divergence thresholds (see the module docstring)."""
-    h = _hist(stats)
+    h = _without_zero_spike(_hist(stats))
     out = []
     for positive in (False, True):
         side = h.side(positive)
@@ -231,7 +277,7 @@ def kl_v2_range(stats: TensorStats | Histogram, bitwidth: int = 8, *, name: str 
             continue
         nq = (1 << bitwidth) - 1 if (positive and h.min >= 0) or (not positive and h.max <= 0) \
             else 1 << (bitwidth - 1)
-        i = _kl_best_index(side.counts, nq, smooth=True)
+        i = _kl_best_index(side.counts, nq)
         if i is None:
             _note(notes, name, f"KLMinimizationV2 needs at least {nq} histogram bins for "
                                f"{bitwidth}-bit ({side.num_bins} given); using min/max")

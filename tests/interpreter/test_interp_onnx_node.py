@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import collections
 import functools
-import warnings
 
 import pytest
-from onnx.backend.test.loader import load_model_tests
 from onnx.backend.test.runner import Runner
 
 from aicc.backends.interpreter.engine import Interpreter
 from aicc.backends.interpreter.kernels import supported_op_types
 from aicc.backends.interpreter.onnx_backend import InterpreterOnnxBackend
+
+from onnx_node_cases import raw_cases
 
 #: the ops issue 3 asks for; each must have a kernel and at least one passing onnx case
 REQUIRED_OPS = frozenset("""
@@ -67,9 +67,7 @@ def _domains(case) -> set[str]:
 
 @functools.cache
 def _cases() -> dict[str, object]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cases = load_model_tests(kind="node")
+    cases = raw_cases()  # generated once per process, shared with the public-path node tests
     supported = supported_op_types()
     return {c.name: c for c in cases
             if _domains(c) <= {"", "ai.onnx"} and _case_ops(c) <= supported}

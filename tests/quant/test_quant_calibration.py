@@ -187,6 +187,28 @@ def test_kl_symmetric_clips_outliers():
     assert lo == 0.0 and 3.0 < hi < 0.5 * x.max()
 
 
+def test_kl_keeps_the_tail_of_discrete_asymmetric_data():
+    # issue 13: the example's input (17 pixel levels, half of them background at -0.81) was cut
+    # at +0.82: folding |x| piled the bright pixels onto the background's spike, which hid them
+    rng = np.random.default_rng(0)
+    levels = (np.arange(17) / 16 - 0.3053) / 0.3760
+    x = levels[rng.choice(17, size=2048, p=np.r_[0.5, np.full(16, 0.5 / 16)])]
+    for bins in (512, 2048):
+        lo, hi = kl_range(_stats(x, bins=bins))
+        assert lo == x.min() and hi >= 0.9 * x.max(), (bins, lo, hi)
+
+
+def test_kl_ignores_the_zero_spike_of_relu_outputs():
+    # issue 13: half of a ReLU's outputs are exact zeros (exactly representable); their spike
+    # made ever narrower windows look better (at 2048 bins the threshold fell to half the range)
+    x = np.maximum(np.random.default_rng(0).normal(0, 1, 32768), 0)
+    for bins in (512, 2048):
+        lo, hi = kl_range(_stats(x, bins=bins))
+        assert lo == 0.0 and 3.0 < hi <= x.max(), (bins, hi)
+        lo2, hi2 = kl_v2_range(_stats(x, bins=bins))
+        assert lo2 == 0.0 and 3.0 < hi2 <= x.max(), (bins, hi2)
+
+
 def test_kl_v2_is_asymmetric():
     rng = np.random.default_rng(4)
     x = np.concatenate([rng.exponential(1.0, 100_000) - 0.5, -rng.exponential(0.1, 20) * 40])
