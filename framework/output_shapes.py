@@ -4,9 +4,9 @@ Exporters sometimes declare an output shape the graph does not produce (a CRNN d
 ``[1, seqlen]`` and computes ``[20, 1, 8210]``). onnxruntime ignores the declaration; a backend
 that trusts it refuses the run. ``aicc compile`` therefore infers each output's shape once the
 inputs are bound: ONNX shape inference first, and, when that cannot resolve an output and every
-input is static, onnxruntime runs on zeros and on ones (skipped for graphs whose shapes may depend
-on values: control flow, NonZero, ...; an output whose shape differs between the two runs is left
-as declared). A computed shape that contradicts the declaration replaces it
+input is a static float tensor, onnxruntime runs on zeros and on ones (skipped for graphs with
+integer inputs, which may carry shapes, and for ops whose shapes depend on values: control flow,
+NonZero, ...; an output whose shape differs between the two runs is left as declared). A computed shape that contradicts the declaration replaces it
 with a warning (the container records the computed one); one that only makes a symbolic or
 unknown dimension concrete replaces it silently.
 """
@@ -112,7 +112,10 @@ def _inferred(graph: gs.Graph, ir_version: int | None) -> dict[str, Shape]:
 
 
 def _runnable(graph: gs.Graph) -> bool:
-    if not all(_static(t.shape) and ir.tensor_dtype(t) is not None for t in graph.inputs):
+    """Static float inputs only: an integer or bool input may carry shapes (Slice starts,
+    Unsqueeze axes, Tile repeats), which no run on made-up values can stand for."""
+    if not all(_static(t.shape) and ir.tensor_dtype(t) is not None
+               and ir.tensor_dtype(t).kind == "f" for t in graph.inputs):
         return False
     return not any(n.op in _VALUE_DEPENDENT for n in graph.nodes)
 
