@@ -191,6 +191,10 @@ class CpuBackend(Backend):
         opsets = {o.domain or "": o.version for o in model.opset_import}
         opsets[""] = min(opsets.get("", 0), ort_limits()[1])
         kernels = _cpu_kernels()
+        dims = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+                for vi in model.graph.input if vi.type.tensor_type.HasField("shape") and
+                all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)}
+        dims.update({t.name: list(t.dims) for t in model.graph.initializer})
         problems = []
         for node in model.graph.node:
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
@@ -204,6 +208,8 @@ class CpuBackend(Backend):
                     continue
                 problems.append(f"node '{node.name}' ({node.op_type}"
                                 f"{'' if not domain else ', domain ' + domain})")
+            elif (limit := _kernel_limit(node, dims)) is not None:
+                problems.append(f"node '{node.name}' ({node.op_type}: {limit})")
         return problems
 
     def compile(self, model: onnx.ModelProto, *, program_meta: Mapping[str, Any],
@@ -228,6 +234,24 @@ class CpuBackend(Backend):
             raise BackendError(f"onnxruntime cannot load the graph: {str(e).splitlines()[0]}",
                                where="backend 'cpu'") from e
         return CpuExecutable(session, values, (feed_types, result_types), kernels)
+
+
+def _kernel_limit(node: onnx.NodeProto, dims: Mapping[str, list[int]]) -> str | None:
+    """What onnxruntime's CPU kernel for ``node`` does not implement although ONNX defines it, so
+    that the node is refused before compiling instead of failing at load or at run time."""
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type in ("RNN", "GRU", "LSTM"):
+        layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
+        if layout != 0:
+            return ("onnxruntime runs layout 0 only; the interpreter runs it, or add the "
+                    "lower-rnn pass to the pipeline")
+    if node.op_type == "ConvInteger" and len(node.input) > 3 and node.input[3]:
+        shape = dims.get(node.input[3])  # unknown: onnxruntime checks when it runs
+        if shape is not None and int(np.prod(shape)) != 1:
+            return ("onnxruntime takes one weight zero point per tensor only; the interpreter "
+                    "runs per-channel zero points")
+    return None
 
 
 def _since_version(node: onnx.NodeProto, domain: str, opset: int) -> int:

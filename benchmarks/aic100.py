@@ -5,9 +5,10 @@ For batch 1 and 8 on 1, 4, 8, 14 and 16 cores of a Cloud AI 100 Pro (the 14-core
 Standard card) it prints the simulated samples per second of one activation, of the whole card
 (as many activations as the card has room for: 16 // cores, how qaic-runner's ``-a`` fills a
 card), the published MLPerf Inference ResNet-50 Offline figure beside it and their ratio, the
-plan (data-parallel groups x cores per group), and the simulator's own wall time per simulated
-inference: the cost model alone, and with ``--execute`` the int8 numerics too (numpy; slow at
-full size).
+plan (data-parallel activations x data-parallel groups x cores per group), and the simulator's
+own wall time per simulated inference: the cost model alone, and with ``--execute`` the int8
+numerics too (numpy; slow at full size). ``benchmarks/aic100_fidelity.py`` fits the cost model
+to the published figures and checks it on held-out ones.
 
 Published figures (MLPerf Inference, ResNet-50 Offline, one card): about 22,700 samples/s in
 v1.1 (Cloud AI 100, 2021) and about 23,900 samples/s per Pro card in v3.0 (2023).
@@ -35,6 +36,8 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 from aicc.backends.aic100 import Aic100Backend  # noqa: E402
+from aicc.backends.aic100.hardware import load_hardware  # noqa: E402
+from aicc.backends.aic100.profile import band_text  # noqa: E402
 from aicc.backends.aic100.workloads import resnet50  # noqa: E402
 
 __all__ = ["main", "MLPERF"]
@@ -68,8 +71,8 @@ def _row(model, batch: int, cores: int, sku: str, execute: bool, reference: int)
         t0 = time.perf_counter()
         exe.run(feeds)
         wall += f", numerics {(time.perf_counter() - t0) * 1e3:8.1f} ms"
-    plan = f"{exe.plan.groups}x{exe.plan.cores}"
-    return (f"{batch:>5} {sku:>8} {cores:>5} {plan:>6} {one:>10,.0f} {acts:>4} {whole:>10,.0f} "
+    plan = f"{exe.plan.copies}x{exe.plan.groups}x{exe.plan.cores}"
+    return (f"{batch:>5} {sku:>8} {cores:>5} {plan:>8} {one:>10,.0f} {acts:>4} {whole:>10,.0f} "
             f"{reference:>8,} {whole / reference:>6.2f} {exe.cost.latency_s * 1e3:>8.3f} "
             f"{compile_s:>6.2f} s   {wall} / inference")
 
@@ -84,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ResNet-50-shaped int8 (QDQ, int8 input, {image}x{image}), simulated Cloud AI 100, "
           "-multicast-weights; MLPerf: ResNet-50 Offline samples/s per card")
     print("  (samples/s = simulated inferences/s x batch; 'card' = activations x cores filling "
-          "the card; ratio = card / MLPerf)")
-    header = (f"{'batch':>5} {'sku':>8} {'cores':>5} {'plan':>6} {'1 act':>10} {'acts':>4} "
+          "the card; ratio = card / MLPerf; plan = copies x groups x cores)")
+    print(f"  every samples/s figure: {band_text(load_hardware('2.0', 'standard'))}")
+    header = (f"{'batch':>5} {'sku':>8} {'cores':>5} {'plan':>8} {'1 act':>10} {'acts':>4} "
               f"{'card':>10} {'MLPerf':>8} {'ratio':>6} {'lat ms':>8} {'compile':>8}   "
               "simulator wall time")
     print(header)

@@ -92,8 +92,14 @@ class FoldConstants(Pass):
                 return
             with _stamped_for_onnxruntime(graph) as loadable:
                 if loadable:
-                    graph.fold_constants(fold_shapes=ctx.options.fold_shapes,
+                    # subgraphs are left as they are: graph-surgeon's folding inside If
+                    # branches can leave a branch reading a tensor nothing produces (onnx's
+                    # AffineGrid function cases), and so can its inlining of constant Ifs;
+                    # fold-if and unroll-loops handle control flow
+                    graph.fold_constants(fold_shapes=ctx.options.fold_shapes and
+                                         not _sliced_shapes(graph),
                                          size_threshold=ctx.options.size_threshold,
+                                         recurse_subgraphs=False, flatten_subgraphs=False,
                                          error_ok=False)
         else:
             sessions = _fold(graph, fold_shapes=ctx.options.fold_shapes,
@@ -124,10 +130,9 @@ def _stamped_for_onnxruntime(graph: gs.Graph) -> Iterator[bool]:
         logger.debug("fold-constants: not folding graph '%s': %s", graph.name, e)
         yield False
         return
-    if lowered is model:
-        yield True
-        return
-    graphs = [graph, *graph.subgraphs(recursive=True)]  # graph-surgeon folds each on its own
+    # graph-surgeon folds each subgraph on its own, exporting it with the subgraph's own stamps
+    # (none: onnx's newest IR version), so every graph gets the loadable stamps, changed or not
+    graphs = [graph, *graph.subgraphs(recursive=True)]
     saved = [(g.ir_version, g.opset, g.import_domains) for g in graphs]
     for g in graphs:
         g.ir_version = lowered.ir_version
@@ -138,6 +143,14 @@ def _stamped_for_onnxruntime(graph: gs.Graph) -> Iterator[bool]:
     finally:
         for g, (ir_version, opset, domains) in zip(graphs, saved):
             g.ir_version, g.opset, g.import_domains = ir_version, opset, domains
+
+
+def _sliced_shapes(graph: gs.Graph) -> bool:
+    """Whether a Shape node takes ``start``/``end``: graph-surgeon's shape folding ignores them
+    (it would fold ``Shape(start=1)`` of a [3, 4, 5] tensor to [3, 4, 5]), so such graphs are
+    folded without it."""
+    return any(node.op == "Shape" and ("start" in node.attrs or "end" in node.attrs)
+               for node in graph.nodes)
 
 
 def _default_opset(model: onnx.ModelProto) -> int:

@@ -97,7 +97,7 @@ def qdq_op_model(op: str, *, seed: int = 0, batch: int = 2, act: str | None = No
                  cin: int = 8, cout: int = 12, trans_b: int = 1) -> onnx.ModelProto:
     """x (float) -> Q -> DQ -> OP(DQ(w int8), DQ(b int32)) [-> act] -> Q -> DQ -> y.
 
-    ``op`` is Conv, Gemm or MatMul; weights int8 (per output channel or per tensor), bias int32
+    ``op`` is Conv, ConvTranspose, Gemm or MatMul; weights int8 (per output channel or per tensor), bias int32
     at input scale x weight scale, activations ``x_dtype`` with zero point ``x_zero``.
     """
     rng = np.random.default_rng(seed)
@@ -113,6 +113,12 @@ def qdq_op_model(op: str, *, seed: int = 0, batch: int = 2, act: str | None = No
         x_shape = [batch, cin, spatial, spatial]
         attrs = {"group": group, "strides": [stride, stride], "dilations": [dilation, dilation],
                  "pads": [1, 1, 1, 1]}
+    elif op == "ConvTranspose":
+        w = rng.standard_normal((cin, cout // group, 3, 3)) * 0.2
+        ch_axis = 1
+        x_shape = [batch, cin, spatial, spatial]
+        attrs = {"group": group, "strides": [stride, stride], "pads": [1, 1, 1, 1],
+                 "output_padding": [stride - 1, stride - 1]}
     elif op == "Gemm":
         w = rng.standard_normal((cout, cin) if trans_b else (cin, cout)) * 0.2
         ch_axis = 0 if trans_b else 1

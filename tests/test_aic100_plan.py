@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 import aicc
 from aic100_models import bind, compile_aic, conv_chain, matmul_chain, to_fp16
 from aicc.backends.aic100 import Aic100Backend
+from aicc.backends.aic100.multicore import partition_reason
 from aicc.backends.aic100.workloads import resnet50
 from aicc.backends.interpreter.engine import Interpreter
 from aicc.compiler import CompileRequest, compile_model
@@ -41,10 +42,17 @@ def _axes(exe, op):
 # --- partitioning ---------------------------------------------------------------------------
 
 def test_data_parallel_when_the_batch_allows(digits_fp16, registries):
+    # a tiny model: per-step costs dominate, so copies running whole inferences win
     exe = compile_aic(bind(digits_fp16, 4, registries), num_cores=4)
-    assert exe.plan.mode == "data-parallel" and exe.plan.groups == 4
+    assert exe.plan.mode == "data-parallel activations (4 copies)" and exe.plan.copies == 4
+    assert exe.plan.cores_used == 4 and exe.plan.cores_per_copy == 1
+    # one program over the cores: the batch splits over data-parallel groups
+    exe = compile_aic(bind(digits_fp16, 4, registries), num_cores=4, multicore="split")
+    assert exe.plan.mode == "data-parallel" and exe.plan.groups == 4 and exe.plan.copies == 1
+    # batch 1: no copies (they would not shorten the latency), operator split
     exe = compile_aic(bind(digits_fp16, 1, registries), num_cores=4)
     assert exe.plan.groups == 1 and exe.plan.mode == "operator-split"
+    assert "batch 1" in partition_reason(exe.plan)
 
 
 def test_no_data_parallelism_across_a_batch_reduction():
@@ -64,8 +72,8 @@ def test_no_data_parallelism_across_a_batch_reduction():
 
 def test_operator_split_picks_rows_or_channels(mm, convs):
     # big activations, small weights: split output rows; big weights: split output channels
-    assert _axes(compile_aic(convs, num_cores=4), "Conv") == {"rows"}
-    assert _axes(compile_aic(mm, num_cores=4), "MatMul") == {"channels"}
+    assert _axes(compile_aic(convs, num_cores=4, multicore="split"), "Conv") == {"rows"}
+    assert _axes(compile_aic(mm, num_cores=4, multicore="split"), "MatMul") == {"channels"}
 
 
 def test_more_cores_more_throughput_until_the_work_runs_out(convs, digits_fp16, registries):
@@ -225,7 +233,7 @@ def test_stats_profile_has_a_row_per_step(digits_fp16, registries):
 
 def test_trace_profile_is_a_chrome_trace_with_a_track_per_core(digits_fp16, registries):
     model = bind(digits_fp16, 4, registries)
-    exe = compile_aic(model, profiling="trace", num_cores=4, activations=2)
+    exe = compile_aic(model, profiling="trace", num_cores=4, activations=2, multicore="split")
     feeds = {"image": np.zeros((4, 1, 8, 8), np.float32)}
     for _ in range(3):
         exe.run(feeds)

@@ -67,21 +67,28 @@ EXCLUDED: dict[str, dict[str, str]] = {
 #: backend -> (pattern of the refusal message, why that is a refusal and not a failure)
 REFUSALS: dict[str, list[tuple[str, str]]] = {
     "interpreter": [
-        (r"graph input '\w+' has type (optional|seq)\(", "non-tensor graph I/O (optional, "
+        (r"graph (input|output) '\w+' has type (optional|seq)\(",
+         "non-tensor graph I/O (optional, "
          "sequence): the IR and the container carry tensors only"),
     ],
     "cpu": [
-        (r"graph input '\w+' has type (optional|seq)\(", "non-tensor graph I/O"),
+        (r"graph (input|output) '\w+' has type (optional|seq)\(", "non-tensor graph I/O"),
         (r"Could not find an implementation|Failed to find kernel",
          "onnxruntime has no CPU kernel for these types (float4e2m1, int16 Max/Min, uint Pow, "
          "uint64 TopK)"),
         (r"cannot be lowered to opset", "onnx's version converter cannot lower the op to the "
          "newest opset onnxruntime loads (Einsum-28/Range-27 on bfloat16/float16)"),
+        (r"onnxruntime runs layout 0 only|one weight zero point per tensor only",
+         "ONNX features onnxruntime's CPU kernels lack (batch-major RNNs, per-channel "
+         "ConvInteger zero points), refused before compiling"),
     ],
     "aic100": [
-        (r"graph input '\w+' has type (optional|seq)\(", "non-tensor graph I/O"),
+        (r"graph (input|output) '\w+' has type (optional|seq)\(", "non-tensor graph I/O"),
         (r"has symbolic dimension", "the AIC100 runs static shapes; these inputs have unnamed "
                                     "dynamic dims that no symbol can bind"),
+        (r"of a type the AIC100 does not have", "element types outside the aic100 backend's "
+         "declared dtypes (float64, uint32/uint64, bfloat16, float8, 2-bit integers), refused "
+         "by the lowering naming the tensors"),
         (r"compute in float32, which the AIC100 does not", "float64 models, and what "
          "-convert-to-fp16 leaves in float32 by ONNX's type rules (LayerNormalization's "
          "Mean/InvStdDev stash outputs, Resize's float32 roi/scales), are refused by the "

@@ -1,11 +1,13 @@
 """The ``aic100`` backend: each graph of a Program lowered into a plan for N simulated AI cores of a
 Cloud AI 100 (partition, on-chip memory plan, cost) and executed with the device's numerics.
 
-Modules (flat): ``hardware`` (the TOML descriptions in ``hw/``), ``lower`` (graph -> fused steps,
-precision and op checks), ``plan`` (partitioning and memory plan), ``numerics`` (int8 and fp16
-execution), ``cost`` (roofline per core, shared DDR, pipelining), ``profile`` (report, per-op
-stats, Chrome trace, latency percentiles), ``workloads`` (ResNet-50-shaped graphs for tests and the
-benchmark).
+Modules (flat): ``hardware`` (the TOML descriptions in ``hw/``, and the fitted constants in
+``hw/fit/``), ``lower`` (graph -> fused steps, precision and op checks), ``transposed``
+(ConvTranspose geometry and arithmetic), ``plan`` (partitioning and memory plan), ``numerics``
+(int8 and fp16 execution), ``cost`` (roofline per core, shared DDR, pipelining), ``fit`` (fitting
+the cost model's free constants to published figures), ``profile`` (report, per-op stats, Chrome
+trace, latency percentiles), ``workloads`` and ``workloads_bert`` (ResNet-50, MobileNet and
+BERT-large shaped graphs for tests and the benchmarks).
 
 Everything that can fail does so in ``compile``, before anything runs: symbolic shapes, ops the
 device lacks, float32 computation (the vendor makes ``-convert-to-fp16`` mandatory; aicc refuses
@@ -35,11 +37,12 @@ from aicc.hookspecs import hookimpl
 from aicc.options import option
 
 from .hardware import Hardware, known_versions, load_hardware
-from .lower import SUPPORTED_OPS, lower, unsupported_nodes
+from .lower import DTYPES, SUPPORTED_OPS, lower, unsupported_nodes
 from .numerics import Runner
-from .plan import Plan, PlanOptions, build_plan
-from .profile import (latency_lines, simulated_latencies, stats_lines, summary_lines,
-                      trace_json)
+from .multicore import build_plan
+from .plan import Plan, PlanOptions
+from .profile import (latency_lines, numeric_lines, simulated_latencies, stats_lines,
+                      summary_lines, trace_json)
 
 __all__ = ["Aic100Backend", "Aic100Executable", "Aic100Options", "PLAN_FILE", "plan_json",
            "known_versions", "aicc_register_backends"]
@@ -75,6 +78,11 @@ class Aic100Options:
                                                  minimum=0.0, maximum=1.0)
     depth_first: bool = option(False, "run chains of row-split steps tile by tile so their "
                                       "intermediates stay on chip (-aic-enable-depth-first)")
+    multicore: str = option("auto", "how -aic-num-cores are used: auto (the fastest for the "
+                                    "batch), split (one program: ops split over the cores, or "
+                                    "the batch over groups of them) or activations (copies of a "
+                                    "program for fewer cores, each running whole inferences)",
+                            choices=("auto", "split", "activations"))
     profiling: str = option("", "device profiling recorded in the plan: stats, trace or latency "
                                 "(-aic-profiling-type)", choices=("", "stats", "trace", "latency"))
     activations: int = option(1, "copies of the program on their own cores, inferences dealt "
@@ -130,6 +138,7 @@ class Aic100Executable(Executable):
         """What ``aicc run`` prints: the summary, plus the profile the plan asks for."""
         lines = summary_lines(self.plan, self.cost, name=name,
                               stats_batchsize=self.stats_batchsize, wall_s=self.wall_s)
+        lines += numeric_lines(self.runner.saturations, self.runner.fp16, self.runs)
         kind = self.options.profiling
         if kind == "stats":
             lines.append("  per-op statistics (simulated, one inference):")
@@ -152,8 +161,14 @@ class Aic100Executable(Executable):
                           "samples_per_s": round(self.cost.inferences_per_s
                                                  * self.stats_batchsize, 3),
                           "stats_batchsize": self.stats_batchsize,
-                          "int32_saturations": self.runner.saturations},
-            "plan": {"mode": self.plan.mode, "groups": self.plan.groups,
+                          "expected_error": {"throughput": self.plan.hw.error_band,
+                                             "latency": self.plan.hw.latency_error_band,
+                                             "constants": self.plan.hw.constants_source},
+                          "int32_saturations": self.runner.saturations,
+                          "fp16_nonfinite": {k: dict(v) for k, v in
+                                             sorted(self.runner.fp16.items())}},
+            "plan": {"mode": self.plan.mode, "copies": self.plan.copies,
+                     "groups": self.plan.groups,
                      "cores_per_group": self.plan.cores, **self.plan.memory},
             "wall_s_per_inference": float(np.mean(self.wall_s)) if self.wall_s else None,
             "report": self.report(),
@@ -183,7 +198,7 @@ class Aic100Backend(Backend):
     description = ("simulated Cloud AI 100: partitions over -aic-num-cores cores, plans on-chip "
                    "memory, emulates fp16 and int8 numerics, estimates latency and throughput")
     Options = Aic100Options
-    dtypes = frozenset({"float16", "float32", "int8", "uint8", "int32", "int64", "bool"})
+    dtypes = DTYPES
     op_types = SUPPORTED_OPS
 
     def __init__(self, options: Any = None):
@@ -219,7 +234,7 @@ class Aic100Backend(Backend):
                            multicast_weights=o.multicast_weights,
                            size_split_granularity_kib=o.size_split_granularity,
                            vtcm_working_set_limit_ratio=o.vtcm_working_set_limit_ratio,
-                           depth_first=o.depth_first)
+                           depth_first=o.depth_first, multicore=o.multicore)
 
     def compile(self, model: onnx.ModelProto, *, program_meta: Mapping[str, Any],
                 spec_options: Mapping[str, Any]) -> Aic100Executable:

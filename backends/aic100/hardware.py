@@ -4,10 +4,18 @@
 ``-aic-hw-version`` names the family ("2.0" is the AIC100, as the vendor's compile flag says) and
 the backend option ``sku`` the card (``standard``: 14 cores, ``pro``: 16). The clock is not
 published; it is derived from the card's int8 TOPS (see the data file for the arithmetic).
+
+The cost model's free constants (efficiencies of the tensor and vector units, of DDR and the NoC,
+per-step, per-tile and barrier overheads, inferences in flight) start from the ASSUMED values in
+the data file's ``[model]`` table; when ``hw/fit/<same file name>`` exists (written by
+``benchmarks/aic100_fidelity.py --write``, see ``fit.py``) its ``[constants]`` replace them and its
+``[band]`` gives the error band the held-out check measured, which reports print beside every
+throughput figure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +24,17 @@ from typing import Any
 from aicc.configfile import load_toml
 from aicc.errors import ConfigError
 
-__all__ = ["Hardware", "load_hardware", "known_versions", "HW_DIR"]
+__all__ = ["Hardware", "load_hardware", "known_versions", "fit_path", "HW_DIR", "FIT_DIR",
+           "FREE_CONSTANTS"]
 
 HW_DIR = Path(__file__).resolve().parent / "hw"
+FIT_DIR = HW_DIR / "fit"
+#: the cost model's free constants: (name, upper bound or None); all are positive
+FREE_CONSTANTS = (("tensor_efficiency", 1.0), ("block_exponent", 1.0),
+                  ("vector_efficiency", 1.0),
+                  ("ddr_efficiency", 1.0), ("noc_efficiency", 1.0),
+                  ("step_overhead_cycles", None), ("tile_overhead_cycles", None),
+                  ("sync_cycles", None), ("pipeline_depth", None))
 _MIB = 1 << 20
 
 
@@ -43,13 +59,40 @@ class Hardware:
     ddr_bytes_per_s: float
     ddr_bytes: int
     noc_bytes_per_s: float
-    step_overhead_cycles: int
-    tile_overhead_cycles: int
-    sync_cycles: int
-    pipeline_depth: int
+    #: host link (PCIe), one direction
+    host_bytes_per_s: float
+    step_overhead_cycles: float
+    tile_overhead_cycles: float
+    sync_cycles: float
+    #: inferences in flight per activation (activation scheduling; fractional when fitted)
+    pipeline_depth: float
     int8_tops: float
     fp16_tflops: float
     source: str
+    #: achieved fraction of the tensor unit's block-utilized rate, the vector lanes, DDR and NoC
+    tensor_efficiency: float = 1.0
+    #: how much of a partly filled tensor block is wasted: rate = peak x utilization ** this
+    block_exponent: float = 1.0
+    vector_efficiency: float = 1.0
+    ddr_efficiency: float = 1.0
+    noc_efficiency: float = 1.0
+    #: where the free constants come from: "assumed" (the data file) or the fit file's name
+    constants_source: str = "assumed"
+    #: relative error band of throughput figures from the held-out check (None: not fitted)
+    error_band: float | None = None
+    #: the same for latency figures
+    latency_error_band: float | None = None
+
+    def constants(self) -> dict[str, float]:
+        """The free constants of the cost model, by name."""
+        return {name: float(getattr(self, name)) for name, _ in FREE_CONSTANTS}
+
+    def with_constants(self, values: dict[str, float]) -> "Hardware":
+        """A copy with some free constants replaced (the fit evaluates plans with these)."""
+        unknown = set(values) - {name for name, _ in FREE_CONSTANTS}
+        if unknown:
+            raise ValueError(f"not free constants: {sorted(unknown)}")
+        return dataclasses.replace(self, **{k: float(v) for k, v in values.items()})
 
     @property
     def name(self) -> str:
@@ -61,7 +104,9 @@ class Hardware:
                 "cores": self.cores, "vtcm_bytes": self.vtcm_bytes, "l2_bytes": self.l2_bytes,
                 "clock_hz": round(self.clock_hz), "ddr_bytes_per_s": self.ddr_bytes_per_s,
                 "ddr_bytes": self.ddr_bytes, "noc_bytes_per_s": self.noc_bytes_per_s,
-                "tensor_macs": dict(self.tensor_macs), "vector_macs": dict(self.vector_macs)}
+                "tensor_macs": dict(self.tensor_macs), "vector_macs": dict(self.vector_macs),
+                "constants": {k: round(v, 6) for k, v in self.constants().items()},
+                "constants_source": self.constants_source}
 
 
 def _section(data: dict, key: str, path: Path) -> dict:
@@ -112,8 +157,9 @@ def known_versions() -> dict[str, Path]:
     return out
 
 
-def load_hardware(version: str, sku: str) -> Hardware:
-    """The description of ``version`` (e.g. "2.0") and ``sku`` (e.g. "standard")."""
+def load_hardware(version: str, sku: str, *, fitted: bool = True) -> Hardware:
+    """The description of ``version`` (e.g. "2.0") and ``sku`` (e.g. "standard"), with the
+    fitted constants when there are some and ``fitted`` (else the ASSUMED ones)."""
     versions = known_versions()
     if version not in versions:
         raise ConfigError(f"unknown hardware version {version!r}", where="-aic-hw-version",
@@ -157,8 +203,37 @@ def load_hardware(version: str, sku: str) -> Hardware:
         ddr_bytes_per_s=_number(soc, "ddr_gbps", path, "soc") * 1e9,
         ddr_bytes=int(_number(card, "ddr_gib", path, w) * (1 << 30)),
         noc_bytes_per_s=_number(soc, "noc_gbps", path, "soc") * 1e9,
-        step_overhead_cycles=_number(model, "step_overhead_cycles", path, "model", integer=True),
-        tile_overhead_cycles=_number(model, "tile_overhead_cycles", path, "model", integer=True),
-        sync_cycles=_number(model, "sync_cycles", path, "model", integer=True),
-        pipeline_depth=_number(model, "pipeline_depth", path, "model", integer=True),
-        int8_tops=float(int8_tops), fp16_tflops=float(fp16_tflops), source=path.name)
+        host_bytes_per_s=_number(soc, "host_gbps", path, "soc") * 1e9,
+        int8_tops=float(int8_tops), fp16_tflops=float(fp16_tflops), source=path.name,
+        **{**_free_constants(model, path, "model"), **(_fitted(path) if fitted else {})})
+
+
+def _free_constants(table: dict, path: Path, where: str) -> dict[str, float]:
+    out = {}
+    for name, upper in FREE_CONSTANTS:
+        value = float(_number(table, name, path, where))
+        if upper is not None and value > upper:
+            raise ConfigError(f"expected at most {upper}, got {value!r}", where=path,
+                              field=f"{where}.{name}")
+        out[name] = value
+    return out
+
+
+def fit_path(hardware_file: str | Path) -> Path:
+    """The fitted-constants file of a hardware description (it may not exist)."""
+    return FIT_DIR / Path(hardware_file).name
+
+
+def _fitted(path: Path) -> dict[str, Any]:
+    """Constants and error bands from ``hw/fit/<name>``, or nothing when there is no fit."""
+    fit = fit_path(path)
+    if not fit.exists():
+        return {}
+    data = _read(fit)
+    out: dict[str, Any] = dict(_free_constants(_section(data, "constants", fit), fit,
+                                               "constants"))
+    band = _section(data, "band", fit)
+    out["error_band"] = float(_number(band, "throughput", fit, "band"))
+    out["latency_error_band"] = float(_number(band, "latency", fit, "band"))
+    out["constants_source"] = f"fit/{fit.name}"
+    return out

@@ -32,8 +32,10 @@ the planner may split the batch over data-parallel groups of cores.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,12 +46,19 @@ from onnx import numpy_helper
 
 from aicc.errors import BackendError, ModelError
 
+from .transposed import convtranspose_geometry, weight_channel_axis
+
 __all__ = ["Lowered", "Step", "TensorInfo", "IntPattern", "lower", "unsupported_nodes",
-           "SUPPORTED_OPS", "TENSOR_OPS", "VIRTUAL_OPS", "ceil_div", "pieces_of"]
+           "SUPPORTED_OPS", "TENSOR_OPS", "VIRTUAL_OPS", "DTYPES", "ceil_div", "pieces_of"]
 
 logger = logging.getLogger(__name__)
 
-TENSOR_OPS = frozenset({"Conv", "Gemm", "MatMul"})
+TENSOR_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+#: element types of the tensors a program may hold: fp16 and fp32 (between DQ and Q), and the
+#: integers the vector unit handles (4- and 16-bit ones for QDQ programs of those widths, which
+#: run dequantized). No float64, bfloat16, float8 or 2-bit types: the AIC100 has none of them.
+DTYPES = frozenset({"float16", "float32", "int4", "uint4", "int8", "uint8", "int16", "uint16",
+                    "int32", "uint32", "int64", "uint64", "bool"})
 #: ops that only rename or reinterpret a tensor: no cycles, no memory of their own
 ALIAS_OPS = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"})
 VIRTUAL_OPS = ALIAS_OPS | {"DequantizeLinear"}
@@ -57,7 +66,8 @@ VIRTUAL_OPS = ALIAS_OPS | {"DequantizeLinear"}
 MOVEMENT_OPS = ALIAS_OPS | frozenset({
     "Transpose", "Concat", "Split", "Slice", "Gather", "Expand", "Tile", "Pad", "Shape", "Size",
     "Constant", "ConstantOfShape", "Cast", "QuantizeLinear",
-    "DequantizeLinear", "Range", "Where", "Equal", "Less", "Greater", "Not", "And", "Or"})
+    "DequantizeLinear", "Range", "Where", "Equal", "Less", "Greater", "LessOrEqual",
+    "GreaterOrEqual", "Not", "And", "Or", "Xor"})
 #: vector-unit work per output element (MAC-equivalents); pooling adds its window
 _VECTOR_COST = {
     "Relu": 1, "Clip": 1, "LeakyRelu": 2, "PRelu": 2, "Add": 1, "Sub": 1, "Mul": 1, "Div": 4,
@@ -68,7 +78,8 @@ _VECTOR_COST = {
     "ReduceMean": 1, "ReduceSum": 1, "ReduceMax": 1, "ReduceMin": 1,
     "MaxPool": 0, "AveragePool": 0, "GlobalAveragePool": 0, "GlobalMaxPool": 0, "Resize": 4,
     "Transpose": 1, "Concat": 1, "Split": 1, "Slice": 1, "Gather": 1, "Expand": 1, "Tile": 1,
-    "Pad": 1, "Where": 1, "Equal": 1, "Less": 1, "Greater": 1, "Not": 1, "And": 1, "Or": 1,
+    "Pad": 1, "Where": 1, "Equal": 1, "Less": 1, "Greater": 1, "LessOrEqual": 1,
+    "GreaterOrEqual": 1, "Not": 1, "And": 1, "Or": 1, "Xor": 1,
     "Identity": 1, "Reshape": 1, "Flatten": 1, "Squeeze": 1, "Unsqueeze": 1, "Shape": 0,
     "Size": 0, "Constant": 0, "ConstantOfShape": 1, "Range": 1,
 }
@@ -91,13 +102,13 @@ class TensorInfo:
     dtype: np.dtype
     kind: str  # "input", "weight" or "activation"
 
-    @property
+    @functools.cached_property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return self.size * self.dtype.itemsize
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # the planner asks often: no numpy call per question
 
 
 @dataclass
@@ -215,12 +226,19 @@ def _static(vi: onnx.ValueInfoProto) -> tuple[tuple[int, ...], np.dtype] | None:
 
 def _check_static_inputs(model: onnx.ModelProto) -> None:
     inits = {i.name for i in model.graph.initializer}
+    for vi in list(model.graph.input) + list(model.graph.output):
+        if vi.name not in inits and not vi.type.HasField("tensor_type"):
+            kind = (vi.type.WhichOneof("value") or "untyped").replace("_type", "")
+            raise BackendError(f"'{vi.name}' is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, "
+                               "not a tensor; the AIC100 runs tensors only",
+                               where="backend 'aic100'",
+                               hint="choose another backend with --backend")
     for vi in model.graph.input:
         if vi.name in inits:
             continue
         dims = vi.type.tensor_type.shape.dim
         for axis, d in enumerate(dims):
-            if not d.HasField("dim_value") or d.dim_value <= 0:
+            if not d.HasField("dim_value") or d.dim_value < 0:  # 0: an empty tensor, static
                 sym = d.dim_param or "?"
                 raise BackendError(
                     f"input '{vi.name}' has symbolic dimension '{sym}' (axis {axis}); the AIC100 "
@@ -228,11 +246,40 @@ def _check_static_inputs(model: onnx.ModelProto) -> None:
                     hint=f"bind it with -batchsize=N or -onnx-define-symbol={sym},N")
 
 
+_LIGHT_BYTES = 1 << 16
+
+
+def _light(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model for shape inference: initializers over 64 KiB become typed graph inputs, so
+    onnx does not serialize hundreds of MB of weights to learn their (declared) shapes. Small
+    ones stay: shape computations may read their values."""
+    g = model.graph
+    big = [t for t in g.initializer if len(t.raw_data) > _LIGHT_BYTES]
+    if not big:
+        return model
+    light = onnx.ModelProto(ir_version=model.ir_version)
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    lg = light.graph
+    lg.name = g.name
+    lg.node.extend(g.node)
+    declared = {vi.name for vi in g.input}
+    lg.input.extend(g.input)
+    lg.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                    for t in big if t.name not in declared)
+    big_names = {t.name for t in big}
+    lg.initializer.extend(t for t in g.initializer if t.name not in big_names)
+    lg.output.extend(g.output)
+    lg.value_info.extend(g.value_info)
+    return light
+
+
 def _shapes(model: onnx.ModelProto, constants: dict[str, np.ndarray]
             ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Static shape and dtype of every tensor: ONNX shape inference, else one interpreter run."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(_light(model), strict_mode=False,
+                                                     data_prop=True)
     except Exception as e:  # onnx raises several exception types here
         raise ModelError(f"shape inference failed: {str(e).strip().splitlines()[0]}",
                          where="backend 'aic100'") from None
@@ -334,6 +381,11 @@ def lower(model: onnx.ModelProto, fp32_nodes: frozenset[str] = frozenset()) -> L
     graph_inputs = [vi.name for vi in g.input if vi.name not in constants]
     order = _order(all_nodes, set(constants) | set(graph_inputs))
     nodes = [all_nodes[i] for i in order if all_nodes[i].op_type != "Constant"]
+    odd = sorted({f"'{n}' ({dt})" for n, (_, dt) in shapes.items() if dt.name not in DTYPES})
+    if odd:
+        raise BackendError(f"{len(odd)} tensor(s) of a type the AIC100 does not have: "
+                           + ", ".join(odd[:5]), where="backend 'aic100'",
+                           hint=f"types it runs: {', '.join(sorted(DTYPES))}")
     tensors: dict[str, TensorInfo] = {}
     for name, (shape, dtype) in shapes.items():
         kind = "weight" if name in constants else "input" if name in graph_inputs else "activation"
@@ -616,6 +668,11 @@ def _tensor_geometry(low: Lowered, step: Step, node: onnx.NodeProto) -> None:
     a = _attrs(node)
     out = t[node.output[0]]
     x = t[node.input[0]]
+    if node.op_type == "ConvTranspose":
+        w = t[node.input[1]]
+        step.macs, step.geometry = convtranspose_geometry(
+            x.shape, x.nbytes, w.shape, w.nbytes, out.shape, out.nbytes, node)
+        return
     if node.op_type == "Conv":
         w = t[node.input[1]]
         group = int(a.get("group", 1))
@@ -644,7 +701,9 @@ def _tensor_geometry(low: Lowered, step: Step, node: onnx.NodeProto) -> None:
         trans_b = node.op_type == "Gemm" and int(a.get("transB", 0))
         b = t[node.input[1]]
         k_dim = x.shape[0] if trans_a else x.shape[-1]
-        n_dim = out.shape[-1] if out.shape else 1  # MatMul of two vectors: a scalar
+        # a 1-D right operand (MatMul) drops the output's last dim: one output channel (a
+        # vector by a vector gives a scalar)
+        n_dim = out.shape[-1] if out.shape and len(b.shape) > 1 else 1
         rows = out.size // max(1, n_dim)
         b_weight = low.tensors[low.resolve(node.input[1])].kind == "weight"
         step.macs = out.size * k_dim
@@ -734,9 +793,13 @@ def _int_pattern(low: Lowered, members: list[int]) -> IntPattern | None:
             y_info.dtype not in _EIGHT_BIT:
         return None
     out = low.tensors[main.output[0]]
-    n = out.shape[1] if main.op_type == "Conv" else out.shape[-1]
+    n = out.shape[1] if main.op_type in ("Conv", "ConvTranspose") else out.shape[-1]
     w_rank = len(w_info.shape)
-    if main.op_type == "Conv":
+    if main.op_type == "ConvTranspose":
+        if int(a.get("group", 1)) != 1 and pw[0].size > 1:
+            return None  # per-channel scales of a grouped transposed weight: run in float
+        ch_axis = weight_channel_axis()
+    elif main.op_type == "Conv":
         ch_axis = 0
     elif main.op_type == "Gemm":
         ch_axis = 0 if a.get("transB", 0) else 1
@@ -823,6 +886,9 @@ def _axes_touch_zero(node: onnx.NodeProto, low: Lowered) -> bool:
     if op == "Transpose":
         perm = a.get("perm") or list(range(rank))[::-1]
         return bool(perm) and perm[0] != 0
+    if op == "Gather" and low.tensors.get(low.resolve(node.input[0])) is not None and \
+            low.tensors[low.resolve(node.input[0])].kind == "weight":
+        return False  # a table lookup: the indices carry the batch, the table has none
     if op in ("Concat", "Split", "Softmax", "LogSoftmax", "Gather", "GatherElements", "Flatten",
               "LayerNormalization"):
         axis = int(a.get("axis", 1 if op in ("Flatten",) else (-1 if op in (
@@ -870,7 +936,20 @@ def _batch_analysis(low: Lowered) -> tuple[int, bool]:
             return batch, False
         if _axes_touch_zero(node, low):
             return batch, False
+        # a computed shape, axes or size operand is not samples, whatever its length
+        for idx in _PARAMETER_OPERANDS.get(node.op_type, ()):
+            if idx < len(node.input) and node.input[idx] and \
+                    low.tensors[low.resolve(node.input[idx])].kind != "weight":
+                return batch, False
     return batch, True
+
+
+#: operands (by index) that parametrize an op rather than carry data
+_PARAMETER_OPERANDS = {
+    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4), "Pad": (1, 2, 3),
+    "Resize": (1, 2, 3), "Split": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "TopK": (1,),
+    "ReduceMean": (1,), "ReduceSum": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "Clip": (1, 2),
+    "CumSum": (1,), "Trilu": (1,)}
 
 
 def ceil_div(a: int, b: int) -> int:

@@ -19,6 +19,11 @@ core by core.
   the interpreter's kernels, so they equal the interpreter exactly; so does a Conv/Gemm/MatMul that
   does not fit the integer pattern (16-bit activations, per-channel output scales, alpha/beta).
 
+Out of range values are counted, not hidden: int32 accumulators that saturate (``saturations``)
+and, per node, fp16 results that are inf or nan, separating those a node made from finite inputs
+(an overflow past fp16's 65504) from those it only passed on (``fp16``); the device report prints
+both.
+
 Tensor steps run piece by piece as the plan splits them: output rows (batch x output rows of a
 Conv, rows of a Gemm/MatMul) or output channels, each piece on its core; data-parallel groups run
 their slice of the batch. Splitting never splits a reduction, so the pieces agree exactly with the
@@ -38,6 +43,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from aicc.errors import AiccError, BackendError
 
 from .lower import IntPattern, Lowered, Step, pieces_of
+from .transposed import convtranspose
 
 __all__ = ["Runner", "requantize", "fixed_point_multiplier", "conv_rows", "StepSplit"]
 
@@ -239,7 +245,11 @@ class Runner:
         self.groups = groups
         self.cores = cores
         self.saturations = 0
+        #: fp16 results that are not finite, by node: {"nonfinite": values that are inf or nan,
+        #: "overflow": of those, inf values the node made from finite inputs}; over all runs
+        self.fp16: dict[str, dict[str, int]] = {}
         self._kernels: dict[int, object] = {}
+        self._versions: dict[int, int] = {}
         self._attrs = [_attrs(n) for n in low.nodes]
         opset = _opset(low.model)
         from aicc.backends.interpreter.kernels import NodeSpec, in_float32, lookup, parse_attribute
@@ -250,6 +260,7 @@ class Runner:
                 raise BackendError(f"no kernel for node '{node.name}' ({node.op_type})",
                                    where="backend 'aic100'")
             version = onnx.defs.get_schema(node.op_type, opset, "").since_version
+            self._versions[i] = version
             spec = NodeSpec(name=node.name or node.output[0], op_type=node.op_type,
                             version=version,
                             attrs={a.name: parse_attribute(a) for a in node.attribute},
@@ -345,6 +356,25 @@ class Runner:
                     env[name] = np.asarray(value)
         else:
             env[node.output[0]] = np.asarray(res)
+        self._watch_fp16(node, args, [env.get(o) for o in node.output if o])
+
+    def _watch_fp16(self, node: onnx.NodeProto, args: Sequence, outputs: Sequence) -> None:
+        """Count the node's fp16 results that are inf or nan (see ``fp16``)."""
+        bad = over = 0
+        for y in outputs:
+            if y is None or y.dtype != np.float16:
+                continue
+            finite = np.isfinite(y)
+            if finite.all():
+                continue
+            bad += int(y.size - np.count_nonzero(finite))
+            if all(a is None or a.dtype.kind != "f" or np.isfinite(a).all() for a in args):
+                over += int(np.count_nonzero(np.isinf(y)))
+        if bad:
+            entry = self.fp16.setdefault(node.name or node.output[0],
+                                         {"nonfinite": 0, "overflow": 0})
+            entry["nonfinite"] += bad
+            entry["overflow"] += over
 
     def _step(self, step: Step, split: StepSplit, env: dict) -> None:
         rest = step.nodes
@@ -369,7 +399,9 @@ class Runner:
         out_dtype = np.result_type(x.dtype, w.dtype)
         work = np.float32 if out_dtype in (np.float16, np.float32) else out_dtype
         xf, wf = x.astype(work, copy=False), w.astype(work, copy=False)
-        if node.op_type == "Conv":
+        if node.op_type == "ConvTranspose":  # the reduction is never split: compute it whole
+            y = convtranspose(xf, wf, bias, node, self._versions[i], work)
+        elif node.op_type == "Conv":
             y = _conv(xf, wf, a, split)
             if bias is not None:
                 y = y + bias.astype(work).reshape((1, -1) + (1,) * (y.ndim - 2))
@@ -382,6 +414,7 @@ class Runner:
         else:
             y = self._matmul(xf, wf, split)
         env[node.output[0]] = np.asarray(y).astype(out_dtype)
+        self._watch_fp16(node, args, [env[node.output[0]]])
 
     @staticmethod
     def _matmul(a: np.ndarray, b: np.ndarray, split: StepSplit) -> np.ndarray:
@@ -400,7 +433,15 @@ class Runner:
         wq = wq.reshape(p.w_shape if p.w in self.low.constants
                         else (-1,) + tuple(p.w_shape[1:]))
         xf = xq.astype(np.float64) - p.x_zero
-        if node.op_type == "Conv":
+        if node.op_type == "ConvTranspose":
+            same = p.w_zero.min() == p.w_zero.max()
+            wz = p.w_zero.reshape(-1)[0] if same else p.w_zero.reshape(
+                (1, -1) + (1,) * (wq.ndim - 2))
+            acc = convtranspose(xf, wq.astype(np.float64) - wz, None, node,
+                                self._versions[p.main], np.float64)
+            axis = 1
+            shape = (1, -1) + (1,) * (acc.ndim - 2)
+        elif node.op_type == "Conv":
             wz = p.w_zero.reshape((-1,) + (1,) * (wq.ndim - 1))
             wf = wq.astype(np.float64) - wz
             acc = _conv(xf, wf, a, split)

@@ -8,8 +8,9 @@ output height; every core needs all weights, and a halo of input rows) or by out
 (every core needs the whole input, gathered over the NoC, and holds a slice of the weights),
 whichever the cost model finds faster for that step; vector steps split their elements and keep
 their input's layout. ``-ols=N`` cuts each split into N times more pieces (finer load balance and
-more tiles to overlap memory with compute, at a cost per tile). Every group count is costed and the
-fastest kept (ties: more data parallelism).
+more tiles to overlap memory with compute, at a cost per tile). ``search`` plans one number of
+groups; ``multicore.build_plan`` costs every group count (and copies of smaller programs) and
+keeps the fastest.
 
 Memory plan (per core; every core runs the same program on its slice). Each step streams the
 operands it does not hold on chip through VTCM in tiles of ``-size-split-granularity`` bytes (at
@@ -22,7 +23,8 @@ step that reads it), then weights (live for the whole program, loaded once when 
 loaded). Everything else lives in DDR: activations are written and read back, weights streamed
 every inference. With ``-aic-enable-depth-first``, a buffer passed from a row-split step straight
 to the next row-split step needs only a band of two tiles on chip (the steps run tile by tile,
-depth first). Graph inputs and outputs are host buffers in DDR.
+depth first). Graph inputs and outputs are host buffers in DDR. A table a Gather reads (an
+embedding) stays in DDR, and the step reads only the rows it gathers.
 """
 
 from __future__ import annotations
@@ -32,14 +34,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from aicc.errors import BackendError
 
-from .cost import Cost, Operand, StepWork, evaluate, step_cost, tensor_rate
+from .cost import Cost, Operand, StepWork, evaluate, step_cost, tensor_rate, tensor_util
 from .hardware import Hardware
 from .lower import Lowered, Step, ceil_div, pieces_of
 from .numerics import StepSplit
 
-__all__ = ["PlanOptions", "Plan", "StepPlan", "Allocation", "build_plan", "PLAN_FORMAT",
+__all__ = ["PlanOptions", "Plan", "StepPlan", "Allocation", "search", "group_counts", "mode_name",
+           "PLAN_FORMAT",
            "PLAN_VERSION"]
 
 logger = logging.getLogger(__name__)
@@ -62,6 +67,8 @@ class PlanOptions:
     size_split_granularity_kib: int = 1024
     vtcm_working_set_limit_ratio: float = 1.0
     depth_first: bool = False
+    #: "auto" (the fastest), "split" (one program over all cores) or "activations" (copies)
+    multicore: str = "auto"
 
     @property
     def granularity(self) -> int:
@@ -72,7 +79,7 @@ class PlanOptions:
                 "multicast_weights": self.multicast_weights,
                 "size_split_granularity_kib": self.size_split_granularity_kib,
                 "vtcm_working_set_limit_ratio": self.vtcm_working_set_limit_ratio,
-                "depth_first": self.depth_first}
+                "depth_first": self.depth_first, "multicore": self.multicore}
 
 
 @dataclass
@@ -127,18 +134,23 @@ class Plan:
     allocations: list[Allocation] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)
     cost: Cost | None = None
+    #: every partition multicore.build_plan costed: groups, cores per group, mode, inferences/s (or why
+    #: it could not fit), in the order tried
+    alternatives: list[dict[str, Any]] = field(default_factory=list)
+    #: data-parallel activations: copies of this program, each on its own cores_per_copy cores
+    copies: int = 1
 
     @property
-    def cores_used(self) -> int:
+    def cores_per_copy(self) -> int:
         return self.groups * self.cores
 
     @property
+    def cores_used(self) -> int:
+        return self.groups * self.cores * self.copies
+
+    @property
     def mode(self) -> str:
-        if self.groups > 1 and self.cores > 1:
-            return "data-parallel + operator-split"
-        if self.groups > 1:
-            return "data-parallel"
-        return "operator-split" if self.cores > 1 else "single-core"
+        return mode_name(self.copies, self.groups, self.cores)
 
     def splits(self) -> list[StepSplit]:
         """How the runner cuts each step (tensor steps only; vector steps run whole)."""
@@ -150,21 +162,28 @@ class Plan:
                 out.append(StepSplit("none", 1))
         return out
 
-    def evaluate(self, activations: int = 1) -> Cost:
-        return evaluate([sp.work for sp in self.steps], self.hw, groups=self.groups,
-                        cores=self.cores, activations=activations,
+    def evaluate(self, activations: int = 1, hw: Hardware | None = None) -> Cost:
+        """The cost with ``activations`` copies, under ``hw`` (default: the plan's hardware;
+        the fit evaluates a fixed plan under other constants)."""
+        return evaluate([sp.work for sp in self.steps], hw or self.hw, groups=self.groups,
+                        cores=self.cores, activations=activations * self.copies,
                         multicast=self.options.multicast_weights,
                         granularity=self.options.granularity,
                         load_bytes=self.memory.get("load_bytes", 0),
-                        macs=float(sum(sp.step.macs for sp in self.steps)))
+                        macs=float(sum(sp.step.macs for sp in self.steps)),
+                        host_bytes=float(sum(self.low.tensors[n].nbytes for n in
+                                             dict.fromkeys(self.low.inputs + self.low.outputs)
+                                             if n in self.low.tensors)))
 
     def to_json(self) -> dict[str, Any]:
         return {"format": PLAN_FORMAT, "version": PLAN_VERSION,
                 "hardware": self.hw.describe(), "options": self.options.to_json(),
                 "partition": {"batch": self.low.batch,
                               "batch_separable": self.low.batch_separable,
+                              "copies": self.copies,
                               "groups": self.groups, "cores_per_group": self.cores,
-                              "cores_used": self.cores_used, "mode": self.mode},
+                              "cores_used": self.cores_used, "mode": self.mode,
+                              "alternatives": self.alternatives},
                 "steps": [sp.to_json() for sp in self.steps],
                 "memory": self.memory,
                 "tensors": [a.to_json() for a in self.allocations],
@@ -210,6 +229,8 @@ class _Builder:
         self.weight_share: float | None = None
         #: the multicast setting split choices assume (plans are costed with the real one)
         self.assume_multicast = opts.multicast_weights
+        #: tables read by Gather (embeddings): they stay in DDR, steps read only the rows used
+        self.tables: set[str] = set()
 
     def bytes_of(self, name: str) -> int:
         info = self.low.tensors[name]
@@ -244,7 +265,7 @@ class _Builder:
         prec = step.precision
         vrate = hw.vector_macs.get(prec, hw.vector_macs["fp32"])
         unit = "vector"
-        rate = 0.0
+        rate, peak, util = 0.0, 0.0, 1.0
         if step.kind == "tensor":
             n = geo["n_per_group"]
             if axis == "channels" and geo["groups"] == 1:
@@ -252,13 +273,14 @@ class _Builder:
             trate = tensor_rate(hw, prec, geo["reduce"], n)
             if trate >= vrate:
                 rate, unit = trate, "tensor"
+                peak, util = hw.tensor_macs[prec], tensor_util(hw, prec, geo["reduce"], n)
             else:
                 rate = vrate
         elif step.kind == "copy":
             unit = "dma"
         operands = self.operands(step, axis, frac, count)
         return StepWork(macs=macs, vector=vec, rate=rate, vector_rate=vrate, pieces=count,
-                        unit=unit, operands=operands)
+                        unit=unit, operands=operands, peak_rate=peak, block_util=util)
 
     def operands(self, step: Step, axis: str, frac: list[float], count: list[int]
                  ) -> list[Operand]:
@@ -304,8 +326,15 @@ class _Builder:
                 unit = self.unit_bytes(name)
             ops.append(Operand(name, "in", per, readers, noc, min(unit, max(per) or unit),
                                self.placement(name)))
+        table = self.low.resolve(self.low.nodes[step.nodes[0]].input[0]) \
+            if step.op == "Gather" else None
         for name in step.weights:
             total = self.bytes_of(name)
+            if name == table:  # an embedding lookup reads the rows it gathers, not the table
+                out = self.low.tensors[self.low.nodes[step.nodes[0]].output[0]]
+                total = min(total, ceil_div(out.size * self.low.tensors[name].dtype.itemsize,
+                                            g))
+                self.tables.add(name)
             if step.kind == "tensor" and axis == "channels":
                 per = [int(math.ceil(total * frac[k])) for k in range(c)]
                 readers = g
@@ -428,7 +457,8 @@ class _Builder:
         # small constants (scales, zero points, small biases) live in a pool at the bottom
         pool = 0
         for a in sorted(allocs.values(), key=lambda a: a.name):
-            if a.kind == "weight" and a.bytes_per_core <= _POOL_ITEM:
+            if a.kind == "weight" and a.bytes_per_core <= _POOL_ITEM and \
+                    a.name not in self.tables:
                 a.placement, a.offset = "vtcm", pool
                 pool += a.bytes_per_core
         pool = min(pool, budget)
@@ -437,53 +467,58 @@ class _Builder:
                 del t[name]
         # resident tensors, first fit; an operand placed on chip no longer needs its tile
         streamed = [dict(t) for t in tiles]
-        staging = [sum(t.values()) + (max(t.values()) if t else 0) for t in streamed]
-        top = [pool] * nsteps
-        placed: list[tuple[int, int, int, int]] = [(0, nsteps - 1, 0, pool)] if pool else []
+        staging = np.array([sum(t.values()) + (max(t.values()) if t else 0) for t in streamed],
+                           dtype=np.int64)
+        top = np.full(nsteps, pool, dtype=np.int64)
+        streamed_at: dict[str, list[int]] = {}
+        for s_, t in enumerate(streamed):
+            for name in t:
+                streamed_at.setdefault(name, []).append(s_)
+        placed = _Placed()
+        if pool:
+            placed.add(0, nsteps - 1, 0, pool)
         order = sorted((a for a in allocs.values() if a.kind == "activation"),
                        key=lambda a: (a.first, a.name))
         order += sorted((a for a in allocs.values() if a.kind == "weight"
-                         and a.placement != "vtcm"),
+                         and a.placement != "vtcm" and a.name not in self.tables),
                         key=lambda a: (min(uses.get(a.name, [0])), a.name))
         for a in order:
             size = band.get(a.name, a.bytes_per_core)
-            off = _first_fit(placed, a.first, a.last, size, resident_limit)
+            off = placed.first_fit(a.first, a.last, size, resident_limit)
             if off is None:
                 continue
-            after = {}
-            fits = True
-            for s_ in range(a.first, a.last + 1):
-                if a.name in streamed[s_]:
+            # staging left at each step of its life once this tensor no longer streams
+            span = slice(a.first, a.last + 1)
+            after = staging[span].copy()
+            changed = {}
+            for s_ in streamed_at.get(a.name, ()):
+                if a.first <= s_ <= a.last and a.name in streamed[s_]:
                     rest = [v for n, v in streamed[s_].items() if n != a.name]
-                    after[s_] = sum(rest) + (max(rest) if rest else 0)
-                else:
-                    after[s_] = staging[s_]
-                if max(top[s_], off + size) + after[s_] > budget:
-                    fits = False
-                    break
-            if not fits:
+                    changed[s_] = sum(rest) + (max(rest) if rest else 0)
+                    after[s_ - a.first] = changed[s_]
+            if np.any(np.maximum(top[span], off + size) + after > budget):
                 continue
-            placed.append((a.first, a.last, off, size))
+            placed.add(a.first, a.last, off, size)
             a.placement, a.offset = "vtcm", off
             if a.name in band:
                 a.bytes_per_core = size
-            for s_ in range(a.first, a.last + 1):
+            for s_ in changed:
                 streamed[s_].pop(a.name, None)
-                staging[s_] = after[s_]
-                top[s_] = max(top[s_], off + size)
+            staging[span] = after
+            top[span] = np.maximum(top[span], off + size)
         for a in allocs.values():
             if a.kind == "io":
                 a.placement = "host"
         for sp in plans:
             for op in sp.work.operands:
                 op.placement = allocs[op.name].placement
-        peak_vtcm = max((t + st for t, st in zip(top, staging)), default=0)
+        peak_vtcm = int((top + staging).max()) if nsteps else 0
         weights = [a for a in allocs.values() if a.kind == "weight"]
         resident = sum(a.bytes_per_core for a in weights if a.placement == "vtcm")
         ddr_used = sum(self.low.tensors[a.name].nbytes for a in weights)
         ddr_act = [(self.low.tensors[a.name].nbytes, a.name) for a in allocs.values()
                    if a.kind in ("activation", "io") and a.placement != "vtcm"]
-        ddr_used += sum(b for b, _ in ddr_act) * hw.pipeline_depth
+        ddr_used += sum(b for b, _ in ddr_act) * math.ceil(hw.pipeline_depth)
         if ddr_used > hw.ddr_bytes:
             big = max(ddr_act + [(self.low.tensors[a.name].nbytes, a.name) for a in weights])
             raise BackendError(f"the program needs {ddr_used / 2**30:.2f} GiB of DDR but "
@@ -494,8 +529,8 @@ class _Builder:
                                hint="use sku=pro (more DDR) or a smaller batch")
         memory = {
             "vtcm_budget_bytes": budget, "vtcm_peak_bytes": int(peak_vtcm),
-            "vtcm_resident_peak_bytes": int(max(top, default=0)),
-            "staging_peak_bytes": int(max(staging, default=0)),
+            "vtcm_resident_peak_bytes": int(top.max()) if nsteps else 0,
+            "staging_peak_bytes": int(staging.max()) if nsteps else 0,
             "resident_weight_bytes_per_core": int(resident),
             "streamed_weight_bytes": int(sum(self.low.tensors[a.name].nbytes for a in weights
                                              if a.placement != "vtcm")),
@@ -509,54 +544,51 @@ class _Builder:
         return allocations, memory
 
 
-def _first_fit(placed: list[tuple[int, int, int, int]], first: int, last: int, size: int,
-               limit: int) -> int | None:
-    """The lowest VTCM offset where ``size`` bytes fit below ``limit`` for steps first..last."""
-    if size > limit:
-        return None
-    live = sorted((off, off + sz) for f, l, off, sz in placed if not (l < first or f > last))
-    off = 0
-    for lo, hi in live:
-        if off + size <= lo:
-            break
-        off = max(off, hi)
-    return off if off + size <= limit else None
+class _Placed:
+    """Resident VTCM blocks (first step, last step, offset, end) and first-fit queries on them
+    (arrays: a large graph places thousands of blocks and asks tens of thousands of times)."""
+
+    def __init__(self) -> None:
+        self.rows = np.zeros((0, 4), dtype=np.int64)
+
+    def add(self, first: int, last: int, off: int, size: int) -> None:
+        self.rows = np.vstack([self.rows, np.array([[first, last, off, off + size]], np.int64)])
+
+    def first_fit(self, first: int, last: int, size: int, limit: int) -> int | None:
+        """The lowest offset where ``size`` bytes fit below ``limit`` for steps first..last."""
+        if size > limit:
+            return None
+        r = self.rows
+        live = r[(r[:, 1] >= first) & (r[:, 0] <= last)]
+        live = live[np.lexsort((live[:, 3], live[:, 2]))]
+        off = 0
+        for lo, hi in live[:, 2:].tolist():
+            if off + size <= lo:
+                break
+            off = max(off, hi)
+        return off if off + size <= limit else None
 
 
 def _kib(n: int) -> str:
     return f"{n / 1024:.0f} KiB"
 
 
-def _group_counts(low: Lowered, cores: int) -> list[int]:
+def group_counts(low: Lowered, cores: int) -> list[int]:
     if not low.batch_separable or low.batch <= 1:
         return [1]
     return [g for g in range(1, min(low.batch, cores) + 1) if low.batch % g == 0]
 
 
-def build_plan(low: Lowered, hw: Hardware, opts: PlanOptions) -> Plan:
-    """The fastest plan over the data-parallel group counts the batch allows."""
-    if opts.num_cores > hw.cores:
-        raise BackendError(f"-aic-num-cores={opts.num_cores} exceeds the {hw.cores} cores of "
-                           f"{hw.name}", where="backend 'aic100'",
-                           hint="use fewer cores" + ("" if hw.sku == "pro" else
-                                                     ", or sku=pro if the card is a Pro"))
-    best: Plan | None = None
-    errors: list[BackendError] = []
-    for g in _group_counts(low, opts.num_cores):
-        try:
-            plan = _search(low, hw, opts, g)
-        except BackendError as e:
-            errors.append(e)
-            continue
-        if best is None or plan.cost.interval_s <= best.cost.interval_s * (1 + 1e-12):
-            best = plan
-    if best is None:
-        raise errors[0]
-    logger.debug("aic100 plan: %s, %d group(s) x %d core(s)", best.mode, best.groups, best.cores)
-    return best
+def mode_name(copies: int, groups: int, cores: int) -> str:
+    inner = ("data-parallel + operator-split" if groups > 1 and cores > 1 else
+             "data-parallel" if groups > 1 else "operator-split" if cores > 1 else "single-core")
+    if copies == 1:
+        return inner
+    return f"data-parallel activations ({copies} copies" + (
+        ")" if inner == "single-core" else f", each {inner})")
 
 
-def _search(low: Lowered, hw: Hardware, opts: PlanOptions, groups: int) -> Plan:
+def search(low: Lowered, hw: Hardware, opts: PlanOptions, groups: int) -> Plan:
     """Local search over the splits for ``groups`` data-parallel groups.
 
     Splits are chosen step by step by the cost model under a guess of where the weights live:

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from .cost import Cost
+from .multicore import partition_reason
 from .plan import Plan
 
-__all__ = ["summary_lines", "stats_lines", "latency_lines", "trace_json", "simulated_latencies",
+__all__ = ["summary_lines", "band_text", "numeric_lines", "stats_lines", "latency_lines", "trace_json", "simulated_latencies",
            "PROFILING_TYPES", "MAX_TRACE_INFERENCES"]
 
 PROFILING_TYPES = ("stats", "trace", "latency")
@@ -37,20 +38,35 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:.2f} MiB"
 
 
+def band_text(hw, kind: str = "throughput") -> str:
+    """The expected error of a simulated figure, from the held-out check of the fit."""
+    band = hw.error_band if kind == "throughput" else hw.latency_error_band
+    if band is None:
+        return "(error unknown: cost-model constants not fitted)"
+    return f"(±{band * 100:.0f}% expected, held-out check)"
+
+
 def summary_lines(plan: Plan, cost: Cost, *, name: str, stats_batchsize: int,
                   wall_s: Sequence[float]) -> list[str]:
     """The headline figures, one per line."""
     hw = plan.hw
-    used = plan.cores_used
+    used = plan.cores_per_copy
     precisions = sorted({sp.step.precision for sp in plan.steps if sp.step.kind == "tensor"})
     lines = [f"aic100{' ' + repr(name) if name else ''}: {hw.name}, {used} core(s) x {cost.activations} "
              f"activation(s): {plan.mode} ({plan.groups} group(s) x {plan.cores} core(s)), "
              f"tensor steps in {', '.join(precisions) or 'none'}"]
     samples = cost.inferences_per_s * stats_batchsize
-    lines.append(f"  Inf/Sec {cost.inferences_per_s:.1f} (simulated; {samples:.1f} samples/s at "
-                 f"stats batch size {stats_batchsize})")
-    lines.append(f"  latency per inference {cost.latency_s * 1e3:.3f} ms, one inference every "
+    band = band_text(hw)
+    lines.append(f"  Inf/Sec {cost.inferences_per_s:.1f} {band} (simulated; {samples:.1f} "
+                 f"samples/s {band} at stats batch size {stats_batchsize})")
+    lat_band = band_text(hw, "latency")
+    lines.append(f"  latency per inference {cost.latency_s * 1e3:.3f} ms {lat_band} (+ "
+                 f"{cost.host_s * 1e3:.3f} ms of I/O over PCIe), one inference every "
                  f"{cost.interval_s * 1e3 / cost.activations:.3f} ms (bound: {cost.bound})")
+    o = plan.options
+    lines.append(f"  partition: {partition_reason(plan)}; -ols={o.ols} (each split op in "
+                 f"{o.ols} x cores pieces), -mos={o.mos} (1/{o.mos} of free VTCM for resident "
+                 f"tensors), multicore={o.multicore}")
     util = [b / cost.interval_s * 100 if cost.interval_s else 0.0 for b in cost.busy_s]
     shown = ", ".join(f"c{k} {u:.0f}%" for k, u in enumerate(util[:16]))
     more = f", ... ({len(util)} cores)" if len(util) > 16 else ""
@@ -73,6 +89,28 @@ def summary_lines(plan: Plan, cost: Cost, *, name: str, stats_batchsize: int,
     if wall_s:
         lines.append(f"  simulator wall time {np.mean(wall_s) * 1e3:.3f} ms per inference "
                      f"({len(wall_s)} run(s), numpy numerics)")
+    return lines
+
+
+def numeric_lines(saturations: int, fp16: dict[str, dict[str, int]], runs: int) -> list[str]:
+    """What went out of range in the runs so far: int32 accumulators that saturated, and fp16
+    results that are inf or nan, by node (the first nodes listed in schedule order)."""
+    if not runs:
+        return []
+    lines = [f"  numerics over {runs} run(s): {saturations} int32 accumulator saturation(s)"]
+    if not fp16:
+        lines[0] += "; every fp16 result finite"
+        return lines
+    total = sum(v["nonfinite"] for v in fp16.values())
+    made = {k: v for k, v in fp16.items() if v["overflow"]}
+    lines[0] += (f"; {total} fp16 value(s) inf or nan in {len(fp16)} node(s), "
+                 f"{len(made)} of them overflowing from finite inputs")
+    for name, v in list(fp16.items())[:8]:
+        lines.append(f"    node '{name}': {v['nonfinite']} non-finite, {v['overflow']} overflowed "
+                     "(beyond fp16's 65504)" if v["overflow"] else
+                     f"    node '{name}': {v['nonfinite']} non-finite (from its inputs)")
+    if len(fp16) > 8:
+        lines.append(f"    ... and {len(fp16) - 8} more node(s)")
     return lines
 
 
@@ -123,7 +161,7 @@ def latency_lines(simulated: Sequence[float], wall: Sequence[float]) -> list[str
 def trace_json(plan: Plan, cost: Cost, inferences: int) -> dict[str, Any]:
     """Chrome trace events: one process per activation, one thread (track) per core."""
     events: list[dict[str, Any]] = []
-    per_act = plan.cores_used
+    per_act = plan.cores_per_copy
     acts = cost.activations
     for a in range(acts):
         events.append({"name": "process_name", "ph": "M", "pid": a, "tid": 0,

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["resnet50", "RESNET50_STAGES"]
+__all__ = ["resnet50", "mobilenet", "RESNET50_STAGES"]
 
 RESNET50_STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))
 
@@ -177,6 +177,54 @@ def resnet50(*, batch: int | str = 1, image: int = 224, width: float = 1.0, clas
                                        [batch, 3, image, image])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])],
         b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def mobilenet(*, batch: int = 8, image: int = 96, width: float = 0.5, classes: int = 100,
+              seed: int = 0) -> onnx.ModelProto:
+    """A MobileNet-v1-style fp16 model: a 3x3/2 stem, 13 depthwise-separable blocks (3x3
+    depthwise + 1x1 pointwise, each with Relu; strides as MobileNet v1), global average pooling
+    and a classifier. Input ``image`` float16 [batch, 3, image, image], output ``logits``
+    float16 [batch, classes]. Small enough to compile in a fraction of a second (for the
+    multi-core scaling tests)."""
+    rng = np.random.default_rng(seed)
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+
+    def conv(x: str, cin: int, cout: int, k: int, stride: int, group: int, name: str) -> str:
+        w = rng.standard_normal((cout, cin // group, k, k)) * np.sqrt(2.0 / (cin // group * k * k))
+        inits.append(numpy_helper.from_array(w.astype(np.float16), f"{name}_w"))
+        inits.append(numpy_helper.from_array(np.zeros(cout, np.float16), f"{name}_b"))
+        nodes.append(helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [f"{name}_c"],
+                                      name=name, kernel_shape=[k, k], strides=[stride, stride],
+                                      pads=[k // 2] * 4, group=group))
+        nodes.append(helper.make_node("Relu", [f"{name}_c"], [name], name=f"{name}_relu"))
+        return name
+
+    def ch(c: int) -> int:
+        return max(8, int(c * width))
+
+    x = conv("image", 3, ch(32), 3, 2, 1, "stem")
+    cin = ch(32)
+    blocks = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + \
+        [(1024, 2), (1024, 1)]
+    for i, (cout, stride) in enumerate(blocks):
+        x = conv(x, cin, cin, 3, stride, cin, f"b{i}_dw")
+        x = conv(x, cin, ch(cout), 1, 1, 1, f"b{i}_pw")
+        cin = ch(cout)
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], axis=1, name="flatten"))
+    fc = rng.standard_normal((classes, cin)) * np.sqrt(1.0 / cin)
+    inits.append(numpy_helper.from_array(fc.astype(np.float16), "fc_w"))
+    inits.append(numpy_helper.from_array(np.zeros(classes, np.float16), "fc_b"))
+    nodes.append(helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1,
+                                  name="fc"))
+    graph = helper.make_graph(
+        nodes, "mobilenet",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT16, [batch, 3, image, image])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT16, [batch, classes])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model

@@ -144,7 +144,10 @@ def run_compile(argv: Sequence[str]) -> int:
         return 0
     if path is not None:
         print(f"compiled {req.model} for backend '{req.backend}' in {elapsed:.2f} s: {path}")
-    if args["compile_only"]:
+    if args["compile_only"]:  # nothing runs; a simulated device still reports its estimate
+        for exe in executables.values():
+            for line in exe.stats().get("report") or ():
+                print(line)
         return 0
     if req.json_input_file:
         from ..data import (match_shapes, parse_json_input_file, program_input_descs,
