@@ -39,6 +39,7 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
                       int32: bool = False, input_shapes: Sequence[str] = (),
                       algorithms: Sequence[str] = (), num_bins: int | None = None,
                       progress: bool = True, engine: str = "interpreter",
+                      dask: str | None = None, dask_ship_data: bool = False,
                       **options: Any) -> list[tuple[str, dict]]:
     """The (pass, options) list ``quantize_model`` runs; ``options`` go to ``quantize``."""
     steps: list[tuple[str, dict]] = []
@@ -57,6 +58,10 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
             cal["input_list"] = str(input_list)
         if num_bins is not None:
             cal["num_bins"] = num_bins
+        if dask:
+            cal["dask"] = dask
+        if dask_ship_data:
+            cal["dask_ship_data"] = True
         steps.append(("calibrate", cal))
     q = dict(options)
     if profile:
@@ -96,11 +101,15 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
                    input_shapes: Sequence[str] = (), algorithms: Sequence[str] = (),
                    num_bins: int | None = None, progress: bool = True,
                    engine: str = "interpreter", registries: Registries | None = None,
+                   dask: Any = None, dask_ship_data: bool = False,
                    **options: Any) -> tuple[onnx.ModelProto, Program]:
     """Quantize ``model``; returns the QDQ model and the Program (``program.encodings`` holds
     the encodings used). ``options`` are the ``quantize`` pass options (``per_channel=True``,
     ``act_bitwidth=16``, ``calibration="Percentile"``, ...); ``engine`` runs the calibration
-    samples (``interpreter``, the reference, or ``cpu``: onnxruntime). Without ``registries``,
+    samples (``interpreter``, the reference, or ``cpu``: onnxruntime). ``dask`` calibrates in
+    shards on Dask: ``"local"``, ``"local:N"``, a scheduler address or a ``distributed.Client``
+    (the profile, hence the model, is the same as without it); ``dask_ship_data`` sends an input
+    list's files from here instead of workers reading them by path. Without ``registries``,
     the built-in plugins are loaded on the first call and reused by later ones."""
     if samples is not None and input_list is not None:
         raise ConfigError("give samples or an input list, not both", field="quantize_model")
@@ -116,12 +125,20 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
     steps = quantize_pipeline(input_list=input_list, calibrate=samples is not None,
                               profile=profile, overrides=overrides, int32=_has_int32(overrides),
                               input_shapes=input_shapes, algorithms=algorithms,
-                              num_bins=num_bins, progress=progress, engine=engine, **options)
+                              num_bins=num_bins, progress=progress, engine=engine,
+                              dask=dask if isinstance(dask, str) else None,
+                              dask_ship_data=dask_ship_data, **options)
     pipeline = Pipeline.build(steps, registries.passes, source="quantize_model")
     scratch: dict[str, Any] = {}
     if samples is not None:
         from aicc.passes.calibrate import SAMPLES_KEY
         scratch[SAMPLES_KEY] = samples
+    if dask is not None and not isinstance(dask, str):
+        from aicc.passes.calibrate import DASK_KEY
+        if samples is None and input_list is None:
+            raise ConfigError("dask calibrates samples, and none were given",
+                              field="quantize_model", hint="give samples or input_list")
+        scratch[DASK_KEY] = dask
     program = run_pipeline(pipeline, Program.from_model(loaded), registries=registries,
                            scratch=scratch)
     return program.to_model(), program

@@ -68,6 +68,7 @@ FEATURE_MODULES: list[str] = [
     "aicc.cli.feature_precision",
     "aicc.cli.feature_quantization",
     "aicc.cli.feature_aic100",
+    "aicc.cli.feature_dask",        # after feature_quantization: adds to its calibrate step
     "aicc.cli.ops_cmd",
 ]
 

@@ -239,7 +239,8 @@ def _check_sources(args: dict[str, Any], opts: dict[str, Any]) -> None:
 
 
 def run_quantize(argv: Sequence[str]) -> int:
-    parser = FlagParser("quantize", QUANTIZE_FLAGS)
+    from . import feature_dask
+    parser = FlagParser("quantize", QUANTIZE_FLAGS + feature_dask.FLAGS)
     args = parser.parse(_split_input_dims(argv))
     if args["help"]:
         print(parser.help_text())
@@ -280,11 +281,14 @@ def run_quantize(argv: Sequence[str]) -> int:
         raise UsageError("--calibration_engine runs calibration samples; give --input_list",
                          where="--calibration_engine")
     _check_sources(args, opts)
+    dask = feature_dask.calibrate_options(args, "aicc quantize")
+    if dask and not args["input_list"]:
+        raise UsageError("--dask runs calibration; give --input_list", where="--dask")
     from ..quantization import quantize_model, save_model_atomic
     model, program = quantize_model(args["input_model"], input_list=args["input_list"],
                                     overrides=args["overrides"], input_shapes=input_shapes,
                                     algorithms=algorithms, num_bins=args["num_bins"],
-                                    engine=engine, registries=registries, **opts)
+                                    engine=engine, registries=registries, **dask, **opts)
     save_model_atomic(model, args["output_model"])
     note = onnxruntime_load_note(args["output_model"])
     if note:
