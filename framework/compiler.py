@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from .container import ContainerWriter
 from .errors import BackendError, ConfigError, ModelError
 from .fileio import unique_file_names
 from .options import build_options, options_to_dict
+from .output_shapes import correct_output_shapes
 from .pipeline import Instrument, Pipeline, run_pipeline
 from .pipeline_flags import canonical_symbols, configure_explicit_pipeline
 from .plugins import Registries, load_registries
@@ -259,6 +261,8 @@ def _compile(req: CompileRequest, registries: Registries | None
                                instruments=instruments, backend=backend.name)
         if req.pipeline_only:
             return None, program, {}
+        for name, graph in program.graphs.items():
+            correct_output_shapes(graph, where=f"graph '{name}'", ir_version=program.ir_version)
         retained = retained_state_pairs(program) if req.retained_state else []
         if retained:
             program.compile_options["retained_state"] = True
@@ -438,7 +442,24 @@ def _check_supported(backend: Any, model: onnx.ModelProto, what: str,
     problems = [p for p in backend.unsupported_nodes(model)
                 if not any(p.endswith(f"({op})") for op in skip)]
     if problems:
+        # nodes of another domain (onnxruntime's com.microsoft ops) first: they are the reason
+        problems.sort(key=lambda p: _domain_of(p) is None)
+        hint = "choose another backend with --backend"
+        foreign = sorted({d for d in map(_domain_of, problems) if d})
+        if foreign:
+            hint = (f"ops of domain {', '.join(foreign)} are onnxruntime's own (contrib) ops, "
+                    "not ONNX: only --backend cpu runs them; or " + hint)
         shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more"
                                             if len(problems) > 10 else "")
         raise BackendError(f"{what} has {len(problems)} node(s) backend '{backend.name}' cannot "
-                           f"run: {shown}", hint="choose another backend with --backend")
+                           f"run: {shown}", hint=hint)
+
+
+#: the domain in a problem text: ``(com.microsoft.DynamicQuantizeLSTM)`` (interpreter, aic100)
+#: or ``(DynamicQuantizeLSTM, domain com.microsoft)`` (cpu)
+_FOREIGN = re.compile(r"\((?:\w+, domain ([\w.]+)|([a-z]\w*(?:\.[a-z]\w*)*)\.[A-Z]\w*)\)")
+
+
+def _domain_of(problem: str) -> str | None:
+    m = _FOREIGN.search(problem)
+    return (m.group(1) or m.group(2)) if m else None

@@ -54,7 +54,7 @@ from typing import Any
 
 from aicc import ir
 from aicc.configfile import load_json, load_yaml
-from aicc.errors import ConfigError
+from aicc.errors import ConfigError, ModelError
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext
@@ -220,6 +220,9 @@ class Quantize(Pass):
         record: dict[str, Any] = {"activations": {}, "params": {}, "conversions": {}}
         float_ops: dict[str, int] = {}
         raised = False
+        if opts.per_channel or opts.per_row:
+            for gname in list(program.graphs):
+                program.graphs[gname] = _per_axis_opset(program, gname, ctx)
         for gname, graph in program.graphs.items():
             where_g = f"graph '{gname}'"
             if any(ir.tensor_dtype(t) is None for n in graph.nodes for t in n.outputs
@@ -246,6 +249,33 @@ class Quantize(Pass):
             data = export_aimet_encodings(encodings_table(program.encodings),
                                           form=opts.export_form)
             write_text_atomic(opts.export_encodings, json.dumps(data, indent=2) + "\n")
+
+
+#: the first opset whose QuantizeLinear/DequantizeLinear take ``axis`` (per-channel encodings)
+PER_AXIS_OPSET = 13
+
+
+def _per_axis_opset(program: Program, gname: str, ctx: PassContext) -> Any:
+    """The graph converted to opset 13 (onnx's version converter, which rewrites the nodes whose
+    schemas changed) when it is older: per-channel DequantizeLinear needs ``axis``."""
+    graph = program.graphs[gname]
+    old = graph.opset or 1
+    if old >= PER_AXIS_OPSET:
+        return graph
+    import onnx.version_converter
+
+    model = ir.export_model(graph, ir_version=program.ir_version)
+    try:
+        converted = onnx.version_converter.convert_version(model, PER_AXIS_OPSET)
+    except Exception as e:
+        raise ModelError(f"per-channel quantization needs opset {PER_AXIS_OPSET} "
+                         f"(DequantizeLinear axis); converting graph '{gname}' from opset {old} "
+                         f"failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                         hint="export the model at opset 13 or later, or quantize per tensor")
+    logger.info("quantize: graph '%s' converted from opset %d to %d for per-channel weights",
+                gname, old, PER_AXIS_OPSET)
+    ctx.count("graphs converted to opset 13")
+    return ir.import_graph(converted)
 
 
 def _check_modes(opts: Any, program: Program, profile: Profile | None,
