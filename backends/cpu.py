@@ -61,6 +61,23 @@ def _cpu_kernels() -> dict[tuple[str, str], list[tuple[int, int]]]:
     return table
 
 
+@functools.lru_cache(maxsize=1)
+def _cpu_kernel_types() -> dict[tuple[str, str], frozenset[str]]:
+    """(domain, op) -> element types onnxruntime's CPU kernels take (any type constraint)."""
+    from onnxruntime.capi import _pybind_state as C
+
+    names = {"float": "float32", "double": "float64"}
+    table: dict[tuple[str, str], set[str]] = {}
+    for k in C.get_all_opkernel_def():
+        if k.provider == "CPUExecutionProvider":
+            domain = "" if k.domain == "ai.onnx" else k.domain
+            types = table.setdefault((domain, k.op_name), set())
+            for allowed in k.type_constraints.values():
+                types.update(names.get(t[7:-1], t[7:-1]) for t in allowed
+                             if t.startswith("tensor(") and t.endswith(")"))
+    return {key: frozenset(v) for key, v in table.items()}
+
+
 def _session_source(model: onnx.ModelProto) -> tuple[bytes, list[str], list[Any]]:
     """The model bytes for onnxruntime, plus (names, OrtValues) of initializers passed beside
     them when the model is too large for one protobuf. ``model`` is left as it was."""
@@ -136,6 +153,10 @@ class CpuBackend(Backend):
     description = "onnxruntime on the host CPU"
     dtypes = frozenset({"float32", "float16", "float64", "int8", "uint8", "int16", "uint16",
                         "int32", "int64", "bool"})
+    fp16_compute = ("as onnxruntime does: fp16 ops without an fp16 CPU kernel (most of them) "
+                    "compute in float32 between Casts, so values beyond fp16's range may stay "
+                    "finite here while the device overflows")
+    fp16_as_device = False
 
     @dataclasses.dataclass(frozen=True)
     class Options:
@@ -147,6 +168,18 @@ class CpuBackend(Backend):
         quantized_kernels: QuantKernels = option(
             "auto", "graphs with QDQ: auto (onnxruntime's integer kernels where exact, float "
                     "where they saturate, x86 without VNNI) or float (QDQ never fused)")
+
+    def candidate_ops(self) -> list[tuple[str, str]]:
+        """onnxruntime's own operators (com.microsoft, ...), for the ``aicc ops`` listing."""
+        return sorted(k for k in _cpu_kernels() if k[0] not in ("", "ai.onnx.ml"))
+
+    def op_dtypes(self, domain: str, op: str) -> frozenset[str] | None:
+        """Element types onnxruntime runs ``op`` in: its kernels' types, plus float16 where a
+        float32 kernel exists (onnxruntime inserts Casts around it); None for function ops."""
+        types = _cpu_kernel_types().get((domain, op))
+        if types is None:
+            return None
+        return types | {"float16"} if "float32" in types else types
 
     def unsupported_nodes(self, model: onnx.ModelProto) -> list[str]:
         """Nodes with no kernel in onnxruntime's CPU provider, judged at the opset the model is

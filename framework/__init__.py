@@ -43,14 +43,15 @@ def compile(model: Any, *, backend: str = "cpu", pipeline: Any = None, output: A
             backend_options: Mapping[str, Any] | None = None,
             instruments: Sequence[str | tuple[str, Mapping[str, Any]]] = (),
             plugins: Sequence[str | Path] = (), specializations: str | Path | None = None,
-            retained_state: bool = False) -> Path:
+            retained_state: bool = False, dask: Any = None) -> Path:
     """Compile an ONNX model (path, bytes or ModelProto) into a container; return its path.
 
     ``pipeline`` is a list of pass names / ``(name, options)`` pairs, a pipeline file, or None for
     the default. ``symbols`` binds symbolic dimensions (``{"batch": 4}``). ``specializations`` is
     a network specialization config (JSON), ``retained_state`` keeps ``*_RetainedState`` outputs
-    in the session (both as the CLI flags). Without ``output`` the container goes to a new
-    temporary folder.
+    in the session (both as the CLI flags). ``dask`` (``"local:N"``, a scheduler address or a
+    ``distributed.Client``) compiles several specializations in parallel there; the container is
+    the same bytes. Without ``output`` the container goes to a new temporary folder.
     """
     from .compiler import CompileRequest, compile_model
 
@@ -62,7 +63,7 @@ def compile(model: Any, *, backend: str = "cpu", pipeline: Any = None, output: A
                          pipeline=pipeline, output=output, symbols=list(symbols),
                          batchsize=batchsize,
                          instruments=[(i, {}) if isinstance(i, str) else i for i in instruments],
-                         plugins=list(plugins), retained_state=retained_state)
+                         plugins=list(plugins), retained_state=retained_state, dask=dask)
     if specializations is not None:
         from .specconfig import parse_specialization_config
         parse_specialization_config(specializations)  # refuse a bad file before any work

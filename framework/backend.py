@@ -34,6 +34,12 @@ class Executable:
         """Backend-specific statistics of the last runs (may be empty)."""
         return {}
 
+    def first_nonfinite(self) -> dict[str, Any] | None:
+        """For a backend that watches its tensors (the interpreter, in fp16 programs): the first
+        node whose output held inf/NaN so far, as ``{"node", "op", "tensor", "count",
+        "max_abs_input"}``; None when none did or the backend does not watch."""
+        return None
+
     def save(self, folder: Path) -> list[str]:
         """Write backend artifacts (beside ``model.onnx``) into ``folder``; return their names."""
         return []
@@ -51,6 +57,10 @@ class Backend:
     Options: ClassVar[type] = NoOptions
     #: element types the backend computes in (numpy names); checked before compiling.
     dtypes: ClassVar[frozenset[str]] = frozenset()
+    #: how the backend computes the fp16 nodes of a program, in one sentence (``aicc backends``)
+    fp16_compute: ClassVar[str] = "every fp16 op in fp16, as the device does"
+    #: False when its fp16 results can differ from the device's (``aicc run`` then says so)
+    fp16_as_device: ClassVar[bool] = True
 
     def __init__(self, options: Any = None):
         self.options = options if options is not None else self.Options()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from .container import ContainerWriter
 from .errors import BackendError, ConfigError, ModelError
 from .fileio import unique_file_names
 from .options import build_options, options_to_dict
+from .output_shapes import correct_output_shapes
 from .pipeline import Instrument, Pipeline, run_pipeline
 from .pipeline_flags import canonical_symbols, configure_explicit_pipeline
 from .plugins import Registries, load_registries
@@ -112,6 +114,9 @@ class CompileRequest:
     #: run the pipeline only (no backend compile, no container), e.g. -dump-profile; the text
     #: says what the run produced
     pipeline_only: str | None = None
+    #: -dask: compile the specializations in parallel on Dask (local[:N] or a scheduler
+    #: address; see ``aicc._parallel_compile``); the container is the same bytes
+    dask: Any = None
 
 
 def build_instruments(specs: Iterable[tuple[str, Mapping[str, Any]]],
@@ -256,6 +261,8 @@ def _compile(req: CompileRequest, registries: Registries | None
                                instruments=instruments, backend=backend.name)
         if req.pipeline_only:
             return None, program, {}
+        for name, graph in program.graphs.items():
+            correct_output_shapes(graph, where=f"graph '{name}'", ir_version=program.ir_version)
         retained = retained_state_pairs(program) if req.retained_state else []
         if retained:
             program.compile_options["retained_state"] = True
@@ -270,17 +277,25 @@ def _compile(req: CompileRequest, registries: Registries | None
         executables, specs = {}, []
         progress = _Progress(len(program.graphs))
         folders = unique_file_names(program.graphs)  # 'a/b' and 'a_b' get two folders
+        remote = _compile_remotely(req, backend, program, writer)
         for name, graph in program.graphs.items():
             progress.step(name)
-            lowered = program.to_model(name)
-            _check_supported(backend, lowered, f"graph '{name}'")
-            executables[name] = backend.compile(lowered, program_meta=program.meta(),
-                                                spec_options=program.spec_options.get(name, {}))
+            if remote is not None:
+                lowered = remote[name][0]
+            else:
+                lowered = program.to_model(name)
+                _check_supported(backend, lowered, f"graph '{name}'")
+                executables[name] = backend.compile(
+                    lowered, program_meta=program.meta(),
+                    spec_options=program.spec_options.get(name, {}))
             if writer is None:
                 continue
             folder = folders[name]
             writer.add_model(folder, lowered, shared_weights=shared)
-            writer.add_files(folder, executables[name].save(writer.folder(folder)))
+            if remote is not None:
+                _write_artifacts(writer, folder, remote[name][1])
+            else:
+                writer.add_files(folder, executables[name].save(writer.folder(folder)))
             specs.append({"name": name, "folder": folder,
                           "external_data": "container" if shared else "folder",
                           "symbols": {**program.symbols, **program.spec_symbols.get(name, {})},
@@ -296,10 +311,36 @@ def _compile(req: CompileRequest, registries: Registries | None
                               "program": program.meta(),
                               "retained_state": retained,
                               "specializations": specs})
+        if remote is not None:
+            from ._parallel_compile import LazyExecutables
+            executables = LazyExecutables(backend, path, program, folders)
         return path, program, executables
     finally:
         if writer is not None:
             writer.abort()
+
+
+def _compile_remotely(req: CompileRequest, backend: Any, program: Program, writer: Any
+                      ) -> dict[str, tuple[onnx.ModelProto, dict[str, bytes]]] | None:
+    """With ``req.dask``, a container to write and several graphs: every graph lowered and
+    checked here, then compiled on Dask; (lowered model, artifacts) by graph. Else None."""
+    if not req.dask or writer is None or len(program.graphs) < 2:
+        return None
+    from ._parallel_compile import compile_on_dask
+    models = {}
+    for name in program.graphs:
+        models[name] = program.to_model(name)
+        _check_supported(backend, models[name], f"graph '{name}'")
+    files = compile_on_dask(req.dask, backend, req.plugins, models, program.meta(),
+                            program.spec_options)
+    return {name: (models[name], files[name]) for name in program.graphs}
+
+
+def _write_artifacts(writer: Any, folder: str, files: Mapping[str, bytes]) -> None:
+    target = writer.folder(folder)
+    for name, data in files.items():
+        (target / name).write_bytes(data)
+    writer.add_files(folder, list(files))
 
 
 #: Suffix of the outputs that ``-retained-state`` keeps and feeds back (``past_key.0`` ->
@@ -401,7 +442,24 @@ def _check_supported(backend: Any, model: onnx.ModelProto, what: str,
     problems = [p for p in backend.unsupported_nodes(model)
                 if not any(p.endswith(f"({op})") for op in skip)]
     if problems:
+        # nodes of another domain (onnxruntime's com.microsoft ops) first: they are the reason
+        problems.sort(key=lambda p: _domain_of(p) is None)
+        hint = "choose another backend with --backend"
+        foreign = sorted({d for d in map(_domain_of, problems) if d})
+        if foreign:
+            hint = (f"ops of domain {', '.join(foreign)} are onnxruntime's own (contrib) ops, "
+                    "not ONNX: only --backend cpu runs them; or " + hint)
         shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more"
                                             if len(problems) > 10 else "")
         raise BackendError(f"{what} has {len(problems)} node(s) backend '{backend.name}' cannot "
-                           f"run: {shown}", hint="choose another backend with --backend")
+                           f"run: {shown}", hint=hint)
+
+
+#: the domain in a problem text: ``(com.microsoft.DynamicQuantizeLSTM)`` (interpreter, aic100)
+#: or ``(DynamicQuantizeLSTM, domain com.microsoft)`` (cpu)
+_FOREIGN = re.compile(r"\((?:\w+, domain ([\w.]+)|([a-z]\w*(?:\.[a-z]\w*)*)\.[A-Z]\w*)\)")
+
+
+def _domain_of(problem: str) -> str | None:
+    m = _FOREIGN.search(problem)
+    return (m.group(1) or m.group(2)) if m else None

@@ -28,7 +28,7 @@ from .errors import ModelError
 __all__ = [
     "load_model", "save_model", "import_graph", "export_model", "infer_shapes",
     "verify_graph", "graph_symbols", "iter_tensors", "MAX_OPSET", "WEIGHTS_FILE",
-    "tensor_dtype", "safe_file_name", "too_large_for_protobuf",
+    "tensor_dtype", "safe_file_name", "too_large_for_protobuf", "is_unnamed_dim",
 ]
 
 logger = logging.getLogger(__name__)
@@ -476,8 +476,22 @@ def save_model(model: onnx.ModelProto, path: str | Path) -> list[str]:
 
 
 def import_graph(model: onnx.ModelProto) -> gs.Graph:
-    """An onnx-graphsurgeon graph of ``model``, with every node given a unique name."""
+    """An onnx-graphsurgeon graph of ``model``, with every node given a unique name.
+
+    A graph input or output keeps its declared shape even when a ``value_info`` entry of the same
+    name has none (onnxruntime's quantizer writes such entries; graphsurgeon would let the entry
+    win and export an output without a shape, which the checker refuses)."""
     graph = gs.import_onnx(model)
+    declared = {vi.name: vi for vi in list(model.graph.input) + list(model.graph.output)}
+    for t in list(graph.inputs) + list(graph.outputs):
+        vi = declared.get(t.name)
+        if isinstance(t, gs.Variable) and t.shape is None and vi is not None \
+                and vi.type.tensor_type.HasField("shape"):
+            t.shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                       for d in vi.type.tensor_type.shape.dim]
+    for t in graph.tensors().values():
+        if isinstance(t, gs.Variable) and t.shape and any(map(is_unnamed_dim, t.shape)):
+            t.shape = [None if is_unnamed_dim(d) else d for d in t.shape]
     seen: set[str] = set()
     next_suffix: dict[str, int] = {}  # per base name, so many repeats stay linear
     for i, node in enumerate(graph.nodes):
@@ -491,6 +505,15 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
         node.name = name
         seen.add(name)
     return graph
+
+
+def is_unnamed_dim(d: object) -> bool:
+    """True for a dimension that names no symbol: ``?`` (paddle2onnx), ``-1`` or another
+    placeholder without a letter or digit, or a negative value. Each such dimension is its own
+    unknown (aicc keeps it as None), never one symbol shared by every ``?`` of the model."""
+    if isinstance(d, str):
+        return d.strip() == "-1" or not any(c.isalnum() for c in d)
+    return isinstance(d, int) and d < 0
 
 
 def export_model(graph: gs.Graph, *, ir_version: int | None = None) -> onnx.ModelProto:

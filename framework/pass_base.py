@@ -75,7 +75,8 @@ class Pass:
     requires: ClassVar[tuple[str, ...]] = ()
     #: op types (default domain) this pass rewrites into other ops. The compile driver adds
     #: the pass to the default pipeline when the model has such an op and the backend's op
-    #: table lacks it (see ``aicc.compiler.lowering_steps``).
+    #: table lacks it (see ``aicc.compiler.lowering_steps``); ``aicc ops`` lists it
+    #: next to the backends that lack those ops.
     lowers: ClassVar[tuple[str, ...]] = ()
 
     @classmethod

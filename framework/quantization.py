@@ -6,7 +6,7 @@ a QDQ ONNX model out. ``aicc quantize`` is a thin command line over ``quantize_m
                                       per_channel=True)
 
 The pipeline it runs is ``[input-shape] fold-constants fold-batchnorm [cle] [quant-overrides]
-[int32-sandwich] [calibrate] quantize cleanup``: the same simplifications as ``aicc compile``'s
+[int32-sandwich] [adaround] [calibrate] quantize cleanup``: the same simplifications as ``aicc compile``'s
 default pipeline before calibration, so a profile dumped by one can be loaded by the other.
 Samples are any iterable of feed dicts (streamed: a generator is read once, one sample at a time),
 or an input list file. Shards calibrated apart merge with ``aicc.quant.merge_profiles`` (or give
@@ -46,8 +46,12 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
                       int32: bool = False, input_shapes: Sequence[str] = (),
                       algorithms: Sequence[str] = (), num_bins: int | None = None,
                       progress: bool = True, engine: str = "auto",
+                      adaround: Mapping[str, Any] | None = None,
+                      adaround_samples_given: bool = False,
+                      dask: str | None = None, dask_ship_data: bool = False,
                       **options: Any) -> list[tuple[str, dict]]:
-    """The (pass, options) list ``quantize_model`` runs; ``options`` go to ``quantize``."""
+    """The (pass, options) list ``quantize_model`` runs; ``options`` go to ``quantize``.
+    ``adaround`` runs on the input list unless samples of its own are given."""
     steps: list[tuple[str, dict]] = []
     if input_shapes:
         steps.append(("input-shape", {"shapes": list(input_shapes)}))
@@ -58,6 +62,11 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
         steps.append(("quant-overrides", {"file": str(overrides)}))
         if int32:
             steps.append(("int32-sandwich", {"overrides": str(overrides)}))
+    if adaround is not None:
+        ada = {"engine": engine, **adaround}
+        if input_list is not None and not adaround_samples_given:
+            ada.setdefault("input_list", str(input_list))
+        steps.append(("adaround", ada))
     if input_list is not None or calibrate:
         cal: dict[str, Any] = {"progress": progress, "engine": engine}
         if input_list is not None:
@@ -67,6 +76,10 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
         elif _minmax_only(options):
             cal["num_bins"] = 1      # min-max reads no histogram: skip the binning (most of
             #                          calibration's time on large models)
+        if dask:
+            cal["dask"] = dask
+        if dask_ship_data:
+            cal["dask_ship_data"] = True
         steps.append(("calibrate", cal))
     q = dict(options)
     if profile:
@@ -106,12 +119,20 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
                    input_shapes: Sequence[str] = (), algorithms: Sequence[str] = (),
                    num_bins: int | None = None, progress: bool = True,
                    engine: str = "auto", registries: Registries | None = None,
+                   adaround: Mapping[str, Any] | None = None,
+                   adaround_samples: Iterable[Mapping[str, np.ndarray]] | None = None,
+                   dask: Any = None, dask_ship_data: bool = False,
                    **options: Any) -> tuple[onnx.ModelProto, Program]:
     """Quantize ``model``; returns the QDQ model and the Program (``program.encodings`` holds
     the encodings used). ``options`` are the ``quantize`` pass options (``per_channel=True``,
-    ``act_bitwidth=16``, ``calibration="Percentile"``, ...); ``engine`` runs the calibration
-    samples (``auto``: onnxruntime where it runs the graph, else ``interpreter``, the reference;
-    or ``cpu``: onnxruntime). Without ``registries``,
+    ``act_bitwidth=16``, ``calibration="Percentile"``, ...); ``adaround`` (a dict of the
+    ``adaround`` pass options, ``{}`` for the defaults) rounds Conv/Gemm/MatMul weights with
+    AdaRound on the calibration samples, or on ``adaround_samples``; ``engine`` runs the calibration
+    samples (``auto``: onnxruntime where it runs the graph, else ``interpreter``, the
+    reference; or ``cpu``: onnxruntime). ``dask`` calibrates in
+    shards on Dask: ``"local"``, ``"local:N"``, a scheduler address or a ``distributed.Client``
+    (the profile, hence the model, is the same as without it); ``dask_ship_data`` sends an input
+    list's files from here instead of workers reading them by path. Without ``registries``,
     the built-in plugins are loaded on the first call and reused by later ones."""
     if samples is not None and input_list is not None:
         raise ConfigError("give samples or an input list, not both", field="quantize_model")
@@ -127,12 +148,27 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
     steps = quantize_pipeline(input_list=input_list, calibrate=samples is not None,
                               profile=profile, overrides=overrides, int32=_has_int32(overrides),
                               input_shapes=input_shapes, algorithms=algorithms,
-                              num_bins=num_bins, progress=progress, engine=engine, **options)
+                              num_bins=num_bins, progress=progress, engine=engine,
+                              adaround=adaround,
+                              adaround_samples_given=adaround_samples is not None,
+                              dask=dask if isinstance(dask, str) else None,
+                              dask_ship_data=dask_ship_data, **options)
     pipeline = Pipeline.build(steps, registries.passes, source="quantize_model")
     scratch: dict[str, Any] = {}
     if samples is not None:
         from aicc.passes.calibrate import SAMPLES_KEY
         scratch[SAMPLES_KEY] = samples
+    if adaround_samples is not None:
+        if adaround is None:
+            raise ConfigError("adaround_samples without adaround", field="quantize_model")
+        from aicc.passes.adaround import SAMPLES_KEY_ADAROUND
+        scratch[SAMPLES_KEY_ADAROUND] = adaround_samples
+    if dask is not None and not isinstance(dask, str):
+        from aicc.passes.calibrate import DASK_KEY
+        if samples is None and input_list is None:
+            raise ConfigError("dask calibrates samples, and none were given",
+                              field="quantize_model", hint="give samples or input_list")
+        scratch[DASK_KEY] = dask
     program = run_pipeline(pipeline, Program.from_model(loaded), registries=registries,
                            scratch=scratch)
     return program.to_model(), program

@@ -33,7 +33,7 @@ import numpy as np
 from .backend import Executable
 from .container import ContainerFiles, load_spec_model, read_manifest
 from .customio import HostConversions
-from .errors import BackendError, ContainerError, DataError
+from .errors import AiccError, BackendError, ContainerError, DataError
 from .options import build_options
 from .plugins import Registries, load_registries
 from .program import TensorDesc
@@ -128,6 +128,9 @@ class Session:
         self._load_lock = threading.Lock()  # threads making the first run build one executable
         self.last_specialization: str | None = None
         self.last_latency_s: float = 0.0
+        #: specialization -> what the first run with non-finite outputs found (fp16 programs)
+        self.nonfinite: dict[str, dict[str, Any]] = {}
+        self._fp16 = "float16" in self.program_meta.get("node_precision", {}).values()
 
     def _retained_pairs(self) -> list[tuple[str, str]]:
         pairs = []
@@ -238,6 +241,8 @@ class Session:
             full = self._host_io.convert(full)
         results = exe.run(full)
         self._check_outputs(spec, results)
+        if self._fp16 and spec.name not in self.nonfinite:
+            self._diagnose_nonfinite(spec, full, results)
         if self._host_io is not None and self._host_io.host:
             results = self._host_io.convert(results)
         self.last_latency_s = time.perf_counter() - start
@@ -247,6 +252,29 @@ class Session:
             self._state[inp] = results[out]
             held_out.add(out)
         return {d.name: results[d.name] for d in spec.outputs if d.name not in held_out}
+
+    def _diagnose_nonfinite(self, spec: SpecInfo, feeds: Mapping[str, np.ndarray],
+                            results: Mapping[str, np.ndarray]) -> None:
+        """Non-finite values from finite inputs in an fp16 program (in its outputs, or inside it
+        when the backend watches, as the interpreter does): warn once per specialization, naming
+        the node that first produced one (see ``aicc.nonfinite``)."""
+        from .nonfinite import describe, first_nonfinite, nonfinite_outputs
+
+        if nonfinite_outputs(feeds):
+            return
+        bad = nonfinite_outputs(results)
+        first = self._executables[spec.name].first_nonfinite()
+        error = None
+        if not bad and first is None:
+            return
+        if first is None:
+            try:
+                model = load_spec_model(self.path, spec.folder, external_data=spec.external_data)
+                first = first_nonfinite(model, feeds)
+            except AiccError as e:
+                error = str(e).splitlines()[0]
+        self.nonfinite[spec.name] = {"outputs": bad, "first": first}
+        logger.warning(describe(f"specialization '{spec.name}'", bad, first, error))
 
     def _with_state(self, feeds: Mapping[str, np.ndarray]) -> tuple[SpecInfo, dict]:
         probe = dict(feeds)

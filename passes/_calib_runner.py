@@ -30,7 +30,7 @@ from aicc.program import Program, TensorDesc
 from aicc.quant import DEFAULT_NUM_BINS, Profile, TensorObserver
 from aicc.quant.profile import MAX_HISTOGRAM_BINS
 
-__all__ = ["calibrate_program", "graph_hash", "program_hash", "input_list_samples",
+__all__ = ["calibrate_program", "Calibration", "profile_of", "BLOCK", "check_calibration_args", "graph_hash", "program_hash", "input_list_samples",
            "json_input_samples", "host_conversion", "write_text_atomic", "ENGINES"]
 
 logger = logging.getLogger(__name__)
@@ -299,7 +299,8 @@ class _OrtEngine:
                 model.graph.output.append(onnx.helper.make_tensor_value_info(
                     n, onnx.TensorProto.FLOAT, None))
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4     # failures are raised as DataError (or, when
+        # checking whether samples stack, expected and handled)
         self.session = ort.InferenceSession(for_onnxruntime(model).SerializeToString(), options,
                                             providers=["CPUExecutionProvider"])
         self.produced = [o.name for o in self.session.get_outputs()]
@@ -399,23 +400,33 @@ class _GraphRunner:
     """
 
     def __init__(self, program: Program, name: str, collector: _Collector, batch: int,
-                 engine: str = "auto"):
-        model = program.to_model(name)
-        if batch != 1:
-            model = _batch_model(model)
-        wanted = _float_activations(program.graphs[name])
-        if engine == "cpu":
-            self.engine: Any = _OrtEngine(model, wanted)
-        elif engine == "auto":
-            self.engine = _AutoEngine(model, wanted)
-        else:
-            from aicc.backends.interpreter.engine import Interpreter
-            self.engine = Interpreter(model)
-        del model
-        known = set(self.engine.tensor_names())
-        self.names = [n for n in wanted if n in known]
+                 engine: str = "auto", engines: dict | None = None):
+        cached = engines.get((name, engine, batch != 1)) if engines is not None else None
+        if cached is None:
+            model = program.to_model(name)
+            if batch != 1:
+                model = _batch_model(model)
+            wanted = _float_activations(program.graphs[name])
+            if engine == "cpu":
+                built: Any = _OrtEngine(model, wanted)
+            elif engine == "auto":
+                built = _AutoEngine(model, wanted)
+            else:
+                from aicc.backends.interpreter.engine import Interpreter
+                built = Interpreter(model)
+            del model
+            known = set(built.tensor_names())
+            cached = (built, [n for n in wanted if n in known])
+            if engines is not None:
+                engines[(name, engine, batch != 1)] = cached
+        self.engine, self.names = cached
         self.collector = collector
-        self.max_batch = batch
+        self.batch = batch
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stacking decision (at a block boundary; pending samples must be flushed)."""
+        self.max_batch = self.batch
         self.stacking = False
         self.first: list[tuple[dict, dict[str, np.ndarray]]] = []
         self.pending: list[Mapping[str, np.ndarray]] = []
@@ -509,6 +520,91 @@ class _GraphRunner:
         self._run({k: np.concatenate([g[k] for g in group]) for k in group[0]})
 
 
+#: Samples per calibration block: stacking decisions and groups restart at each block, so a
+#: block's computations do not depend on what came before it (see ``_GraphRunner``).
+BLOCK = 64
+
+
+def check_calibration_args(engine: str, num_bins: int) -> None:
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown calibration engine {engine!r}", field="engine",
+                          hint=f"valid: {', '.join(ENGINES)}")
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or \
+            not 1 <= num_bins <= MAX_HISTOGRAM_BINS:
+        raise ConfigError(f"number of histogram bins must be an integer in [1, "
+                          f"{MAX_HISTOGRAM_BINS}], got {num_bins!r}",
+                          field="num-histogram-bins")
+
+
+class Calibration:
+    """The observers of one calibration (or one shard of it): samples in, by global index.
+
+    ``add(index, feeds)`` routes a sample to the first graph it fits and runs it; at every
+    multiple of ``BLOCK`` the graph runners flush and reset, so a shard that starts at a block
+    boundary computes exactly what one process computes for those samples. ``engines`` may be a
+    cache kept across calibrations of the same program (a worker's shards).
+    """
+
+    def __init__(self, program: Program, *, num_bins: int, batch: int, engine: str,
+                 engines: dict | None = None):
+        self.program = program
+        names: list[str] = []
+        for graph in program.graphs.values():
+            names += [n for n in _float_activations(graph) if n not in names]
+        self.names = names
+        self.collector = _Collector(names, num_bins)
+        self.runners: dict[str, _GraphRunner] = {}
+        self.counts = dict.fromkeys(program.graphs, 0)
+        self.batch, self.engine, self.engines = batch, engine, engines
+        self.seen = 0
+
+    def add(self, index: int, feeds: Any) -> None:
+        if index % BLOCK == 0:
+            for runner in self.runners.values():
+                runner.flush()
+                runner.reset()
+        if not isinstance(feeds, Mapping):
+            raise DataError(f"calibration sample {index} is a {type(feeds).__name__}, "
+                            "expected a dict of input name -> numpy array")
+        graphs = self.program.graphs
+        target = next((n for n, g in graphs.items() if _fits(g, feeds)), None)
+        if target is None:
+            shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feeds.items())
+            have = "; ".join(f"{n}: " + ", ".join(f"{t.name}{t.shape}" for t in g.inputs)
+                             for n, g in graphs.items())
+            raise DataError(f"calibration sample {index} ({shapes}) fits no graph",
+                            hint=f"graph inputs: {have}")
+        runner = self.runners.get(target)
+        if runner is None:
+            runner = self.runners[target] = _GraphRunner(self.program, target, self.collector,
+                                                         self.batch, self.engine, self.engines)
+        runner.add(feeds)
+        self.counts[target] += 1
+        self.seen += 1
+
+    def finish(self) -> list[TensorObserver]:
+        """Flush every runner; the observers that saw values."""
+        for runner in self.runners.values():
+            runner.flush()
+        return self.collector.finish()
+
+
+def profile_of(program: Program, observers: Iterable[TensorObserver], counts: dict[str, int],
+               seen: int) -> Profile:
+    """The profile of a finished calibration; refuses no samples or a graph left without one."""
+    if seen == 0:
+        raise DataError("no calibration samples", hint="give at least one sample")
+    empty = [n for n, c in counts.items() if c == 0]
+    if empty:
+        raise DataError(f"graph(s) {', '.join(empty)} got no calibration sample",
+                        hint="give at least one input per specialization (JSON input file)")
+    observers = list(observers)
+    logger.info("calibrated %d tensors over %d samples (%s)", len(observers), seen,
+                ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return Profile.from_observers(observers, graph_hash=program_hash(program),
+                                  tools_version=aicc.__version__)
+
+
 def calibrate_program(program: Program, samples: Iterable[Mapping[str, np.ndarray]], *,
                       num_bins: int = DEFAULT_NUM_BINS, total: int | None = None,
                       progress: bool = True, max_samples: int = 0, batch: int = 0,
@@ -523,59 +619,20 @@ def calibrate_program(program: Program, samples: Iterable[Mapping[str, np.ndarra
     ``auto`` (the default: ``cpu`` where onnxruntime loads and runs the graph, else the
     interpreter). Both engines give the same profile up to float rounding.
     """
-    if engine not in ENGINES:
-        raise ConfigError(f"unknown calibration engine {engine!r}", field="engine",
-                          hint=f"valid: {', '.join(ENGINES)}")
-    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or \
-            not 1 <= num_bins <= MAX_HISTOGRAM_BINS:
-        raise ConfigError(f"number of histogram bins must be an integer in [1, "
-                          f"{MAX_HISTOGRAM_BINS}], got {num_bins!r}",
-                          field="num-histogram-bins")
-    names: list[str] = []
-    for graph in program.graphs.values():
-        names += [n for n in _float_activations(graph) if n not in names]
-    collector = _Collector(names, num_bins)
-    runners: dict[str, _GraphRunner] = {}
-    counts = dict.fromkeys(program.graphs, 0)
+    check_calibration_args(engine, num_bins)
+    cal = Calibration(program, num_bins=num_bins, batch=batch, engine=engine)
     bar = _ProgressBar(total if not max_samples else min(total or max_samples, max_samples),
                        enabled=progress)
-    seen = 0
     try:
         for index, feeds in enumerate(samples):
-            if max_samples and seen >= max_samples:
+            if max_samples and index >= max_samples:
                 break
-            if not isinstance(feeds, Mapping):
-                raise DataError(f"calibration sample {index} is a {type(feeds).__name__}, "
-                                "expected a dict of input name -> numpy array")
-            target = next((n for n, g in program.graphs.items() if _fits(g, feeds)), None)
-            if target is None:
-                shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feeds.items())
-                have = "; ".join(f"{n}: " + ", ".join(f"{t.name}{t.shape}" for t in g.inputs)
-                                 for n, g in program.graphs.items())
-                raise DataError(f"calibration sample {index} ({shapes}) fits no graph",
-                                hint=f"graph inputs: {have}")
-            runner = runners.get(target)
-            if runner is None:
-                runner = runners[target] = _GraphRunner(program, target, collector, batch,
-                                                        engine)
-            runner.add(feeds)
-            counts[target] += 1
-            seen += 1
+            cal.add(index, feeds)
             bar.step()
-        for runner in runners.values():
-            runner.flush()
+        observers = cal.finish()
     finally:
         bar.done()
-    if seen == 0:
-        raise DataError("no calibration samples", hint="give at least one sample")
-    empty = [n for n, c in counts.items() if c == 0]
-    if empty:
-        raise DataError(f"graph(s) {', '.join(empty)} got no calibration sample",
-                        hint="give at least one input per specialization (JSON input file)")
-    logger.info("calibrated %d tensors over %d samples (%s)", len(names), seen,
-                ", ".join(f"{k}: {v}" for k, v in counts.items()))
-    return Profile.from_observers(collector.finish(), graph_hash=program_hash(program),
-                                  tools_version=aicc.__version__)
+    return profile_of(program, observers, cal.counts, cal.seen)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -188,9 +188,17 @@ class QdqWriter:
         return dq
 
     def dequantized_constant(self, values: np.ndarray, enc: Encoding, base: str, *,
-                             packed: bool = False) -> gs.Variable:
-        """An integer initializer of ``enc.quantize(values)`` feeding a DequantizeLinear."""
-        q = enc.quantize(values).astype(storage_numpy(enc, packed))
+                             packed: bool = False, quantized: np.ndarray | None = None
+                             ) -> gs.Variable:
+        """An integer initializer of ``enc.quantize(values)`` (or of ``quantized``, integers a
+        rounding algorithm chose for ``values``) feeding a DequantizeLinear."""
+        if quantized is not None:
+            q = np.asarray(quantized)
+            if q.shape != values.shape or q.min() < enc.qmin or q.max() > enc.qmax:
+                raise ValueError(f"{base}: learned integers do not fit the encoding")
+            q = q.astype(storage_numpy(enc, packed))
+        else:
+            q = enc.quantize(values).astype(storage_numpy(enc, packed))
         const = _constant(self.name(f"{base}_quantized"), q)
         scale, zp = self._params(enc, base, packed)
         out = gs.Variable(self.name(f"{base}_dequantized"), dtype=np.float32,

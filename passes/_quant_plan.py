@@ -199,6 +199,7 @@ class GraphQuantizer:
         self.record: dict[str, dict[str, Encoding]] = {"activations": {}, "params": {},
                                                        "conversions": {}}
         self.opset21 = False
+        self.learned: dict[tuple[int, str], np.ndarray] = {}  # (id(node), weight) -> integers
 
     # -- overrides ------------------------------------------------------------------------
     def _check_override_names(self) -> None:
@@ -549,6 +550,7 @@ class GraphQuantizer:
                     continue
                 if role == "weight":
                     enc = w_enc = self._weight_encoding(node, t, values)
+                    self._learn_rounding(node, t, values, enc)
                 elif role == "bias":
                     enc = self._bias_encoding(node, t, values,
                                               self._input_encoding(node, act_enc, conv_enc),
@@ -568,6 +570,17 @@ class GraphQuantizer:
         for node, idx, t, enc, key in plan:
             keyed.append((node, idx, t, enc, key if uses[key] == 1 else f"{key}@{node.name}"))
         return keyed
+
+    def _learn_rounding(self, node: gs.Node, t: gs.Constant, values: np.ndarray,
+                        enc: Encoding) -> None:
+        """Integers a rounding algorithm (``adaround``, through the scratch store) chose."""
+        rounder = self.ctx.scratch.get("adaround")
+        if rounder is None or enc.is_float:
+            return
+        q = rounder.round(node, values, enc)
+        if q is not None:
+            self.learned[(id(node), t.name)] = q
+            self.ctx.count("weights adarounded")
 
     def _write(self, acts: list[str], act_enc: dict[str, Encoding],
                conv_enc: dict[str, Encoding],
@@ -599,7 +612,8 @@ class GraphQuantizer:
             slot = (id(node), t.name)
             if slot not in dq_cache:
                 dq_cache[slot] = w.dequantized_constant(np.asarray(t.values), enc, key,
-                                                        packed=self.s.pack_4bit)
+                                                        packed=self.s.pack_4bit,
+                                                        quantized=self.learned.get(slot))
             node.inputs[idx] = dq_cache[slot]
             self.record["params"][key] = enc
         w.finish()

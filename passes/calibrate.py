@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -46,12 +47,15 @@ from ._calib_runner import (ENGINES, calibrate_program, graph_hash, host_convers
                             write_text_atomic)
 
 __all__ = ["Calibrate", "calibrate_program", "graph_hash", "program_hash", "input_list_samples",
-           "json_input_samples", "write_text_atomic", "SAMPLES_KEY", "PROFILE_KEY"]
+           "json_input_samples", "write_text_atomic", "SAMPLES_KEY", "PROFILE_KEY",
+           "DASK_KEY"]
 
 logger = logging.getLogger(__name__)
 
 #: Scratch key of a Python iterable of feed dicts (the Python API's sample source).
 SAMPLES_KEY = "calibration_samples"
+#: Scratch key of a ``distributed.Client`` (or address) the Python API calibrates on.
+DASK_KEY = "dask_client"
 #: Scratch key under which the profile is left for ``quantize``.
 PROFILE_KEY = "calibration_profile"
 
@@ -81,6 +85,12 @@ class Calibrate(Pass):
                                      "the graph, else the interpreter), interpreter (the numpy "
                                      "reference) or cpu (onnxruntime)", choices=ENGINES)
         progress: bool = option(True, "show a progress bar on a terminal")
+        dask: str = option("", "calibrate on Dask: local, local:N or a scheduler address "
+                               "(--dask); empty: in this process")
+        dask_ship_data: bool = option(False, "with dask: the client reads the input list's "
+                                             "files and sends them (no shared filesystem)")
+        shard_size: int = option(0, "with dask: samples per shard, in whole blocks of 64 "
+                                    "(0: about four shards per worker)", minimum=0)
 
     def run(self, program: Program, ctx: PassContext) -> None:
         opts = ctx.options
@@ -95,6 +105,24 @@ class Calibrate(Pass):
         if len(given) > 1:
             raise ConfigError(f"several sample sources given ({', '.join(given)})",
                               field="pass 'calibrate'", hint="give exactly one")
+        dask = ctx.scratch.get(DASK_KEY) or opts.dask
+        if not dask and (opts.dask_ship_data or opts.shard_size):
+            raise ConfigError("dask_ship_data and shard_size apply to calibration on Dask, and "
+                              "no dask address was given", field="pass 'calibrate'",
+                              hint="add --dask local:N (or a scheduler address)")
+        if dask:
+            profile = self._sharded(program, opts, python_samples, dask)
+        else:
+            profile = self._local(program, opts, python_samples)
+        ctx.scratch[PROFILE_KEY] = profile
+        ctx.count("tensors profiled", len(profile.tensors))
+        if opts.dump_profile:
+            write_text_atomic(opts.dump_profile, dump_profile_yaml(profile))
+            logger.info("quantization profile is dumped at %s", opts.dump_profile)
+
+
+    @staticmethod
+    def _local(program: Program, opts: Any, python_samples: Any) -> Any:
         total: int | None = None
         if opts.input_list:
             if len(program.graphs) > 1:
@@ -114,14 +142,31 @@ class Calibrate(Pass):
         convert = host_conversion(program)
         if convert is not None:
             samples = (convert(dict(f)) for f in samples)
-        profile = calibrate_program(program, samples, num_bins=opts.num_bins, total=total,
-                                    progress=opts.progress, max_samples=opts.max_samples,
-                                    batch=opts.batch, engine=opts.engine)
-        ctx.scratch[PROFILE_KEY] = profile
-        ctx.count("tensors profiled", len(profile.tensors))
-        if opts.dump_profile:
-            write_text_atomic(opts.dump_profile, dump_profile_yaml(profile))
-            logger.info("quantization profile is dumped at %s", opts.dump_profile)
+        return calibrate_program(program, samples, num_bins=opts.num_bins, total=total,
+                                 progress=opts.progress, max_samples=opts.max_samples,
+                                 batch=opts.batch, engine=opts.engine)
+
+    @staticmethod
+    def _sharded(program: Program, opts: Any, python_samples: Any, dask: Any) -> Any:
+        """The same profile, calibrated in shards on Dask (see ``_calib_dask``)."""
+        from ._calib_dask import array_items, calibrate_sharded, list_items
+
+        if opts.input_list:
+            if len(program.graphs) > 1:
+                raise ConfigError("an input list cannot feed several specializations",
+                                  where=opts.input_list,
+                                  hint="describe the samples with -json-input-file")
+            total, items = list_items(opts.input_list, program, opts.dask_ship_data)
+        elif opts.json_input_file:
+            total, factory = json_input_samples(opts.json_input_file, program)
+            items = array_items(factory())
+        else:
+            total = len(python_samples) if hasattr(python_samples, "__len__") else None
+            items = array_items(python_samples)
+        return calibrate_sharded(program, items, dask, total=total, num_bins=opts.num_bins,
+                                 batch=opts.batch, engine=opts.engine,
+                                 max_samples=opts.max_samples, shard_size=opts.shard_size,
+                                 progress=opts.progress)
 
 
 @hookimpl

@@ -30,9 +30,13 @@ the vendor's note (mark both to let them fuse); aicc warns about each such pair
 
 With ``sample_inputs`` (an input list; -input-list-file), the float program first runs on those
 samples (the interpreter with an observer, onnxruntime with every tensor exposed when the
-interpreter cannot run the model) and every node going to fp16 whose output exceeds the fp16 range
-(|x| > 65504) is reported by name as a warning (``overflow=error`` makes it an error). Values
-inside one op (a Conv's accumulator) are not observable; only op outputs are checked.
+interpreter cannot run the model), and a node going to fp16 whose values leave the fp16 range
+(|x| > 65504) stays in fp32 (``overflow=keep-fp32``, the default): one whose output does, and one
+that reads such a tensor (a Cast to fp16 in front of it would overflow alike). A warning names
+each with the range seen, and ``Program.node_precision`` records it as ``float32``.
+``overflow=warn`` only warns, ``overflow=error`` refuses. Values inside one op (a Conv's
+accumulator) are not observable; only op outputs are checked. Without samples, a run that meets a
+non-finite value names the node that first produced it (``aicc.nonfinite``).
 """
 
 from __future__ import annotations
@@ -155,8 +159,9 @@ class ConvertFP16(Pass):
                                         "reporting nodes whose outputs overflow fp16", path=True)
         sample_custom_io: str = option("", "custom I/O list file the samples are written for",
                                        path=True)
-        overflow: Literal["warn", "error"] = option("warn", "what an fp16 overflow found on the "
-                                                            "samples does")
+        overflow: Literal["keep-fp32", "warn", "error"] = option(
+            "keep-fp32", "what an fp16 overflow found on the samples does: keep the nodes whose "
+                         "values leave the fp16 range in fp32, only warn, or fail")
 
     def run(self, program: Program, ctx: PassContext) -> None:
         opts = ctx.options
@@ -182,7 +187,10 @@ class ConvertFP16(Pass):
                                source=opts.node_precision_info or "pass 'convert-fp16': "
                                                                   "option 'nodes'")
             if opts.sample_inputs:
-                _overflow_check(program, gname, graph, selected, ctx)
+                kept = _overflow_check(program, gname, graph, selected, ctx)
+                selected = [n for n in selected if n.name not in kept]
+                for name in kept:
+                    program.node_precision[name] = "float32"
             _warn_split_pairs(graph, selected, ctx)
             converted = convert_nodes(graph, selected, ctx, where=where)
             for node in graph.nodes:
@@ -454,32 +462,59 @@ def _ort_observe(model: onnx.ModelProto, samples: list[Mapping[str, np.ndarray]]
 
 
 def _overflow_check(program: Program, gname: str, graph: gs.Graph, selected: list[gs.Node],
-                    ctx: PassContext) -> None:
+                    ctx: PassContext) -> set[str]:
+    """Run the float program on the samples; warn about (or refuse) selected nodes whose values
+    leave the fp16 range. Returns the nodes to keep in fp32 (``overflow=keep-fp32``): those whose
+    output overflows and those reading an overflowing tensor (a Cast to fp16 in front of them
+    would overflow just the same)."""
     opts = ctx.options
     inputs = [describe_tensor(t) for t in graph.inputs]
     outputs = [describe_tensor(t) for t in graph.outputs]
     samples = read_samples(opts.sample_inputs, inputs, opts.sample_custom_io or None, outputs)
     model = ir.export_model(graph, ir_version=program.ir_version)
     try:
-        report = fp16_overflow_report(model, samples, nodes={n.name for n in selected})
+        report = fp16_overflow_report(model, samples)
     except AiccError:
         raise
     except Exception as e:  # a backend failing on user data: say which check failed
         raise PassError(f"the fp16 overflow check could not run the float program: "
                         f"{type(e).__name__}: {e}", where=opts.sample_inputs) from e
     ctx.count("samples checked for fp16 overflow", len(samples))
+    chosen = {n.name: n for n in selected}
+    tensors = graph.tensors()
+    kept: dict[str, str] = {}        # node -> why, in graph order of the tensors
+    shown = []
     for r in report:
-        what = f"node '{r['node']}' ({r['op']})" if r["node"] else "graph input"
+        why = f"output '{r['tensor']}' reaches |x| = {r['max_abs']:.4g} on the samples"
+        if r["node"] in chosen:
+            kept.setdefault(r["node"], why)
+            shown.append((f"node '{r['node']}' ({r['op']})", r))
+        elif r["node"] is None:
+            shown.append(("graph input", r))
+        readers = tensors[r["tensor"]].outputs if r["tensor"] in tensors else []
+        for reader in readers:
+            if reader.name in chosen:
+                kept.setdefault(reader.name, f"it reads '{r['tensor']}' (|x| up to "
+                                             f"{r['max_abs']:.4g} on the samples)")
+    if opts.overflow == "keep-fp32":
+        for name, why in kept.items():
+            node = chosen[name]
+            logger.warning("convert-fp16: node '%s' (%s) stays in fp32: %s, beyond fp16's 65504",
+                           name, node.op, why)
+            ctx.count("nodes kept in fp32 (fp16 overflow)")
+        return set(kept)
+    for what, r in shown:
         logger.warning("convert-fp16: %s output '%s' reaches |x| = %.4g on the samples, beyond "
                        "fp16's 65504: it will overflow to inf in fp16", what, r["tensor"],
                        r["max_abs"])
         ctx.count("nodes overflowing fp16")
-    if report and opts.overflow == "error":
-        shown = ", ".join(f"{r['node'] or r['tensor']} ({r['max_abs']:.4g})" for r in report[:8])
-        raise PassError(f"{len(report)} tensor(s) overflow fp16 on the samples of graph "
-                        f"'{gname}': {shown}", where=opts.sample_inputs,
-                        hint="keep those op types in fp32 (-keep-original-precision-for-nodes) "
+    if shown and opts.overflow == "error":
+        text = ", ".join(f"{r['node'] or r['tensor']} ({r['max_abs']:.4g})" for _, r in shown[:8])
+        raise PassError(f"{len(shown)} tensor(s) overflow fp16 on the samples of graph "
+                        f"'{gname}': {text}", where=opts.sample_inputs,
+                        hint="drop overflow=error to keep those nodes in fp32 automatically, "
                              "or rescale the model")
+    return set()
 
 
 @hookimpl

@@ -34,7 +34,8 @@ What was used is recorded in ``Program.encodings`` (JSON-able; goes into the con
      "float_ops": {node name: 16 | 32},
      "settings": {...the options used...},
      "overrides": {"file", "activations", "params", "excluded_layers"},  # quant-overrides
-     "int32": [tensor names]}                                             # quant-overrides
+     "int32": [tensor names],                                             # quant-overrides
+     "rounding": {"method": "adaround", "layers": {node: errors, time}}}  # adaround
 
 ``ENC`` is ``{"dtype": "int", "bitwidth", "signed", "symmetric", "scale", "zero_point", "min",
 "max", "axis"}`` in ONNX's convention (``real = (q - zero_point) * scale``; lists per channel) or
@@ -239,6 +240,10 @@ class Quantize(Pass):
         program.encodings.update({"format": ENCODINGS_FORMAT, "version": 1, **record,
                                   "float_ops": float_ops,
                                   "settings": {k: v for k, v in dataclasses.asdict(s).items()}})
+        rounder = ctx.scratch.get("adaround")
+        if rounder is not None:    # learned rounding (passes/adaround.py): what it gave
+            program.encodings["rounding"] = {"method": "adaround",
+                                             "layers": dict(rounder.report)}
         ctx.count("activations quantized", len(record["activations"]))
         ctx.count("parameters quantized", len(record["params"]))
         if opts.export_encodings:

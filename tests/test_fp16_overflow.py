@@ -71,7 +71,8 @@ def _input_list(tmp_path, samples):
 def test_convert_fp16_warns_on_samples(tmp_path, caplog):
     listing = _input_list(tmp_path, SAMPLES)
     with caplog.at_level(logging.WARNING):
-        run_pass(overflow_model(), "convert-fp16", {"all": True, "sample_inputs": str(listing)})
+        run_pass(overflow_model(), "convert-fp16", {"all": True, "sample_inputs": str(listing),
+                                                    "overflow": "warn"})
     assert "node 'scale_up' (Mul) output 'big' reaches |x| = 1e+05 on the samples, beyond " \
            "fp16's 65504" in caplog.text
 
@@ -105,7 +106,7 @@ def test_compile_with_input_data_warns(tmp_path, caplog):
         assert main(["compile", f"-m={model_path}", "-convert-to-fp16",
                      f"-json-input-file={tmp_path / 'in.json'}",
                      f"-aic-binary-dir={tmp_path / 'q'}", "-compile-only"]) == 0
-    assert "node 'scale_up' (Mul) output 'big' reaches |x| = 1e+05" in caplog.text
+    assert "node 'scale_up' (Mul) stays in fp32: output 'big' reaches |x| = 1e+05" in caplog.text
 
 
 def test_custom_io_samples_are_converted_first(tmp_path, caplog):
@@ -119,7 +120,7 @@ def test_custom_io_samples_are_converted_first(tmp_path, caplog):
         run_pass(overflow_model(), "convert-fp16",
                  {"all": True, "sample_inputs": str(tmp_path / "list.txt"),
                   "sample_custom_io": str(tmp_path / "c.yaml")})
-    assert "node 'scale_up' (Mul) output 'big'" in caplog.text
+    assert "node 'scale_up' (Mul) stays in fp32: output 'big'" in caplog.text
 
 
 def test_compile_with_an_input_list_warns(tmp_path, caplog):
@@ -131,4 +132,4 @@ def test_compile_with_an_input_list_warns(tmp_path, caplog):
         assert main(["compile", f"-m={model_path}", "-convert-to-fp16",
                      f"-input-list-file={listing}", f"-aic-binary-dir={tmp_path / 'q'}",
                      "-compile-only"]) == 0
-    assert "node 'scale_up' (Mul) output 'big' reaches" in caplog.text
+    assert "node 'scale_up' (Mul) stays in fp32: output 'big' reaches" in caplog.text

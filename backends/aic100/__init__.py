@@ -238,7 +238,9 @@ class Aic100Backend(Backend):
 
     def compile(self, model: onnx.ModelProto, *, program_meta: Mapping[str, Any],
                 spec_options: Mapping[str, Any]) -> Aic100Executable:
-        low = lower(model)
+        kept = frozenset(n for n, p in (program_meta.get("node_precision") or {}).items()
+                         if p in ("float32", "original"))
+        low = lower(model, kept)
         plan = build_plan(low, self.hw, self._plan_options(spec_options))
         runner = Runner(low, plan.splits(), plan.groups, plan.cores)
         return Aic100Executable(plan, runner, self.options, low.inputs)

@@ -362,8 +362,12 @@ def _scalar(constants: dict[str, np.ndarray], name: str) -> np.ndarray | None:
     return constants.get(name) if name else None
 
 
-def lower(model: onnx.ModelProto) -> Lowered:
-    """Lower a model with static input shapes into steps (checks precision and op support)."""
+def lower(model: onnx.ModelProto, fp32_nodes: frozenset[str] = frozenset()) -> Lowered:
+    """Lower a model with static input shapes into steps (checks precision and op support).
+
+    ``fp32_nodes``: nodes the program keeps in float32 on purpose (``node_precision``
+    ``float32``/``original``: -keep-original-precision-for-nodes, or fp16 overflow found on
+    samples); the device runs those in float32, as the vendor's flag does."""
     _check_static_inputs(model)
     problems = unsupported_nodes(model)
     if problems:
@@ -403,7 +407,7 @@ def lower(model: onnx.ModelProto) -> Lowered:
     low = Lowered(model=model, nodes=nodes, tensors=tensors, constants=constants,
                   producer=producer, consumers=consumers, inputs=graph_inputs, outputs=outputs,
                   steps=[], virtual=virtual, batch=0, batch_separable=False)
-    _check_precision(low)
+    _check_precision(low, fp32_nodes)
     _build_steps(low)
     low.batch, low.batch_separable = _batch_analysis(low)
     return low
@@ -430,7 +434,7 @@ def _float_compute(low: Lowered, node: onnx.NodeProto) -> bool:
                for x in list(node.input) + list(node.output) if x)
 
 
-def _check_precision(low: Lowered) -> None:
+def _check_precision(low: Lowered, fp32_nodes: frozenset[str] = frozenset()) -> None:
     """Refuse float32 computation outside a quantized region.
 
     A float32 op may run (on the vector unit, as the quantized program's float arithmetic) when
@@ -492,7 +496,7 @@ def _check_precision(low: Lowered) -> None:
                 changed = True
     bad = [f"node '{_label(low.nodes[i], i)}' ({low.nodes[i].op_type})"
            for i in sorted(set(range(len(low.nodes))) - allowed)
-           if _float_compute(low, low.nodes[i])]
+           if _float_compute(low, low.nodes[i]) and low.nodes[i].name not in fp32_nodes]
     if bad:
         shown = "; ".join(bad[:8]) + (f"; and {len(bad) - 8} more" if len(bad) > 8 else "")
         raise BackendError(f"{len(bad)} node(s) compute in float32, which the AIC100 does not: "

@@ -18,6 +18,7 @@ import onnx
 
 from aicc.backend import Backend, Executable
 from aicc.hookspecs import hookimpl
+from aicc.nonfinite import NonfiniteWatch, has_fp16
 from aicc.options import option
 
 from .engine import Interpreter
@@ -38,13 +39,20 @@ class InterpreterOptions:
 class InterpreterExecutable(Executable):
     """A model prepared for the interpreter; ``interpreter`` gives observers and any tensor."""
 
-    def __init__(self, interpreter: Interpreter):
+    def __init__(self, interpreter: Interpreter, watch: NonfiniteWatch | None = None):
         self.interpreter = interpreter
         self.runs = 0
+        #: fp16 programs: the first tensor holding inf/NaN (watched until one is found)
+        self.watch = watch
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.runs += 1
+        if self.watch is not None and self.watch.found is None:
+            return self.interpreter.run(feeds, observe=self.watch)
         return self.interpreter.run(feeds)
+
+    def first_nonfinite(self) -> dict[str, Any] | None:
+        return dict(self.watch.found) if self.watch is not None and self.watch.found else None
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"runs": self.runs}
@@ -61,6 +69,8 @@ class InterpreterBackend(Backend):
     description = ("numpy, op by op, exact ONNX semantics incl. fp16 and QDQ; observers see every "
                    "tensor (calibration, debugging)")
     Options = InterpreterOptions
+    fp16_compute = ("as the device does: every fp16 op's result is rounded to fp16 (matmuls, "
+                    "convolutions and reductions accumulate in float32 and round once)")
     dtypes = frozenset({
         "float16", "bfloat16", "float32", "float64", "bool",
         "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
@@ -78,7 +88,7 @@ class InterpreterBackend(Backend):
                 spec_options: Mapping[str, Any]) -> InterpreterExecutable:
         interp = Interpreter(model, check_types=self.options.check_types,
                              profile=self.options.profile)
-        return InterpreterExecutable(interp)
+        return InterpreterExecutable(interp, NonfiniteWatch(model) if has_fp16(model) else None)
 
 
 @hookimpl

@@ -1,4 +1,4 @@
-"""The ``aicc`` command: ``compile``, ``run``, ``quantize``, ``passes``, ``backends``.
+"""The ``aicc`` command: ``compile``, ``run``, ``quantize``, ``passes``, ``backends``, ``ops``.
 
 User errors print one line, ``error: FILE: FIELD: what is wrong (hint)``, and exit 2; internal
 errors exit 1; ``--debug`` shows the traceback. A write that fails for want of space (a full disk, a
@@ -27,6 +27,7 @@ commands:
   quantize  quantize an ONNX model to QDQ ONNX (QNN quantizer flags accepted)
   passes    list the registered passes with their options
   backends  list the registered backends with their options
+  ops       list the operators each backend runs (opsets, element types) and lowering passes
 
 'aicc COMMAND --help' describes a command's flags. Add --debug to see tracebacks.
 """
@@ -56,11 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command in ("passes", "backends"):
             from .list_cmd import run_list
             return run_list(command, rest)
+        if command == "ops":
+            from .ops_cmd import run_ops
+            return run_ops(rest)
         if command == "quantize":
             from .quantize_cmd import run_quantize
             return run_quantize(rest)
         raise UsageError(f"unknown command '{command}'", where="aicc",
-                         hint="commands: compile, run, quantize, passes, backends")
+                         hint="commands: compile, run, quantize, passes, backends, ops")
     except AiccError as e:
         if debug:
             traceback.print_exc()

@@ -68,6 +68,8 @@ FEATURE_MODULES: list[str] = [
     "aicc.cli.feature_precision",
     "aicc.cli.feature_quantization",
     "aicc.cli.feature_aic100",
+    "aicc.cli.feature_dask",        # after feature_quantization: adds to its calibrate step
+    "aicc.cli.ops_cmd",
 ]
 
 
@@ -76,7 +78,7 @@ def _features() -> list[Any]:
 
 
 def _request(args: dict) -> CompileRequest:
-    if not args["model"] and not args["print_pipeline"]:
+    if not args["model"] and not args["print_pipeline"] and not args["operators_supported"]:
         raise UsageError("no model given", where="aicc compile", hint="pass -m=model.onnx")
     if args["passes"] and args["pipeline"]:
         raise UsageError("--passes and --pipeline both given", where="aicc compile",

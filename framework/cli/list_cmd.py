@@ -32,6 +32,10 @@ def run_list(command: str, argv: Sequence[str]) -> int:
             print(f"{entry.name}  [plugin {entry.plugin}]")
         if cls.description:
             print(f"    {cls.description}")
+        if command == "backends":
+            print(f"    fp16 programs: {cls.fp16_compute}")
+        elif getattr(cls, "lowers", None):
+            print(f"    lowers: {', '.join(sorted(cls.lowers))} (into ops backends lacking them run)")
         for row in describe_options(cls.Options):
             print(f"    --{row['name']}: {row['type']} = {row['default']!r}  {row['description']}")
     return 0

@@ -17,6 +17,7 @@ the overrides, ...) are refused rather than silently ignored.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 from ..errors import UsageError
 from ..quant import MODES, check_bitwidth, check_percentile
 from .flags import Flag, FlagParser, float_value, int_value
+from .quantize_algorithms import ALGORITHM_FLAGS, algorithm_arguments, run_algorithms
 
 __all__ = ["run_quantize", "QUANTIZE_FLAGS", "CALIBRATIONS", "onnxruntime_load_note"]
 
@@ -89,6 +91,7 @@ QUANTIZE_FLAGS = [
               "(onnxruntime)", metavar="auto|interpreter|cpu"),
     Flag(("--num_histogram_bins",), "num_bins", convert=int_value("--num_histogram_bins"),
          help="histogram bins per tensor for histogram methods (default 512)", metavar="N"),
+    *ALGORITHM_FLAGS,
     Flag(("-h", "--help"), "help", "switch", help="show this help"),
 ]
 
@@ -248,7 +251,8 @@ def _check_sources(args: dict[str, Any], opts: dict[str, Any]) -> None:
 
 
 def run_quantize(argv: Sequence[str]) -> int:
-    parser = FlagParser("quantize", QUANTIZE_FLAGS)
+    from . import feature_dask
+    parser = FlagParser("quantize", QUANTIZE_FLAGS + feature_dask.FLAGS)
     args = parser.parse(_split_input_dims(argv))
     if args["help"]:
         print(parser.help_text())
@@ -289,11 +293,18 @@ def run_quantize(argv: Sequence[str]) -> int:
         raise UsageError("--calibration_engine runs calibration samples; give --input_list",
                          where="--calibration_engine")
     _check_sources(args, opts)
-    from ..quantization import quantize_model, save_model_atomic
-    model, program = quantize_model(args["input_model"], input_list=args["input_list"],
-                                    overrides=args["overrides"], input_shapes=input_shapes,
-                                    algorithms=algorithms, num_bins=args["num_bins"],
-                                    engine=engine, registries=registries, **opts)
+    dask = feature_dask.calibrate_options(args, "aicc quantize")
+    if dask and not args["input_list"]:
+        raise UsageError("--dask runs calibration; give --input_list", where="--dask")
+    extra = algorithm_arguments(args, opts, input_shapes)
+    if dask and set(extra) - {"adaround"}:
+        raise UsageError("--dask calibrates one model; AMP and AutoQuant re-quantize many",
+                         where="--dask", hint="drop --dask, or use --apply_algorithms adaround")
+    from ..quantization import save_model_atomic
+    model, program, amp_lines = run_algorithms(
+        extra, args["input_model"], args["output_model"], input_list=args["input_list"],
+        overrides=args["overrides"], input_shapes=input_shapes, algorithms=algorithms,
+        num_bins=args["num_bins"], engine=engine, registries=registries, **dask, **opts)
     save_model_atomic(model, args["output_model"])
     note = onnxruntime_load_note(args["output_model"])
     if note:
@@ -305,6 +316,16 @@ def run_quantize(argv: Sequence[str]) -> int:
           f"{ints} activations, {len(enc.get('params', {}))} parameters, "
           f"{len(enc.get('float_ops', {}))} float ops"
           + (f", {floats} tensors left in float" if floats else ""))
+    for line in amp_lines:
+        print(line)
+    rounding = enc.get("rounding")
+    if rounding:
+        layers = rounding["layers"].values()
+        gain = [10 * math.log10(r["nearest_error"] / r["error"]) for r in layers
+                if r["improved"] and r["error"] > 0]
+        print(f"adaround: {len(layers)} layers in {sum(r['seconds'] for r in layers):.2f}s, "
+              f"{len(gain)} improved (reconstruction error {min(gain, default=0):.1f} to "
+              f"{max(gain, default=0):.1f} dB lower than nearest rounding)")
     if args["export_encodings"]:
         print(f"encodings written to {args['export_encodings']}")
     sys.stdout.flush()

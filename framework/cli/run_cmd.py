@@ -90,6 +90,11 @@ def run_run(argv: Sequence[str]) -> int:
                          hint="give the inputs one way")
     registries = load_registries(args["plugins"]) if args["plugins"] else None
     session = Session(args["qpc"], args["backend"], registries=registries)
+    if "float16" in session.program_meta.get("node_precision", {}).values() and \
+            not session.backend.fp16_as_device:
+        print(f"note: backend '{session.backend_name}' computes this fp16 program "
+              f"{session.backend.fp16_compute}; results can differ from the device's "
+              "(--backend interpreter computes as the device does)")
     if args["activations"] is not None:
         session = _with_activations(session, args["activations"])
     held = {i for i, _ in session.retained}

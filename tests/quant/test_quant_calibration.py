@@ -283,3 +283,25 @@ def test_property_methods_stay_in_range(x, method, bw):
     assert min(s.min, 0.0) - tol <= lo and hi <= max(s.max, 0.0) + tol
     enc = schema_encoding("asymmetric", lo, hi, bw)
     assert enc.scale > 0 and math.isfinite(enc.scale)
+
+
+def test_observer_state_does_not_depend_on_order_batching_or_sharding():
+    # the lattice keeps exact counts: any split and merge gives the same state and profile
+    rng = np.random.default_rng(7)
+    x = (rng.normal(size=40_000) * rng.uniform(0.1, 10, size=40_000)).astype(np.float32)
+    whole = TensorObserver("t", 64)
+    whole.update(x)
+    perm = x[rng.permutation(x.size)]
+    a, b = TensorObserver("t", 64), TensorObserver("t", 64)
+    for part in np.array_split(perm[:25_000], 13):
+        a.update(part)
+    for part in np.array_split(perm[25_000:], 3):
+        b.update(part)
+    b.merge(a)
+    assert (b.min, b.max) == (whole.min, whole.max)
+    np.testing.assert_array_equal(b.lattice.counts, whole.lattice.counts)
+    np.testing.assert_array_equal(b.histogram.counts, whole.histogram.counts)
+    h = whole.histogram
+    assert h.total == x.size and np.all(h.counts == np.round(h.counts))
+    ref = np.histogram(x, bins=64, range=(h.min, h.max))[0]
+    assert np.abs(np.cumsum(ref) - np.cumsum(h.counts)).max() <= 0.005 * x.size

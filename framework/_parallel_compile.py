@@ -1,0 +1,98 @@
+"""Specializations compiled in parallel on Dask: lowered graphs in, each backend's saved artifacts
+(file name -> bytes) out, in graph order, for the client to write into the container.
+
+Each task builds the backend from its name and options (plugins as the client loaded them, so a
+cluster needs the same plugin files at the same paths), compiles one graph and saves the
+executable into a scratch folder whose files it returns. The client writes the models and these
+files exactly as the serial loop does, so the container is byte-identical to a serial compile.
+The executables ``compile_model`` returns are then loaded from the container on first use
+(``LazyExecutables``): a backend with saved artifacts (``aic100``'s plan) reads them; one without
+(``cpu``, ``interpreter``) compiles again in this process only if they are used.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+__all__ = ["compile_on_dask", "LazyExecutables"]
+
+#: Per worker process: registries by plugin files.
+_REGISTRIES: dict[tuple[str, ...], Any] = {}
+
+
+def _compile_remote(backend_name: str, backend_options: dict[str, Any], plugins: tuple[str, ...],
+                    model_bytes: bytes, meta: dict[str, Any], spec_options: dict[str, Any]
+                    ) -> dict[str, bytes]:
+    from .options import build_options
+    from .plugins import load_registries
+
+    registries = _REGISTRIES.get(plugins)
+    if registries is None:
+        registries = _REGISTRIES[plugins] = load_registries(list(plugins))
+    entry = registries.backends.get(backend_name)
+    backend = entry.cls(build_options(entry.cls.Options, backend_options,
+                                      owner=f"backend '{backend_name}'"))
+    model = onnx.load_model_from_string(model_bytes)
+    executable = backend.compile(model, program_meta=meta, spec_options=spec_options)
+    with tempfile.TemporaryDirectory(prefix="aicc-spec-") as tmp:
+        names = executable.save(Path(tmp))
+        return {name: (Path(tmp) / name).read_bytes() for name in names}
+
+
+def compile_on_dask(spec: Any, backend: Any, plugins: Sequence[str | Path],
+                    models: Mapping[str, onnx.ModelProto], meta: dict[str, Any],
+                    spec_options: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, bytes]]:
+    """Compile every graph of ``models`` on Dask; artifacts by graph name, in ``models`` order.
+    A failure anywhere cancels the rest and raises the backend's error."""
+    from .distributed import DaskProgress, dask_client
+    from .options import options_to_dict
+
+    options = options_to_dict(backend.options)
+    plugin_files = tuple(str(p) for p in plugins)
+    with dask_client(spec) as client:
+        futures = {name: client.submit(_compile_remote, backend.name, options, plugin_files,
+                                       model.SerializeToString(), meta,
+                                       dict(spec_options.get(name, {})), pure=False,
+                                       key=f"aicc-compile-{i}-{name}")
+                   for i, (name, model) in enumerate(models.items())}
+        bar = DaskProgress(client, len(futures), what="compiling specializations")
+        try:
+            out = {}
+            for name, fut in futures.items():
+                out[name] = fut.result()
+                bar.step(0)
+            return out
+        except BaseException:
+            client.cancel(list(futures.values()), force=True)
+            raise
+        finally:
+            bar.close()
+
+
+class LazyExecutables(Mapping):
+    """Executables of a container compiled elsewhere, loaded from it on first access."""
+
+    def __init__(self, backend: Any, path: Path, program: Any, folders: Mapping[str, str]):
+        self.backend, self.path, self.program, self.folders = backend, path, program, folders
+        self._loaded: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._loaded:
+            if name not in self.folders:
+                raise KeyError(name)
+            self._loaded[name] = self.backend.load(
+                self.path / self.folders[name], self.program.to_model(name),
+                program_meta=self.program.meta(),
+                spec_options=self.program.spec_options.get(name, {}))
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.folders)
+
+    def __len__(self) -> int:
+        return len(self.folders)
