@@ -177,7 +177,7 @@ class _Merger:
 
 def calibrate_sharded(program: Program, items: Iterator, client_spec: Any, *,
                       total: int | None = None, num_bins: int, batch: int = 0,
-                      engine: str = "interpreter", max_samples: int = 0,
+                      engine: str = "auto", max_samples: int = 0,
                       shard_size: int = 0, progress: bool = True) -> Profile:
     """The profile of ``items`` (from ``list_items`` / ``array_items``) calibrated on Dask.
 
