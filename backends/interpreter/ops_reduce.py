@@ -1,5 +1,6 @@
 """Reductions and orderings (ReduceMean/Sum/SumSquare/Max/Min/Prod, ArgMax, ArgMin, TopK,
-CumSum) as numpy kernels; sums keep integer dtypes (numpy would widen them) and accumulate fp16 in float32."""
+CumSum) as numpy kernels; sums keep integer dtypes (numpy would widen them) and accumulate fp16
+in float32."""
 
 from __future__ import annotations
 
