@@ -37,3 +37,26 @@ SEED_CONFIG = {"specializations": [
 SEED_SHAPES = [(1, 3, 56, 56), (1, 3, 112, 112), (2, 3, 56, 56)]
 SEED_NAMES = ["spec0-batch1-height56-width56", "spec1-batch1-height112-width112",
               "spec2-batch2-height56-width56"]
+
+
+def write_two_size_conv(folder: Path, sizes: tuple[int, ...] = (4, 8)) -> tuple[Path, Path]:
+    """``dyn.onnx`` (x[1,3,h,h] -> Conv 3x3 -> Relu -> y[1,4,h,h]) and ``spec.json`` with one
+    specialization per size in ``sizes``, written into ``folder``; returns both paths."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "h"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, "h", "h"])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = folder / "dyn.onnx"
+    onnx.save(model, path)
+    config = write_json(folder / "spec.json",
+                        {"specializations": [{"h": str(s)} for s in sizes]})
+    return path, config

@@ -245,20 +245,9 @@ def test_progress_shows_shards_rate_and_worker_memory_on_a_terminal_only():
 def test_json_input_with_specializations_gives_the_same_profile(client, tmp_path, capsys):
     import json
 
-    from onnx import TensorProto, helper, numpy_helper
+    from spec_helpers import write_two_size_conv
+    src, config = write_two_size_conv(tmp_path)
     rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["c"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "h"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, "h", "h"])], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    src = tmp_path / "dyn.onnx"
-    onnx.save(model, src)
-    config = tmp_path / "spec.json"
-    config.write_text(json.dumps({"specializations": [{"h": "4"}, {"h": "8"}]}))
     runs = []
     for i in range(150):          # 3 shards of 64; both graphs get samples in every shard
         size = (4, 8)[i % 2]

@@ -51,6 +51,8 @@ EXCLUDED: dict[str, dict[str, str]] = {
                                            "set at run time (onnx defines it as False)"),
     },
     "aic100": {
+        "test_resize_downsample_scales_linear_align_corners": _ALIGN_CORNERS,
+        "test_resize_downsample_scales_cubic_align_corners": _ALIGN_CORNERS,
         **{name: _FP16_INPUTS for name in (
             "test_softmax_large_number", "test_softmax_large_number_expanded",
             "test_softmax_large_number_expanded_ver18", "test_logsoftmax_large_number",
@@ -91,8 +93,8 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
          "by the lowering naming the tensors"),
         (r"compute in float32, which the AIC100 does not", "float64 models, and what "
          "-convert-to-fp16 leaves in float32 by ONNX's type rules (LayerNormalization's "
-         "Mean/InvStdDev stash outputs, Resize's float32 roi/scales), are refused by the "
-         "AIC100's precision check"),
+         "Mean/InvStdDev stash outputs, whose type ONNX fixes to float32 or bfloat16), are "
+         "refused by the AIC100's precision check"),
     ],
 }
 

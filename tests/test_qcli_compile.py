@@ -192,21 +192,9 @@ def test_contribute_adds_steps_at_their_stages(tmp_path):
 def test_profile_with_network_specializations(tmp_path, capsys, registries):
     """The vendor's flow: dump with -network-specialization-config and -json-input-file, then
     load the same way; one profile covers every specialization."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from spec_helpers import write_two_size_conv
+    path, config = write_two_size_conv(tmp_path)
     rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["c"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "h"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, "h", "h"])], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = tmp_path / "dyn.onnx"
-    onnx.save(model, path)
-    config = tmp_path / "spec.json"
-    config.write_text(json.dumps({"specializations": [{"h": "4"}, {"h": "8"}]}))
     runs = []
     for i, size in enumerate((4, 8)):
         rng.standard_normal((1, 3, size, size)).astype(np.float32).tofile(tmp_path / f"{i}.raw")

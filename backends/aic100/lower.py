@@ -425,13 +425,20 @@ def _dequantized(low: Lowered, name: str) -> bool:
     return False
 
 
+#: operands (by index) that ONNX types float32 whatever the data's type: parameters of the op
+#: (Resize's roi and scales), read as numbers by the planner, not computed on
+_FLOAT32_PARAMETERS = {"Resize": (1, 2), "Upsample": (1,)}
+
+
 def _float_compute(low: Lowered, node: onnx.NodeProto) -> bool:
     """Whether the node does float32 (or float64) arithmetic."""
     if node.op_type in MOVEMENT_OPS:
         return False
     wide = (np.float32, np.float64)
+    params = _FLOAT32_PARAMETERS.get(node.op_type, ())
+    data = [x for i, x in enumerate(node.input) if i not in params]
     return any(x in low.tensors and low.tensors[x].dtype in wide
-               for x in list(node.input) + list(node.output) if x)
+               for x in data + list(node.output) if x)
 
 
 def _check_precision(low: Lowered, fp32_nodes: frozenset[str] = frozenset()) -> None:

@@ -1,5 +1,6 @@
-"""Reductions and orderings (ReduceMean/Sum/Max/Min, ArgMax, ArgMin, TopK, CumSum) as numpy
-kernels; sums keep integer dtypes (numpy would widen them) and accumulate fp16 in float32."""
+"""Reductions and orderings (ReduceMean/Sum/SumSquare/Max/Min/Prod, ArgMax, ArgMin, TopK,
+CumSum) as numpy kernels; sums keep integer dtypes (numpy would widen them) and accumulate fp16
+in float32."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ __all__: list[str] = []  # kernels register themselves
 
 # op type -> first version whose axes come from an input instead of an attribute
 _AXES_INPUT_SINCE = {"ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18, "ReduceMin": 18,
-                     "ReduceProd": 18}
+                     "ReduceProd": 18, "ReduceSumSquare": 18}
 
 
 def _reduce_all_or(x: np.ndarray, axes) -> tuple[int, ...]:
@@ -28,8 +29,8 @@ def _extreme_initial(dtype: np.dtype, largest: bool):
     return -np.inf if largest else np.inf
 
 
-@register("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", min_version=1,
-          half_in_float32=True)
+@register("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceSumSquare",
+          min_version=1, half_in_float32=True)
 def _reduce(spec: NodeSpec):
     op = spec.op_type
     keepdims = spec.attr("keepdims", 1) == 1
@@ -43,12 +44,15 @@ def _reduce(spec: NodeSpec):
         if raw is not None and len(raw) == 0:
             raw = None
         if raw is None and noop_empty:
-            return x.copy()
+            # no axes and noop: ReduceSumSquare still squares (its onnx function is Mul+ReduceSum)
+            return x * x if op == "ReduceSumSquare" else x.copy()
         axes = _reduce_all_or(x, None if raw is None else tuple(
             sorted(normalize_axis(int(a), x.ndim, spec) for a in raw)))
         empty = any(x.shape[a] == 0 for a in axes)
         if op == "ReduceSum":
             return np.sum(x, axis=axes, keepdims=keepdims, dtype=x.dtype)
+        if op == "ReduceSumSquare":
+            return np.sum(x * x, axis=axes, keepdims=keepdims, dtype=x.dtype)
         if op == "ReduceProd":
             return np.prod(x, axis=axes, keepdims=keepdims, dtype=x.dtype)
         if op == "ReduceMean":

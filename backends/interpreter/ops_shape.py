@@ -1,11 +1,12 @@
-"""Shape and data-movement ONNX ops (Reshape, Transpose, Slice, Gather, Pad, Concat, Split, ...)
-as numpy kernels; where ONNX moved an attribute to an input across opsets, both forms are read."""
+"""Shape and data-movement ONNX ops (Reshape, Transpose, Slice, Gather, OneHot, Pad, Concat,
+Split, ...) as numpy kernels; where ONNX moved an attribute to an input across opsets, both forms
+are read."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .kernels import NodeSpec, normalize_axis, register
+from .kernels import NodeSpec, is_float, normalize_axis, register
 
 __all__ = ["constant_value"]
 
@@ -163,6 +164,34 @@ def _gather(spec: NodeSpec):
     def run(x, indices):
         axis = normalize_axis(axis_attr, x.ndim, spec)
         return np.take(x, indices.astype(np.intp, copy=False), axis=axis)
+
+    return run
+
+
+@register("OneHot", min_version=9)
+def _one_hot(spec: NodeSpec):
+    """Indices (any numeric type) become a new ``depth``-long axis at ``axis`` holding
+    ``values[1]`` at the index and ``values[0]`` elsewhere; an index in [-depth, -1] counts from
+    the end, one outside [-depth, depth - 1] gives an all-off row."""
+    axis_attr = spec.attr("axis", -1)
+
+    def run(indices, depth, values):
+        d = int(np.asarray(depth).reshape(-1)[0])
+        if d < 1:
+            raise ValueError(f"{spec.describe()}: depth must be at least 1, got {d}")
+        vals = np.asarray(values).reshape(-1)
+        if vals.size != 2:
+            raise ValueError(f"{spec.describe()}: values must hold [off_value, on_value], "
+                             f"got {vals.size} elements")
+        idx = np.asarray(indices)
+        # float indices are compared as they are: a fractional one matches no position (as in
+        # onnxruntime and onnx's reference)
+        idx = idx.astype(np.float64 if is_float(idx.dtype) else np.int64)
+        idx = np.where(idx < 0, idx + d, idx)  # still negative (or >= d) when out of range
+        axis = normalize_axis(axis_attr, idx.ndim + 1, spec)
+        targets = np.arange(d, dtype=np.int64).reshape((d,) + (1,) * (idx.ndim - axis))
+        hot = np.expand_dims(idx, axis) == targets
+        return np.where(hot, vals[1], vals[0]).astype(vals.dtype)
 
     return run
 
