@@ -11,8 +11,6 @@ benchmark does) and plans six configurations.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import tomllib
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 
 from aicc.backends.aic100.fit import predict
 from aicc.backends.aic100.hardware import fit_path, load_hardware
+from spec_helpers import script_module
 
 pytestmark = pytest.mark.slow
 
@@ -28,14 +27,8 @@ BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "aic100_fidelit
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("aic100_fidelity", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+    with script_module(BENCHMARK, "aic100_fidelity") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def test_stored_fit_reproduces_and_stays_within_bounds(bench):

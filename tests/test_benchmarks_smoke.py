@@ -6,9 +6,7 @@ Nothing here asserts on wall time.
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +16,15 @@ import pytest
 
 import aicc
 from aicc.compiler import CompileRequest, compile_model
+from spec_helpers import script_module
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "compile_scaling.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("compile_scaling", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    try:
-        spec.loader.exec_module(module)
+    with script_module(BENCHMARK, "compile_scaling") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +94,8 @@ def test_cpu_quantized_benchmark_prints_the_ratio(capsys):
     """benchmarks/cpu_quantized.py (issue 13): both paths run on the example and their outputs
     differ by at most one quantization step on this CPU when its integer kernels are exact."""
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "cpu_quantized.py"
-    spec = importlib.util.spec_from_file_location("cpu_quantized_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--quick", "--repeat", "2"]) == 0
+    with script_module(path, "cpu_quantized_bench") as module:
+        assert module.main(["--quick", "--repeat", "2"]) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith("digits")]
     assert len(rows) == 2 and all(r[-2].endswith("x") for r in rows)

@@ -9,12 +9,11 @@ The pinned openwakeword wheel is downloaded into the zoo cache ($AICC_ZOO_CACHE,
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from spec_helpers import script_module
 
 LIB = Path(__file__).resolve().parents[1] / "benchmarks" / "zoo_lib.py"
 TARGETS = {"cpu": 1e-4, "interpreter": 1e-3, "aic100": 5e-2}
@@ -22,14 +21,8 @@ TARGETS = {"cpu": 1e-4, "interpreter": 1e-3, "aic100": 5e-2}
 
 @pytest.fixture(scope="module")
 def zoo():
-    spec = importlib.util.spec_from_file_location("zoo_lib", LIB)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    try:
-        spec.loader.exec_module(module)
+    with script_module(LIB, "zoo_lib") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 @pytest.mark.parametrize("key", ["oww-alexa",
