@@ -91,10 +91,8 @@ REFUSALS: dict[str, list[tuple[str, str]]] = {
         (r"of a type the AIC100 does not have", "element types outside the aic100 backend's "
          "declared dtypes (float64, uint32/uint64, bfloat16, float8, 2-bit integers), refused "
          "by the lowering naming the tensors"),
-        (r"compute in float32, which the AIC100 does not", "float64 models, and what "
-         "-convert-to-fp16 leaves in float32 by ONNX's type rules (LayerNormalization's "
-         "Mean/InvStdDev stash outputs, whose type ONNX fixes to float32 or bfloat16), are "
-         "refused by the AIC100's precision check"),
+        (r"compute in float32, which the AIC100 does not", "float64 compute, which the "
+         "AIC100 does not have"),
     ],
 }
 

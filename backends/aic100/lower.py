@@ -429,6 +429,11 @@ def _dequantized(low: Lowered, name: str) -> bool:
 #: (Resize's roi and scales), read as numbers by the planner, not computed on
 _FLOAT32_PARAMETERS = {"Resize": (1, 2), "Upsample": (1,)}
 
+#: outputs (by index) that ONNX types float32 whatever the data's type: the statistics an op
+#: accumulates (LayerNormalization's Mean and InvStdDev, ``stash_type`` float32 or bfloat16,
+#: never fp16), which the device's fp32 accumulators hold anyway
+_FLOAT32_STATISTICS = {"LayerNormalization": (1, 2)}
+
 
 def _float_compute(low: Lowered, node: onnx.NodeProto) -> bool:
     """Whether the node does float32 (or float64) arithmetic."""
@@ -437,8 +442,10 @@ def _float_compute(low: Lowered, node: onnx.NodeProto) -> bool:
     wide = (np.float32, np.float64)
     params = _FLOAT32_PARAMETERS.get(node.op_type, ())
     data = [x for i, x in enumerate(node.input) if i not in params]
+    stash = _FLOAT32_STATISTICS.get(node.op_type, ())
+    outputs = [x for i, x in enumerate(node.output) if i not in stash]
     return any(x in low.tensors and low.tensors[x].dtype in wide
-               for x in data + list(node.output) if x)
+               for x in data + outputs if x)
 
 
 def _check_precision(low: Lowered, fp32_nodes: frozenset[str] = frozenset()) -> None:
