@@ -192,6 +192,11 @@ class ContainerWriter:
                 os.rename(self.tmp, self.target)
                 fsync_dir(parent)
         except OSError as e:
+            if old is not None and not os.path.lexists(self.target):
+                try:
+                    os.rename(old, self.target)   # the old container stays where it was
+                except OSError:
+                    pass                          # the next compile or load recovers it
             raise output_error(self.target, e, "cannot move the container into place") from None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

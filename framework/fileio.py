@@ -82,6 +82,10 @@ def write_bytes(path: str | Path, data: bytes | memoryview | Iterable[bytes | me
         os.close(fd)
         _unlink_quietly(path)
         raise output_error(path, e) from None
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(path)
+        raise
     os.close(fd)
     return total
 

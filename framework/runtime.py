@@ -269,7 +269,8 @@ class Session:
             return
         if first is None:
             try:
-                model = load_spec_model(self.path, spec.folder, external_data=spec.external_data)
+                model = load_spec_model(self.path, spec.folder, external_data=spec.external_data,
+                                        files=self.files)
                 first = first_nonfinite(model, feeds)
             except AiccError as e:
                 error = str(e).splitlines()[0]

@@ -26,6 +26,7 @@ import hashlib
 import itertools
 import json
 import logging
+import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -209,6 +210,9 @@ def calibrate_sharded(program: Program, items: Iterator, client_spec: Any, *,
         bar = DaskProgress(client, n_shards, enabled=progress)
         pending = distributed.as_completed()
         in_flight: list[Any] = []
+        # one id per call: a shared scheduler treats an existing key as the same task, so two
+        # calibrations of one model with other data must never share shard names
+        run_id = uuid.uuid4().hex[:12]
         try:
             for start, chunk in _shards(items, size, max_samples):
                 # the shard travels inside its task (not scattered): if its worker dies, the
@@ -216,7 +220,8 @@ def calibrate_sharded(program: Program, items: Iterator, client_spec: Any, *,
                 with warnings.catch_warnings():     # "large object in task graph": on purpose
                     warnings.simplefilter("ignore", UserWarning)
                     fut = client.submit(run_shard, payload, key, start, chunk, options,
-                                        pure=False, key=f"aicc-calibrate-shard-{start}-{key[:8]}")
+                                        pure=False,
+                                        key=f"aicc-calibrate-shard-{start}-{key[:8]}-{run_id}")
                 in_flight.append(fut)
                 pending.add(fut)
                 while pending.count() >= 2 * workers:

@@ -480,6 +480,10 @@ class _GraphRunner:
             if set(f1) != set(f2) or any(np.ndim(v) == 0 or np.shape(v) != np.shape(f2[k])
                                          for k, v in f1.items()):
                 raise ValueError("samples differ in shape or have rank-0 inputs")
+            if all(np.array_equal(v, f2[k]) for k, v in f1.items()):
+                # a graph mixing samples (a batch mean) gives equal samples unchanged: the check
+                # would prove nothing, so nothing is stacked
+                raise ValueError("the first two samples are identical")
             stacked = {k: np.concatenate([f1[k], f2[k]]) for k in f1}
             got: dict[str, np.ndarray] = {}
             self.engine.run(stacked, observe=lambda n, a: got.__setitem__(n, a),

@@ -150,6 +150,8 @@ def fp16_close(case: Case, expected: list[np.ndarray], got: list[np.ndarray]) ->
         ref64, out64 = ref.astype(np.float64), out.astype(np.float64)
         finite = np.isfinite(ref64)
         np.testing.assert_array_equal(np.isnan(out64), np.isnan(ref64), err_msg=f"output {i}")
+        infinite = np.isinf(ref64)
+        np.testing.assert_array_equal(out64[infinite], ref64[infinite], err_msg=f"output {i}")
         scale = float(np.max(np.abs(ref64[finite]), initial=0.0))
         bound = FP16_RTOL * (np.abs(ref64) + scale) + case.atol
         err = np.abs(out64 - ref64)

@@ -52,5 +52,5 @@ def test_stored_fit_reproduces_and_stays_within_bounds(bench):
             assert stored["role"] == "fitted" and abs(error) <= 0.15, (s.figure.key, error)
         else:
             assert stored["role"] == "held-out"
-            assert abs(error) <= 0.30 or s.figure.label.split(",")[0] in notes, (
+            assert abs(error) <= 0.30 or f"{s.figure.label}:" in notes, (
                 s.figure.key, error)

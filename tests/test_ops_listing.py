@@ -126,3 +126,11 @@ def test_compile_operators_supported(capsys):
     assert "-operators-supported: unknown framework 'caffe2'" in err
     assert "use -operators-supported=onnx" in err
     np.testing.assert_equal(main(["ops", "--backend", "nope"]), 2)
+
+
+def test_flags_the_listing_would_ignore_are_refused(capsys, example_model_path):
+    """The listing compiles nothing: a model or any compile flag beside it is refused (exit 2),
+    never silently dropped."""
+    assert main(["compile", "-operators-supported=onnx", f"-m={example_model_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "lists operators and compiles nothing, so 'model' would do nothing" in err

@@ -154,12 +154,12 @@ def test_adaround_from_a_config_dataset(loaders, capsys):
 def test_adaround_default_mode_and_module_callbacks(loaders, capsys, monkeypatch):
     out = loaders / "q.onnx"
     code, stdout, err = _quantize(["--apply_algorithms", "adaround"], capsys, out)
-    assert code == 0, err and "adaround: 6 layers" in stdout
+    assert code == 0 and "adaround: 6 layers" in stdout, err
     monkeypatch.syspath_prepend(str(loaders))
     text = ADAROUND.replace("'loaders.py:digits'", "'loaders.digits'")
     code, stdout, err = _quantize(["--apply_algorithms", "adaround", "--config",
                                    _config(loaders, text)], capsys, out)
-    assert code == 0, err
+    assert code == 0 and "adaround: 6 layers" in stdout, err
     sys.modules.pop("loaders", None)
 
 

@@ -124,9 +124,14 @@ def _ort_quantized(tmp_path) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, tmp_path / "float.onnx")
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's pre-processing advice
-    quantize_dynamic(str(tmp_path / "float.onnx"), str(tmp_path / "q.onnx"),
-                     weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer's pre-processing advice
+    try:
+        quantize_dynamic(str(tmp_path / "float.onnx"), str(tmp_path / "q.onnx"),
+                         weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     q = onnx.load(tmp_path / "q.onnx")
     assert {"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeLinear"} <= \
         {n.op_type for n in q.graph.node}

@@ -26,6 +26,10 @@ FLAGS = [
 ]
 
 
+#: what the listing reads; any other flag given with it is refused
+_LISTING_ARGS = frozenset({"operators_supported", "aic_hw", "backend", "plugins", "debug"})
+
+
 def contribute(args: dict[str, Any], req: Any) -> None:
     """Nothing to add to a compile: the flag replaces compiling (see ``standalone``)."""
 
@@ -37,6 +41,12 @@ def standalone(args: dict[str, Any]) -> int | None:
     if framework.lower() != "onnx":
         raise UsageError(f"unknown framework {framework!r}", where="-operators-supported",
                          hint="aicc compiles ONNX models: use -operators-supported=onnx")
+    ignored = sorted(k for k, v in args.items()
+                     if k not in _LISTING_ARGS and v not in (None, False, "", [], ()))
+    if ignored:  # a flag is never ignored: the listing compiles nothing
+        raise UsageError(f"-operators-supported lists operators and compiles nothing, so "
+                         f"'{ignored[0]}' would do nothing", where="-operators-supported",
+                         hint="run the listing alone (with -aic-hw or --backend), then compile")
     backend = "aic100" if args.get("aic_hw") else (args.get("backend") or "cpu")
     _print(backend, args.get("plugins") or [])
     return 0

@@ -186,16 +186,19 @@ def fp16_node_names(original: onnx.ModelProto, layers: Sequence[str]) -> list[st
     for n in original.graph.node:
         for t in n.input:
             readers.setdefault(t, []).append(n)
-    names = {n.name for n in original.graph.node}
+    by_name = {n.name: n for n in original.graph.node}
     out = []
     for layer in layers:
-        if layer not in names:
-            continue
-        out.append(layer)
-        node = next(n for n in original.graph.node if n.name == layer)
+        node = by_name.get(layer)
+        if node is None:
+            raise ConfigError(f"AMP chose layer '{layer}' for fp16, but the original model has "
+                              "no node of that name", where="AMP bridge",
+                              hint="the node-precision file cannot name it; use AMP's model")
+        # FP16NodeInstanceNames name nodes by their first output (convert-fp16 reads it so)
+        out.append(node.output[0])
         after = readers.get(node.output[0], [])
         if len(after) == 1 and after[0].op_type == "BatchNormalization":
-            out.append(after[0].name)
+            out.append(after[0].output[0])
     return out
 
 
