@@ -45,28 +45,3 @@ def test_resize_with_constant_float32_scales_runs_in_fp16_on_aic100(mode, tmp_pa
     got = load(path).run({"x": x})["y"]
     # fp16 inputs and arithmetic: within 8 fp16 ulps of the output's scale (onnx_node_cases)
     np.testing.assert_allclose(got, ref, rtol=0, atol=8 * 2.0**-10 * np.abs(ref).max())
-
-def test_shapes_that_depend_on_input_values_are_refused_on_aic100(tmp_path):
-    """A Reshape whose target shape is a graph input would be planned for one value and run
-    with another: refused before compiling, naming the node and the operand."""
-    import numpy as np
-    from onnx import TensorProto, helper
-
-    import aicc
-    from aicc.errors import BackendError
-
-    graph = helper.make_graph(
-        [helper.make_node("Reshape", ["x", "shape"], ["y"], name="reshape")], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 6]),
-         helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [3, 4])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    with pytest.raises(BackendError, match=r"node 'reshape' \(Reshape\): the shape operand "
-                                           r"'shape' depends on the values of a graph input"):
-        aicc.compile(model, backend="aic100", output=tmp_path / "a.qpc")
-    assert not (tmp_path / "a.qpc").exists()
-    session = aicc.load(aicc.compile(model, backend="interpreter", output=tmp_path / "i.qpc"))
-    out = session.run({"x": np.arange(12, dtype=np.float16).reshape(2, 6),
-                       "shape": np.array([3, 4], np.int64)})
-    assert out["y"].shape == (3, 4)

@@ -36,7 +36,7 @@ import functools
 import heapq
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -316,38 +316,6 @@ def _shapes(model: onnx.ModelProto, constants: dict[str, np.ndarray]
     return known
 
 
-#: operands (by index) whose values decide an output's shape
-_SHAPE_OPERANDS = {
-    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4), "Pad": (1, 3),
-    "Resize": (2, 3), "Upsample": (1,), "Split": (1,), "Squeeze": (1,), "Unsqueeze": (1,),
-    "TopK": (1,), "ReduceMean": (1,), "ReduceSum": (1,), "ReduceMax": (1,), "ReduceMin": (1,),
-    "ReduceProd": (1,), "ReduceL1": (1,), "ReduceL2": (1,), "ReduceLogSum": (1,),
-    "ReduceLogSumExp": (1,), "ReduceSumSquare": (1,), "ConstantOfShape": (0,),
-    "Range": (0, 1, 2), "OneHot": (1,)}
-
-
-def _check_value_independent_shapes(model: onnx.ModelProto,
-                                    constants: Mapping[str, np.ndarray]) -> None:
-    """Refuse a graph whose tensor shapes depend on the *values* of its inputs (a Reshape whose
-    shape, or a reduction whose axes, is computed from a graph input): the AIC100 plans static
-    shapes once, so such a graph would be planned for one value and run with another."""
-    valued = {vi.name for vi in model.graph.input if vi.name not in constants}
-    for node in model.graph.node:
-        if node.op_type in ("Shape", "Size"):
-            continue  # depend on shapes only, and shapes are static here
-        hits = [x for i, x in enumerate(node.input)
-                if x in valued and i in _SHAPE_OPERANDS.get(node.op_type, ())]
-        if hits:
-            raise BackendError(f"node '{node.name or node.output[0]}' ({node.op_type}): the "
-                               f"shape operand '{hits[0]}' depends on the values of a graph "
-                               "input, and the AIC100 plans static shapes",
-                               where="backend 'aic100'",
-                               hint="make that input a constant (an initializer), or run the "
-                                    "model on the cpu or interpreter backend")
-        if any(x in valued for x in node.input):
-            valued.update(o for o in node.output if o)
-
-
 # --- lowering ---------------------------------------------------------------------------------
 
 def _order(nodes: list[onnx.NodeProto], available: set[str]) -> list[int]:
@@ -408,7 +376,6 @@ def lower(model: onnx.ModelProto, fp32_nodes: frozenset[str] = frozenset()) -> L
                            hint="choose another backend with --backend")
     g = model.graph
     constants = _constants(model)
-    _check_value_independent_shapes(model, constants)
     shapes = _shapes(model, constants)
     all_nodes = list(g.node)
     graph_inputs = [vi.name for vi in g.input if vi.name not in constants]
