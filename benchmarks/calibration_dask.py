@@ -51,7 +51,7 @@ def _samples(n: int) -> list[dict[str, np.ndarray]]:
 def _sharded(program, feeds, workers: int):
     import distributed
 
-    from aicc.passes._calib_dask import _shrink, array_items, calibrate_sharded, run_shard
+    from aicc.passes.quantization.dask_shards import _shrink, array_items, calibrate_sharded, run_shard
     cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                        dashboard_address=None)
     with distributed.Client(cluster) as client:
@@ -69,7 +69,7 @@ def _sharded(program, feeds, workers: int):
 
 
 def _partial_size(program, feeds) -> int:
-    from aicc.passes._calib_dask import _payload, run_shard
+    from aicc.passes.quantization.dask_shards import _payload, run_shard
     import hashlib
     part = run_shard(_payload(program), hashlib.sha256(b"bench").hexdigest(), 0, 
                      [("arrays", None, f) for f in feeds[:8]],
@@ -87,7 +87,7 @@ def main() -> None:
         raise SystemExit("PP-OCRv4 rec not found: pip download --no-deps "
                          "rapidocr-onnxruntime==1.4.4 and unpack it under ~/.cache/aicc-zoo/"
                          "models, or pass --model")
-    from aicc.passes._calib_runner import calibrate_program
+    from aicc.passes.quantization.runner import calibrate_program
     from aicc.quant import dump_profile_yaml
 
     program = _program(model)
@@ -118,7 +118,7 @@ def main() -> None:
 def _cost_model(*, per_sample: float, partial: int, profile_yaml: int, model_bytes: int,
                 worker_mem: int, sample_bytes: int) -> None:
     """10 million samples on 100 workers, from the measured numbers (assumptions printed)."""
-    from aicc.passes._calib_dask import default_shard_size
+    from aicc.passes.quantization.dask_shards import default_shard_size
     samples, workers = 10_000_000, 100
     shard = default_shard_size(samples, workers)
     shards = math.ceil(samples / shard)

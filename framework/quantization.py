@@ -107,7 +107,7 @@ def _default_registries() -> Registries:
 def _has_int32(overrides: str | Path | None) -> bool:
     if not overrides:
         return False
-    from aicc.passes.quantize import load_overrides
+    from aicc.passes.quantization.quantize import load_overrides
     table = load_overrides(overrides)
     return any(not e.is_float and e.bitwidth == 32 for e in table.activations.values())
 
@@ -156,15 +156,15 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
     pipeline = Pipeline.build(steps, registries.passes, source="quantize_model")
     scratch: dict[str, Any] = {}
     if samples is not None:
-        from aicc.passes.calibrate import SAMPLES_KEY
+        from aicc.passes.quantization.calibrate import SAMPLES_KEY
         scratch[SAMPLES_KEY] = samples
     if adaround_samples is not None:
         if adaround is None:
             raise ConfigError("adaround_samples without adaround", field="quantize_model")
-        from aicc.passes.adaround import SAMPLES_KEY_ADAROUND
+        from aicc.passes.quantization.adaround import SAMPLES_KEY_ADAROUND
         scratch[SAMPLES_KEY_ADAROUND] = adaround_samples
     if dask is not None and not isinstance(dask, str):
-        from aicc.passes.calibrate import DASK_KEY
+        from aicc.passes.quantization.calibrate import DASK_KEY
         if samples is None and input_list is None:
             raise ConfigError("dask calibrates samples, and none were given",
                               field="quantize_model", hint="give samples or input_list")

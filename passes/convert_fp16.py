@@ -62,7 +62,7 @@ from aicc.pass_base import Pass, PassContext
 from aicc.program import Program, describe_tensor
 from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
 
-from ._precision import Names, fold_cast_pairs, has_subgraph, schema_of, type_slots, verify_types
+from aicc.graph_casts import Names, fold_cast_pairs, has_subgraph, schema_of, type_slots, verify_types
 
 __all__ = ["ConvertFP16", "FP16_MAX", "load_node_precision_info", "check_op_types",
            "fp16_overflow_report", "read_samples"]

@@ -42,7 +42,7 @@ from aicc.pass_base import Pass, PassContext
 from aicc.program import Program, describe_tensor
 from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
 
-from ._precision import Names, fold_cast_pairs, onnx_type, verify_types
+from aicc.graph_casts import Names, fold_cast_pairs, onnx_type, verify_types
 
 __all__ = ["CustomIO", "build_steps"]
 

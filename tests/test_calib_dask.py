@@ -16,8 +16,8 @@ import pytest
 import aicc.quantization as q
 from aicc.cli import main
 from aicc.errors import DataError, UsageError
-from aicc.passes._calib_dask import array_items, calibrate_sharded, list_items
-from aicc.passes.calibrate import calibrate_program
+from aicc.passes.quantization.dask_shards import array_items, calibrate_sharded, list_items
+from aicc.passes.quantization.calibrate import calibrate_program
 from aicc.program import Program
 from aicc.quant import dump_profile_yaml
 

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from aicc import ir
-from aicc.passes.calibrate import calibrate_program
+from aicc.passes.quantization.calibrate import calibrate_program
 from aicc.program import Program
 from aicc.quant import TensorObserver
 from aicc.quant.calibration import (AUTO_GAMMA, _noise, auto_range, minmax_range, mse_range,
@@ -60,7 +60,7 @@ def test_samples_stack_when_the_batch_axis_moves(caplog):
     rng = np.random.default_rng(0)
     feeds = [{"x": rng.standard_normal((1, 4)).astype(np.float32)} for _ in range(8)]
     model = _transposed_batch_model()
-    with caplog.at_level(logging.DEBUG, logger="aicc.passes._calib_runner"):
+    with caplog.at_level(logging.DEBUG, logger="aicc.passes.quantization.runner"):
         stacked = calibrate_program(_program(model), feeds, progress=False, engine="cpu")
     assert "calibration stacks up to" in caplog.text
     single = calibrate_program(_program(model), feeds, progress=False, engine="cpu", batch=1)

@@ -113,7 +113,7 @@ def _save(model, path):
 
 def test_cle_cli_no_candidate_compiles_and_says_so(tmp_path, caplog):
     model = _save(cnn([{"out": 4, "act": "Sigmoid"}, {"out": 3}], batch=1), tmp_path / "m.onnx")
-    with caplog.at_level(logging.INFO, logger="aicc.passes.cle"):
+    with caplog.at_level(logging.INFO, logger="aicc.passes.equalization.cle"):
         code = main(["compile", f"-m={model}", "--passes", "cle,cleanup",
                      f"-aic-binary-dir={tmp_path / 'qpc'}", "-compile-only"])
     assert code == 0
@@ -145,7 +145,7 @@ def test_cle_cli_options_and_listing(example_model_path, capsys):
     assert capsys.readouterr().out.strip() == text
     assert main(["passes"]) == 0
     listing = capsys.readouterr().out
-    assert "cle  [plugin aicc.passes.cle" in listing
+    assert "cle  [plugin aicc.passes.equalization.cle" in listing
     assert "--relu6_mode" in listing and "--high_bias_absorption" in listing
 
 

@@ -103,7 +103,7 @@ def test_cle_hba_general_case_stays_within_stated_bound():
 
 def test_cle_hba_skips_padded_second_layer_unless_asked(caplog):
     model = hba_model(k2=3)
-    with caplog.at_level(logging.DEBUG, logger="aicc.passes.cle"):
+    with caplog.at_level(logging.DEBUG, logger="aicc.passes.equalization.cle"):
         check_pass(model, "cle", feeds=small_feeds(), seeds=())
     assert "no high-bias absorption into 'conv1': it reads zero padding" in caplog.text
     _, counters = run_cle(model)
@@ -114,7 +114,7 @@ def test_cle_hba_skips_padded_second_layer_unless_asked(caplog):
 
 def test_cle_hba_needs_batchnorm_statistics(caplog):
     model = cnn([{"out": 4, "bn": False}, {"out": 3, "k": 1}])
-    with caplog.at_level(logging.DEBUG, logger="aicc.passes.cle"):
+    with caplog.at_level(logging.DEBUG, logger="aicc.passes.equalization.cle"):
         check_pass(model, "cle")
     assert "no BatchNorm statistics for 'conv0'" in caplog.text
 

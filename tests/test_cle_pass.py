@@ -21,7 +21,7 @@ from aicc.testing import check_pass, run_pass
 from cle_builders import cnn, layer_ranges, mlp, run_cle
 
 NO_HBA = {"high_bias_absorption": False}
-CLE_LOG = "aicc.passes.cle"
+CLE_LOG = "aicc.passes.equalization.cle"
 
 
 def ops(program):

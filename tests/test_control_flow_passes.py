@@ -1,4 +1,4 @@
-"""``fold-if`` and ``unroll-loops`` (passes/fold_if.py, passes/unroll_loops.py): structure, semantics (check_pass on the interpreter and
+"""``fold-if`` and ``unroll-loops`` (passes/lowering/fold_if.py, passes/lowering/unroll_loops.py): structure, semantics (check_pass on the interpreter and
 onnxruntime), no-op and refusals; and the compile driver adding the lowering passes for a
 backend whose op table lacks If/Loop/Scan/LSTM (aic100), through the public path."""
 

@@ -190,7 +190,7 @@ def test_graph_io_stay_declared_and_custom_float16_io_folds_casts(tmp_path, regi
 
 
 def test_cast_check_catches_a_wrong_declared_type():
-    from aicc.passes._precision import verify_types
+    from aicc.graph_casts import verify_types
 
     graph = ir.import_graph(seed_model())
     cast = next(n for n in graph.nodes if n.op == "Cast")

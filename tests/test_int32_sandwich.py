@@ -13,7 +13,7 @@ from onnx import helper, numpy_helper
 from aicc import ir
 from aicc.cli import main
 from aicc.errors import ConfigError
-from aicc.passes.int32_sandwich import narrow_int64
+from aicc.passes.quantization.int32_sandwich import narrow_int64
 from aicc.testing import run_model, run_pass
 
 I64_MAX, I64_MIN = 2 ** 63 - 1, -(2 ** 63)

@@ -1,5 +1,5 @@
-"""``lower-rnn`` (passes/lower_rnn.py, with its cell equations in passes/_rnn_cells.py and node
-emission in passes/_emit.py): structure of the lowered graph, semantics on random inputs
+"""``lower-rnn`` (passes/lowering/lower_rnn.py, with its cell equations in passes/lowering/rnn_cells.py and node
+emission in passes/lowering/emit.py): structure of the lowered graph, semantics on random inputs
 (check_pass on the interpreter and onnxruntime, rtol 1e-4 / atol 1e-5), no-op and refusals."""
 
 from __future__ import annotations

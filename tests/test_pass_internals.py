@@ -1,5 +1,5 @@
-"""Unit tests of the helper modules behind cle (_cle_patterns, _cle_rewrite) and quantize
-(_quant_plan): what they find, name and refuse, independently of the passes that use them."""
+"""Unit tests of the helper modules behind cle (equalization.patterns, equalization.rewrite) and quantize
+(quantization.plan): what they find, name and refuse, independently of the passes that use them."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 from aicc import ir
 from aicc.errors import ConfigError
 from aicc.options import build_options
-from aicc.passes import _cle_patterns, _cle_rewrite, _quant_plan
-from aicc.passes.quantize import Quantize
+from aicc.passes.equalization import patterns as _cle_patterns, rewrite as _cle_rewrite
+from aicc.passes.quantization import plan as _quant_plan
+from aicc.passes.quantization.quantize import Quantize
 from cle_builders import cnn
 
 

@@ -15,8 +15,8 @@ from onnx import TensorProto, helper, numpy_helper
 from aicc import ir
 from aicc.backends.interpreter.engine import Interpreter
 from aicc.errors import ConfigError, DataError
-from aicc.passes._calib_runner import _ProgressBar
-from aicc.passes.calibrate import (PROFILE_KEY, SAMPLES_KEY, calibrate_program, graph_hash,
+from aicc.passes.quantization.runner import _ProgressBar
+from aicc.passes.quantization.calibrate import (PROFILE_KEY, SAMPLES_KEY, calibrate_program, graph_hash,
                                    program_hash)
 from aicc.pipeline import Pipeline, run_pipeline
 from aicc.program import Program
@@ -185,7 +185,7 @@ def test_input_list_errors_come_before_any_run(registries, tmp_path, monkeypatch
     feeds = samples(model, 3)
     lst = write_input_list(tmp_path, feeds)
     ran = []
-    monkeypatch.setattr("aicc.passes._calib_runner._GraphRunner.add", lambda self, f: ran.append(f))
+    monkeypatch.setattr("aicc.passes.quantization.runner._GraphRunner.add", lambda self, f: ran.append(f))
     # a raw file of the wrong size on the last line
     (tmp_path / "x_2.raw").write_bytes(b"\0" * 100)
     with pytest.raises(DataError, match=r"list.txt: line 3: .*x_2.raw' has 100 bytes; input 'x' "

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from aicc.backends.interpreter.engine import Interpreter
 from aicc.errors import AiccError, ConfigError, ModelError
-from aicc.passes.quantize import encoding_from_json, encodings_table
+from aicc.passes.quantization.quantize import encoding_from_json, encodings_table
 from aicc.quant import export_aimet_encodings, parse_aimet_encodings
 from aicc.quantization import quantize_model
 
@@ -255,7 +255,7 @@ def test_degenerate_calibration_data_gets_a_valid_scale(registries):
 
 
 def test_profile_of_another_graph_is_refused(registries, tmp_path):
-    from aicc.passes.calibrate import calibrate_program
+    from aicc.passes.quantization.calibrate import calibrate_program
     from aicc.program import Program
     from aicc.quant import dump_profile_yaml
     from aicc import ir
@@ -401,13 +401,13 @@ def test_int32_overrides_need_the_sandwich(registries, tmp_path):
     prog = Program.from_model(ir.load_model(model.SerializeToString()))
     pipe = Pipeline.build([("quant-overrides", {"file": str(path)}), ("calibrate", {}),
                            ("quantize", {})], registries.passes)
-    from aicc.passes.calibrate import SAMPLES_KEY
+    from aicc.passes.quantization.calibrate import SAMPLES_KEY
     with pytest.raises(AiccError, match="INT32 overrides \\(a, b\\) need the int32-sandwich"):
         run_pipeline(pipe, prog, registries=registries, scratch={SAMPLES_KEY: feeds})
 
 
 def test_encodings_json_round_trip():
-    from aicc.passes.quantize import encoding_to_json
+    from aicc.passes.quantization.quantize import encoding_to_json
     from aicc.quant import Encoding, per_channel_encoding
     w = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
     for enc in (per_channel_encoding(w, 0, 8), Encoding.float_(16),
@@ -436,7 +436,7 @@ def test_conv_output_read_only_by_relu_is_fused(registries):
 def test_qdq_graph_computes_exactly_the_recorded_encodings(k, n, seed, per_channel, schema):
     """The lowered graph is fake-quantization with the encodings it records: inputs, weights
     (per channel or not), int32 bias and output, each through Encoding.fake_quantize."""
-    from aicc.passes.quantize import encoding_from_json
+    from aicc.passes.quantization.quantize import encoding_from_json
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal((n, k)) * rng.uniform(0.1, 3)).astype(np.float32)
     b = rng.standard_normal(n).astype(np.float32)

@@ -191,7 +191,7 @@ def _input_list_runs(program: Any, path: Any) -> list[tuple[str, dict, str]]:
     the graph's I/O as the Session would)."""
     from ..customio import HostConversions
     from ..data import program_input_descs
-    from ..passes.calibrate import input_list_samples
+    from ..passes.quantization.calibrate import input_list_samples
 
     _, samples = input_list_samples(path, program_input_descs(program, interface=True))
     host = HostConversions.from_meta({"custom_io": program.custom_io})

@@ -216,7 +216,7 @@ def contribute(args: dict[str, Any], req: CompileRequest) -> None:
                          where=how[0], hint=hint)
     opts = _quantize_options(args) if quantizing else {}
     if ext:
-        from ..passes.quantize import load_overrides
+        from ..passes.quantization.quantize import load_overrides
         table = load_overrides(ext)     # a bad file fails before any work
         req.feature_steps.append(("bind", "quant-overrides", {"file": str(ext)}))
         if any(not e.is_float and e.bitwidth == 32 for e in table.activations.values()):

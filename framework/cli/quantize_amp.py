@@ -90,7 +90,7 @@ def run_amp_flow(plan: dict[str, Any], output_model: str, **quantize_kwargs: Any
     base = Candidate(variants.act_bw, "int", variants.weight_bw, "int")
     cands = plan["candidates"] or [Candidate(16, "float", 16, "float"), base]
     if plan["mode"] == "sqnr":
-        from aicc.passes.calibrate import input_list_samples
+        from aicc.passes.quantization.calibrate import input_list_samples
         from ..data import program_input_descs
         _, factory = input_list_samples(quantize_kwargs["input_list"],
                                         program_input_descs(variants.program, interface=True))
@@ -140,7 +140,7 @@ def run_amp_flow(plan: dict[str, Any], output_model: str, **quantize_kwargs: Any
                           f"below the target {target:.4f}", field="amp",
                           hint="lower the target or raise the candidates")
     folder.mkdir(parents=True, exist_ok=True)
-    from aicc.passes.calibrate import write_text_atomic
+    from aicc.passes.quantization.calibrate import write_text_atomic
     write_text_atomic(folder / "pareto.txt", table + "\n")
     files = write_bridge(folder, result.choice, program, variants.original)
     lines.append(_plot(result, folder))

@@ -181,7 +181,7 @@ def _float_flags(args: dict[str, Any], opts: dict[str, Any]) -> None:
         if not args["overrides"]:
             raise UsageError(f"{flag} sets the precision of layers that --quantization_overrides "
                              "keeps in float, and no overrides file was given", where=flag)
-        from aicc.passes.quantize import load_overrides
+        from aicc.passes.quantization.quantize import load_overrides
         table = load_overrides(args["overrides"])
         has_float = any(e.is_float for e in list(table.activations.values())
                         + list(table.params.values()))

@@ -53,10 +53,10 @@ class QuantizedVariants:
         self.quantize_steps = steps[-2:]                     # quantize, cleanup
         self.scratch: dict[str, Any] = {}
         if samples is not None:
-            from aicc.passes.calibrate import SAMPLES_KEY
+            from aicc.passes.quantization.calibrate import SAMPLES_KEY
             self.scratch[SAMPLES_KEY] = samples
         if ada_samples is not None:
-            from aicc.passes.adaround import SAMPLES_KEY_ADAROUND
+            from aicc.passes.quantization.adaround import SAMPLES_KEY_ADAROUND
             self.scratch[SAMPLES_KEY_ADAROUND] = ada_samples
         loaded = ir.load_model(model if not isinstance(model, onnx.ModelProto)
                                else model.SerializeToString())
@@ -207,8 +207,8 @@ def write_bridge(folder: Path, choice: Mapping[str, Candidate], program: Any,
     """``node_precision.yaml`` and ``encodings.json`` for ``aicc compile`` (see the docstring)."""
     import yaml
 
-    from aicc.passes.calibrate import write_text_atomic
-    from aicc.passes.quantize import encodings_table
+    from aicc.passes.quantization.calibrate import write_text_atomic
+    from aicc.passes.quantization.quantize import encodings_table
     from .aimet import export_aimet_encodings
     folder.mkdir(parents=True, exist_ok=True)
     fp16 = fp16_node_names(original, sorted(n for n, c in choice.items()

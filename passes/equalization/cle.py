@@ -40,9 +40,9 @@ from aicc.options import NoOptions, option
 from aicc.pass_base import Pass, PassContext, Tolerance
 from aicc.program import Program
 
-from ._cle_patterns import Layer, Link, find_chains, refuse_non_float
-from ._cle_rewrite import Editor
-from .fold_batchnorm import FoldBatchNorm
+from aicc.passes.equalization.patterns import Layer, Link, find_chains, refuse_non_float
+from aicc.passes.equalization.rewrite import Editor
+from aicc.passes.fold_batchnorm import FoldBatchNorm
 
 __all__ = ["CrossLayerEqualization", "RELU6_MODES"]
 

@@ -37,8 +37,8 @@ from aicc.program import Program
 from aicc.quant import Encoding
 from aicc.quant.adaround import AdaRoundParams, adaround_matrix, gram_factor
 
-from ._calib_runner import ENGINES, _OrtEngine
-from .calibrate import SAMPLES_KEY, input_list_samples
+from aicc.passes.quantization.runner import ENGINES, _OrtEngine
+from aicc.passes.quantization.calibrate import SAMPLES_KEY, input_list_samples
 
 __all__ = ["AdaRound", "AdaRounder", "ROUNDER_KEY", "SAMPLES_KEY_ADAROUND", "layer_matrix"]
 

@@ -42,7 +42,7 @@ from aicc.program import Program
 from aicc.quant import DEFAULT_NUM_BINS, dump_profile_yaml
 from aicc.quant.profile import MAX_HISTOGRAM_BINS
 
-from ._calib_runner import (ENGINES, calibrate_program, graph_hash, host_conversion,
+from aicc.passes.quantization.runner import (ENGINES, calibrate_program, graph_hash, host_conversion,
                             input_list_samples, json_input_samples, program_hash,
                             write_text_atomic)
 
@@ -149,7 +149,7 @@ class Calibrate(Pass):
     @staticmethod
     def _sharded(program: Program, opts: Any, python_samples: Any, dask: Any) -> Any:
         """The same profile, calibrated in shards on Dask (see ``_calib_dask``)."""
-        from ._calib_dask import array_items, calibrate_sharded, list_items
+        from aicc.passes.quantization.dask_shards import array_items, calibrate_sharded, list_items
 
         if opts.input_list:
             if len(program.graphs) > 1:

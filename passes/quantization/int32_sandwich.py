@@ -51,7 +51,7 @@ from aicc.pass_base import Pass, PassContext
 from aicc.program import Program
 from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
 
-from ._precision import Names, has_subgraph, schema_of, type_slots, verify_types
+from aicc.graph_casts import Names, has_subgraph, schema_of, type_slots, verify_types
 
 __all__ = ["Int32Sandwich", "int32_overrides", "narrow_int64"]
 

@@ -37,7 +37,7 @@ import numpy as np
 from aicc.program import Program
 from aicc.quant import Profile, TensorObserver
 
-from ._calib_runner import (BLOCK, Calibration, _float_activations, check_calibration_args,
+from aicc.passes.quantization.runner import (BLOCK, Calibration, _float_activations, check_calibration_args,
                             host_conversion, profile_of)
 
 __all__ = ["calibrate_sharded", "list_items", "array_items", "default_shard_size"]
@@ -107,7 +107,7 @@ def _worker_program(payload: dict[str, Any], key: str) -> tuple[Program, dict]:
 def _shard_feeds(program: Program, items: list) -> Iterator[Mapping[str, np.ndarray]]:
     """Feed dicts of a shard; files named by path are all checked before the first is read."""
     from aicc.data import check_tensor_file, program_input_descs, read_tensor_file
-    from ._calib_runner import _SYMBOLIC_HINT
+    from aicc.passes.quantization.runner import _SYMBOLIC_HINT
 
     descs = {d.name: d for d in program_input_descs(program, interface=True)}
     for kind, where, sample in items:

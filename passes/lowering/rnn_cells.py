@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from aicc.passes._emit import Emitter
+from aicc.passes.lowering.emit import Emitter
 from aicc.rnn import Activation, RnnSpec
 
 __all__ = ["Cell", "emit_step", "emit_activation"]

@@ -24,7 +24,7 @@ from aicc import ir
 
 from aicc.errors import ModelError
 
-from ._qdq import OPSET_INT4_INT16, ensure_opset
+from aicc.passes.quantization.qdq import OPSET_INT4_INT16, ensure_opset
 
 __all__ = ["prepare_opset", "OPSET_AXIS"]
 

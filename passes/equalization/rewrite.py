@@ -14,13 +14,13 @@ import onnx_graphsurgeon as gs
 
 from aicc.pass_base import PassContext
 from aicc.passes.cleanup import remove_dead_nodes
-from aicc.passes._precision import Names
+from aicc.graph_casts import Names
 
-from ._cle_patterns import Layer, Link, const_value
+from aicc.passes.equalization.patterns import Layer, Link, const_value
 
 __all__ = ["Editor"]
 
-logger = logging.getLogger("aicc.passes.cle")
+logger = logging.getLogger("aicc.passes.equalization.cle")
 
 
 class Editor:

@@ -1,7 +1,7 @@
 """Quantization planning for one graph: settings, calibration statistics and overrides in, the
 encoding of every tensor (and the QDQ graph written through ``_qdq``) out.
 
-Not a plugin (nothing registers here): ``quantize`` (``passes/quantize.py``, which documents the
+Not a plugin (nothing registers here): ``quantize`` (``passes/quantization/quantize.py``, which documents the
 rules) runs ``GraphQuantizer`` on each graph and records what it returns.
 """
 
@@ -23,7 +23,7 @@ from aicc.quant import (Encoding, EncodingsTable, Profile, TensorStats, adjusted
                         per_channel_encoding, schema_encoding, select_range, symmetric_encoding,
                         tf_encoding, weight_channel_axis)
 
-from ._qdq import (DATA_MOVEMENT_OPS, NON_DATA_INPUTS, OPSET_INT4_INT16, QdqWriter,
+from aicc.passes.quantization.qdq import (DATA_MOVEMENT_OPS, NON_DATA_INPUTS, OPSET_INT4_INT16, QdqWriter,
                    ensure_opset, needs_opset21)
 
 __all__ = ["GraphQuantizer", "QuantSettings"]
@@ -168,7 +168,7 @@ def _exact_helper(values: np.ndarray) -> bool:
 
 
 class GraphQuantizer:
-    """Plans and writes the QDQ form of one graph (the rules: ``passes/quantize.py``)."""
+    """Plans and writes the QDQ form of one graph (the rules: ``passes/quantization/quantize.py``)."""
 
     def __init__(self, graph: gs.Graph, s: QuantSettings, profile: Profile | None,
                  overrides: EncodingsTable | None, overrides_where: str | None,

@@ -29,8 +29,8 @@ from aicc.errors import PassError
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext, Tolerance
-from aicc.passes._emit import Emitter
-from aicc.passes._rnn_cells import Cell, emit_step
+from aicc.passes.lowering.emit import Emitter
+from aicc.passes.lowering.rnn_cells import Cell, emit_step
 from aicc.passes.cleanup import detach_nodes, sort_nodes
 from aicc.program import Program
 from aicc.rnn import RnnSpec, parse_rnn

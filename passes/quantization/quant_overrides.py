@@ -3,7 +3,7 @@
 
 It runs early (stage ``bind`` of the default pipeline) so that passes before ``quantize`` can see
 the overrides: ``int32-sandwich`` reads ``Program.encodings["int32"]``, and ``quantize`` applies the
-rest. Shapes written (see ``passes/quantize.py`` for ``ENC``)::
+rest. Shapes written (see ``passes/quantization/quantize.py`` for ``ENC``)::
 
     Program.encodings["overrides"] = {"file": PATH, "activations": {name: ENC},
                                       "params": {name: ENC}, "excluded_layers": [...]}
@@ -25,7 +25,7 @@ from aicc.options import option
 from aicc.pass_base import Pass, PassContext
 from aicc.program import Program
 
-from .quantize import load_overrides, table_to_json
+from aicc.passes.quantization.quantize import load_overrides, table_to_json
 
 __all__ = ["QuantOverrides"]
 

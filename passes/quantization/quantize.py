@@ -64,9 +64,9 @@ from aicc.quant import (CALIBRATION_METHODS, DEFAULT_PERCENTILE, MODES, SCHEMAS,
                         parse_aimet_encodings)
 from aicc.quant.profile import parse_profile
 
-from ._opset import prepare_opset
-from ._quant_plan import GraphQuantizer, QuantSettings
-from .calibrate import PROFILE_KEY, program_hash, write_text_atomic
+from aicc.passes.quantization.opset import prepare_opset
+from aicc.passes.quantization.plan import GraphQuantizer, QuantSettings
+from aicc.passes.quantization.calibrate import PROFILE_KEY, program_hash, write_text_atomic
 
 __all__ = ["Quantize", "QuantSettings", "encoding_to_json", "encoding_from_json",
            "load_overrides", "table_to_json", "table_from_json", "load_profiles",
@@ -241,7 +241,7 @@ class Quantize(Pass):
                                   "float_ops": float_ops,
                                   "settings": {k: v for k, v in dataclasses.asdict(s).items()}})
         rounder = ctx.scratch.get("adaround")
-        if rounder is not None:    # learned rounding (passes/adaround.py): what it gave
+        if rounder is not None:    # learned rounding (passes/quantization/adaround.py): what it gave
             program.encodings["rounding"] = {"method": "adaround",
                                              "layers": dict(rounder.report)}
         ctx.count("activations quantized", len(record["activations"]))

@@ -1,7 +1,7 @@
 """QDQ lowering of one float graph: encodings decided per tensor in, QuantizeLinear/DequantizeLinear
 nodes and quantized initializers out.
 
-Not a plugin (nothing registers here): ``quantize`` plans the encodings (``passes/quantize.py``)
+Not a plugin (nothing registers here): ``quantize`` plans the encodings (``passes/quantization/quantize.py``)
 and this module does the graph surgery, linear in graph size (producer/consumer maps built once,
 one cleanup and toposort at the end):
 
@@ -34,7 +34,7 @@ from aicc.errors import ModelError
 from aicc.quant import Encoding
 from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
 
-from ._precision import Names
+from aicc.graph_casts import Names
 
 __all__ = ["QdqWriter", "DATA_MOVEMENT_OPS", "NON_DATA_INPUTS", "ensure_opset", "needs_opset21",
            "storage_numpy"]

@@ -28,7 +28,7 @@ from aicc.errors import PassError
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext
-from aicc.passes._inline import _fresh, all_names, body_nodes, inline_body, unsqueeze
+from aicc.passes.lowering.inline import _fresh, all_names, body_nodes, inline_body, unsqueeze
 from aicc.passes.cleanup import detach_nodes, remove_dead_nodes, sort_nodes
 from aicc.program import Program
 

@@ -1,7 +1,7 @@
 """The calibration runner: feed dicts in, a Profile (per-tensor min, max, histogram) out; plus the
 graph hash profiles carry and the readers of sample files.
 
-Not a plugin (nothing registers here): the ``calibrate`` pass (``passes/calibrate.py``) and the
+Not a plugin (nothing registers here): the ``calibrate`` pass (``passes/quantization/calibrate.py``) and the
 Python API (``calibrate_program``) use it. Engines: the numpy interpreter (the reference) or
 onnxruntime (``engine=cpu``), both behind the interpreter's ``run(feeds, observe=,
 observe_names=)``.

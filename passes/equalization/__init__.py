@@ -1,0 +1,1 @@
+"""Cross-layer equalization (``cle``): the pass, the layer chains it finds, the rewrites."""
