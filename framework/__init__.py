@@ -76,5 +76,5 @@ def compile(model: Any = None, *, config: str | Path | None = None, output: Any 
         given = given.merged(CompileConfig.from_python(registries.options, {"output": output}))
     if given.get("model") is None:
         raise AiccError("no model given", hint="aicc.compile('model.onnx', ...)")
-    path, _, _ = compile_model(configure(given, registries), registries)
+    path, _, _ = compile_model(configure(given, registries, list(plugins)), registries)
     return path

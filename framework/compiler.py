@@ -57,6 +57,16 @@ def default_pipeline(registries: Registries, *, symbols: Sequence[str] = (), bat
     return [(s.name, dict(s.options)) for s in order_steps(steps, classes)]
 
 
+def _symbol_options(symbols: Sequence[str], batchsize: int) -> dict[str, Any]:
+    """bind-symbols options of the flags, symbols in the canonical NAME=VALUE form."""
+    options: dict[str, Any] = {}
+    if symbols:
+        options["symbols"] = canonical_symbols(symbols)
+    if batchsize:
+        options["batchsize"] = batchsize
+    return options
+
+
 @dataclass
 class CompileRequest:
     """Everything one compile needs, as the API or the CLI received it."""
@@ -121,10 +131,12 @@ class CompileRequest:
         self._backend_option_keys[name] = key
 
 
-def configure(config: Any, registries: Registries) -> CompileRequest:
+def configure(config: Any, registries: Registries, plugins: Sequence[str | Path] = ()
+              ) -> CompileRequest:
     """The request a validated ``CompileConfig`` asks for: every plugin's ``aicc_configure``
-    turns its options into passes, backend options and request fields (plugin load order)."""
-    req = CompileRequest(model=config.get("model"), config=config)
+    turns its options into passes, backend options and request fields (plugin load order).
+    ``plugins`` are the plugin files ``registries`` were loaded with (Dask workers load them)."""
+    req = CompileRequest(model=config.get("model"), config=config, plugins=list(plugins))
     registries.configure(config, req)
     return req
 

@@ -254,7 +254,9 @@ def _typed(option: Option, value: Any, *, where: str) -> Any:
     try:
         value = _coerce(value, option.type, option.key)
     except ConfigError as e:
-        raise ConfigError(e.message.replace(f"{option.key}: ", ""), where=where) from None
+        if not (e.field or "").startswith(option.key):
+            raise           # a file's own error (a FileValue read), naming the file
+        raise ConfigError(e.message, where=where) from None
     return _checked(option, value, where)
 
 
@@ -264,8 +266,7 @@ def typed_from_text(option: Option, text: str, spelling: str) -> Any:
     inner = get_args(tp)[0] if _is_list(tp) and get_args(tp) else str
     if _is_list(tp):
         items = [t.strip() for t in text.split(option.separator)] if option.separator else [text]
-        return [_scalar_from_text(inner, item, spelling) for item in items if item or
-                not option.separator]
+        return [_scalar_from_text(inner, item, spelling) for item in items]
     return _scalar_from_text(tp, text, spelling)
 
 

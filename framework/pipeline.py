@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,22 +200,14 @@ class Pipeline:
                          base_file=path)
 
     def _check_order(self) -> None:
-        """Refuse an order the passes' declarations forbid: a ``requires`` missing before, or an
-        ``after``/``before`` pair present in the wrong order. (``"*"`` only places passes in
-        generated pipelines; an explicit pipeline may run ``cleanup`` anywhere.)"""
+        """Refuse a pipeline in which a pass's ``requires`` does not run before it. (``after``
+        and ``before`` place passes in generated pipelines, see ``aicc.pass_order``; a pipeline
+        the user wrote keeps the user's order.)"""
         names = [s.name for s in self.steps]
         for i, step in enumerate(self.steps):
             for req in step.cls.requires:
                 if req not in names[:i]:
                     raise ConfigError(f"pass '{step.name}' needs pass '{req}' before it",
-                                      where=self.source)
-            for first in step.cls.after:
-                if first in names[i + 1:] and first not in names[:i]:
-                    raise ConfigError(f"pass '{first}' must come before pass '{step.name}'",
-                                      where=self.source)
-            for later in getattr(step.cls, "before", ()):
-                if later in names[:i] and later not in names[i + 1:]:
-                    raise ConfigError(f"pass '{step.name}' must come before pass '{later}'",
                                       where=self.source)
 
     def to_text(self) -> str:
@@ -277,7 +270,8 @@ class _Run:
         ctx = PassContext(options=step.options, logger=logging.getLogger(f"aicc.pass.{step.name}"),
                           backend=self.backend, registries=self.registries,
                           analyses=self.analyses)
-        ctx._nested = lambda entries, prog: self.nested(index, shown.name, entries, prog)
+        ctx._nested = lambda entries, prog: self.nested(index, shown.name, entries, prog,
+                                                        ctx.counters)
         started = self.analyses.start_pass()
         try:
             program, result = _check_contract(step, step.cls().run(program, ctx), program)
@@ -296,10 +290,30 @@ class _Run:
             inst.after_pass(index, shown, program, ctx)
         return program
 
-    def nested(self, index: int, outer: str, entries: Sequence[Any], program: Program
-               ) -> Program:
+    def nested(self, index: int, outer: str, entries: Sequence[Any], program: Program,
+               counters: Any) -> Program:
+        """Passes run by the pass ``outer``: shown to instruments as ``outer/NAME``; their
+        counters add to ``outer``'s."""
         inner = Pipeline.build(entries, self.registries.passes, source=f"pass '{outer}'")
-        return self.steps(inner.steps, program, prefix=f"{outer}/", at=index)
+        probe = _CounterSum(f"{outer}/")
+        run = _Run(self.registries, [*self.instruments, probe], self.backend, self.analyses)
+        program = run.steps(inner.steps, program, prefix=f"{outer}/", at=index)
+        counters.update(probe.total)
+        return program
+
+
+class _CounterSum(Instrument):
+    """Sums the counters of the passes it sees (those a pass runs through ctx.run_pipeline)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.total: Counter = Counter()
+
+    def after_pass(self, index: int, step: Step, program: Program, ctx: PassContext) -> None:
+        rest = step.name[len(self.prefix):]
+        if step.name.startswith(self.prefix) and "/" not in rest:  # deeper runs sum upward
+            self.total.update(ctx.counters)
 
 
 def _pass_failure(step: Step, e: BaseException, before: list[str]) -> BaseException:

@@ -42,10 +42,12 @@ class FoldBatchNorm(Pass):
     description = "fold BatchNormalization into a preceding Conv/ConvTranspose/Gemm"
     scope = "graph"
     after = ("fold-constants",)  # BatchNormalization parameters computed from constants
+    #: the statistics of earlier folds stay true: folding more BatchNormalizations adds to them
+    preserves = (FOLDED_BATCHNORM,)
     semantics = "preserving"
     tolerance = Tolerance(rtol=1e-4, atol=1e-5)
 
-    def run_graph(self, graph: gs.Graph, program: Program, ctx: PassContext) -> None:
+    def run_graph(self, graph: gs.Graph, program: Program, ctx: PassContext) -> bool:
         graph_outputs = {t.name for t in graph.outputs}
         removed: list[gs.Node] = []
         kept = ctx.analyses.peek(FOLDED_BATCHNORM)
@@ -82,6 +84,7 @@ class FoldBatchNorm(Pass):
             gone = {id(bn) for bn in removed}
             graph.nodes = [n for n in graph.nodes if id(n) not in gone]
             remove_dead_nodes(graph)
+        return bool(removed)
 
     @staticmethod
     def _why_not(bn: gs.Node, graph_outputs: set[str]) -> str | None:

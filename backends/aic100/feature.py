@@ -68,8 +68,7 @@ def aicc_configure(config, request):
         if given:
             raise UsageError(f"{option_ref(given[0])} configures the AIC100 device, but the "
                              f"program runs on the host (backend '{request.backend}')",
-                             hint="compile for the device: -aic-hw, --backend aic100 or "
-                                  "target='aic100'")
+                             hint="add -aic-hw (target='aic100') to compile for the device")
         return
     for name in given:
         request.set_backend_option(name, config.get(name), key=name)

@@ -59,7 +59,9 @@ def build_config(argv: Sequence[str]) -> tuple[Any, Any, dict[str, Any], FlagPar
     config = config_from_args(registries.options, args, parser.spelled)
     if args["config"]:
         config = CompileConfig.from_file(registries.options, args["config"]).merged(config)
-    VOCABULARY.get().update(config.vocabulary())
+    vocabulary = VOCABULARY.get(None)     # set by aicc.cli.main for the command's run
+    if vocabulary is not None:
+        vocabulary.update(config.vocabulary())
     return registries, config, args, parser
 
 
@@ -74,7 +76,7 @@ def run_compile(argv: Sequence[str]) -> int:
         return listing(config, args["plugins"])
     if not config.get("model") and not config.get("print_pipeline"):
         raise UsageError("no model given", where="aicc compile", hint="pass -m=model.onnx")
-    req = configure(config, registries)
+    req = configure(config, registries, args["plugins"])
     if req.standalone is not None:
         return req.standalone()
     if config.get("print_pipeline"):

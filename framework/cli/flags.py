@@ -154,6 +154,8 @@ def config_from_args(table: Any, args: dict[str, Any], spelled: dict[str, str],
     for dest, raw in args.items():
         if raw in (None, []) or dest not in spelled:
             continue
+        if not dest.startswith("=") and dest not in table.options:
+            continue            # the command's own flags (--config, --plugins, --help)
         if dest.startswith("="):
             _, key, index = dest.split("=")
             alias = table.aliases[int(index)]

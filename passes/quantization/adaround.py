@@ -32,7 +32,7 @@ import onnx_graphsurgeon as gs
 from aicc.errors import ConfigError
 from aicc.hookspecs import hookimpl
 from aicc.options import option
-from aicc.pass_base import Pass, PassContext
+from aicc.pass_base import Pass, PassContext, PassResult
 from aicc.program import Program
 from aicc.quant import Encoding
 from aicc.quant.adaround import AdaRoundParams, adaround_matrix, gram_factor
@@ -213,7 +213,7 @@ class AdaRound(Pass):
         engine: str = option("interpreter", "what runs the samples: the numpy interpreter, or "
                                             "cpu (onnxruntime)", choices=ENGINES)
 
-    def run(self, program: Program, ctx: PassContext) -> None:
+    def run(self, program: Program, ctx: PassContext) -> PassResult:
         o = ctx.options
         params = AdaRoundParams(iterations=o.iterations, learning_rate=o.learning_rate,
                                 reg_param=o.reg_param, beta_range=(o.beta_start, o.beta_end),
@@ -229,6 +229,7 @@ class AdaRound(Pass):
         logger.info("adaround: input statistics of %d layers in %.2fs", len(layers),
                     time.perf_counter() - start)
         ctx.analyses.put(ADAROUND_ROUNDING, AdaRounder(layers, params))
+        return PassResult(modified=False)     # it measures; quantize applies the rounding
 
     @staticmethod
     def _samples(program: Program, ctx: PassContext) -> Iterable[Mapping[str, np.ndarray]]:

@@ -37,7 +37,7 @@ import numpy as np
 from aicc.errors import ConfigError, option_ref
 from aicc.hookspecs import hookimpl
 from aicc.options import option
-from aicc.pass_base import Pass, PassContext
+from aicc.pass_base import Pass, PassContext, PassResult
 from aicc.program import Program
 from aicc.quant import DEFAULT_NUM_BINS, dump_profile_yaml
 from aicc.quant.profile import MAX_HISTOGRAM_BINS
@@ -88,7 +88,7 @@ class Calibrate(Pass):
         shard_size: int = option(0, "with dask: samples per shard, in whole blocks of 64 "
                                     "(0: about four shards per worker)", minimum=0)
 
-    def run(self, program: Program, ctx: PassContext) -> None:
+    def run(self, program: Program, ctx: PassContext) -> PassResult:
         opts = ctx.options
         python_samples = ctx.analyses.peek(CALIBRATION_SAMPLES)
         given = [s for s, v in (("input_list", opts.input_list),
@@ -116,6 +116,7 @@ class Calibrate(Pass):
         if opts.dump_profile:
             write_text_atomic(opts.dump_profile, dump_profile_yaml(profile))
             logger.info("quantization profile is dumped at %s", opts.dump_profile)
+        return PassResult(modified=False)     # it measures; the program is unchanged
 
 
     @staticmethod
