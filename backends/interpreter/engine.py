@@ -16,6 +16,7 @@ the arrays they are given.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import time
@@ -117,6 +118,12 @@ def outer_names(graph: onnx.GraphProto) -> list[str]:
         found.update((o.name, None) for o in g.output if o.name not in defined)
         free[id(g)] = list(found)
     return free[id(graph)]
+
+
+def _nested(opset: int, graph: onnx.GraphProto) -> tuple[Interpreter, list[str]]:
+    """A control-flow body's interpreter and the outer names it reads (``NodeSpec.body``)."""
+    outer = outer_names(graph)
+    return Interpreter.for_subgraph(graph, opset, outer), outer
 
 
 def _resolve(node: onnx.NodeProto, index: int, opset: int):
@@ -241,7 +248,8 @@ class Interpreter:
             spec = NodeSpec(name=_node_label(node, i), op_type=node.op_type, version=version,
                             attrs={a.name: parse_attribute(a) for a in node.attribute},
                             inputs=tuple(node.input) + tuple(captured),
-                            outputs=tuple(node.output), captured=tuple(captured), opset=opset)
+                            outputs=tuple(node.output), captured=tuple(captured), opset=opset,
+                            body=functools.partial(_nested, opset))
             if node.op_type == "Constant":
                 try:
                     value = constant_value(spec)
