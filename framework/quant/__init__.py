@@ -16,7 +16,8 @@ from .encodings import FLOAT_BITWIDTHS, INT_BITWIDTHS, ROLE_BITWIDTHS, Encoding,
     combine_channels, qrange
 from .modes import MIN_RANGE, MODES, adjusted_encoding, encoding_for_mode, enhanced_encoding, \
     prepare_range, symmetric_encoding, tf_encoding
-from .observers import DEFAULT_NUM_BINS, Histogram, TensorObserver, TensorStats, finite_range
+from .histogram import DEFAULT_NUM_BINS, Histogram, TensorStats, finite_range
+from .observers import TensorObserver
 from .packing import pack_4bit, packed_size, unpack_4bit
 from .profile import PROFILE_FORMAT, PROFILE_VERSION, Profile, dump_profile_yaml, \
     load_profile_yaml, merge_profiles, parse_profile, profile_to_dict

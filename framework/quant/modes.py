@@ -36,7 +36,7 @@ from typing import Any
 from ..errors import ConfigError, DataError, did_you_mean
 from .calibration import enhanced_range
 from .encodings import Encoding, check_bitwidth
-from .observers import DEFAULT_NUM_BINS, FLOAT32_MAX, Histogram, TensorStats, finite_range
+from .histogram import DEFAULT_NUM_BINS, FLOAT32_MAX, Histogram, TensorStats, finite_range
 
 __all__ = [
     "MIN_RANGE",

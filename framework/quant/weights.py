@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import DataError
 from .encodings import Encoding, check_bitwidth, combine_channels
 from .modes import MIN_RANGE, MODES, range_encoding, encoding_for_mode
-from .observers import finite_range
+from .histogram import finite_range
 from .schemas import schema_encoding
 
 __all__ = ["per_channel_encoding", "weight_channel_axis", "bias_encoding"]
