@@ -51,7 +51,8 @@ def _safe_external_path(base: Path, location: str, what: str, where: str) -> Pat
     if any(part == ".." for part in Path(os.path.normpath(location)).parts) or \
             any(part == ".." for part in loc.parts):
         raise ModelError(f"external-data location {location!r} escapes the model's folder",
-                         where=where, field=what, hint="external data must sit in the model's folder")
+                         where=where, field=what,
+                         hint="external data must sit in the model's folder")
     base_real = base.resolve()
     current = base_real
     for part in loc.parts:

@@ -126,6 +126,7 @@ def test_the_measures_themselves():
                      "        return g\n\ndef h():\n    pass\n")
     assert functions(tree) == [("A.f", 4), ("A.f.g", 2), ("h", 2)]
     assert size_reason("# size: one table per opset\n'''doc'''\n") == "one table per opset"
-    assert size_reason("#!/usr/bin/env python\n# size: the lexer's states\n") == "the lexer's states"
+    assert size_reason("#!/usr/bin/env python\n# size: the lexer's states\n") == \
+        "the lexer's states"
     assert size_reason("# size:\n") is None
     assert size_reason("'''doc'''\n\n\n# size: too late\n") is None

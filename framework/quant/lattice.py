@@ -29,8 +29,8 @@ def _level_fits(lo: float, hi: float, e: int, size: int) -> bool:
 
 
 def _level(lo: float, hi: float, size: int) -> int:
-    """The smallest power-of-two exponent ``e >= _MIN_LEVEL`` whose bins ``[j 2^e, (j+1) 2^e)`` cover
-    ``[lo, hi]`` with at most ``size`` bins (``lo < hi``)."""
+    """The smallest power-of-two exponent ``e >= _MIN_LEVEL`` whose bins ``[j 2^e, (j+1) 2^e)``
+    cover ``[lo, hi]`` with at most ``size`` bins (``lo < hi``)."""
     e = max(math.frexp((hi - lo) / (size - 1))[1], _MIN_LEVEL)
     while not _level_fits(lo, hi, e, size):
         e += 1

@@ -8,8 +8,8 @@ The steps are those of onnx-graphsurgeon's ``Graph.fold_constants`` (lower ``Con
 with ``fold_shapes``, elide int -> float -> int ``Cast`` pairs around shape arithmetic; find the
 nodes whose inputs are all constant; fold static shapes; evaluate), done in time linear in the
 graph: no copy of the graph is made, and the constant subgraphs are evaluated in batches of
-independent components of at most ``evaluate.BATCH_NODES`` nodes, because onnxruntime's session creation
-grows faster than linearly with the number of nodes in one session.
+independent components of at most ``evaluate.BATCH_NODES`` nodes, because onnxruntime's session
+creation grows faster than linearly with the number of nodes in one session.
 
 No node is evaluated whose output would exceed ``max_intermediate_bytes`` (default 1 GiB, as
 onnxruntime's own folding), judged before anything is allocated from the static shapes or, for

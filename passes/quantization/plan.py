@@ -55,7 +55,7 @@ def _exact_helper(values: np.ndarray) -> bool:
 
 
 class GraphQuantizer:
-    """Plans and writes the QDQ form of one graph (the rules: ``passes/quantization/quantize.py``)."""
+    """Plans and writes the QDQ form of one graph (the rules: ``quantization/quantize.py``)."""
 
     def __init__(self, graph: gs.Graph, s: QuantSettings, profile: Profile | None,
                  overrides: EncodingsTable | None, overrides_where: str | None,
