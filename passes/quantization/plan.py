@@ -20,6 +20,7 @@ from aicc.pass_base import PassContext
 from aicc.quant import Encoding, EncodingsTable, Profile, TensorStats, bias_encoding, \
     weight_channel_axis
 
+from .analyses import ADAROUND_ROUNDING
 from .float_ops import lower_float_ops
 from .grouping import activation_groups
 from .qdq import NON_DATA_INPUTS, OPSET_INT4_INT16, QdqWriter, ensure_opset, needs_opset21
@@ -420,8 +421,8 @@ class GraphQuantizer:
 
     def _learn_rounding(self, node: gs.Node, t: gs.Constant, values: np.ndarray,
                         enc: Encoding) -> None:
-        """Integers a rounding algorithm (``adaround``, through the scratch store) chose."""
-        rounder = self.ctx.scratch.get("adaround")
+        """Integers a rounding algorithm (``adaround``, through the analysis cache) chose."""
+        rounder = self.ctx.analyses.peek(ADAROUND_ROUNDING)
         if rounder is None or enc.is_float:
             return
         q = rounder.round(node, values, enc)
