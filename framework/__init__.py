@@ -10,8 +10,6 @@ The Python API::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -32,6 +30,7 @@ from .pass_base import Pass, PassContext, Tolerance  # noqa: E402
 from .pipeline import Instrument, Pipeline  # noqa: E402
 from .program import Program  # noqa: E402
 from .runtime import Session, load  # noqa: E402
+from .version import __version__  # noqa: E402
 
 __all__ = ["compile", "load", "generate", "Session", "Pass", "PassContext", "Tolerance",
            "Program", "Backend", "Executable", "Instrument", "Pipeline", "hookimpl", "option",

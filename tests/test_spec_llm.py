@@ -63,7 +63,7 @@ def test_chunked_and_padded_prefill(qpc, model):
     """11 prompt tokens with an 8-token prefill: two chunks, the second padded (position -1)."""
     prompt = np.array([5, 1, 60, 33, 2, 9, 17, 40, 22, 8, 31], np.int64)
     session = aicc.load(qpc)
-    tokens = session.generate(prompt, 20)
+    tokens = aicc.generate(session, prompt, 20)
     assert tokens.tolist() == llm.reference_generate(model, prompt, 20, ctx_len=64).tolist()
     assert session.stats()["prefill"]["runs"] == 2
 
