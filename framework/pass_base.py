@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 
 import onnx_graphsurgeon as gs
 
+from .backend import Observers
 from .options import NoOptions
 from .program import Program
 
@@ -43,13 +44,13 @@ class PassContext:
 
     ``options`` is the pass's validated Options instance; ``graph_name`` and ``spec_options`` are
     set for graph-scoped passes; ``scratch`` is shared by all passes of one pipeline run (e.g.
-    calibration statistics); ``counters`` are reported by ``--time-passes`` and verbose output.
+    calibration statistics); ``counters`` are reported by ``--time-passes`` and verbose output;
+    ``observers`` runs a graph on a backend, by name, while observing its tensors.
     """
 
     options: Any
     logger: logging.Logger
-    backend: str = "cpu"
-    registries: Any = None
+    observers: Observers = field(default_factory=Observers)
     scratch: dict[str, Any] = field(default_factory=dict)
     graph_name: str | None = None
     spec_options: dict[str, Any] = field(default_factory=dict)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ir
+from .backend import Observers
 from .configfile import load_config, resolve_relative
 from .errors import AiccError, ConfigError, PassError, PluginError, did_you_mean
 from .options import (build_options, format_value, options_to_dict, parse_text_value,
@@ -250,7 +251,8 @@ def run_pipeline(pipeline: Pipeline, program: Program, *, registries: Any,
         for inst in instruments:
             inst.before_pass(index, step, program)
         ctx = PassContext(options=step.options, logger=logging.getLogger(f"aicc.pass.{step.name}"),
-                          backend=backend, registries=registries, scratch=scratch)
+                          observers=Observers(registries.backends if registries else None),
+                          scratch=scratch)
         instance: Pass = step.cls()
         try:
             result = instance.run(program, ctx)

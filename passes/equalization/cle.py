@@ -84,9 +84,8 @@ class CrossLayerEqualization(Pass):
     def run_graph(self, graph: gs.Graph, program: Program, ctx: PassContext) -> None:
         where = f"graph '{ctx.graph_name}'"
         refuse_non_float(graph, where)
-        fold = PassContext(options=NoOptions(), logger=ctx.logger, backend=ctx.backend,
-                           registries=ctx.registries, scratch=ctx.scratch,
-                           graph_name=ctx.graph_name)
+        fold = PassContext(options=NoOptions(), logger=ctx.logger, observers=ctx.observers,
+                           scratch=ctx.scratch, graph_name=ctx.graph_name)
         FoldBatchNorm().run_graph(graph, program, fold)
         if fold.counters["batchnorms folded"]:
             ctx.count("batchnorms folded", fold.counters["batchnorms folded"])

@@ -12,7 +12,8 @@ Why the result is the same profile, not an approximation of it:
   (min-max, percentile, KL, MSE, SQNR) sees the same profile, and the quantized model is the
   same bytes. (The only float rounding left is inside the engine, which is the same code.)
 
-Workers load the program once per process (kept by key) and read input-list files by path (a
+Workers load the program once per process (kept by key) and find the engine among the built-in
+backends by name (``aicc.backend.Observers``), and read input-list files by path (a
 shared filesystem), or get the arrays from the client (``ship_data``; always for Python samples
 and ``-json-input-file`` entries, which the client has already read). A shard naming a missing or
 malformed file fails with the usual one-line error (file and list line), every other shard is

@@ -2,9 +2,9 @@
 graph hash profiles carry and the readers of sample files.
 
 Not a plugin (nothing registers here): the ``calibrate`` pass (``passes/quantization/calibrate.py``) and the
-Python API (``calibrate_program``) use it. Engines: the numpy interpreter (the reference) or
-onnxruntime (``engine=cpu``), both behind the interpreter's ``run(feeds, observe=,
-observe_names=)``.
+Python API (``calibrate_program``) use it. Engines are backends that observe, found by name in
+the backend registry (``aicc.backend.Observers``): the numpy interpreter (the reference) or
+onnxruntime (``engine=cpu``), or ``auto`` (onnxruntime where it runs the graph).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import onnx_graphsurgeon as gs
 import aicc
 from aicc import ir
 from aicc.data import check_tensor_file, parse_input_list, read_tensor_file
-from aicc.errors import ConfigError, DataError
-from aicc.ort_compat import for_onnxruntime
+from aicc.backend import Observation, Observe, Observers
+from aicc.errors import BackendError, ConfigError, DataError
+from aicc.nonfinite import has_fp16
 from aicc.program import Program, TensorDesc
 from aicc.quant import DEFAULT_NUM_BINS, Profile, TensorObserver
 from aicc.quant.profile import MAX_HISTOGRAM_BINS
@@ -284,95 +285,66 @@ def _batch_model(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-class _OrtEngine:
-    """The interpreter's ``run(feeds, observe=, observe_names=)`` on onnxruntime: every observed
-    tensor becomes a graph output (``engine=cpu``; faster on large CNNs, same statistics)."""
-
-    def __init__(self, model: onnx.ModelProto, names: list[str]):
-        import onnxruntime as ort
-
-        inputs = {vi.name for vi in model.graph.input}
-        outputs = {vi.name for vi in model.graph.output}
-        self.fed = [n for n in names if n in inputs]
-        for n in names:
-            if n not in inputs and n not in outputs:
-                model.graph.output.append(onnx.helper.make_tensor_value_info(
-                    n, onnx.TensorProto.FLOAT, None))
-        options = ort.SessionOptions()
-        options.log_severity_level = 4     # failures are raised as DataError (or, when
-        # checking whether samples stack, expected and handled)
-        self.session = ort.InferenceSession(for_onnxruntime(model).SerializeToString(), options,
-                                            providers=["CPUExecutionProvider"])
-        self.produced = [o.name for o in self.session.get_outputs()]
-        self.run_options = ort.RunOptions()
-        self.run_options.log_severity_level = 4     # failures raise; the stacking check probes
-        self.names = set(self.fed) | set(self.produced)
-
-    def tensor_names(self) -> list[str]:
-        return sorted(self.names)
-
-    def run(self, feeds: Mapping[str, np.ndarray], *, observe: Callable[[str, np.ndarray], None],
-            observe_names: Iterable[str]) -> None:
-        wanted = set(observe_names)
-        for n in self.fed:
-            if n in wanted:
-                observe(n, np.asarray(feeds[n]))
-        try:
-            results = self.session.run(self.produced, dict(feeds), self.run_options)
-        except Exception as e:
-            raise DataError(f"onnxruntime could not run a calibration sample: "
-                            f"{str(e).splitlines()[0]}") from None
-        for n, a in zip(self.produced, results):
-            if n in wanted:
-                observe(n, a)
-
-
+#: What runs calibration samples: a backend that observes (``interpreter``, ``cpu``), or
 #: ``auto``: onnxruntime where the graph loads and runs there, else the interpreter.
 ENGINES = ("auto", "interpreter", "cpu")
 
 
-class _AutoEngine:
-    """onnxruntime under aicc's observers, falling back to the interpreter (the reference) when
-    onnxruntime cannot load the graph or fails on its first sample (custom ops, types onnxruntime
-    lacks). After one successful run the choice is final: a later failure is an error."""
+def _float32_only(graph: gs.Graph, model: onnx.ModelProto, names: Iterable[str]) -> bool:
+    """False when the graph computes in fp16 (a Cast to it, an fp16 initializer) or an
+    observed tensor is known to be of another float type than float32."""
+    tensors = graph.tensors()
+    for name in names:
+        dtype = ir.tensor_dtype(tensors[name]) if name in tensors else None
+        if dtype is not None and dtype != np.float32:
+            return False
+    return not has_fp16(model)
 
-    def __init__(self, model: onnx.ModelProto, names: list[str]):
-        self.model: onnx.ModelProto | None = model
+
+class _AutoObservation(Observation):
+    """The cpu backend's observation, falling back to the interpreter's (the reference) when
+    onnxruntime cannot load the graph or fails on its first sample (custom ops, types
+    onnxruntime lacks), and from the start for graphs that compute in another float type than
+    float32 (onnxruntime runs most fp16 ops in float32: not the statistics the device will
+    see). After one successful run the choice is final: a later failure is an error."""
+
+    def __init__(self, observers: Observers, model: onnx.ModelProto, names: list[str],
+                 float32: bool):
+        self.observers, self.model, self.wanted = observers, model, names
         self.proven = False
+        if not float32:
+            self._fall_back("the graph computes in another float type than float32")
+            return
         try:
-            self.inner: Any = _OrtEngine(onnx.ModelProto.FromString(model.SerializeToString()),
-                                         names)
+            self.inner = observers.observation("cpu", model, names)
         except Exception as e:
-            self._fall_back(e)
+            self._fall_back(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        self.names = self.inner.names
 
-    def _fall_back(self, error: Exception) -> None:
-        from aicc.backends.interpreter.engine import Interpreter
+    def _fall_back(self, why: str) -> None:
         logger.info("calibration runs on the interpreter: onnxruntime cannot run this graph "
-                    "(%s)", str(error).splitlines()[0] if str(error) else type(error).__name__)
-        self.inner = Interpreter(self.model)
+                    "(%s)", why)
+        self.inner = self.observers.observation("interpreter", self.model, self.wanted)
+        self.names = self.inner.names
         self.proven = True
         self.model = None
 
-    def tensor_names(self) -> list[str]:
-        return self.inner.tensor_names()
-
-    def run(self, feeds: Mapping[str, np.ndarray], *, observe: Callable[[str, np.ndarray], None],
-            observe_names: Iterable[str]) -> None:
+    def run(self, feeds: Mapping[str, np.ndarray],
+            observe: Observe | None = None) -> dict[str, np.ndarray]:
         if self.proven:
-            self.inner.run(feeds, observe=observe, observe_names=observe_names)
-            return
+            return self.inner.run(feeds, observe)
         seen: list[tuple[str, np.ndarray]] = []
         try:     # held back until the run succeeded, so a fallback does not count twice
-            self.inner.run(feeds, observe=lambda n, a: seen.append((n, a)),
-                           observe_names=observe_names)
-        except DataError as e:
-            self._fall_back(e)
-            self.inner.run(feeds, observe=observe, observe_names=observe_names)
-            return
+            out = self.inner.run(feeds, lambda n, a: seen.append((n, a)))
+        except BackendError as e:
+            self._fall_back(str(e).splitlines()[0])
+            return self.inner.run(feeds, observe)
         self.proven = True
         self.model = None
-        for n, a in seen:
-            observe(n, a)
+        if observe is not None:
+            for n, a in seen:
+                observe(n, a)
+        return out
 
 
 def _moments(arrays: list[np.ndarray]) -> np.ndarray:
@@ -400,23 +372,24 @@ class _GraphRunner:
     """
 
     def __init__(self, program: Program, name: str, collector: _Collector, batch: int,
-                 engine: str = "auto", engines: dict | None = None):
+                 engine: str = "auto", engines: dict | None = None,
+                 backends: Observers | None = None):
         cached = engines.get((name, engine, batch != 1)) if engines is not None else None
         if cached is None:
+            backends = backends or Observers()
+            graph = program.graphs[name]
             model = program.to_model(name)
+            wanted = _float_activations(graph)
+            if engine == "auto":
+                float32 = _float32_only(graph, model, wanted)
             if batch != 1:
                 model = _batch_model(model)
-            wanted = _float_activations(program.graphs[name])
-            if engine == "cpu":
-                built: Any = _OrtEngine(model, wanted)
-            elif engine == "auto":
-                built = _AutoEngine(model, wanted)
+            if engine == "auto":
+                built: Observation = _AutoObservation(backends, model, wanted, float32)
             else:
-                from aicc.backends.interpreter.engine import Interpreter
-                built = Interpreter(model)
+                built = backends.observation(engine, model, wanted)
             del model
-            known = set(built.tensor_names())
-            cached = (built, [n for n in wanted if n in known])
+            cached = (built, list(built.names))
             if engines is not None:
                 engines[(name, engine, batch != 1)] = cached
         self.engine, self.names = cached
@@ -435,13 +408,13 @@ class _GraphRunner:
     def _run(self, feeds: Mapping[str, np.ndarray],
              keep: dict[str, np.ndarray] | None = None) -> None:
         if keep is None:
-            self.engine.run(feeds, observe=self.collector, observe_names=self.names)
+            self.engine.run(feeds, self.collector)
             return
 
         def observe(name: str, array: np.ndarray) -> None:
             keep[name] = array
             self.collector(name, array)
-        self.engine.run(feeds, observe=observe, observe_names=self.names)
+        self.engine.run(feeds, observe)
 
     def add(self, feeds: Mapping[str, np.ndarray]) -> None:
         if self.max_batch == 1:
@@ -486,8 +459,7 @@ class _GraphRunner:
                 raise ValueError("the first two samples are identical")
             stacked = {k: np.concatenate([f1[k], f2[k]]) for k in f1}
             got: dict[str, np.ndarray] = {}
-            self.engine.run(stacked, observe=lambda n, a: got.__setitem__(n, a),
-                            observe_names=self.names)
+            self.engine.run(stacked, lambda n, a: got.__setitem__(n, a))
             for name, a in o1.items():
                 b, c = o2.get(name), got.get(name)
                 if b is None or c is None or np.size(c) != np.size(a) + np.size(b):
@@ -546,11 +518,12 @@ class Calibration:
     ``add(index, feeds)`` routes a sample to the first graph it fits and runs it; at every
     multiple of ``BLOCK`` the graph runners flush and reset, so a shard that starts at a block
     boundary computes exactly what one process computes for those samples. ``engines`` may be a
-    cache kept across calibrations of the same program (a worker's shards).
+    cache kept across calibrations of the same program (a worker's shards); ``backends`` are
+    the observing backends by name (``PassContext.observers``; default: the built-in ones).
     """
 
     def __init__(self, program: Program, *, num_bins: int, batch: int, engine: str,
-                 engines: dict | None = None):
+                 engines: dict | None = None, backends: Observers | None = None):
         self.program = program
         names: list[str] = []
         for graph in program.graphs.values():
@@ -560,6 +533,7 @@ class Calibration:
         self.runners: dict[str, _GraphRunner] = {}
         self.counts = dict.fromkeys(program.graphs, 0)
         self.batch, self.engine, self.engines = batch, engine, engines
+        self.backends = backends
         self.seen = 0
 
     def add(self, index: int, feeds: Any) -> None:
@@ -581,7 +555,8 @@ class Calibration:
         runner = self.runners.get(target)
         if runner is None:
             runner = self.runners[target] = _GraphRunner(self.program, target, self.collector,
-                                                         self.batch, self.engine, self.engines)
+                                                         self.batch, self.engine, self.engines,
+                                                         self.backends)
         runner.add(feeds)
         self.counts[target] += 1
         self.seen += 1
@@ -612,7 +587,7 @@ def profile_of(program: Program, observers: Iterable[TensorObserver], counts: di
 def calibrate_program(program: Program, samples: Iterable[Mapping[str, np.ndarray]], *,
                       num_bins: int = DEFAULT_NUM_BINS, total: int | None = None,
                       progress: bool = True, max_samples: int = 0, batch: int = 0,
-                      engine: str = "auto") -> Profile:
+                      engine: str = "auto", backends: Observers | None = None) -> Profile:
     """Run ``samples`` (feed dicts) through every graph of ``program`` with observers on every
     float tensor and return the profile (the Python API of calibration).
 
@@ -621,10 +596,11 @@ def calibrate_program(program: Program, samples: Iterable[Mapping[str, np.ndarra
     that is exact (see ``_GraphRunner``), 1 never, N at most N per run. ``engine``: the numpy
     interpreter (the reference), ``cpu`` (onnxruntime with every observed tensor as an output), or
     ``auto`` (the default: ``cpu`` where onnxruntime loads and runs the graph, else the
-    interpreter). Both engines give the same profile up to float rounding.
+    interpreter). Both engines give the same profile up to float rounding. ``backends`` finds the
+    engines by name (a pass's ``ctx.observers``; default: the built-in backends).
     """
     check_calibration_args(engine, num_bins)
-    cal = Calibration(program, num_bins=num_bins, batch=batch, engine=engine)
+    cal = Calibration(program, num_bins=num_bins, batch=batch, engine=engine, backends=backends)
     bar = _ProgressBar(total if not max_samples else min(total or max_samples, max_samples),
                        enabled=progress)
     try:
