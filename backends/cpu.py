@@ -153,20 +153,21 @@ class CpuObservation(Observation):
     the observed graph inputs, taken from the feeds). onnxruntime may fuse nodes away; their
     outputs stay computed here because a graph output is never fused away."""
 
-    def __init__(self, executable: CpuExecutable, fed: list[str], produced: list[str],
+    def __init__(self, executable: CpuExecutable, names: list[str], fed: set[str],
                  outputs: list[str]):
         self.executable = executable
-        self.fed, self.produced, self.outputs = fed, produced, outputs
-        self.names = tuple(fed + produced)
+        self.names = tuple(names)
+        self.fed, self.outputs = fed, outputs
 
     def run(self, feeds: Mapping[str, np.ndarray],
             observe: Observe | None = None) -> dict[str, np.ndarray]:
         results = self.executable.run(feeds)
         if observe is not None:
-            for name in self.fed:
-                observe(name, np.asarray(feeds[name]))
-            for name in self.produced:
-                observe(name, results[name])
+            for name in self.names:
+                if name not in self.fed:
+                    observe(name, results[name])
+                elif name in feeds:     # (an input with an initializer may be left out)
+                    observe(name, np.asarray(feeds[name]))
         return {name: results[name] for name in self.outputs}
 
 
@@ -268,17 +269,16 @@ class CpuBackend(Backend):
         inputs = [i.name for i in graph.input]
         made = [o for n in graph.node for o in n.output if o]
         wanted = list(dict.fromkeys(inputs + made if names is None else names))
-        is_input, is_made = set(inputs), set(made)
-        fed = [n for n in wanted if n in is_input]
-        produced = [n for n in wanted if n in is_made and n not in is_input]
+        fed, is_made = set(inputs), set(made)
+        shown = [n for n in wanted if n in fed or n in is_made]
         exposed = onnx.ModelProto()
         exposed.CopyFrom(model)
         have = {o.name for o in exposed.graph.output}
-        for name in produced:
-            if name not in have:
+        for name in shown:
+            if name not in fed and name not in have:
                 exposed.graph.output.append(onnx.ValueInfoProto(name=name))
         exe = self.compile(exposed, program_meta={}, spec_options={})
-        return CpuObservation(exe, fed, produced, [o.name for o in graph.output])
+        return CpuObservation(exe, shown, fed, [o.name for o in graph.output])
 
 
 def _kernel_limit(node: onnx.NodeProto, dims: Mapping[str, list[int]]) -> str | None:
