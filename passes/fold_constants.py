@@ -1,6 +1,7 @@
 """``fold-constants``: evaluate subgraphs whose inputs are all constant and store the results.
 
-Folding runs the constant subgraphs on onnxruntime and also folds shape computations whose result
+Folding runs the constant subgraphs on the ``cpu`` backend (onnxruntime, found by name through
+``ctx.observers``) and also folds shape computations whose result
 is known from static shapes (``Shape``, and ``Gather``/``Slice`` of a ``Shape``). Results larger
 than ``size_threshold`` bytes stay as computations, so folding never inflates the model.
 
@@ -38,6 +39,7 @@ from onnx_graphsurgeon.importers.onnx_importer import get_itemsize
 from onnx_graphsurgeon.ir.tensor import SparseValues
 from onnx_graphsurgeon.util import misc
 
+from aicc.backend import Observers
 from aicc.errors import BackendError
 from aicc.hookspecs import hookimpl
 from aicc.ir import export_model
@@ -104,7 +106,7 @@ class FoldConstants(Pass):
         else:
             sessions = _fold(graph, fold_shapes=ctx.options.fold_shapes,
                              size_threshold=ctx.options.size_threshold,
-                             limit=ctx.options.max_intermediate_bytes)
+                             limit=ctx.options.max_intermediate_bytes, backends=ctx.observers)
             ctx.count("onnxruntime sessions", sessions)
         remove_dead_nodes(graph)
         folded = before - len(graph.nodes)
@@ -169,7 +171,7 @@ def _foldable(node: gs.Node) -> bool:
 # -- the folding itself (a graph without subgraphs or functions) ----------------------------------
 
 def _fold(graph: gs.Graph, *, fold_shapes: bool, size_threshold: int | None,
-          limit: int = 1 << 30) -> int:
+          limit: int = 1 << 30, backends: Observers | None = None) -> int:
     """Fold ``graph`` in place (dead nodes stay for cleanup); return the sessions created."""
     _lower_constant_nodes(graph)
     too_large = _too_large_nodes(graph, limit)
@@ -206,8 +208,8 @@ def _fold(graph: gs.Graph, *, fold_shapes: bool, size_threshold: int | None,
     sessions = 0
     for nodes, outputs in _batches(graph, wanted, shapes):
         try:
-            values.update(_evaluate(graph, nodes, outputs, shapes))
-        except BackendError as e:  # onnxruntime cannot load these nodes (ort_compat says why)
+            values.update(_evaluate(graph, nodes, outputs, shapes, backends or Observers()))
+        except BackendError as e:  # onnxruntime cannot load or run these nodes
             logger.debug("fold-constants: not folding %d node(s): %s", len(nodes), e)
             continue
         sessions += 1
@@ -581,10 +583,8 @@ def _batches(graph: gs.Graph, wanted: list[gs.Tensor], shapes: dict[str, np.ndar
 
 
 def _evaluate(graph: gs.Graph, nodes: list[gs.Node], outputs: list[gs.Tensor],
-              shapes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run ``nodes`` on onnxruntime and return the values of ``outputs``."""
-    import onnxruntime as ort
-
+              shapes: dict[str, np.ndarray], backends: Observers) -> dict[str, np.ndarray]:
+    """Run ``nodes`` on the cpu backend and return the values of ``outputs``."""
     initializers: dict[str, onnx.TensorProto] = {}
     sparse: dict[str, onnx.SparseTensorProto] = {}
     value_info: dict[str, onnx.ValueInfoProto] = {}
@@ -616,15 +616,8 @@ def _evaluate(graph: gs.Graph, nodes: list[gs.Node], outputs: list[gs.Tensor],
     model = onnx.helper.make_model(proto, opset_imports=opsets)
     if graph.ir_version is not None:
         model.ir_version = graph.ir_version
-    model = for_onnxruntime(model)
-    names = [t.name for t in outputs]
-    options = ort.SessionOptions()
-    # One run per session: idle worker threads need not spin (this changes no result).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3  # onnxruntime's warnings would precede aicc's own lines
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    return dict(zip(names, session.run(names, {})))
+    # one run per session: idle worker threads need not spin (this changes no result)
+    return backends.observation("cpu", model, (), options={"allow_spinning": False}).run({})
 
 
 @hookimpl
