@@ -259,7 +259,6 @@ class CpuBackend(Backend):
                                where="backend 'cpu'") from e
         return CpuExecutable(session, values, (feed_types, result_types), kernels)
 
-
     def observation(self, model: onnx.ModelProto,
                     names: Iterable[str] | None = None) -> CpuObservation:
         """Graph inputs and node outputs can be observed (not tensors inside control-flow

@@ -318,12 +318,11 @@ class _AutoObservation(Observation):
         try:
             self.inner = observers.observation("cpu", model, names)
         except Exception as e:
-            self._fall_back(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            self._fall_back(_cannot(e))
         self.names = self.inner.names
 
     def _fall_back(self, why: str) -> None:
-        logger.info("calibration runs on the interpreter: onnxruntime cannot run this graph "
-                    "(%s)", why)
+        logger.info("calibration runs on the interpreter: %s", why)
         self.inner = self.observers.observation("interpreter", self.model, self.wanted)
         self.names = self.inner.names
         self.proven = True
@@ -337,7 +336,7 @@ class _AutoObservation(Observation):
         try:     # held back until the run succeeded, so a fallback does not count twice
             out = self.inner.run(feeds, lambda n, a: seen.append((n, a)))
         except BackendError as e:
-            self._fall_back(str(e).splitlines()[0])
+            self._fall_back(_cannot(e))
             return self.inner.run(feeds, observe)
         self.proven = True
         self.model = None
@@ -345,6 +344,11 @@ class _AutoObservation(Observation):
             for n, a in seen:
                 observe(n, a)
         return out
+
+
+def _cannot(error: Exception) -> str:
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return f"onnxruntime cannot run this graph ({first})"
 
 
 def _moments(arrays: list[np.ndarray]) -> np.ndarray:
