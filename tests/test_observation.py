@@ -24,7 +24,7 @@ from aicc.pipeline import Pipeline, run_pipeline
 from aicc.plugins import load_registries
 from aicc.program import Program
 from aicc.quant import dump_profile_yaml
-from aicc.testing import run_pass
+from aicc.testing import run_model, run_pass
 from quant_builders import samples, small_cnn
 from tolerance import assert_reordered_close
 
@@ -167,3 +167,27 @@ def test_verify_each_names_where_a_broken_promise_starts(backend):
     assert "pass 'scale-first-conv'" in text and "output 'y' differs" in text
     assert "the first to differ (in execution order; a pass may rescale intermediates on " \
            "purpose) is tensor 'c1' differs" in text
+
+
+def test_fold_constants_runs_on_the_cpu_backend_and_folds_bfloat16():
+    """fold-constants evaluates on the cpu backend, which carries types onnxruntime's Python API
+    cannot return: a bfloat16 constant subgraph folds (its own onnxruntime session failed)."""
+    from onnx import TensorProto as TP
+    from onnx import helper, numpy_helper
+
+    nodes = [helper.make_node("Cast", ["c"], ["cb"], to=TP.BFLOAT16, name="to_bf16"),
+             helper.make_node("Cast", ["x"], ["xb"], to=TP.BFLOAT16, name="x_bf16"),
+             helper.make_node("Add", ["xb", "cb"], ["yb"], name="add"),
+             helper.make_node("Cast", ["yb"], ["y"], to=TP.FLOAT, name="back")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TP.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TP.FLOAT, [3])],
+        [numpy_helper.from_array(np.array([1.5, 2.25, -3.0], np.float32), "c")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folded = run_pass(ir.load_model(model.SerializeToString()), "fold-constants", {}).to_model()
+    assert [n.op_type for n in folded.graph.node] == ["Cast", "Add", "Cast"]
+    x = {"x": np.array([0.5, -1.0, 4.0], np.float32)}
+    ref = run_model(model, x, backend="interpreter")["y"]
+    np.testing.assert_array_equal(run_model(folded, x, backend="interpreter")["y"],
+                                  ref)
