@@ -89,6 +89,20 @@ def test_names_a_backend_cannot_see_are_left_out(registries):
     assert list(shown) == ["r1"]
 
 
+def test_only_the_interpreter_sees_inside_control_flow(registries):
+    from control_builders import loop_model
+
+    observers = Observers(registries.backends)
+    model = loop_model()
+    asked = ["loop_node/xi", "acc"]
+    assert observers.observation("interpreter", model, asked).names == tuple(asked)
+    assert observers.observation("cpu", model, asked).names == ("acc",)
+    shown: list[str] = []
+    run = observers.observation("interpreter", model)       # everything: bodies too
+    run.run({"x": np.ones(3, np.float32)}, lambda n, a: shown.append(n))
+    assert shown.count("loop_node/xi") == 4 and "loop_node/xi" in run.names
+
+
 def test_backends_that_cannot_observe_are_refused_by_name(registries):
     observers = Observers(registries.backends)
     assert observers.can_observe("interpreter") and observers.can_observe("cpu")
