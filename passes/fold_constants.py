@@ -67,6 +67,7 @@ class FoldConstants(Pass):
     name = "fold-constants"
     description = "evaluate constant subgraphs (and known shapes) once, at compile time"
     scope = "graph"
+    after = ("specialize", "lower")     # fold with shapes bound and the ops that will run
     semantics = "preserving"
 
     @dataclasses.dataclass(frozen=True)

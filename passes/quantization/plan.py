@@ -23,6 +23,7 @@ from aicc.quant import (Encoding, EncodingsTable, Profile, TensorStats, adjusted
                         per_channel_encoding, schema_encoding, select_range, symmetric_encoding,
                         tf_encoding, weight_channel_axis)
 
+from aicc.passes.quantization.analyses import ADAROUND_ROUNDING
 from aicc.passes.quantization.qdq import (DATA_MOVEMENT_OPS, NON_DATA_INPUTS, OPSET_INT4_INT16, QdqWriter,
                    ensure_opset, needs_opset21)
 
@@ -573,8 +574,8 @@ class GraphQuantizer:
 
     def _learn_rounding(self, node: gs.Node, t: gs.Constant, values: np.ndarray,
                         enc: Encoding) -> None:
-        """Integers a rounding algorithm (``adaround``, through the scratch store) chose."""
-        rounder = self.ctx.scratch.get("adaround")
+        """Integers a rounding algorithm (``adaround``, through the analysis cache) chose."""
+        rounder = self.ctx.analyses.peek(ADAROUND_ROUNDING)
         if rounder is None or enc.is_float:
             return
         q = rounder.round(node, values, enc)
