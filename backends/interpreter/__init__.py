@@ -1,7 +1,8 @@
 """The ``interpreter`` backend: an ONNX graph in, an Executable running it op by op in numpy out.
 
-Exact ONNX semantics (fp16 and QDQ included) rather than speed; observers can see every tensor,
-which calibration and ``--dump-tensors`` rely on. Precision: each op computes in the dtypes the
+Exact ONNX semantics (fp16 and QDQ included) rather than speed; observers can see every tensor
+(``InterpreterBackend.observation``), which calibration, the fp16 checks and ``--verify-each``'s
+diagnosis rely on. Precision: each op computes in the dtypes the
 graph gives it and returns the dtypes ONNX declares (integer ops stay integer, integer Div
 truncates); fp16/bf16 matmuls, convolutions, reductions and composite activations accumulate in
 float32 and round once per op (see ``kernels``). See ``engine`` for the executor.

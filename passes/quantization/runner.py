@@ -1,5 +1,6 @@
-"""The calibration runner: feed dicts in, a Profile (per-tensor min, max, histogram) out; plus the
-graph hash profiles carry and the readers of sample files.
+"""The calibration runner: feed dicts in, a Profile (per-tensor min, max, histogram) out. (The
+graph hash profiles carry and the readers of sample files, in ``graph_hash`` and ``samples``, are
+re-exported here.)
 
 Not a plugin (nothing registers here): the ``calibrate`` pass (``passes/quantization/calibrate.py``) and the
 Python API (``calibrate_program``) use it. Engines are backends that observe, found by name in
@@ -9,11 +10,10 @@ onnxruntime (``engine=cpu``), or ``auto`` (onnxruntime where it runs the graph).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,13 +23,16 @@ import onnx_graphsurgeon as gs
 
 import aicc
 from aicc import ir
-from aicc.data import check_tensor_file, parse_input_list, read_tensor_file
 from aicc.backend import Observation, Observe, Observers
 from aicc.errors import BackendError, ConfigError, DataError
 from aicc.nonfinite import has_fp16
-from aicc.program import Program, TensorDesc
+from aicc.program import Program
 from aicc.quant import DEFAULT_NUM_BINS, Profile, TensorObserver
 from aicc.quant.profile import MAX_HISTOGRAM_BINS
+
+from aicc.passes.quantization.graph_hash import graph_hash, program_hash
+from aicc.passes.quantization.samples import (host_conversion, input_list_samples,
+                                              json_input_samples)
 
 __all__ = ["calibrate_program", "Calibration", "profile_of", "BLOCK", "check_calibration_args", "graph_hash", "program_hash", "input_list_samples",
            "json_input_samples", "host_conversion", "write_text_atomic", "ENGINES"]
@@ -38,136 +41,6 @@ logger = logging.getLogger(__name__)
 
 #: Elements buffered per tensor before they are folded into its histogram.
 _CHUNK_ELEMENTS = 1 << 16
-
-
-# ------------------------------------------------------------------------------ graph hash
-def _dtype_text(t: Any) -> str:
-    dtype = getattr(t, "dtype", None)
-    try:
-        return np.dtype(dtype).name if dtype is not None else "?"
-    except TypeError:
-        return str(dtype)
-
-
-def _value_bytes(v: Any) -> bytes:
-    """A canonical byte form of an attribute value (graphsurgeon's Python form)."""
-    if isinstance(v, gs.Constant):
-        arr = np.asarray(v.values)
-        return b"T" + f"{arr.dtype}{list(arr.shape)}".encode() + np.ascontiguousarray(arr).tobytes()
-    if isinstance(v, gs.Graph):
-        return b"G" + graph_hash(v).encode()
-    if isinstance(v, np.ndarray):
-        return b"A" + f"{v.dtype}{list(v.shape)}".encode() + np.ascontiguousarray(v).tobytes()
-    if isinstance(v, (list, tuple)):
-        return b"[" + b",".join(_value_bytes(x) for x in v) + b"]"
-    if isinstance(v, bool):
-        return b"b1" if v else b"b0"
-    if isinstance(v, (int, np.integer)):
-        return b"i" + str(int(v)).encode()
-    if isinstance(v, (float, np.floating)):
-        return b"f" + float(v).hex().encode()
-    if isinstance(v, str):
-        return b"s" + v.encode()
-    if isinstance(v, bytes):
-        return b"y" + v
-    return b"r" + repr(v).encode()
-
-
-def graph_hash(graph: gs.Graph) -> str:
-    """sha256 of what decides a graph's activation statistics, in a fixed order.
-
-    Covered: graph input and output names and element types; every node's op type, domain,
-    attributes, input and output tensor names, in graph order; every initializer's name and
-    element type, and the *values* of floating-point initializers (the weights: a retrained model
-    of the same architecture has other activation ranges, so its profile is refused too).
-    Not covered: shapes and integer initializer values (binding a batch size or specializing
-    changes those without changing a tensor's value distribution), node names (renamed freely on
-    import) and metadata. So the same model, through the same passes, always hashes the same.
-    Computed on the graph itself (no export), one weight at a time.
-    """
-    h = hashlib.sha256(b"aicc-graph-hash-v2\0")
-    for label, tensors in ((b"|inputs|", graph.inputs), (b"|outputs|", graph.outputs)):
-        h.update(label)
-        for t in tensors:
-            h.update(t.name.encode() + b"\0" + _dtype_text(t).encode() + b";")
-    h.update(b"|nodes|")
-    constants: dict[str, gs.Constant] = {}
-    for node in graph.nodes:
-        h.update(f"{node.domain or ''}::{node.op}(".encode())
-        h.update("\0".join(t.name for t in node.inputs).encode() + b")->(")
-        h.update("\0".join(t.name for t in node.outputs).encode() + b")")
-        for key in sorted(node.attrs):
-            h.update(key.encode() + b"=" + _value_bytes(node.attrs[key]) + b"\0")
-        h.update(b";")
-        for t in node.inputs:
-            if isinstance(t, gs.Constant) and t.name:
-                constants.setdefault(t.name, t)
-    h.update(b"|initializers|")
-    for name in sorted(constants):
-        t = constants[name]
-        kind = _dtype_text(t)
-        h.update(name.encode() + b"\0" + kind.encode() + b":")
-        if kind in ("float16", "float32", "float64", "bfloat16"):
-            h.update(np.ascontiguousarray(np.asarray(t.values)).tobytes())
-        h.update(b";")
-    return h.hexdigest()
-
-
-def program_hash(program: Program) -> str:
-    """The hash a profile of ``program`` carries: ``graph_hash`` of its graph, or, with several
-    specializations, sha256 of their distinct graph hashes in sorted order."""
-    hashes = sorted({graph_hash(g) for g in program.graphs.values()})
-    if len(hashes) == 1:
-        return hashes[0]
-    return hashlib.sha256(("aicc-program-hash-v1\0" + "\0".join(hashes)).encode()).hexdigest()
-
-
-# ------------------------------------------------------------------------------ sample sources
-_SYMBOLIC_HINT = "bind it with --input-shape/--input_dim or -onnx-define-symbol, or use .npy files"
-
-
-def input_list_samples(path: str | Path, inputs: list[TensorDesc]
-                       ) -> tuple[int, Callable[[], Iterator[dict[str, np.ndarray]]]]:
-    """An input list checked in full (every file's size or header against ``inputs``) and a
-    factory of a stream of feed dicts that reads one sample's files at a time.
-
-    Returns ``(number of samples, factory)``; nothing is read before the check passed.
-    """
-    descs = {d.name: d for d in inputs}
-    lst = parse_input_list(path, list(descs))
-    for line, sample in zip(lst.lines, lst.samples):
-        for name, file in sample.items():
-            check_tensor_file(file, descs[name], where=f"{lst.path}: line {line}",
-                              symbolic_hint=_SYMBOLIC_HINT)
-
-    def stream() -> Iterator[dict[str, np.ndarray]]:
-        for line, sample in zip(lst.lines, lst.samples):
-            yield {n: read_tensor_file(p, descs[n], where=f"{lst.path}: line {line}")
-                   for n, p in sample.items()}
-    return len(lst.samples), stream
-
-
-def json_input_samples(path: str | Path, program: Program
-                       ) -> tuple[int, Callable[[], Iterator[dict[str, np.ndarray]]]]:
-    """Samples of the vendor's JSON input file (``-json-input-file``), read and checked by
-    ``aicc.data.parse_json_input_file``: every inference must fit a specialization and every
-    specialization needs at least one inference."""
-    from aicc.data import parse_json_input_file, program_input_descs, spec_input_shapes
-
-    samples = parse_json_input_file(path, program_input_descs(program, interface=True),
-                                    shapes=spec_input_shapes(program, interface=True),
-                                    require_all_shapes=True)
-    return len(samples), lambda: iter(samples)
-
-
-def host_conversion(program: Program) -> Callable[[dict], dict] | None:
-    """Custom I/O converted on the host: samples come as callers give them (custom dtype and
-    layout) and are converted to the graph's inputs, as the Session does at run time."""
-    if not program.custom_io:
-        return None
-    from aicc.customio import HostConversions
-    host = HostConversions.from_meta({"custom_io": program.custom_io})
-    return host.convert if host is not None and host.host else None
 
 
 # ------------------------------------------------------------------------------ progress
