@@ -164,7 +164,7 @@ class Observers:
         cls = self.backends.get(backend).cls
         if not cls.observes:
             raise BackendError(f"backend '{backend}' cannot observe intermediate tensors",
-                               hint="observers: " + ", ".join(
+                               hint="backends that observe: " + ", ".join(
                                    n for n in self.backends.names()
                                    if self.backends.get(n).cls.observes))
         instance = cls(build_options(cls.Options, options, owner=f"backend '{backend}'"))
