@@ -35,7 +35,8 @@ def nonfinite_outputs(arrays: Mapping[str, Any]) -> dict[str, int]:
 
 
 class NonfiniteWatch:
-    """An observer (of a backend observing in execution order) that records the first produced tensor holding inf/NaN.
+    """An observer (on a backend observing in execution order, the interpreter) that records
+    the first produced tensor holding inf/NaN.
 
     ``found`` is ``{"node", "op", "tensor", "count", "max_abs_input"}`` (the largest finite
     magnitude among that node's float inputs) once one is seen; the watch then stops looking.

@@ -1,14 +1,15 @@
 """Declared graph-output shapes checked against the shapes the graph computes, at compile time.
 
 Exporters sometimes declare an output shape the graph does not produce (a CRNN declares
-``[1, seqlen]`` and computes ``[20, 1, 8210]``). onnxruntime ignores the declaration; a backend
-that trusts it refuses the run. ``aicc compile`` therefore infers each output's shape once the
-inputs are bound: ONNX shape inference first, and, when that cannot resolve an output and every
-input is a static float tensor, the ``cpu`` backend (onnxruntime) runs on zeros and on ones (skipped for graphs with
-integer inputs, which may carry shapes, and for ops whose shapes depend on values: control flow,
-NonZero, ...; an output whose shape differs between the two runs is left as declared). A computed shape that contradicts the declaration replaces it
-with a warning (the container records the computed one); one that only makes a symbolic or
-unknown dimension concrete replaces it silently.
+``[1, seqlen]`` and computes ``[20, 1, 8210]``). onnxruntime ignores the declaration; a backend that
+trusts it refuses the run. ``aicc compile`` therefore infers each output's shape once the inputs
+are bound: ONNX shape inference first, and, when that cannot resolve an output and every input is a
+static float tensor, the ``cpu`` backend (onnxruntime) runs on zeros and on ones (skipped for
+graphs with integer inputs, which may carry shapes, and for ops whose shapes depend on values:
+control flow, NonZero, ...; an output whose shape differs between the two runs is left as
+declared). A computed shape that contradicts the declaration replaces it with a warning (the
+container records the computed one); one that only makes a symbolic or unknown dimension concrete
+replaces it silently.
 """
 
 from __future__ import annotations

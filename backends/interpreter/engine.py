@@ -10,8 +10,8 @@ nodes, orders the nodes and, per requested set of outputs, plans which nodes to 
 step each intermediate tensor dies. ``run`` then only binds and checks the feeds and walks the plan,
 dropping every intermediate after its last consumer so memory follows the live set.
 
-Observers (the backend's ``observation``: calibration, fp16 checks) see tensors as they are produced; they must not modify
-the arrays they are given.
+Observers (the backend's ``observation``: calibration, fp16 checks) see tensors as they are
+produced; they must not modify the arrays they are given.
 """
 
 from __future__ import annotations
