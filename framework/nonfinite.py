@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from .backend import Observers
+
 __all__ = ["NonfiniteWatch", "first_nonfinite", "has_fp16", "nonfinite_outputs", "describe"]
 
 logger = logging.getLogger(__name__)
@@ -33,7 +35,8 @@ def nonfinite_outputs(arrays: Mapping[str, Any]) -> dict[str, int]:
 
 
 class NonfiniteWatch:
-    """An interpreter observer that records the first produced tensor holding inf/NaN.
+    """An observer (on a backend observing in execution order, the interpreter) that records
+    the first produced tensor holding inf/NaN.
 
     ``found`` is ``{"node", "op", "tensor", "count", "max_abs_input"}`` (the largest finite
     magnitude among that node's float inputs) once one is seen; the watch then stops looking.
@@ -70,15 +73,14 @@ def has_fp16(model: onnx.ModelProto) -> bool:
         for n in model.graph.node)
 
 
-def first_nonfinite(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]
-                    ) -> dict[str, Any] | None:
-    """Run ``model`` on the interpreter; the first node whose output holds inf/NaN (see
-    ``NonfiniteWatch.found``), None if every tensor stayed finite. Raises the interpreter's error
-    when it cannot run the model."""
-    from aicc.backends.interpreter.engine import Interpreter
-
+def first_nonfinite(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *,
+                    backends: Observers | None = None) -> dict[str, Any] | None:
+    """Run ``model`` on the interpreter backend (found in ``backends``; default: the built-in
+    ones), observing every tensor in execution order; the first node whose output holds inf/NaN
+    (see ``NonfiniteWatch.found``), None if every tensor stayed finite. Raises the
+    interpreter's error when it cannot run the model."""
     watch = NonfiniteWatch(model)
-    Interpreter(model).run(dict(feeds), observe=watch)
+    (backends or Observers()).observation("interpreter", model).run(dict(feeds), watch)
     return watch.found
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from aicc.backend import Observers
 from aicc.errors import ConfigError, option_ref
 from aicc.hookspecs import hookimpl
 from aicc.options import option
@@ -110,7 +111,7 @@ class Calibrate(Pass):
         if dask:
             profile = self._sharded(program, opts, python_samples, dask)
         else:
-            profile = self._local(program, opts, python_samples)
+            profile = self._local(program, opts, python_samples, ctx.observers)
         ctx.analyses.put(CALIBRATION_PROFILE, profile)
         ctx.count("tensors profiled", len(profile.tensors))
         if opts.dump_profile:
@@ -120,7 +121,7 @@ class Calibrate(Pass):
 
 
     @staticmethod
-    def _local(program: Program, opts: Any, python_samples: Any) -> Any:
+    def _local(program: Program, opts: Any, python_samples: Any, backends: Observers) -> Any:
         total: int | None = None
         if opts.input_list:
             if len(program.graphs) > 1:
@@ -142,7 +143,7 @@ class Calibrate(Pass):
             samples = (convert(dict(f)) for f in samples)
         return calibrate_program(program, samples, num_bins=opts.num_bins, total=total,
                                  progress=opts.progress, max_samples=opts.max_samples,
-                                 batch=opts.batch, engine=opts.engine)
+                                 batch=opts.batch, engine=opts.engine, backends=backends)
 
     @staticmethod
     def _sharded(program: Program, opts: Any, python_samples: Any, dask: Any) -> Any:
