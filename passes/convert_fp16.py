@@ -122,7 +122,7 @@ def load_node_precision_info(path: str | Path) -> list[str]:
                           f"{names!r}", where=path, field=_NPI_KEY)
     if not names:
         raise ConfigError("the list is empty", where=path, field=_NPI_KEY,
-                          hint="name at least one node, or drop -node-precision-info")
+                          hint=f"name at least one node, or drop {option_ref('node_precision_info')}")
     out: list[str] = []
     for i, name in enumerate(names):
         if isinstance(name, bool) or not isinstance(name, (str, int)) or name == "":

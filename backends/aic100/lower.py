@@ -44,7 +44,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from aicc.errors import BackendError, ModelError
+from aicc.errors import BackendError, ModelError, option_ref
 
 from .transposed import convtranspose_geometry, weight_channel_axis
 
@@ -243,7 +243,7 @@ def _check_static_inputs(model: onnx.ModelProto) -> None:
                 raise BackendError(
                     f"input '{vi.name}' has symbolic dimension '{sym}' (axis {axis}); the AIC100 "
                     "runs static shapes", where="backend 'aic100'",
-                    hint=f"bind it with -batchsize=N or -onnx-define-symbol={sym},N")
+                    hint=f"bind it with {option_ref('batchsize')}=N or {option_ref('symbols')}={sym},N")
 
 
 _LIGHT_BYTES = 1 << 16
@@ -515,7 +515,7 @@ def _check_precision(low: Lowered, fp32_nodes: frozenset[str] = frozenset()) -> 
         shown = "; ".join(bad[:8]) + (f"; and {len(bad) - 8} more" if len(bad) > 8 else "")
         raise BackendError(f"{len(bad)} node(s) compute in float32, which the AIC100 does not: "
                            f"{shown}", where="backend 'aic100'",
-                           hint="compile with -convert-to-fp16 (the vendor makes it mandatory) "
+                           hint=f"compile with {option_ref('fp16')} (the vendor makes it mandatory) "
                                 "or quantize the model")
 
 

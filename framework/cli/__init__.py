@@ -35,7 +35,7 @@ commands:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``aicc`` command; errors name options as the user typed them (the flags)."""
-    token = VOCABULARY.set({})
+    token = VOCABULARY.set(_FlagSpellings())
     try:
         return _main(argv)
     finally:
@@ -97,6 +97,23 @@ def _main(argv: Sequence[str] | None) -> int:
         return 130
     except Exception as e:  # an internal error: a bug in aicc or a plugin
         return _internal(e, debug)
+
+
+class _FlagSpellings(dict):
+    """Compile options as ``aicc compile`` flags: what any command's errors call an option the
+    user did not type (an option typed is added by the command with its spelling)."""
+
+    def __missing__(self, key: str) -> str:
+        from ..plugins import load_registries
+        try:
+            table = load_registries().options
+        except AiccError:
+            raise KeyError(key) from None
+        self.update({k: o.flags[0] for k, o in table.options.items()
+                     if o.flags and k not in self})
+        if key not in self:
+            raise KeyError(key)
+        return self[key]
 
 
 _SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}

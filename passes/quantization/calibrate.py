@@ -127,7 +127,7 @@ class Calibrate(Pass):
             if len(program.graphs) > 1:
                 raise ConfigError("an input list cannot feed several specializations",
                                   where=opts.input_list,
-                                  hint="describe the samples with -json-input-file")
+                                  hint=f"describe the samples with {option_ref('json_input_file')}")
             from aicc.data import program_input_descs
             total, factory = input_list_samples(opts.input_list,
                                                 program_input_descs(program, interface=True))
@@ -154,7 +154,7 @@ class Calibrate(Pass):
             if len(program.graphs) > 1:
                 raise ConfigError("an input list cannot feed several specializations",
                                   where=opts.input_list,
-                                  hint="describe the samples with -json-input-file")
+                                  hint=f"describe the samples with {option_ref('json_input_file')}")
             total, items = list_items(opts.input_list, program, opts.dask_ship_data)
         elif opts.json_input_file:
             total, factory = json_input_samples(opts.json_input_file, program)

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from aicc.errors import option_ref
 from aicc.data import check_tensor_file, parse_input_list, read_tensor_file
 from aicc.program import Program, TensorDesc
 
 __all__ = ["input_list_samples", "json_input_samples", "host_conversion", "SYMBOLIC_HINT"]
 
-SYMBOLIC_HINT = "bind it with --input-shape/--input_dim or -onnx-define-symbol, or use .npy files"
+SYMBOLIC_HINT = (f"bind it with {option_ref('input_shapes')} or {option_ref('symbols')}, or use "
+                 ".npy files")
 
 
 def input_list_samples(path: str | Path, inputs: list[TensorDesc]
