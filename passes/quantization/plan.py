@@ -4,7 +4,7 @@ encoding of every tensor (and the QDQ graph written through ``qdq``) out.
 Not a plugin (nothing registers here): ``quantize`` (``passes/quantization/quantize.py``, which
 documents the rules) runs ``GraphQuantizer`` on each graph and records what it returns. Its helpers:
 ``settings`` (options -> settings, statistics -> encodings), ``grouping`` (activations that share
-an encoding), ``qdq`` (the writer), ``float_ops`` (ops kept in float).
+an encoding), ``fusion`` (tensors inside fused kernels, left unquantized), ``qdq`` (the writer), ``float_ops`` (ops kept in float).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from aicc.quant import Encoding, EncodingsTable, Profile, TensorStats, bias_enco
 
 from .analyses import ADAROUND_ROUNDING
 from .float_ops import lower_float_ops
+from .fusion import activation_fused, elementwise_interior
 from .grouping import activation_groups
 from .qdq import NON_DATA_INPUTS, OPSET_INT4_INT16, QdqWriter, ensure_opset, needs_opset21
 from .settings import Encoder, QuantSettings
@@ -34,8 +35,6 @@ _WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _CONST_OPERAND_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "PRelu",
                                 "Concat", "MatMul", "Gemm"})
 _FLOAT_KINDS = (np.dtype(np.float32),)
-_FUSED_ACTIVATIONS = ("Relu", "Clip")
-_FUSING_PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")
 
 
 def _is_float(t: gs.Tensor, profile: Profile | None) -> bool:
@@ -154,20 +153,15 @@ class GraphQuantizer:
                 if i not in NON_DATA_INPUTS.get(n.op, ())]
 
     def _fused(self) -> set[str]:
-        """Outputs of Conv/ConvTranspose/Gemm/MatMul/Add read only by a Relu or Clip: the pair
-        runs as one integer kernel (as int8 backends, the vendor's included, fuse them), so only
-        the activation's output is quantized, on its own (never negative) range."""
-        fused = set()
-        for node in self.g.nodes:
-            if node.op not in _FUSED_ACTIVATIONS or id(node) in self.float_ops or not node.inputs:
-                continue
-            x = node.inputs[0]
-            if not x.inputs or x.name in self.outputs or x.name in self.ov:
-                continue
-            producer = x.inputs[0]
-            if producer.op in _FUSING_PRODUCERS and id(producer) not in self.float_ops and \
-                    len(self.readers.get(x.name, [])) == 1:
-                fused.add(x.name)
+        """Tensors inside one fused kernel, left unquantized (``fusion``): the activation
+        fusion and, with ``fuse_elementwise``, the intermediates of elementwise expressions."""
+        args = (self.g, self.readers, self.outputs, self.float_ops, self.ov)
+        fused = activation_fused(*args) if self.s.fuse_activations else set()
+        self.ctx.count("activations fused", len(fused))
+        if self.s.fuse_elementwise:
+            inner = elementwise_interior(*args) - fused
+            self.ctx.count("elementwise intermediates fused", len(inner))
+            fused |= inner
         return fused
 
     def _shape_computations(self) -> set[str]:
@@ -186,13 +180,12 @@ class GraphQuantizer:
 
     def _activations(self) -> list[str]:
         names, seen = [], set()
-        fused = self._fused() if self.s.fuse_activations else set()
+        fused = self._fused()
         exact = self._shape_computations()
         self.ctx.count("shape computations kept exact",
                        sum(1 for n in exact if n in self.tensors
                            and _is_float(self.tensors[n], self.profile)))
         seen.update(exact)
-        self.ctx.count("activations fused", len(fused))
         candidates = list(self.g.inputs) + [t for n in self.g.nodes if n.op != "Constant"
                                             for t in n.outputs]
         for t in candidates:

@@ -17,7 +17,10 @@ Rules: data-movement ops (Reshape, Transpose, Flatten, Squeeze/Unsqueeze, MaxPoo
 inputs feed nothing else, ...) share their input's encoding instead of re-quantizing; the output of
 a Conv/ConvTranspose/Gemm/MatMul/Add read only by a Relu or Clip is not quantized
 (``fuse_activations``: the pair is one integer kernel, only the activation's output, on its
-non-negative range, is quantized; an override on that tensor keeps it quantized); biases of
+non-negative range, is quantized; an override on that tensor keeps it quantized); a tensor made
+and read only by elementwise ops (the inside of a HardSwish, Swish, GELU or LayerNorm spelled out
+in elementary ops) is not quantized either (``fuse_elementwise``: the expression is one fused op,
+as the vendor's converter makes it; ``passes/quantization/fusion.py`` says why); biases of
 Conv/ConvTranspose/Gemm are int32 with scale = input scale x weight scale (``bias_bitwidth`` 8/16
 encode them on their own range instead); weights of Conv/ConvTranspose (``per_channel``) and of
 Gemm/MatMul (``per_channel`` or ``per_row``) are encoded per output channel. For Conv,
@@ -179,6 +182,9 @@ class Quantize(Pass):
                                              "(0: the op's)", choices=(0, 16, 32))
         fuse_activations: bool = option(True, "leave a Conv/Gemm/MatMul/Add output read only by "
                                               "a Relu/Clip unquantized (one fused kernel)")
+        fuse_elementwise: bool = option(True, "leave tensors made and read only by elementwise "
+                                              "ops (HardSwish, Swish, LayerNorm spelled out) "
+                                              "unquantized: one fused expression")
         float_fallback: bool = option(False, "quantize only what the overrides cover (activations "
                                              "propagate through data-movement ops); every other "
                                              "tensor stays float; needs no calibration "

@@ -38,6 +38,8 @@ class QuantSettings:
     float_bw: int
     float_bias_bw: int
     fuse_activations: bool = True
+    #: intermediates of elementwise expressions left unquantized (``fusion``)
+    fuse_elementwise: bool = True
     #: only what overrides cover is quantized; every other tensor stays float (no calibration)
     float_fallback: bool = False
     #: op types whose nodes keep their original (float) precision
@@ -60,7 +62,8 @@ class QuantSettings:
                    act_bw=o.act_bitwidth, weight_bw=o.weight_bitwidth, bias_bw=o.bias_bitwidth,
                    per_channel=o.per_channel, per_row=o.per_row, pack_4bit=o.pack_4bit,
                    float_bw=o.float_bitwidth, float_bias_bw=o.float_bias_bitwidth,
-                   fuse_activations=o.fuse_activations, float_fallback=o.float_fallback,
+                   fuse_activations=o.fuse_activations,
+                   fuse_elementwise=o.fuse_elementwise, float_fallback=o.float_fallback,
                    keep_op_types=tuple(o.keep_op_types))
 
 
