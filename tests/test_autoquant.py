@@ -65,10 +65,12 @@ def test_autoquant_stops_at_the_first_step_within_the_drop(tmp_path, capsys):
 
 def test_autoquant_goes_through_every_step_when_needed(tmp_path, capsys):
     # 4-bit activations and no drop allowed: no step before AMP reaches the float accuracy
-    # (min-max ranges: with the default auto ranges AdaRound already reaches float accuracy)
+    # (min-max ranges and 8-bit biases: with the default auto ranges or int32 biases AdaRound
+    # already reaches float accuracy)
     code, out, err, model = _run(tmp_path, capsys, drop=0.0, strict="false",
                                  extra=", output_bw: 4, cache_id: run1",
-                                 argv=("--act_quantizer_calibration", "min-max"))
+                                 argv=("--act_quantizer_calibration", "min-max",
+                                       "--bias_bw", "8"))
     assert code == 0, err
     for step in ("BN folding + quantization", "+ CLE", "+ AdaRound", "+ AMP"):
         assert f"autoquant: {step}" in out

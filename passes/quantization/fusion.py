@@ -62,16 +62,25 @@ def activation_fused(graph: gs.Graph, readers: Readers, outputs: Container[str],
 
 def elementwise_interior(graph: gs.Graph, readers: Readers, outputs: Container[str],
                          float_ops: Container[int], overridden: Container[str]) -> set[str]:
-    """Tensors made by an elementwise op and read only by elementwise ops (none of them kept in
-    float by the overrides): the intermediates of one fused elementwise expression."""
-    interior = set()
+    """The intermediates of elementwise expressions of one tensor: a tensor made by an
+    elementwise op from one source tensor (directly or through other such tensors, constants
+    aside) and read only by elementwise ops that compute from that same source. An op combining
+    two sources (a residual ``Add(a, b)``) starts a new expression: its inputs stay quantized.
+    Nodes must be in topological order (graphsurgeon's after ``toposort``)."""
+    source: dict[str, str] = {}          # elementwise output -> the tensor its expression reads
     for node in graph.nodes:
         if node.op not in ELEMENTWISE_OPS or id(node) in float_ops:
             continue
+        roots = {source.get(t.name, t.name) for t in node.inputs
+                 if t.name and not isinstance(t, gs.Constant)}
         for t in node.outputs:
-            if not t.name or t.name in outputs or t.name in overridden:
-                continue
-            uses = readers.get(t.name, [])
-            if uses and all(n.op in ELEMENTWISE_OPS and id(n) not in float_ops for n, _ in uses):
-                interior.add(t.name)
+            if t.name:
+                source[t.name] = roots.pop() if len(roots) == 1 else t.name
+    interior = set()
+    for name, root in source.items():
+        if root == name or name in outputs or name in overridden:
+            continue
+        uses = readers.get(name, [])
+        if uses and all(n.outputs and source.get(n.outputs[0].name) == root for n, _ in uses):
+            interior.add(name)
     return interior
