@@ -100,3 +100,24 @@ def test_adaround_without_samples_is_refused():
     from aicc.errors import AiccError
     with pytest.raises(AiccError, match="no samples for adaround"):
         q.quantize_model(DIGITS, input_shapes=SHAPE, progress=False, adaround={})
+
+
+@pytest.mark.parametrize("groups, rows, k, rank, per_row", [
+    (1, 5, 12, 12, True),     # full rank: through G = L L^T
+    (1, 5, 12, 3, True),      # low rank: through L twice
+    (4, 1, 9, 9, True),       # one row per group (depthwise): elementwise product and sum
+    (2, 3, 6, 6, False),      # a scale per element (per tensor broadcast)
+])
+def test_float32_error_gradient_matches_the_float64_quadratic(groups, rows, k, rank, per_row):
+    from aicc.quant.adaround import _error_gradient
+    rng = np.random.default_rng(groups * 100 + rank)
+    x = rng.normal(size=(groups, 40, rank)) @ rng.normal(size=(groups, rank, k))
+    factor = gram_factor(np.einsum("gsk,gsl->gkl", x, x) / 40)
+    shape = (groups, rows, 1) if per_row else (groups, rows, k)
+    step = rng.uniform(0.01, 0.1, size=shape)
+    diff = rng.normal(size=(groups, rows, k)) * 0.05
+    e0 = 0.37
+    want = 2 * (diff @ factor @ np.swapaxes(factor, 1, 2)) * step / e0
+    got = _error_gradient(factor, step, e0)(diff.astype(np.float32))
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())

@@ -11,7 +11,11 @@ form in ``W~ - W``::
 
 so only ``G`` (one ``K x K`` matrix per group) is kept, factored once by an eigendecomposition
 into ``L`` of rank ``r <= K`` (eigenvalues below ``rank_tol`` of the largest dropped): each
-iteration then costs ``2 * rows * K * r`` multiply-adds, independent of the number of samples.
+iteration then costs ``rows * K * min(K, 2 r)`` multiply-adds (through ``G`` itself when that is
+cheaper), independent of the number of samples. The iterations run in float32 (about 2.4x faster
+than float64 on PP-OCRv4's recognizer; the learned integers of large layers then differ in some
+elements, the reconstruction error by under 1% either way); the exact comparisons that decide
+what is kept are in float64.
 
 ``W~ = s * (floor(W / s) + zp + h(V) - zp)`` with ``h`` the rectified sigmoid
 ``clip(sigmoid(V) * (zeta - gamma) + gamma, 0, 1)``, ``V`` initialised so that ``h`` starts at the
@@ -31,6 +35,7 @@ on the calibration data; ``AdaRoundResult.improved`` says which was kept.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -119,32 +124,63 @@ def _init_v(frac: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+def _error_gradient(factor: np.ndarray, scale: np.ndarray, e0: float
+                    ) -> Callable[[np.ndarray], np.ndarray]:
+    """``diff -> dE/dW~ * dW~/dh / E_nearest`` in float32: ``2 diff G step / e0`` through
+    ``G = L L^T`` when one ``K x K`` product is cheaper than two ``K x r`` ones, else through
+    ``L``; grouped layers with one row per group (depthwise convolutions) as an elementwise
+    product and a sum instead of many tiny matrix products."""
+    k, r = factor.shape[1], factor.shape[2]
+    coef = (2.0 * np.asarray(scale, np.float64) / e0).astype(np.float32)
+    if 2 * r >= k:
+        gram = np.matmul(factor, np.swapaxes(factor, 1, 2)).astype(np.float32)
+        if factor.shape[0] > 1 and coef.shape[1] == 1:      # one row per group
+            return lambda diff: np.einsum("gk,gkj->gj", diff[:, 0], gram)[:, None] * coef
+        return lambda diff: np.matmul(diff, gram) * coef
+    f32 = factor.astype(np.float32)
+    ft = np.ascontiguousarray(np.swapaxes(f32, 1, 2))
+    return lambda diff: np.matmul(np.matmul(diff, f32), ft) * coef
+
+
 def _optimise(base: np.ndarray, step: np.ndarray, free: np.ndarray, frac: np.ndarray,
               w: np.ndarray, factor: np.ndarray, e0: float, p: AdaRoundParams) -> np.ndarray:
-    """Adam on V; ``w_hat = base + step * h`` on free elements. Returns the final h (soft)."""
-    v = _init_v(frac)
+    """Adam on V; ``w_hat = base + step * h`` on free elements. Returns the final h (soft).
+
+    The iterations run in float32 (the objective is normalised by ``E_nearest``, so its
+    gradient is of order one; the exact float64 quadratic decides in ``_refine`` and in the
+    final comparison with nearest rounding)."""
+    f32 = np.float32
+    v = _init_v(frac).astype(f32)
     m, s2 = np.zeros_like(v), np.zeros_like(v)
     b1, b2, eps = 0.9, 0.999, 1e-8
+    freef = free.astype(f32)
     n_free = max(1, int(free.sum()))
     warm = int(p.warm_start * p.iterations)
+    grad = _error_gradient(factor, step[:, :, :1] if _per_row(step) else step, e0)
+    stepf = step.astype(f32)
+    offset = (base - w).astype(f32)
+    lr, zg = f32(p.learning_rate), f32(_ZETA - _GAMMA)
     for it in range(p.iterations):
-        h, dh = _h(v)
-        diff = base + step * h * free - w
-        grad_w = 2.0 * np.matmul(np.matmul(diff, factor), np.swapaxes(factor, 1, 2)) / e0
-        g = grad_w * step
+        sig = 1.0 / (1.0 + np.exp(-v))
+        raw = sig * zg + f32(_GAMMA)
+        h = np.clip(raw, 0.0, 1.0)
+        g = grad(offset + stepf * h * freef)
         if it >= warm and p.reg_param > 0:
             t = (it - warm) / max(1, p.iterations - warm)
             beta = p.beta_range[1] + 0.5 * (p.beta_range[0] - p.beta_range[1]) * \
                 (1 + np.cos(np.pi * t))
             u = 2 * h - 1
-            g = g - p.reg_param / n_free * beta * np.abs(u) ** (beta - 1) * np.sign(u) * 2
-        g = g * dh * free
+            g -= f32(2 * p.reg_param / n_free * beta) * np.abs(u) ** f32(beta - 1) * np.sign(u)
+        g *= np.where((raw > 0) & (raw < 1), sig * (1 - sig) * zg, f32(0)) * freef
         m = b1 * m + (1 - b1) * g
         s2 = b2 * s2 + (1 - b2) * g * g
-        mh = m / (1 - b1 ** (it + 1))
-        sh = s2 / (1 - b2 ** (it + 1))
-        v = v - p.learning_rate * mh / (np.sqrt(sh) + eps)
-    return _h(v)[0]
+        v -= lr * (m / f32(1 - b1 ** (it + 1))) / (np.sqrt(s2 / f32(1 - b2 ** (it + 1))) + eps)
+    return _h(v.astype(np.float64))[0]
+
+
+def _per_row(step: np.ndarray) -> bool:
+    """Whether a (groups, rows, K) scale is constant along K (per tensor or per output row)."""
+    return bool(np.all(step == step[:, :, :1]))
 
 
 def _refine(q: np.ndarray, w: np.ndarray, scale: np.ndarray, zp: np.ndarray, lo: np.ndarray,
