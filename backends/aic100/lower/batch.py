@@ -18,10 +18,11 @@ _PARAMETER_OPERANDS = {
     "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4), "Pad": (1, 2, 3),
     "Resize": (1, 2, 3), "Split": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "TopK": (1,),
     "ReduceMean": (1,), "ReduceSum": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "Clip": (1, 2),
-    "CumSum": (1,), "Trilu": (1,)}
+    "ReduceProd": (1,), "ReduceSumSquare": (1,), "CumSum": (1,), "Trilu": (1,), "OneHot": (1, 2)}
 
 
 def _axes_touch_zero(node: onnx.NodeProto, low: Lowered) -> bool:
+    """Whether the node works along dim 0 (mixing samples, or moving the batch off dim 0)."""
     a = attrs(node)
     rank = len(low.tensors[node.input[0]].shape) if node.input and node.input[0] in low.tensors \
         else 0
@@ -37,8 +38,10 @@ def _axes_touch_zero(node: onnx.NodeProto, low: Lowered) -> bool:
         axis = int(a.get("axis", 1 if op in ("Flatten",) else (-1 if op in (
             "Softmax", "LogSoftmax", "LayerNormalization") else 0)))
         return rank > 0 and axis % rank == 0 if op != "Flatten" else axis == 0
-    if op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "Slice", "Squeeze",
-              "Unsqueeze"):
+    if op == "OneHot":  # inserts the one-hot axis (default last) into an output of rank + 1
+        return int(a.get("axis", -1)) % (rank + 1) == 0
+    if op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd",
+              "ReduceSumSquare", "Slice", "Squeeze", "Unsqueeze"):
         axes = a.get("axes")
         idx = {"Slice": 3, "Squeeze": 1, "Unsqueeze": 1}.get(op, 1)
         if axes is None and len(node.input) > idx and node.input[idx]:

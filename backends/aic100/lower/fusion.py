@@ -175,6 +175,7 @@ def _vector_work(low: Lowered, node: onnx.NodeProto) -> int:
     if op in ("MaxPool", "AveragePool"):
         return _elements(low, node) * int(np.prod(a.get("kernel_shape", [1])))
     if op in REDUCING:
-        return low.tensors[node.input[0]].size if node.input[0] in low.tensors else 0
+        return low.tensors[node.input[0]].size * REDUCING[op] if node.input[0] in low.tensors \
+            else 0
     return _elements(low, node) * VECTOR_COST.get(op, 1)
 

@@ -25,7 +25,7 @@ MOVEMENT_OPS = ALIAS_OPS | frozenset({
     "Transpose", "Concat", "Split", "Slice", "Gather", "Expand", "Tile", "Pad", "Shape", "Size",
     "Constant", "ConstantOfShape", "Cast", "QuantizeLinear",
     "DequantizeLinear", "Range", "Where", "Equal", "Less", "Greater", "LessOrEqual",
-    "GreaterOrEqual", "Not", "And", "Or", "Xor"})
+    "GreaterOrEqual", "Not", "And", "Or", "Xor", "OneHot"})
 #: vector-unit work per output element (MAC-equivalents); pooling adds its window
 VECTOR_COST = {
     "Relu": 1, "Clip": 1, "LeakyRelu": 2, "PRelu": 2, "Add": 1, "Sub": 1, "Mul": 1, "Div": 4,
@@ -33,7 +33,8 @@ VECTOR_COST = {
     "Log": 8, "Sigmoid": 8, "Tanh": 8, "Erf": 8, "Gelu": 10, "HardSigmoid": 2, "HardSwish": 3,
     "BatchNormalization": 2, "Cast": 1, "QuantizeLinear": 2,
     "DequantizeLinear": 1, "Softmax": 6, "LogSoftmax": 6, "LayerNormalization": 8,
-    "ReduceMean": 1, "ReduceSum": 1, "ReduceMax": 1, "ReduceMin": 1,
+    "ReduceMean": 1, "ReduceSum": 1, "ReduceMax": 1, "ReduceMin": 1, "ReduceProd": 1,
+    "ReduceSumSquare": 2, "OneHot": 1,
     "MaxPool": 0, "AveragePool": 0, "GlobalAveragePool": 0, "GlobalMaxPool": 0, "Resize": 4,
     "Transpose": 1, "Concat": 1, "Split": 1, "Slice": 1, "Gather": 1, "Expand": 1, "Tile": 1,
     "Pad": 1, "Where": 1, "Equal": 1, "Less": 1, "Greater": 1, "LessOrEqual": 1,
@@ -47,9 +48,9 @@ EPILOGUE_OPS = frozenset({
     "Sqrt", "Sigmoid", "Tanh", "Erf", "Gelu", "HardSigmoid", "HardSwish",
     "BatchNormalization", "Cast", "Exp"})
 SUPPORTED_OPS = TENSOR_OPS | frozenset(VECTOR_COST)
-#: ops whose vector work is one per input element (they reduce it)
-REDUCING = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum",
-                      "ReduceMax", "ReduceMin"})
+#: ops that reduce their input: vector work per *input* element
+REDUCING = {"GlobalAveragePool": 1, "GlobalMaxPool": 1, "ReduceMean": 1, "ReduceSum": 1,
+            "ReduceMax": 1, "ReduceMin": 1, "ReduceProd": 1, "ReduceSumSquare": 2}
 
 def attrs(node: onnx.NodeProto) -> dict[str, Any]:
     """The node's attributes as Python values."""

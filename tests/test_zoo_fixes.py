@@ -1,0 +1,135 @@
+"""Failures of the model zoo (issue 12, ``make zoo``), each reproduced on a small model built here
+and checked through the public path (``aicc compile`` -> ``aicc.load`` -> ``Session.run``)
+against onnxruntime on the original model.
+
+fp16 tolerance (aic100 with ``-convert-to-fp16``): inputs, weights and every op's result round
+to fp16 (relative spacing 2**-10 ~ 1e-3); a handful of rounded ops in a row stay within
+``_FP16_REL`` = 1e-2 of the largest reference value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import aicc
+from aicc.cli import main
+
+_FP16_REL = 1e-2
+
+
+def _ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+
+
+def _compile_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], tmp_path, *flags: str
+                 ) -> dict[str, np.ndarray]:
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    qpc = tmp_path / "qpc"
+    assert main(["compile", f"-m={path}", f"-aic-binary-dir={qpc}", *flags]) == 0
+    return aicc.load(qpc).run(feeds)
+
+
+def _assert_fp16_close(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
+    for name, ref in want.items():
+        scale = float(np.abs(ref).max())
+        np.testing.assert_allclose(got[name].astype(np.float64), ref.astype(np.float64), rtol=0,
+                                   atol=_FP16_REL * scale, err_msg=name)
+
+
+# --- magika: OneHot, ReduceProd, ReduceSumSquare on aic100 ------------------------------------
+
+def _byte_classifier(batch: int) -> onnx.ModelProto:
+    """magika's shape in small: bytes one-hot encoded (int32 indices and depth, float values,
+    as tf2onnx writes it), a dense layer, a LayerNorm decomposed with ReduceSumSquare, and a
+    flatten whose size is the ReduceProd of the shape's tail."""
+    rng = np.random.default_rng(0)
+    width, depth, hidden = 16, 8, 4
+    inits = [
+        numpy_helper.from_array(np.array(depth, np.int32), "depth"),
+        numpy_helper.from_array(np.array([0.0, 1.0], np.float32), "onoff"),
+        numpy_helper.from_array(rng.standard_normal((depth, hidden)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([1, 2], np.int64), "tail"),
+        numpy_helper.from_array(np.array([-1], np.int64), "minus_one"),
+        numpy_helper.from_array(np.array(1.0 / hidden, np.float32), "inv_n"),
+    ]
+    nodes = [
+        helper.make_node("OneHot", ["bytes", "depth", "onoff"], ["hot"], axis=-1),
+        helper.make_node("MatMul", ["hot", "w"], ["dense"]),
+        helper.make_node("ReduceMean", ["dense"], ["mean"], axes=[2], keepdims=1),
+        helper.make_node("Sub", ["dense", "mean"], ["centred"]),
+        helper.make_node("ReduceSumSquare", ["centred"], ["sq"], axes=[2], keepdims=1),
+        helper.make_node("Mul", ["sq", "inv_n"], ["var"]),
+        helper.make_node("Sqrt", ["var"], ["std"]),
+        helper.make_node("Div", ["centred", "std"], ["normed"]),
+        helper.make_node("Shape", ["normed"], ["shape"]),
+        helper.make_node("Gather", ["shape", "tail"], ["dims"]),
+        helper.make_node("ReduceProd", ["dims"], ["flat_size"], axes=[0], keepdims=1),
+        helper.make_node("Concat", ["minus_one", "flat_size"], ["flat_shape"], axis=0),
+        helper.make_node("Reshape", ["normed", "flat_shape"], ["features"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "bytes", [helper.make_tensor_value_info("bytes", TensorProto.INT32,
+                                                       [batch, width])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [batch, width * hidden])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_onehot_reduceprod_reducesumsquare_run_on_aic100(tmp_path):
+    model = _byte_classifier(batch=2)
+    feeds = {"bytes": np.random.default_rng(1).integers(0, 8, (2, 16)).astype(np.int32)}
+    got = _compile_run(model, feeds, tmp_path, "-aic-hw", "-convert-to-fp16",
+                       "-aic-num-cores=2")
+    _assert_fp16_close(got, _ort(model, feeds))
+
+
+def _batch_reductions(op: str) -> onnx.ModelProto:
+    """A sigmoid reduced over the batch (dim 0) by ``op``, beside a per-sample relu."""
+    graph = helper.make_graph(
+        [helper.make_node("Sigmoid", ["x"], ["p"]),
+         helper.make_node(op, ["p"], ["joint"], axes=[0], keepdims=0),
+         helper.make_node("Relu", ["x"], ["r"])],
+        "batch", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 32])],
+        [helper.make_tensor_value_info("joint", TensorProto.FLOAT, [32]),
+         helper.make_tensor_value_info("r", TensorProto.FLOAT, [4, 32])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("op", ["ReduceProd", "ReduceSumSquare"])
+def test_reductions_over_the_batch_keep_it_whole_on_four_cores(op, tmp_path):
+    # one program over four cores and a batch of four: a reduction over dim 0 must not be split
+    # over data-parallel groups (each would reduce its own sample)
+    model = _batch_reductions(op)
+    feeds = {"x": np.random.default_rng(2).standard_normal((4, 32)).astype(np.float32)}
+    got = _compile_run(model, feeds, tmp_path, "-aic-hw", "-convert-to-fp16",
+                       "-aic-num-cores=4", "--backend-option", "multicore=split")
+    _assert_fp16_close(got, _ort(model, feeds))
+
+
+def test_onehot_along_dim_0_does_not_split_the_batch(tmp_path):
+    # OneHot with axis 0 puts the classes first: [depth, batch, ...]; with depth == batch the
+    # shapes look batch-major, but splitting dim 0 would split the classes
+    inits = [numpy_helper.from_array(np.array(4, np.int32), "depth"),
+             numpy_helper.from_array(np.array([0.0, 1.0], np.float32), "onoff")]
+    graph = helper.make_graph(
+        [helper.make_node("OneHot", ["ids", "depth", "onoff"], ["hot"], axis=0),
+         helper.make_node("Relu", ["hot"], ["y"])],
+        "onehot0", [helper.make_tensor_value_info("ids", TensorProto.INT32, [4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    feeds = {"ids": np.random.default_rng(3).integers(0, 4, (4, 8)).astype(np.int32)}
+    got = _compile_run(model, feeds, tmp_path, "-aic-hw", "-convert-to-fp16",
+                       "-aic-num-cores=4", "--backend-option", "multicore=split")
+    np.testing.assert_array_equal(got["y"], _ort(model, feeds)["y"])
