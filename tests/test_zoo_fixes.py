@@ -133,3 +133,51 @@ def test_onehot_along_dim_0_does_not_split_the_batch(tmp_path):
     got = _compile_run(model, feeds, tmp_path, "-aic-hw", "-convert-to-fp16",
                        "-aic-num-cores=4", "--backend-option", "multicore=split")
     np.testing.assert_array_equal(got["y"], _ort(model, feeds)["y"])
+
+
+# --- silero-vad on cpu: a branch dead for the bound shapes -----------------------------------
+
+def _shape_guarded_model() -> onnx.ModelProto:
+    """Silero VAD's structure in small: an If on an input value whose branch holds another If on
+    a shape (``if x.size(1) == 1: x.squeeze(1)``). Once ``l`` is bound to 8 the Squeeze branch is
+    dead and no longer type-checks, which made onnxruntime refuse the whole graph."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "l"])
+    one = numpy_helper.from_array(np.array([1], np.int64), "one")
+    squeeze = helper.make_graph([helper.make_node("Squeeze", ["x", "one"], ["s"])], "squeeze",
+                                [], [helper.make_tensor_value_info("s", TensorProto.FLOAT, ["n"])],
+                                [one])
+    peak = helper.make_graph([helper.make_node("ReduceMax", ["x"], ["m"], axes=[1], keepdims=0)],
+                             "peak", [], [helper.make_tensor_value_info("m", TensorProto.FLOAT,
+                                                                        ["n"])])
+    guarded = helper.make_graph(
+        [helper.make_node("Shape", ["x"], ["shape"]),
+         helper.make_node("Gather", ["shape", "axis"], ["length"]),
+         helper.make_node("Equal", ["length", "unit"], ["single"]),
+         helper.make_node("If", ["single"], ["a"], then_branch=squeeze, else_branch=peak)],
+        "guarded", [], [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n"])],
+        [numpy_helper.from_array(np.array(1, np.int64), "axis"),
+         numpy_helper.from_array(np.array(1, np.int64), "unit")])
+    mean = helper.make_graph([helper.make_node("ReduceMean", ["x"], ["b"], axes=[1], keepdims=0)],
+                             "mean", [], [helper.make_tensor_value_info("b", TensorProto.FLOAT,
+                                                                        ["n"])])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["use_peak"], ["y"], then_branch=guarded, else_branch=mean)],
+        "vad", [x, helper.make_tensor_value_info("use_peak", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_bound_shapes_that_kill_a_branch_still_load_on_cpu(tmp_path):
+    model = _shape_guarded_model()
+    path = tmp_path / "vad.onnx"
+    onnx.save(model, path)
+    qpc = tmp_path / "qpc"
+    assert main(["compile", f"-m={path}", f"-aic-binary-dir={qpc}", "--input-shape=x=2,8"]) == 0
+    session = aicc.load(qpc)
+    x = np.random.default_rng(4).standard_normal((2, 8)).astype(np.float32)
+    for flag in (True, False):
+        feeds = {"x": x, "use_peak": np.array(flag)}
+        np.testing.assert_array_equal(session.run(feeds)["y"], _ort(model, feeds)["y"])
