@@ -181,3 +181,52 @@ def test_bound_shapes_that_kill_a_branch_still_load_on_cpu(tmp_path):
     for flag in (True, False):
         feeds = {"x": x, "use_peak": np.array(flag)}
         np.testing.assert_array_equal(session.run(feeds)["y"], _ort(model, feeds)["y"])
+
+
+# --- hey-jarvis on aic100: an If chosen by the data ------------------------------------------
+
+def _verified_detector() -> onnx.ModelProto:
+    """openWakeWord's hey_jarvis in small: a score, and a verifier run only when the score
+    passes 0.5 (an If whose condition is computed from the input's values)."""
+    rng = np.random.default_rng(5)
+    verify = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w2"], ["v"], transB=1),
+         helper.make_node("Sigmoid", ["v"], ["p2"])], "verify", [],
+        [helper.make_tensor_value_info("p2", TensorProto.FLOAT, [1, 1])],
+        [numpy_helper.from_array(rng.standard_normal((1, 8)).astype(np.float32), "w2")])
+    keep = helper.make_graph([helper.make_node("Identity", ["p1"], ["p"])], "keep", [],
+                             [helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 1])])
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w1"], ["s"], transB=1),
+         helper.make_node("Sigmoid", ["s"], ["p1"]),
+         helper.make_node("GreaterOrEqual", ["p1", "half"], ["ge"]),
+         helper.make_node("Cast", ["ge"], ["cond"], to=TensorProto.BOOL, name="cast_cond"),
+         helper.make_node("If", ["cond"], ["y"], then_branch=verify, else_branch=keep,
+                          name="verify_if")],
+        "detector", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+        [numpy_helper.from_array(rng.standard_normal((1, 8)).astype(np.float32), "w1"),
+         numpy_helper.from_array(np.array(0.5, np.float32), "half")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def test_an_if_chosen_by_the_data_is_refused_on_aic100_naming_node_and_input(tmp_path, capsys):
+    path = tmp_path / "jarvis.onnx"
+    onnx.save(_verified_detector(), path)
+    code = main(["compile", f"-m={path}", f"-aic-binary-dir={tmp_path / 'qpc'}", "-aic-hw",
+                 "-convert-to-fp16"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and not (tmp_path / "qpc").exists()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert "node 'verify_if' (If)" in err[0] and "computed by node 'cast_cond'" in err[0]
+    assert "depends on the values of input(s) 'x'" in err[0]
+    assert "interpreter, cpu" in err[0] and "-onnx-define-symbol" not in err[0]
+
+
+def test_an_if_chosen_by_the_data_runs_on_cpu(tmp_path):
+    model = _verified_detector()
+    feeds = {"x": np.random.default_rng(6).standard_normal((1, 8)).astype(np.float32)}
+    got = _compile_run(model, feeds, tmp_path)
+    np.testing.assert_allclose(got["y"], _ort(model, feeds)["y"], rtol=1e-6)
