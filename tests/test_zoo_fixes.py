@@ -230,3 +230,28 @@ def test_an_if_chosen_by_the_data_runs_on_cpu(tmp_path):
     feeds = {"x": np.random.default_rng(6).standard_normal((1, 8)).astype(np.float32)}
     got = _compile_run(model, feeds, tmp_path)
     np.testing.assert_allclose(got["y"], _ort(model, feeds)["y"], rtol=1e-6)
+
+
+def test_a_graph_onnxruntime_refuses_for_another_reason_is_still_refused(tmp_path, capsys):
+    # the retry with free shapes is for bound shapes only: a branch with an op onnxruntime has
+    # no CPU kernel for (Max of int16) fails both ways, and the first refusal is reported
+    i16 = [2, 2]
+    bad = helper.make_graph([helper.make_node("Max", ["a", "b"], ["m"])], "bad", [],
+                            [helper.make_tensor_value_info("m", TensorProto.INT16, i16)])
+    good = helper.make_graph([helper.make_node("Identity", ["a"], ["g"])], "good", [],
+                             [helper.make_tensor_value_info("g", TensorProto.INT16, i16)])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=bad, else_branch=good, name="pick")],
+        "g", [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+              helper.make_tensor_value_info("a", TensorProto.INT16, i16),
+              helper.make_tensor_value_info("b", TensorProto.INT16, i16)],
+        [helper.make_tensor_value_info("y", TensorProto.INT16, i16)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "bad.onnx"
+    onnx.save(model, path)
+    code = main(["compile", f"-m={path}", f"-aic-binary-dir={tmp_path / 'qpc'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and not (tmp_path / "qpc").exists()
+    assert len(err) == 1 and "onnxruntime cannot load the graph" in err[0], err
+    assert "Max" in err[0]
