@@ -134,8 +134,9 @@ def _rebatch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
 
 def _quantize_through_passes(model: onnx.ModelProto, seq: int, folder: Path) -> onnx.ModelProto:
     """What ``aicc compile -convert-to-quantize -input-list-file=LIST`` makes of ``model``."""
-    from aicc.cli.feature_quantization import contribute
-    from aicc.compiler import CompileRequest, compile_model
+    from aicc.compiler import compile_model, configure
+    from aicc.config import CompileConfig
+    from aicc.plugins import load_registries
 
     rng = np.random.default_rng(0)
     sample = {"input_ids": rng.integers(0, BERT_LARGE["vocab"], (1, seq)),
@@ -146,8 +147,11 @@ def _quantize_through_passes(model: onnx.ModelProto, seq: int, folder: Path) -> 
         value.astype(np.int64).tofile(folder / f"{name}.raw")
         parts.append(f"{name}:={folder / name}.raw")
     (folder / "list.txt").write_text(" ".join(parts) + "\n", encoding="utf-8")
-    req = CompileRequest(model=model, backend="aic100", pipeline_only="quantized")
-    contribute({"convert_to_quantize": True, "input_list_file": str(folder / "list.txt")}, req)
+    registries = load_registries()
+    req = configure(CompileConfig.from_python(registries.options, {
+        "model": model, "target": "aic100", "input_list": str(folder / "list.txt"),
+        "quantization": {"calibrate": True}}), registries)
+    req.pipeline_only = "quantized"
     _, program, _ = compile_model(req)
     return program.to_model()
 

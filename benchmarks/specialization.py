@@ -40,6 +40,7 @@ os.environ.setdefault("AICC_DISABLE_PLUGIN_AUTOLOAD", "1")
 import onnx  # noqa: E402
 
 from aicc.compiler import CompileRequest, compile_model  # noqa: E402
+from aicc.pass_order import Requested
 from aicc.container import SHARED_MIN_BYTES  # noqa: E402
 from aicc.plugins import load_registries  # noqa: E402
 
@@ -88,7 +89,7 @@ def measure(model: onnx.ModelProto, n: int, work: Path, registries, repeat: int)
         out = work / f"together{n}-{backend}"
         path, _, _ = compile_model(CompileRequest(
             model=model, output=out, backend=backend,
-            feature_steps=[("specialize", "specialize", {"config": str(config)})]), registries)
+            passes=[Requested("specialize", {"config": str(config)})]), registries)
         return path
 
     def apart() -> list[Path]:

@@ -10,8 +10,6 @@ The Python API::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -32,42 +30,50 @@ from .pass_base import Pass, PassContext, Tolerance  # noqa: E402
 from .pipeline import Instrument, Pipeline  # noqa: E402
 from .program import Program  # noqa: E402
 from .runtime import Session, load  # noqa: E402
+from .version import __version__  # noqa: E402
 
 __all__ = ["compile", "load", "generate", "Session", "Pass", "PassContext", "Tolerance",
            "Program", "Backend", "Executable", "Instrument", "Pipeline", "hookimpl", "option",
            "AiccError", "__version__"]
 
 
-def compile(model: Any, *, backend: str = "cpu", pipeline: Any = None, output: Any = None,
-            symbols: Mapping[str, int] | Sequence[str] = (), batchsize: int = 0,
-            backend_options: Mapping[str, Any] | None = None,
-            instruments: Sequence[str | tuple[str, Mapping[str, Any]]] = (),
-            plugins: Sequence[str | Path] = (), specializations: str | Path | None = None,
-            retained_state: bool = False, dask: Any = None) -> Path:
+def compile(model: Any = None, *, config: str | Path | None = None, output: Any = None,
+            plugins: Sequence[str | Path] = (), backend: str | None = None,
+            **options: Any) -> Path | None:
     """Compile an ONNX model (path, bytes or ModelProto) into a container; return its path.
 
-    ``pipeline`` is a list of pass names / ``(name, options)`` pairs, a pipeline file, or None for
-    the default. ``symbols`` binds symbolic dimensions (``{"batch": 4}``). ``specializations`` is
-    a network specialization config (JSON), ``retained_state`` keeps ``*_RetainedState`` outputs
-    in the session (both as the CLI flags). ``dask`` (``"local:N"``, a scheduler address or a
-    ``distributed.Client``) compiles several specializations in parallel there; the container is
-    the same bytes. Without ``output`` the container goes to a new temporary folder.
+    Every option ``aicc compile`` takes as a flag is a keyword here, by its Python name (``aicc
+    compile --help`` and the README list them): ``target="aic100"`` (or ``backend=``),
+    ``num_cores=4``, ``fp16=True``, ``custom_io="io.yaml"``, ``specializations="spec.json"``,
+    ``quantization=dict(profile=["p.yaml"], per_channel=True)``, ``pipeline=[...]``,
+    ``symbols={"batch": 4}``, ... ``config`` is a compile config file holding the same keys
+    (keywords given here too are refused as a contradiction). ``plugins`` adds plugin files,
+    whose options are keywords too. Without ``output`` the container goes to a new temporary
+    folder. Returns None when nothing is compiled (``quantization=dict(dump_profile=...)``
+    alone writes the profile only, as the vendor tool does).
     """
-    from .compiler import CompileRequest, compile_model
+    from .compiler import compile_model, configure
+    from .config import CompileConfig
+    from .plugins import load_registries
 
-    if isinstance(symbols, Mapping):
-        symbols = [f"{k}={v}" for k, v in symbols.items()]
-    if output is None:
+    registries = load_registries(plugins)
+    if backend is not None:
+        if "target" in options:
+            raise AiccError("backend= and target= both given; they name the same option",
+                            hint="give one of them")
+        options["target"] = backend
+    if model is not None:
+        options["model"] = model
+    if isinstance(options.get("symbols"), Mapping):
+        options["symbols"] = [f"{k}={v}" for k, v in options["symbols"].items()]
+    given = CompileConfig.from_python(registries.options, options)
+    if config is not None:
+        given = CompileConfig.from_file(registries.options, config).merged(given)
+    if given.get("output") is None and output is None and not given.given("quantization.dump_profile"):
         output = Path(tempfile.mkdtemp(prefix="aicc-")) / "program.qpc"
-    req = CompileRequest(model=model, backend=backend, backend_options=dict(backend_options or {}),
-                         pipeline=pipeline, output=output, symbols=list(symbols),
-                         batchsize=batchsize,
-                         instruments=[(i, {}) if isinstance(i, str) else i for i in instruments],
-                         plugins=list(plugins), retained_state=retained_state, dask=dask)
-    if specializations is not None:
-        from .specconfig import parse_specialization_config
-        parse_specialization_config(specializations)  # refuse a bad file before any work
-        req.feature_steps.append(("specialize", "specialize", {"config": str(specializations)}))
-    path, _, _ = compile_model(req)
-    assert path is not None
+    if output is not None:
+        given = given.merged(CompileConfig.from_python(registries.options, {"output": output}))
+    if given.get("model") is None:
+        raise AiccError("no model given", hint="aicc.compile('model.onnx', ...)")
+    path, _, _ = compile_model(configure(given, registries, list(plugins)), registries)
     return path

@@ -4,7 +4,8 @@ Everything that can be checked before work starts is checked first (plugins, pip
 backend options, instruments, the model, ops the backend cannot run); the container is written
 atomically only once every specialization compiled. With the default pipeline, ops of the model
 that the backend's op table lacks are rewritten by the passes that declare them in
-``Pass.lowers`` (``lowering_steps``, stage ``lower``); an explicit pipeline gets nothing added.
+``Pass.lowers`` (the ``lower`` pass, see ``lowering_request``); an explicit pipeline gets nothing
+added.
 """
 
 from __future__ import annotations
@@ -22,60 +23,38 @@ import onnx
 
 from . import ir
 from .container import ContainerWriter
-from .errors import BackendError, ConfigError, ModelError
+from .errors import BackendError, ConfigError, ModelError, UsageError, option_ref
 from .fileio import unique_file_names
 from .options import build_options, options_to_dict
+from .pass_order import Requested, order_steps
 from .output_shapes import correct_output_shapes
 from .pipeline import Instrument, Pipeline, run_pipeline
 from .pipeline_flags import canonical_symbols, configure_explicit_pipeline
 from .plugins import Registries, load_registries
 from .program import Program, describe_tensor
 
-__all__ = ["CompileRequest", "STAGES", "default_pipeline", "compile_model", "build_instruments",
-           "prepare", "retained_state_pairs", "RETAINED_SUFFIX", "lowering_steps", "model_op_types"]
+__all__ = ["CompileRequest", "CORE_PASSES", "configure", "default_pipeline", "compile_model", "build_instruments",
+           "prepare", "retained_state_pairs", "RETAINED_SUFFIX", "lowering_request", "model_op_types"]
 
 logger = logging.getLogger(__name__)
 
 
-#: Stages of the default pipeline. Features (flags such as -convert-to-fp16) add their passes
-#: at a stage; passes of one stage keep the order in which they were added.
-STAGES = {
-    "bind": 10,         # bind-symbols
-    "specialize": 20,   # specialize (one graph per network specialization)
-    "lower": 22,        # passes that rewrite ops the backend lacks (fold-if, unroll-loops,
-                        # lower-rnn; added by the driver, see lowering_steps), so that later
-                        # passes (fp16 selection, quantization) see the ops that will run
-    "select": 25,       # passes that pick nodes by their original output names (convert-fp16),
-                        # before fold-batchnorm hands a Conv its BatchNormalization's output
-    "simplify": 30,     # fold-constants, fold-batchnorm
-    "equalize": 40,     # cle
-    "interface": 50,    # custom-io
-    "precision": 60,    # fp16 marking, keep-original-precision, int32 sandwich
-    "quantize": 70,     # calibrate, quantize
-    "cleanup": 90,      # cleanup
-}
+#: Passes every generated pipeline runs; features add theirs (``CompileRequest.add_pass``) and
+#: the declared ``after``/``before`` of each pass places it (``aicc.pass_order``).
+CORE_PASSES = ("fold-constants", "fold-batchnorm", "cleanup")
 
 
-def default_pipeline(*, symbols: Sequence[str] = (), batchsize: int = 0,
-                     feature_steps: Sequence[tuple[str, str, Mapping[str, Any]]] = ()
-                     ) -> list[Any]:
-    """The passes ``aicc compile`` runs when no pipeline is given.
-
-    ``feature_steps`` are ``(stage, pass name, options)`` triples contributed by feature flags;
-    see ``STAGES`` for where each stage runs.
-    """
-    staged: list[tuple[int, str, Mapping[str, Any]]] = []
+def default_pipeline(registries: Registries, *, symbols: Sequence[str] = (), batchsize: int = 0,
+                     requested: Sequence[Requested] = ()) -> list[tuple[str, dict[str, Any]]]:
+    """The passes ``aicc compile`` runs when no pipeline is given: the core passes, the passes
+    features requested and ``bind-symbols`` for bound symbols, in their declared order."""
+    steps: list[Requested] = []
     if symbols or batchsize:
-        staged.append((STAGES["bind"], "bind-symbols", _symbol_options(symbols, batchsize)))
-    staged += [(STAGES["simplify"], "fold-constants", {}), (STAGES["simplify"], "fold-batchnorm", {})]
-    for stage, name, options in feature_steps:
-        if stage not in STAGES:
-            raise ConfigError(f"unknown pipeline stage '{stage}' for pass '{name}'",
-                              hint=f"stages: {', '.join(STAGES)}")
-        staged.append((STAGES[stage], name, dict(options)))
-    staged.append((STAGES["cleanup"], "cleanup", {}))
-    staged.sort(key=lambda item: item[0])  # stable: same-stage passes keep their order
-    return [(name, options) for _, name, options in staged]
+        steps.append(Requested("bind-symbols", _symbol_options(symbols, batchsize)))
+    steps += [Requested(name) for name in CORE_PASSES]
+    steps += list(requested)
+    classes = [registries.passes.get(s.name).cls for s in steps]
+    return [(s.name, dict(s.options)) for s in order_steps(steps, classes)]
 
 
 def _symbol_options(symbols: Sequence[str], batchsize: int) -> dict[str, Any]:
@@ -102,8 +81,8 @@ class CompileRequest:
     batchsize: int = 0
     instruments: Sequence[tuple[str, Mapping[str, Any]]] = ()
     plugins: Sequence[str | Path] = ()
-    #: (stage, pass, options) added to the default pipeline by feature flags (see STAGES)
-    feature_steps: list[tuple[str, str, Mapping[str, Any]]] = field(default_factory=list)
+    #: passes the features asked for (placed by their declared order, see default_pipeline)
+    passes: list[Requested] = field(default_factory=list)
     #: -retained-state: keep X_RetainedState outputs and feed them back as input X
     retained_state: bool = False
     #: -json-input-file: inference inputs, checked against the program's specializations
@@ -117,6 +96,49 @@ class CompileRequest:
     #: -dask: compile the specializations in parallel on Dask (local[:N] or a scheduler
     #: address; see ``aicc._parallel_compile``); the container is the same bytes
     dask: Any = None
+    #: the validated options this request was configured from (None: built directly)
+    config: Any = None
+    #: an action that replaces compiling (e.g. writing a custom I/O template); returns the exit
+    #: code (CLI only)
+    standalone: Any = None
+    #: ``(option key, backend option)`` pairs set by features, for contradiction errors
+    _backend_option_keys: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def add_pass(self, name: str, options: Mapping[str, Any] | None = None, *,
+                 after: Sequence[str] = (), before: Sequence[str] = (), by: str = "aicc"
+                 ) -> dict[str, Any]:
+        """Ask for pass ``name`` in the generated pipeline; returns its options (still open to
+        other features, e.g. ``-dask`` adding to ``calibrate``'s)."""
+        step = Requested(name, dict(options or {}), tuple(after), tuple(before), by)
+        self.passes.append(step)
+        return step.options  # type: ignore[return-value]
+
+    def pass_options(self, name: str) -> dict[str, Any] | None:
+        """The options of the requested pass ``name`` (the first), or None if none asked."""
+        for step in self.passes:
+            if step.name == name:
+                return step.options  # type: ignore[return-value]
+        return None
+
+    def set_backend_option(self, name: str, value: Any, *, key: str) -> None:
+        """Set backend option ``name`` from compile option ``key``; a second setter of the same
+        backend option (another option, or ``backend_options``) is refused."""
+        if name in self.backend_options:
+            other = self._backend_option_keys.get(name, "backend_options")
+            raise UsageError(f"{option_ref(key)} and {option_ref(other)} both set the backend "
+                             f"option '{name}'", hint="give it once")
+        self.backend_options = {**self.backend_options, name: value}
+        self._backend_option_keys[name] = key
+
+
+def configure(config: Any, registries: Registries, plugins: Sequence[str | Path] = ()
+              ) -> CompileRequest:
+    """The request a validated ``CompileConfig`` asks for: every plugin's ``aicc_configure``
+    turns its options into passes, backend options and request fields (plugin load order).
+    ``plugins`` are the plugin files ``registries`` were loaded with (Dask workers load them)."""
+    req = CompileRequest(model=config.get("model"), config=config, plugins=list(plugins))
+    registries.configure(config, req)
+    return req
 
 
 def build_instruments(specs: Iterable[tuple[str, Mapping[str, Any]]],
@@ -146,12 +168,12 @@ def prepare(req: CompileRequest, registries: Registries | None = None
     elif req.pipeline is not None:
         pipeline = Pipeline.build(req.pipeline, registries.passes)
     else:
-        pipeline = Pipeline.build(default_pipeline(symbols=req.symbols, batchsize=req.batchsize,
-                                                   feature_steps=req.feature_steps),
+        pipeline = Pipeline.build(default_pipeline(registries, symbols=req.symbols,
+                                                   batchsize=req.batchsize, requested=req.passes),
                                   registries.passes, source="default pipeline")
     if req.pipeline_text is not None or req.pipeline is not None:
         # one rule: a flag configures its pass inside the given pipeline, or is refused
-        flag_steps = [(name, opts, "feature flags") for _, name, opts in req.feature_steps]
+        flag_steps = [(s.name, s.options, s.by) for s in req.passes]
         if req.symbols or req.batchsize:
             flag_steps.insert(0, ("bind-symbols", _symbol_options(req.symbols, req.batchsize),
                                   "-onnx-define-symbol/-batchsize"))
@@ -195,45 +217,23 @@ def model_op_types(model: onnx.ModelProto) -> set[str]:
     return found
 
 
-_CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
-
-
-def lowering_steps(backend: Any, model: onnx.ModelProto, registries: Registries
-                   ) -> list[tuple[str, str, Mapping[str, Any]]]:
-    """The ``(stage, pass, options)`` steps that rewrite the model's ops the backend lacks.
-
-    A backend with no op table (``op_types`` None, e.g. onnxruntime) lacks nothing. Passes
-    declare what they rewrite in ``Pass.lowers``. Passes that remove control flow come first (a
-    body's ops surface in the graph), then the others, each group by name; a ``fold-constants``
-    leads, so that weights computed from constants and conditions and trip counts computed
-    from bound shapes are constants by then.
-    """
+def lowering_request(backend: Any, model: onnx.ModelProto, registries: Registries
+                     ) -> Requested | None:
+    """``lower{ops=[...]}`` for the model's ops the backend lacks and a registered pass lowers
+    (``Pass.lowers``), or None. A backend with no op table (``op_types`` None, e.g. onnxruntime)
+    lacks nothing."""
     table = getattr(backend, "op_types", None)
     if table is None:
-        return []
-    missing = frozenset(model_op_types(model) - set(table))
-    chosen = sorted((not set(e.cls.lowers) & _CONTROL_FLOW, e.name, e.cls)
-                    for e in registries.passes.entries()
-                    if e.cls.lowers and missing & set(e.cls.lowers))
-    steps: list[tuple[str, str, Mapping[str, Any]]] = [
-        ("lower", name, cls.lowering_options(missing & frozenset(cls.lowers)))
-        for _, name, cls in chosen]
-    if steps:  # constants (weights built by Constant/Unsqueeze chains, trip counts) first
-        steps.insert(0, ("lower", "fold-constants", {}))
-        names = [name for _, name, _ in steps]
-        if "If" in missing and "unroll-loops" in names and "fold-if" in names:
-            # an If inside a loop body surfaces once unrolled; its condition often depends on
-            # the iteration number, a constant after folding: fold again after unrolling
-            at = names.index("unroll-loops") + 1
-            first = names.index("fold-if")
-            steps[first] = ("lower", "fold-if", {"strict": False})
-            steps[at:at] = [("lower", "fold-constants", {}), ("lower", "fold-if",
-                                                             {"strict": True})]
-    return steps
+        return None
+    lowerable = {op for e in registries.passes.entries() for op in e.cls.lowers}
+    missing = sorted((model_op_types(model) - set(table)) & lowerable)
+    return Requested("lower", {"ops": missing}, by="the backend's op table") if missing else None
 
 
 def _lowered_by(pipeline: Pipeline) -> frozenset[str]:
-    return frozenset(op for step in pipeline.steps for op in step.cls.lowers)
+    ops = {op for step in pipeline.steps for op in step.cls.lowers}
+    ops |= {op for step in pipeline.steps if step.name == "lower" for op in step.options.ops}
+    return frozenset(ops)
 
 
 def _compile(req: CompileRequest, registries: Registries | None
@@ -242,14 +242,14 @@ def _compile(req: CompileRequest, registries: Registries | None
     model = _load(req.model)
     _check_io_types(model, req.model)
     if req.pipeline is None and req.pipeline_text is None:
-        lowering = lowering_steps(backend, model, registries)
-        if lowering:
+        lowering = lowering_request(backend, model, registries)
+        if lowering is not None:
             pipeline = Pipeline.build(default_pipeline(
-                symbols=req.symbols, batchsize=req.batchsize,
-                feature_steps=list(req.feature_steps) + lowering),
+                registries, symbols=req.symbols, batchsize=req.batchsize,
+                requested=list(req.passes) + [lowering]),
                 registries.passes, source="default pipeline")
-            logger.info("backend '%s' lacks ops of the model; lowering with %s", backend.name,
-                        ", ".join(name for _, name, _ in lowering))
+            logger.info("backend '%s' lacks ops of the model; lowering %s", backend.name,
+                        ", ".join(lowering.options["ops"]))
     # Ops introduced by passes are checked again below; this catches the common case early
     # (ops a lowering pass of the pipeline rewrites are left to that pass).
     _check_supported(backend, model, "the model", skip=_lowered_by(pipeline))

@@ -43,10 +43,11 @@ from typing import Any
 
 import onnx
 
-from . import __version__, ir
 from . import _qpc_commit as _commit
+from . import ir
 from .errors import ContainerError
 from .fileio import fsync_dir, output_error, write_text
+from .version import __version__
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "SHARED_WEIGHTS", "SHARED_MIN_BYTES",
            "ContainerWriter", "ContainerFiles", "read_manifest", "load_spec_model"]

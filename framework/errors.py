@@ -7,7 +7,9 @@ escapes is an internal error (exit 1).
 
 from __future__ import annotations
 
+import contextvars
 import difflib
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,7 +26,30 @@ __all__ = [
     "UsageError",
     "NotYetSupportedError",
     "did_you_mean",
+    "option_ref",
+    "VOCABULARY",
 ]
+
+#: How error messages name compile options: option key -> the spelling the caller used. Empty
+#: (the default) names options by their Python key (``quantization.per_channel``), as a Python
+#: caller spells them; the CLI maps each key to the flag spelling the user typed
+#: (``-enable-channelwise``). Set per command run (``aicc.cli.main``).
+VOCABULARY: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("aicc_vocabulary")
+
+_REF = re.compile("\u2039([A-Za-z0-9_.]+)\u203a")
+
+
+def option_ref(key: str) -> str:
+    """A compile option named inside an error message, rendered in the caller's vocabulary when
+    the error is shown: ``option_ref("quantization.per_channel")`` reads
+    ``quantization.per_channel`` to a Python caller and ``-enable-channelwise`` on the CLI."""
+    return f"\u2039{key}\u203a"
+
+
+def render_options(text: str) -> str:
+    """``text`` with every ``option_ref`` replaced by the caller's spelling of that option."""
+    names = VOCABULARY.get({})
+    return _REF.sub(lambda m: names.get(m.group(1), m.group(1)), text)
 
 
 class AiccError(Exception):
@@ -42,14 +67,28 @@ class AiccError(Exception):
         self.where = str(where) if where is not None else None
         self.field = field
         self.hint = hint
-        super().__init__(self.format())
+        self._initial = self.raw_format()
+        super().__init__(self._initial)
 
-    def format(self) -> str:
+    def raw_format(self) -> str:
+        """The one-line form with option references left unrendered (for re-wrapping)."""
         parts = [p for p in (self.where, self.field) if p]
         text = ": ".join(parts + [self.message])
         if self.hint:
             text += f" ({self.hint})"
         return text
+
+    def format(self) -> str:
+        return render_options(self.raw_format())
+
+    def __str__(self) -> str:
+        if self.args and self.args[0] != self._formatted:   # a caller replaced the text
+            return render_options(str(self.args[0]))
+        return self.format()
+
+    @property
+    def _formatted(self) -> str:
+        return self.__dict__.get("_initial", "")
 
 
 class ConfigError(AiccError):

@@ -13,26 +13,27 @@ into the cache), then one decode step per new token. With a container compiled w
 ``-retained-state`` the KV cache never leaves the Session: each step's ``*_RetainedState`` outputs
 become the next step's cache inside ``Session.run``. Without it, this helper feeds the outputs back
 itself (the cache then passes through Python on every step).
+
+The helper drives a ``Session`` from outside (``aicc.generate(session, ...)``): the runtime knows
+nothing of LLMs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .errors import DataError
-
-if TYPE_CHECKING:
-    from .runtime import Session, SpecInfo
+from .runtime import Session, SpecInfo
 
 __all__ = ["generate"]
 
 _SUFFIX = "_RetainedState"
 
 
-def _seq_shape(spec: "SpecInfo", name: str) -> tuple[int, int] | None:
+def _seq_shape(spec: SpecInfo, name: str) -> tuple[int, int] | None:
     for d in spec.inputs:
         if d.name == name and d.shape is not None and len(d.shape) == 2 and \
                 all(isinstance(x, int) for x in d.shape):
@@ -40,7 +41,7 @@ def _seq_shape(spec: "SpecInfo", name: str) -> tuple[int, int] | None:
     return None
 
 
-def generate(session: "Session", prompt_ids: Sequence[int] | np.ndarray, max_new_tokens: int, *,
+def generate(session: Session, prompt_ids: Sequence[int] | np.ndarray, max_new_tokens: int, *,
              input_ids: str = "input_ids", position_ids: str = "position_ids",
              logits: str = "logits", pad_id: int = 0) -> np.ndarray:
     """Greedy-decode ``max_new_tokens`` tokens after ``prompt_ids``; returns their ids.
@@ -100,7 +101,7 @@ def generate(session: "Session", prompt_ids: Sequence[int] | np.ndarray, max_new
     return tokens[0] if squeeze else tokens
 
 
-def _dtype(session: "Session", name: str) -> np.dtype:
+def _dtype(session: Session, name: str) -> np.dtype:
     for d in session.specs[0].inputs:
         if d.name == name:
             return np.dtype(d.dtype)
@@ -111,7 +112,7 @@ def _dtype(session: "Session", name: str) -> np.dtype:
 class _Runner:
     """Runs steps; keeps the KV cache itself only when the session does not retain it."""
 
-    def __init__(self, session: "Session"):
+    def __init__(self, session: Session):
         self.session = session
         self.host: dict[str, np.ndarray] | None = None
         self.pairs: list[tuple[str, str]] = []

@@ -1,4 +1,4 @@
-"""The hooks aicc plugins implement. Every hook *registers* things; none decides order.
+"""The hooks aicc plugins implement. Every hook *registers* or *configures*; none decides order.
 
 pluggy calls implementations in reverse registration order, so nothing here may depend on that
 order: pass order lives only in the pipeline, and registries refuse duplicate names, naming both
@@ -45,4 +45,27 @@ def aicc_register_instruments(registry):
     An instrument wraps every pass of a pipeline run (timing, IR dumps, verification). It is
     enabled by name from the CLI or a pipeline file; instruments run in the order they are
     enabled, ``before_*`` calls in that order and ``after_*`` calls in reverse.
+    """
+
+
+@hookspec
+def aicc_add_options(options):
+    """Declare compile options: call ``options.add(aicc.config.Option(...))`` once per option,
+    or ``options.alias(key, flags, value, help)`` for a flag that sets an option to a constant.
+
+    An option has one Python name (grouped ones are ``group.name``) and any number of flag
+    spellings; the CLI, compile config files and ``aicc.compile`` keywords all reach it. A key or
+    flag declared by two plugins is an error naming both.
+    """
+
+
+@hookspec
+def aicc_configure(config, request):
+    """Turn this plugin's options into the compile: ``request.add_pass(name, options)`` (placed
+    by the passes' declared order), ``request.set_backend_option(...)``, request fields.
+
+    ``config`` is the validated ``aicc.config.CompileConfig``; read any plugin's options by key
+    (``config.get("dask")``). Refuse bad combinations with ``aicc.errors.option_ref(key)`` in the
+    message, so each caller reads the option as they spelled it. Called once per compile, in
+    plugin load order.
     """

@@ -54,7 +54,8 @@ class TimePasses(Instrument):
                           dict(ctx.counters)))
 
     def after_pipeline(self, program: Program) -> None:
-        total = sum(r[2] for r in self.rows) or 1e-12
+        # passes run by another pass (``lower/fold-if``) are inside their runner's time
+        total = sum(r[2] for r in self.rows if "/" not in r[1]) or 1e-12
         print(f"{'#':>3}  {'pass':<22} {'ms':>10} {'%':>6}  counters", file=self.stream)
         for index, name, secs, counters in self.rows:
             text = ", ".join(f"{k}={v}" for k, v in sorted(counters.items()))
@@ -101,6 +102,8 @@ class DumpIR(Instrument):
         self._dump("00-input", program)
 
     def after_pass(self, index: int, step: Step, program: Program, ctx: PassContext) -> None:
+        if not ctx.modified:     # nothing changed: the previous dump shows this program
+            return
         if "all" in self.options.after or step.name in self.options.after:
             self._dump(f"{index + 1:02d}-{ir.safe_file_name(step.name)}", program)
 
@@ -226,6 +229,8 @@ class VerifyEach(Instrument):
                         and step.cls.semantics == "preserving" else {})
 
     def after_pass(self, index: int, step: Step, program: Program, ctx: PassContext) -> None:
+        if not ctx.modified:     # the pass says the program is exactly as before
+            return
         for name, graph in program.graphs.items():
             ir.verify_graph(graph, full=True, where=f"after pass '{step.name}': graph '{name}'",
                             allowed_repeated_outputs=frozenset(program.repeated_outputs))

@@ -5,16 +5,14 @@ onnxruntime users (BAD_INPUTS.md 1-14): empty or non-ONNX files, unsupported IR/
 external data escaping the model's folder (``..``, absolute paths, symlinks, hard links), offsets
 and lengths that do not fit the file, initializers whose dims disagree with their data, graphs
 with cycles or tensors produced twice, and shapes that cannot agree. External data is read by aicc
-itself, so no backend ever follows a path taken from a model.
+itself, so no backend ever follows a path taken from a model (``_external_data``); the refusals of
+a parsed model live in ``_model_checks``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
 import stat
-from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +21,9 @@ import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError, EncodeError
 
+from ._external_data import read_external
+from ._model_checks import (MAX_OPSET, MIN_OPSET, check_large, check_onnx, check_tensor_size,
+                            check_versions, strict_shapes)
 from .errors import ModelError
 
 __all__ = [
@@ -33,16 +34,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MAX_OPSET = onnx.defs.onnx_opset_version()
-MIN_OPSET = 7
 WEIGHTS_FILE = "weights.bin"
-_EXTERNAL_KEYS = {"location", "offset", "length", "checksum"}
 #: Largest protobuf message; a model past it (less ``_SAVE_MARGIN``) is saved with external data
 #: and checked by path. Tests lower it to exercise those paths without writing 2 GiB.
 _TWO_GIB = 2**31 - 1
 _SAVE_MARGIN = 64 * 1024 * 1024
-#: Largest single read (``os.pread`` returns at most 2 GiB - 4 KiB on Linux).
-_READ_CHUNK = 1 << 30
 
 
 def iter_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorProto]]:
@@ -67,121 +63,6 @@ def iter_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorProto
                     stack.extend(attr.graphs)
 
 
-def _check_versions(model: onnx.ModelProto, where: str) -> None:
-    if model.ir_version <= 0:
-        raise ModelError("not an ONNX model (no ir_version)", where=where,
-                         hint="is this the right file?")
-    if model.ir_version > onnx.IR_VERSION:
-        raise ModelError(f"IR version {model.ir_version} is newer than supported "
-                         f"({onnx.IR_VERSION})", where=where, hint="export with an older opset")
-    if not model.opset_import:
-        raise ModelError("the model declares no opset_import", where=where,
-                         hint="re-export the model; every ONNX model names its opsets")
-    for op in model.opset_import:
-        if op.domain in ("", "ai.onnx"):
-            if op.version > MAX_OPSET:
-                raise ModelError(f"opset {op.version} is newer than supported ({MAX_OPSET})",
-                                 where=where, field="opset_import")
-    if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
-        raise ModelError("the model has no graph", where=where, hint="is this the right file?")
-
-
-def _external_info(tensor: onnx.TensorProto, what: str, where: str) -> dict[str, object]:
-    info: dict[str, object] = {}
-    for entry in tensor.external_data:
-        if entry.key not in _EXTERNAL_KEYS:
-            raise ModelError(f"unknown external-data key '{entry.key}'", where=where, field=what)
-        info[entry.key] = entry.value
-    if "location" not in info or not info["location"]:
-        raise ModelError("external data has no location", where=where, field=what)
-    for key in ("offset", "length"):
-        if key in info:
-            text = str(info[key])
-            if not (text.isascii() and text.isdigit()):  # not '²', '٣' or '-1'
-                raise ModelError(f"external-data {key} {text!r} is not a non-negative integer",
-                                 where=where, field=what)
-            info[key] = int(text)
-    return info
-
-
-def _safe_external_path(base: Path, location: str, what: str, where: str) -> Path:
-    """Resolve ``location`` inside ``base``, refusing anything that could leave it."""
-    loc = Path(location)
-    if loc.is_absolute() or location.startswith(("/", "\\")) or ":" in location:
-        raise ModelError(f"external-data location {location!r} is an absolute path", where=where,
-                         field=what, hint="external data must sit in the model's folder")
-    if any(part == ".." for part in Path(os.path.normpath(location)).parts) or \
-            any(part == ".." for part in loc.parts):
-        raise ModelError(f"external-data location {location!r} escapes the model's folder",
-                         where=where, field=what, hint="external data must sit in the model's folder")
-    base_real = base.resolve()
-    current = base_real
-    for part in loc.parts:
-        if part in ("", "."):
-            continue
-        current = current / part
-        try:
-            st = os.lstat(current)
-        except FileNotFoundError:
-            raise ModelError(f"external-data file {location!r} not found", where=where,
-                             field=what) from None
-        if stat.S_ISLNK(st.st_mode):
-            raise ModelError(f"external-data location {location!r} goes through a symbolic link",
-                             where=where, field=what, hint="copy the data file into the folder")
-    st = os.lstat(current)
-    if not stat.S_ISREG(st.st_mode):
-        raise ModelError(f"external-data location {location!r} is not a regular file",
-                         where=where, field=what)
-    if st.st_nlink > 1:
-        raise ModelError(f"external-data file {location!r} has {st.st_nlink} hard links",
-                         where=where, field=what,
-                         hint="a hard link may point outside the folder; copy the file instead")
-    if base_real not in current.resolve().parents:
-        raise ModelError(f"external-data location {location!r} escapes the model's folder",
-                         where=where, field=what)
-    return current
-
-
-def _read_external(base: Path, tensor: onnx.TensorProto, what: str, where: str,
-                   read_file: Callable[[Path], bytes] | None = None) -> None:
-    info = _external_info(tensor, what, where)
-    path = _safe_external_path(base, str(info["location"]), what, where)
-    if read_file is not None:  # the whole file, verified by the caller, then sliced
-        blob = read_file(path)
-        offset = int(info.get("offset", 0))
-        length = int(info["length"]) if "length" in info else len(blob) - offset
-        if offset > len(blob) or offset + length > len(blob):
-            raise ModelError(f"external data [{offset}, {offset + length}) lies beyond the end of "
-                             f"{info['location']!r} ({len(blob)} bytes)", where=where, field=what)
-        _set_raw(tensor, blob[offset:offset + length])
-        return
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
-            raise ModelError(f"external-data file {info['location']!r} changed while opening",
-                             where=where, field=what)
-        offset = int(info.get("offset", 0))
-        length = int(info["length"]) if "length" in info else st.st_size - offset
-        if offset > st.st_size or offset + length > st.st_size:
-            raise ModelError(f"external data [{offset}, {offset + length}) lies beyond the end of "
-                             f"{info['location']!r} ({st.st_size} bytes)", where=where, field=what)
-        data = _pread_all(fd, length, offset)
-        if len(data) != length:
-            raise ModelError(f"external-data file {info['location']!r} ended early ({len(data)} "
-                             f"of {length} bytes read)", where=where, field=what)
-    finally:
-        os.close(fd)
-    _set_raw(tensor, data)
-
-
-def _set_raw(tensor: onnx.TensorProto, data: bytes) -> None:
-    tensor.raw_data = data
-    del tensor.external_data[:]
-    tensor.data_location = onnx.TensorProto.DEFAULT
-
-
 def too_large_for_protobuf(model: onnx.ModelProto, margin: int | None = None) -> bool:
     """Whether ``model`` serializes past 2 GiB less ``margin`` (default ``_SAVE_MARGIN``): then
     it cannot be serialized, checked or shape-inferred in memory. (protobuf cannot even size a
@@ -191,121 +72,6 @@ def too_large_for_protobuf(model: onnx.ModelProto, margin: int | None = None) ->
     except EncodeError:
         return True
     return size >= _TWO_GIB - (_SAVE_MARGIN if margin is None else margin)
-
-
-def _pread_all(fd: int, length: int, offset: int) -> bytes:
-    """``length`` bytes at ``offset``, read in chunks (one ``pread`` stops short of 2 GiB)."""
-    if length <= _READ_CHUNK:
-        return os.pread(fd, length, offset)
-    parts = []
-    done = 0
-    while done < length:
-        part = os.pread(fd, min(_READ_CHUNK, length - done), offset + done)
-        if not part:
-            break
-        parts.append(part)
-        done += len(part)
-    return b"".join(parts)
-
-
-_TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data",
-                 "uint64_data")
-
-
-def _check_tensor_size(tensor: onnx.TensorProto, what: str, where: str) -> None:
-    if any(d < 0 for d in tensor.dims):
-        raise ModelError(f"negative dimension in {list(tensor.dims)}", where=where, field=what)
-    count = math.prod(tensor.dims)
-    if tensor.data_type == onnx.TensorProto.STRING:
-        return
-    try:
-        np_dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
-    except (KeyError, TypeError, ValueError):
-        np_dtype = None
-    if tensor.data_type == onnx.TensorProto.UNDEFINED or np_dtype is None:
-        raise ModelError(f"unknown tensor data_type {tensor.data_type}", where=where, field=what,
-                         hint="the model is damaged or from a newer ONNX")
-    if tensor.HasField("raw_data"):
-        bits = 4 if tensor.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4) else \
-            np.dtype(np_dtype).itemsize * 8
-        expected = (count * bits + 7) // 8
-        have = len(tensor.raw_data)
-    else:
-        have = sum(len(getattr(tensor, f)) for f in _TYPED_FIELDS)
-        expected = count
-        if tensor.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128):
-            expected = 2 * count
-        if tensor.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
-            expected = (count + 1) // 2
-    if have != expected:
-        raise ModelError(f"dims {list(tensor.dims)} declare {count} elements but the data holds "
-                         f"{have} {'bytes' if tensor.HasField('raw_data') else 'values'} "
-                         f"(expected {expected})", where=where, field=what)
-
-
-def _check_topology(graph: onnx.GraphProto, where: str, outer: frozenset[str] = frozenset()) -> None:
-    """Refuse tensors produced twice and graphs that are not sorted or contain cycles."""
-    available = set(outer) | {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    available.add("")
-    producer: dict[str, str] = {}
-    for node in graph.node:
-        for out in node.output:
-            if not out:
-                continue
-            if out in producer:
-                raise ModelError(f"tensor '{out}' is produced twice (by '{producer[out]}' and "
-                                 f"'{node.name}')", where=where, field=f"node '{node.name}'")
-            producer[out] = node.name or node.op_type
-    for inp in graph.input:
-        if inp.name in producer:
-            raise ModelError(f"graph input '{inp.name}' is also produced by node "
-                             f"'{producer[inp.name]}'", where=where)
-    # Sortedness: walk nodes in order; an input produced later means unsorted or a cycle.
-    unsorted = []
-    for node in graph.node:
-        for inp in node.input:
-            if inp not in available and inp in producer:
-                unsorted.append((node, inp))
-            elif inp not in available and inp not in producer:
-                raise ModelError(f"input '{inp}' of node '{node.name}' ({node.op_type}) is "
-                                 "produced by nothing", where=where, field=f"node '{node.name}'")
-        available.update(o for o in node.output if o)
-    if unsorted and _has_cycle(graph):
-        node, inp = unsorted[0]
-        raise ModelError(f"the graph has a cycle through tensor '{inp}' (node '{node.name}')",
-                         where=where)
-
-
-def _has_cycle(graph: onnx.GraphProto) -> bool:
-    producer = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
-    indegree = [0] * len(graph.node)
-    consumers: dict[int, list[int]] = {}
-    for i, node in enumerate(graph.node):
-        for inp in set(node.input):
-            if inp in producer:
-                indegree[i] += 1
-                consumers.setdefault(producer[inp], []).append(i)
-    queue = deque(i for i, d in enumerate(indegree) if d == 0)
-    seen = 0
-    while queue:
-        i = queue.popleft()
-        seen += 1
-        for c in consumers.get(i, ()):
-            indegree[c] -= 1
-            if indegree[c] == 0:
-                queue.append(c)
-    return seen != len(graph.node)
-
-
-def _check_onnx(model: onnx.ModelProto, where: str, data: bytes | None = None) -> None:
-    """Topology (cycles, double producers) and the ONNX checker, as one-line ModelErrors.
-    ``data``: ``model`` already serialized, if at hand (spares the checker serializing it)."""
-    _check_topology(model.graph, where)
-    try:
-        onnx.checker.check_model(model if data is None else data)
-    except onnx.checker.ValidationError as e:
-        first = str(e).strip().splitlines()[0]
-        raise ModelError(f"invalid ONNX: {first}", where=where) from None
 
 
 def load_model(source: str | Path | bytes, *, base_dir: str | Path | None = None,
@@ -346,31 +112,31 @@ def load_model(source: str | Path | bytes, *, base_dir: str | Path | None = None
     except (DecodeError, RuntimeError, ValueError) as e:
         raise ModelError(f"not an ONNX model (protobuf parse failed: {e})", where=where,
                          hint="is this the right file, and is it complete?") from None
-    _check_versions(model, where)
+    check_versions(model, where)
     for what, tensor in iter_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             if base is None:
                 raise ModelError("the model refers to external data but was given as bytes "
                                  "with no folder", where=where, field=what,
                                  hint="load it by path, or pass base_dir")
-            _read_external(base, tensor, what, where, read_file)
+            read_external(base, tensor, what, where, read_file)
             data = None  # the model now differs from the bytes read
-        _check_tensor_size(tensor, what, where)
+        check_tensor_size(tensor, what, where)
     if too_large_for_protobuf(model, 0):
         if _default_opset(model) < MIN_OPSET:
             raise ModelError(f"opset {_default_opset(model)} is older than supported "
                              f"({MIN_OPSET}), and a model over 2 GiB is not converted",
                              where=where, field="opset_import",
                              hint="convert it with onnx.version_converter first")
-        return _check_large(model, path, base, where, check_shapes)
+        return check_large(model, path, base, where, check_shapes)
     if _default_opset(model) < MIN_OPSET:
         model = _upgrade_opset(model, where)
         data = None
     # the checker and shape inference take the bytes read as they are (each would otherwise
     # serialize the model again: two copies of every weight)
-    _check_onnx(model, where, data)
+    check_onnx(model, where, data)
     if check_shapes:
-        model = _strict_shapes(model if data is None else data, where)
+        model = strict_shapes(model if data is None else data, where)
     return model
 
 
@@ -394,47 +160,6 @@ def _upgrade_opset(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
     logger.warning("%s: opset %d is older than supported; converted to opset %d with onnx's "
                    "version converter", where, old, MIN_OPSET)
     return converted
-
-
-def _check_large(model: onnx.ModelProto, path: Path | None, base: Path | None, where: str,
-                 check_shapes: bool) -> onnx.ModelProto:
-    """Check a model past 2 GiB through its file (weights stay external there): onnx's checker
-    and shape inference by path; the inferred shapes are copied into ``model``."""
-    if path is None or base is None or base.resolve() != path.resolve().parent:
-        raise ModelError("a model over 2 GiB must be loaded from its file, its external data "
-                         "beside it", where=where, hint="pass the model's path")
-    _check_topology(model.graph, where)
-    try:
-        onnx.checker.check_model(str(path))
-    except (onnx.checker.ValidationError, ValueError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise ModelError(f"invalid ONNX: {first}", where=where) from None
-    if not check_shapes:
-        return model
-    import tempfile
-    with tempfile.TemporaryDirectory(prefix="aicc-shapes-") as tmp:
-        out = Path(tmp) / "inferred.onnx"
-        try:
-            onnx.shape_inference.infer_shapes_path(str(path), str(out), check_type=True,
-                                                   strict_mode=True, data_prop=True)
-        except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
-            first = str(e).strip().splitlines()[0]
-            raise ModelError(f"shapes do not agree: {first}", where=where) from None
-        inferred = onnx.load(str(out), load_external_data=False)
-    del model.graph.value_info[:]
-    model.graph.value_info.extend(inferred.graph.value_info)
-    del model.graph.output[:]
-    model.graph.output.extend(inferred.graph.output)
-    return model
-
-
-def _strict_shapes(model: onnx.ModelProto | bytes, where: str) -> onnx.ModelProto:
-    try:
-        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
-                                                 data_prop=True)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise ModelError(f"shapes do not agree: {first}", where=where) from None
 
 
 def save_model(model: onnx.ModelProto, path: str | Path) -> list[str]:
@@ -613,7 +338,7 @@ def verify_graph(graph: gs.Graph, *, full: bool = False, where: str = "graph",
         if isinstance(t, gs.Variable) and t.name not in producers and t.name not in graph_inputs:
             raise ModelError(f"graph output '{t.name}' is produced by nothing", where=where)
     if full:
-        _check_onnx(export_model(graph), where)
+        check_onnx(export_model(graph), where)
 
 
 def safe_file_name(name: str) -> str:

@@ -14,11 +14,12 @@ import math
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal, get_args, get_origin
+from pathlib import Path
+from typing import Any, ClassVar, Literal, get_args, get_origin
 
 from .errors import ConfigError, did_you_mean
 
-__all__ = ["option", "NoOptions", "build_options", "describe_options", "options_to_dict",
+__all__ = ["option", "NoOptions", "FileValue", "build_options", "describe_options", "options_to_dict",
            "format_value", "parse_text_value", "split_outside_quotes"]
 
 
@@ -38,6 +39,42 @@ def option(default: Any, description: str, *, minimum: float | None = None,
 @dataclasses.dataclass(frozen=True)
 class NoOptions:
     """For passes and backends that take no options."""
+
+
+class FileValue:
+    """An option whose value is a file, read and checked once: ``path`` (what pipelines print
+    and manifests record) and ``value`` (the parsed content the pass receives).
+
+    A subclass says what the file is (``what``) and how to read it (``parse``). Options typed
+    with it accept a path (read now, so a bad file fails before any work) or an instance (already
+    read, e.g. by the feature that checked it): each input file is parsed once per compile.
+    """
+
+    what: ClassVar[str] = "file"
+
+    def __init__(self, path: str | Path, value: Any):
+        self.path = str(path)
+        self.value = value
+
+    @classmethod
+    def read(cls, path: str | Path) -> "FileValue":
+        return cls(path, cls.parse(path))
+
+    @classmethod
+    def parse(cls, path: str | Path) -> Any:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.path == self.path  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.path))
+
+    def __str__(self) -> str:
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
 
 
 def _type_name(tp: Any) -> str:
@@ -121,8 +158,14 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return value
         raise ConfigError(f"got {value!r}, expected one of {_type_name(tp)}", field=path)
     if origin in (typing.Union, types.UnionType):
+        alts = get_args(tp)
+        if value is None and type(None) in alts:
+            return None
+        files = [a for a in alts if isinstance(a, type) and issubclass(a, FileValue)]
+        if files and isinstance(value, (str, Path)):
+            return _coerce(value, files[0], path)     # a bad file's own error, not "expected"
         errors = []
-        for alt in get_args(tp):
+        for alt in alts:
             try:
                 return _coerce(value, alt, path)
             except ConfigError as e:
@@ -133,6 +176,12 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if value is None:
             return None
         raise ConfigError(f"got {value!r}, expected none", field=path)
+    if isinstance(tp, type) and issubclass(tp, FileValue):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, (str, Path)) and str(value):
+            return tp.read(value)
+        raise ConfigError(f"got {value!r}, expected the path of a {tp.what}", field=path)
     if origin is list or tp is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"got {value!r} ({type(value).__name__}), expected {_type_name(tp)}",
@@ -224,6 +273,8 @@ def format_value(value: Any) -> str:
         return "true" if value else "false"
     if value is None:
         return "none"
+    if isinstance(value, FileValue):
+        return format_value(value.path)
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(format_value(v) for v in value) + "]"
     if isinstance(value, str) and (not value or any(c in _SPECIAL or c.isspace() for c in value)

@@ -4,21 +4,28 @@ A pass is a class with a kebab-case ``name``, an ``Options`` dataclass, a ``scop
 run once per graph, possibly with per-specialization options; ``program``: sees all graphs and may
 add or remove them) and a ``semantics`` promise (``preserving`` within ``tolerance``,
 ``approximating`` or ``interface``). The pass manager checks what it can of that promise.
+
+A pass returns a ``PassResult`` saying whether it modified the program (instruments skip dumping
+and verifying passes that changed nothing) and which analyses stay valid; it shares facts with
+other passes through ``ctx.analyses`` (``aicc.analyses``) and may run other passes with
+``ctx.run_pipeline`` (inside the same instruments, checks and analysis cache).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import onnx_graphsurgeon as gs
 
+from .analyses import Analysis, AnalysisCache
 from .options import NoOptions
 from .program import Program
 
-__all__ = ["Pass", "PassContext", "Scope", "Semantics", "Tolerance"]
+__all__ = ["Pass", "PassContext", "PassResult", "Scope", "Semantics", "Tolerance"]
 
 Scope = Literal["graph", "program"]
 Semantics = Literal["preserving", "approximating", "interface"]
@@ -37,27 +44,50 @@ class Tolerance:
     atol: float = 1e-5
 
 
+@dataclass(frozen=True)
+class PassResult:
+    """What a pass did: ``modified`` (False: the program is exactly as it was), a new
+    ``program`` replacing the input (None: changed in place), and the analyses that stay valid
+    although it modified the program (besides the pass's declared ``preserves``)."""
+
+    modified: bool = True
+    program: Program | None = None
+    preserved: tuple[Analysis | str, ...] = ()
+
+
 @dataclass
 class PassContext:
     """What a running pass gets besides the Program.
 
     ``options`` is the pass's validated Options instance; ``graph_name`` and ``spec_options`` are
-    set for graph-scoped passes; ``scratch`` is shared by all passes of one pipeline run (e.g.
-    calibration statistics); ``counters`` are reported by ``--time-passes`` and verbose output.
+    set for graph-scoped passes; ``analyses`` holds the facts passes share within one pipeline
+    run (calibration profiles, BatchNorm statistics, samples the caller gave); ``counters`` are
+    reported by ``--time-passes`` and verbose output.
     """
 
     options: Any
     logger: logging.Logger
     backend: str = "cpu"
     registries: Any = None
-    scratch: dict[str, Any] = field(default_factory=dict)
+    analyses: AnalysisCache = field(default_factory=AnalysisCache)
     graph_name: str | None = None
     spec_options: dict[str, Any] = field(default_factory=dict)
     counters: Counter = field(default_factory=Counter)
+    #: set by the pass manager once the pass returned: whether it modified the program
+    modified: bool = True
+    #: runs a nested pipeline (set by the pass manager)
+    _nested: Callable[[Sequence[Any], Program], Program] | None = field(default=None, repr=False)
 
     def count(self, what: str, n: int = 1) -> None:
         """Add ``n`` to a named counter (``pairs equalized``, ``casts inserted``, ...)."""
         self.counters[what] += n
+
+    def run_pipeline(self, entries: Sequence[Any], program: Program) -> Program:
+        """Run other passes (names or ``(name, options)`` pairs) over ``program`` now, inside this
+        pipeline run: the same instruments, contract checks and analysis cache."""
+        if self._nested is None:
+            raise RuntimeError("ctx.run_pipeline is only available inside a pipeline run")
+        return self._nested(entries, program)
 
 
 class Pass:
@@ -69,8 +99,14 @@ class Pass:
     scope: ClassVar[Scope] = "graph"
     semantics: ClassVar[Semantics] = "preserving"
     tolerance: ClassVar[Tolerance] = Tolerance()
-    #: passes that, when present in the same pipeline, must run before this one.
+    #: passes that, when present in the same pipeline, must run before this one ("*": every
+    #: pass that does not itself say after "*"). Places the pass in generated pipelines.
     after: ClassVar[tuple[str, ...]] = ()
+    #: passes that, when present in the same pipeline, must run after this one ("*": every pass
+    #: that does not itself say before "*").
+    before: ClassVar[tuple[str, ...]] = ()
+    #: analyses that stay valid when this pass modifies the program
+    preserves: ClassVar[tuple[Analysis | str, ...]] = ()
     #: passes that must run before this one (the pipeline is refused otherwise).
     requires: ClassVar[tuple[str, ...]] = ()
     #: op types (default domain) this pass rewrites into other ops. The compile driver adds
@@ -85,15 +121,19 @@ class Pass:
         (of ``lowers``); the default is the pass's defaults."""
         return {}
 
-    def run(self, program: Program, ctx: PassContext) -> Program | None:
-        """Transform ``program`` in place (return None) or return a new Program."""
+    def run(self, program: Program, ctx: PassContext) -> PassResult | Program | None:
+        """Transform ``program``: in place (return a PassResult, or None: modified), or return a
+        new Program."""
+        modified = False
         for name, graph in list(program.graphs.items()):
             ctx.graph_name = name
             ctx.spec_options = program.spec_options.get(name, {})
-            self.run_graph(graph, program, ctx)
+            changed = self.run_graph(graph, program, ctx)
+            modified = modified or changed is not False
         ctx.graph_name = None
-        return None
+        return PassResult(modified=modified)
 
-    def run_graph(self, graph: gs.Graph, program: Program, ctx: PassContext) -> None:
-        """Transform one graph in place (graph-scoped passes)."""
+    def run_graph(self, graph: gs.Graph, program: Program, ctx: PassContext) -> Any:
+        """Transform one graph in place (graph-scoped passes); return False when it changed
+        nothing (anything else is taken as changed)."""
         raise NotImplementedError(f"pass '{self.name}' implements neither run nor run_graph")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,8 @@ from .configfile import load_config, resolve_relative
 from .errors import AiccError, ConfigError, PassError, PluginError, did_you_mean
 from .options import (build_options, format_value, options_to_dict, parse_text_value,
                       split_outside_quotes)
-from .pass_base import Pass, PassContext
+from .analyses import Analysis, AnalysisCache
+from .pass_base import PassContext, PassResult
 from .program import Program
 
 __all__ = ["Pipeline", "Step", "Instrument", "run_pipeline", "parse_pipeline_text"]
@@ -198,18 +200,15 @@ class Pipeline:
                          base_file=path)
 
     def _check_order(self) -> None:
-        seen: list[str] = []
-        for step in self.steps:
+        """Refuse a pipeline in which a pass's ``requires`` does not run before it. (``after``
+        and ``before`` place passes in generated pipelines, see ``aicc.pass_order``; a pipeline
+        the user wrote keeps the user's order.)"""
+        names = [s.name for s in self.steps]
+        for i, step in enumerate(self.steps):
             for req in step.cls.requires:
-                if req not in seen:
+                if req not in names[:i]:
                     raise ConfigError(f"pass '{step.name}' needs pass '{req}' before it",
                                       where=self.source)
-            for before in step.cls.after:
-                later = [s.name for s in self.steps[len(seen):]]
-                if before in later and before not in seen:
-                    raise ConfigError(f"pass '{before}' must come before pass '{step.name}'",
-                                      where=self.source)
-            seen.append(step.name)
 
     def to_text(self) -> str:
         """The pipeline in the text form ``--passes`` accepts back."""
@@ -219,13 +218,20 @@ class Pipeline:
         return [s.name for s in self.steps]
 
 
-def _check_contract(step: Step, result: Any, program: Program) -> Program:
+def _check_contract(step: Step, result: Any, program: Program) -> tuple[Program, PassResult]:
     who = f"pass '{step.name}' (plugin '{step.plugin}')"
-    if result is not None and not isinstance(result, Program):
-        raise PassError(f"{who} returned {type(result).__name__}, expected a Program or None")
-    program = result if result is not None else program
+    if result is None:
+        result = PassResult()
+    elif isinstance(result, Program):
+        result = PassResult(program=result)
+    elif not isinstance(result, PassResult):
+        raise PassError(f"{who} returned {type(result).__name__}, expected a PassResult, a "
+                        "Program or None")
+    program = result.program if result.program is not None else program
     if not program.graphs:
         raise PassError(f"{who} left the Program with no graphs")
+    if not result.modified:
+        return program, result
     import onnx_graphsurgeon as gs
     for name, graph in program.graphs.items():
         if not isinstance(graph, gs.Graph):
@@ -236,41 +242,110 @@ def _check_contract(step: Step, result: Any, program: Program) -> Program:
                             allowed_repeated_outputs=frozenset(program.repeated_outputs))
         except AiccError as e:
             raise PassError(f"{who} broke graph '{name}': {e.message}") from e
-    return program
+    return program, result
+
+
+@dataclass
+class _Run:
+    """One pipeline run: what every pass of it (nested ones too) shares."""
+
+    registries: Any
+    instruments: Sequence[Instrument]
+    backend: str
+    analyses: AnalysisCache
+
+    def steps(self, steps: Sequence[Step], program: Program, *, prefix: str = "",
+              at: int | None = None) -> Program:
+        for index, step in enumerate(steps):
+            shown = Step(prefix + step.name, step.cls, step.options, step.plugin) \
+                if prefix else step
+            program = self.step(index if at is None else at, shown, step, program,
+                                [s.name for s in steps[:index]])
+        return program
+
+    def step(self, index: int, shown: Step, step: Step, program: Program,
+             before: list[str]) -> Program:
+        for inst in self.instruments:
+            inst.before_pass(index, shown, program)
+        ctx = PassContext(options=step.options, logger=logging.getLogger(f"aicc.pass.{step.name}"),
+                          backend=self.backend, registries=self.registries,
+                          analyses=self.analyses)
+        ctx._nested = lambda entries, prog: self.nested(index, shown.name, entries, prog,
+                                                        ctx.counters)
+        started = self.analyses.start_pass()
+        try:
+            program, result = _check_contract(step, step.cls().run(program, ctx), program)
+        except BaseException as e:
+            for inst in reversed(self.instruments):
+                inst.after_pass_failed(index, shown, e)
+            err = _pass_failure(step, e, before)
+            if err is e:
+                raise
+            raise err from e
+        ctx.modified = result.modified
+        if result.modified:
+            self.analyses.invalidate(tuple(step.cls.preserves) + tuple(result.preserved),
+                                     started=started)
+        for inst in reversed(self.instruments):
+            inst.after_pass(index, shown, program, ctx)
+        return program
+
+    def nested(self, index: int, outer: str, entries: Sequence[Any], program: Program,
+               counters: Any) -> Program:
+        """Passes run by the pass ``outer``: shown to instruments as ``outer/NAME``; their
+        counters add to ``outer``'s."""
+        inner = Pipeline.build(entries, self.registries.passes, source=f"pass '{outer}'")
+        probe = _CounterSum(f"{outer}/")
+        run = _Run(self.registries, [*self.instruments, probe], self.backend, self.analyses)
+        program = run.steps(inner.steps, program, prefix=f"{outer}/", at=index)
+        counters.update(probe.total)
+        return program
+
+
+class _CounterSum(Instrument):
+    """Sums the counters of the passes it sees (those a pass runs through ctx.run_pipeline)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.total: Counter = Counter()
+
+    def after_pass(self, index: int, step: Step, program: Program, ctx: PassContext) -> None:
+        rest = step.name[len(self.prefix):]
+        if step.name.startswith(self.prefix) and "/" not in rest:  # deeper runs sum upward
+            self.total.update(ctx.counters)
+
+
+def _pass_failure(step: Step, e: BaseException, before: list[str]) -> BaseException:
+    """The error to raise for a pass that failed: aicc errors named after the pass, anything
+    else an internal error (exit 1) naming the pass, its plugin and the passes before it."""
+    if isinstance(e, AiccError):
+        if not isinstance(e, PassError) and step.name not in (e.where or ""):
+            e.args = (f"pass '{step.name}': {e.raw_format()}",)
+        return e
+    if isinstance(e, Exception):
+        err = PassError(f"pass '{step.name}' (plugin '{step.plugin}') failed: "
+                        f"{type(e).__name__}: {e}",
+                        hint=f"passes run before it: {', '.join(before) or 'none'}")
+        err.exit_code = 1
+        return err
+    return e
 
 
 def run_pipeline(pipeline: Pipeline, program: Program, *, registries: Any,
                  instruments: Sequence[Instrument] = (), backend: str = "cpu",
-                 scratch: dict[str, Any] | None = None) -> Program:
-    """Run every step over ``program`` with ``instruments`` around each; return the result."""
-    scratch = {} if scratch is None else scratch
+                 provided: Mapping[Analysis, Any] | None = None,
+                 analyses: AnalysisCache | None = None) -> Program:
+    """Run every step over ``program`` with ``instruments`` around each; return the result.
+
+    ``provided`` are facts the caller gives the passes (e.g. calibration samples); ``analyses``
+    an existing cache to share (the caller reads what the passes produced from it)."""
+    cache = analyses if analyses is not None else AnalysisCache()
+    for analysis, value in (provided or {}).items():
+        cache.put(analysis, value)
     for inst in instruments:
         inst.before_pipeline(program, pipeline.steps)
-    for index, step in enumerate(pipeline.steps):
-        for inst in instruments:
-            inst.before_pass(index, step, program)
-        ctx = PassContext(options=step.options, logger=logging.getLogger(f"aicc.pass.{step.name}"),
-                          backend=backend, registries=registries, scratch=scratch)
-        instance: Pass = step.cls()
-        try:
-            result = instance.run(program, ctx)
-            program = _check_contract(step, result, program)
-        except BaseException as e:
-            for inst in reversed(instruments):
-                inst.after_pass_failed(index, step, e)
-            if isinstance(e, AiccError):
-                if not isinstance(e, PassError) and step.name not in (e.where or ""):
-                    e.args = (f"pass '{step.name}': {e.format()}",)
-                raise
-            if isinstance(e, Exception):
-                before = ", ".join(s.name for s in pipeline.steps[:index]) or "none"
-                err = PassError(f"pass '{step.name}' (plugin '{step.plugin}') failed: "
-                                f"{type(e).__name__}: {e}", hint=f"passes run before it: {before}")
-                err.exit_code = 1
-                raise err from e
-            raise
-        for inst in reversed(instruments):
-            inst.after_pass(index, step, program, ctx)
+    program = _Run(registries, instruments, backend, cache).steps(pipeline.steps, program)
     for inst in reversed(instruments):
         inst.after_pipeline(program)
     return program

@@ -14,15 +14,18 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import dataclasses
 import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pluggy
 
 from . import hookspecs
+from .config import OptionTable
 from .configfile import load_toml, resolve_relative
 from .errors import AiccError, ConfigError, PluginError, did_you_mean
 from .registry import Registry
@@ -44,6 +47,21 @@ class Registries:
     backends: Registry
     instruments: Registry
     plugins: list[str]
+    #: compile options declared by the plugins (``aicc_add_options``)
+    options: OptionTable = dataclasses.field(default_factory=OptionTable)
+    #: ``(plugin, aicc_configure implementation)`` in plugin load order
+    configurers: list[tuple[str, Any]] = dataclasses.field(default_factory=list)
+
+    def configure(self, config: Any, request: Any) -> None:
+        """Let every plugin turn its options into the compile ``request`` (load order)."""
+        for plugin, function in self.configurers:
+            try:
+                function(config=config, request=request)
+            except AiccError:
+                raise
+            except (Exception, SystemExit) as e:
+                raise PluginError(f"plugin '{plugin}' raised in aicc_configure: "
+                                  f"{_failure(e)}") from e
 
 
 def plugin_modules_from_file(path: str | Path) -> tuple[list[str], list[Path]]:
@@ -125,6 +143,23 @@ class _Host:
         except pluggy.PluginValidationError as e:
             raise PluginError(f"{e}", hint="hook names start with aicc_register_") from e
 
+    def add_options(self, table: OptionTable) -> None:
+        """Call every plugin's ``aicc_add_options`` in registration order, with attribution."""
+        for impl in self.pm.hook.aicc_add_options.get_hookimpls():
+            table.current_plugin = impl.plugin_name
+            try:
+                impl.function(options=table)
+            except AiccError:
+                raise
+            except (Exception, SystemExit) as e:
+                raise PluginError(f"plugin '{impl.plugin_name}' raised in aicc_add_options: "
+                                  f"{_failure(e)}") from e
+        table.current_plugin = "<python>"
+
+    def configurers(self) -> list[tuple[str, Any]]:
+        return [(impl.plugin_name, impl.function)
+                for impl in self.pm.hook.aicc_configure.get_hookimpls()]
+
     def register_into(self, hook_name: str, registry: Registry) -> None:
         """Call one registration hook of every plugin, in registration order, with attribution."""
         caller = getattr(self.pm.hook, hook_name)
@@ -205,4 +240,6 @@ def load_registries(plugin_files: Iterable[str | Path] = (), *,
     host.register_into("aicc_register_passes", regs.passes)
     host.register_into("aicc_register_backends", regs.backends)
     host.register_into("aicc_register_instruments", regs.instruments)
+    host.add_options(regs.options)
+    regs.configurers = host.configurers()
     return regs

@@ -154,23 +154,22 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
                               dask=dask if isinstance(dask, str) else None,
                               dask_ship_data=dask_ship_data, **options)
     pipeline = Pipeline.build(steps, registries.passes, source="quantize_model")
-    scratch: dict[str, Any] = {}
+    from aicc.passes.quantization.analyses import (ADAROUND_SAMPLES, CALIBRATION_SAMPLES,
+                                                   DASK_CLIENT)
+    provided: dict[Any, Any] = {}
     if samples is not None:
-        from aicc.passes.quantization.calibrate import SAMPLES_KEY
-        scratch[SAMPLES_KEY] = samples
+        provided[CALIBRATION_SAMPLES] = samples
     if adaround_samples is not None:
         if adaround is None:
             raise ConfigError("adaround_samples without adaround", field="quantize_model")
-        from aicc.passes.quantization.adaround import SAMPLES_KEY_ADAROUND
-        scratch[SAMPLES_KEY_ADAROUND] = adaround_samples
+        provided[ADAROUND_SAMPLES] = adaround_samples
     if dask is not None and not isinstance(dask, str):
-        from aicc.passes.quantization.calibrate import DASK_KEY
         if samples is None and input_list is None:
             raise ConfigError("dask calibrates samples, and none were given",
                               field="quantize_model", hint="give samples or input_list")
-        scratch[DASK_KEY] = dask
+        provided[DASK_CLIENT] = dask
     program = run_pipeline(pipeline, Program.from_model(loaded), registries=registries,
-                           scratch=scratch)
+                           provided=provided)
     return program.to_model(), program
 
 

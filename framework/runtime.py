@@ -306,11 +306,6 @@ class Session:
         outputs = spec.graph_outputs if spec.graph_outputs is not None else spec.outputs
         check_backend_outputs(f"backend '{self.backend_name}'", outputs, results)
 
-    def generate(self, prompt_ids: Any, max_new_tokens: int, **kwargs: Any) -> np.ndarray:
-        """Greedy generation on an LLM container (see ``aicc.generate``)."""
-        from .generate import generate
-        return generate(self, prompt_ids, max_new_tokens, **kwargs)
-
     def stats(self) -> dict[str, Any]:
         return {name: exe.stats() for name, exe in self._executables.items()}
 

@@ -27,8 +27,9 @@ from typing import Any
 from . import ir
 from .configfile import load_json
 from .errors import ConfigError, did_you_mean
+from .options import FileValue
 
-__all__ = ["SpecEntry", "parse_specialization_config", "parse_compile_opts", "default_spec_name",
+__all__ = ["SpecEntry", "SpecializationFile", "parse_specialization_config", "parse_compile_opts", "default_spec_name",
            "MAX_SYMBOL_VALUE", "MAX_SPECIALIZATIONS"]
 
 #: Largest symbol value accepted (dimensions must fit in int32 on the device side).
@@ -148,6 +149,16 @@ def _entry(raw: Any, index: int, path: Path) -> SpecEntry:
                if "compile_opts" in raw else {})
     return SpecEntry(name=name or default_spec_name(index - 1, symbols), symbols=symbols,
                      options=options, index=index, named=named)
+
+
+class SpecializationFile(FileValue):
+    """A network specialization config, read once: ``value`` is its list of SpecEntry."""
+
+    what = "network specialization config"
+
+    @classmethod
+    def parse(cls, path: str | Path) -> list[SpecEntry]:
+        return parse_specialization_config(path)
 
 
 def parse_specialization_config(path: str | Path) -> list[SpecEntry]:

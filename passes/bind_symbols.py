@@ -80,6 +80,7 @@ class BindSymbols(Pass):
     name = "bind-symbols"
     description = "bind symbolic input dimensions (-onnx-define-symbol, -batchsize)"
     scope = "graph"
+    before = ("*",)     # shapes bind before anything reads them
     semantics = "preserving"
 
     @dataclasses.dataclass(frozen=True)

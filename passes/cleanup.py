@@ -32,6 +32,7 @@ class Cleanup(Pass):
     name = "cleanup"
     description = "remove dead nodes and unused tensors, then sort topologically"
     scope = "graph"
+    after = ("*",)      # tidies what every other pass left
     semantics = "preserving"
 
     @dataclasses.dataclass(frozen=True)

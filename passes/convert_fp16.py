@@ -54,17 +54,18 @@ import onnx_graphsurgeon as gs
 
 from aicc import ir
 from aicc.configfile import load_yaml
-from aicc.errors import AiccError, BackendError, ConfigError, PassError, did_you_mean
+from aicc.errors import AiccError, BackendError, ConfigError, PassError, did_you_mean, option_ref
 from aicc.hookspecs import hookimpl
-from aicc.options import option
+from aicc.options import FileValue, option
 from aicc.ort_compat import for_onnxruntime
 from aicc.pass_base import Pass, PassContext
 from aicc.program import Program, describe_tensor
 from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
 
+from aicc.passes.custom_io import CustomIOFile
 from aicc.graph_casts import Names, fold_cast_pairs, has_subgraph, schema_of, type_slots, verify_types
 
-__all__ = ["ConvertFP16", "FP16_MAX", "load_node_precision_info", "check_op_types",
+__all__ = ["ConvertFP16", "FP16_MAX", "NodePrecisionFile", "load_node_precision_info", "check_op_types",
            "fp16_overflow_report", "read_samples"]
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,17 @@ _NEVER = frozenset({
     "RandomUniformLike", "Multinomial", "Bernoulli", "EyeLike", "Shape", "Size",
 })
 _LAYERS = ("Conv", "ConvTranspose", "Gemm")
+
+
+class NodePrecisionFile(FileValue):
+    """A node precision info file (``-node-precision-info``), read once: ``value`` is its list
+    of node instance names."""
+
+    what = "node precision info file"
+
+    @classmethod
+    def parse(cls, path: str | Path) -> list[str]:
+        return load_node_precision_info(path)
 
 
 def load_node_precision_info(path: str | Path) -> list[str]:
@@ -97,7 +109,7 @@ def load_node_precision_info(path: str | Path) -> list[str]:
             raise ConfigError(f"{key}: setting node instances to FP32 is not supported",
                               where=path, field=str(key),
                               hint="list FP16 instances only; keep op types in their original "
-                                   "precision with -keep-original-precision-for-nodes")
+                                   f"precision with {option_ref('keep_original_precision')}")
         if key != _NPI_KEY:
             raise ConfigError(f"unknown key {key!r}", where=path, field=str(key),
                               hint=did_you_mean(str(key), [_NPI_KEY]))
@@ -142,13 +154,17 @@ class ConvertFP16(Pass):
     name = "convert-fp16"
     description = "run all, or the chosen, floating-point nodes in float16 (Casts at boundaries)"
     scope = "program"
+    #: picks nodes by the model's own output names and Conv/BatchNormalization pairs: before
+    #: fold-constants and fold-batchnorm rename and merge them
+    after = ("specialize", "lower")
+    before = ("fold-constants", "fold-batchnorm")
     semantics = "approximating"
 
     @dataclasses.dataclass(frozen=True)
     class Options:
         all: bool = option(False, "run every floating-point node in fp16 (-convert-to-fp16)")
-        node_precision_info: str = option("", "YAML file listing FP16NodeInstanceNames "
-                                              "(-node-precision-info)", path=True)
+        node_precision_info: NodePrecisionFile | None = option(
+            None, "YAML file listing FP16NodeInstanceNames (node_precision_info)", path=True)
         nodes: list[str] = option([], "node instances (first output names) to run in fp16")
         op_types: list[str] = option([], "op types whose every node runs in fp16 "
                                          "(-execute-nodes-in-fp16)")
@@ -157,8 +173,8 @@ class ConvertFP16(Pass):
                                               "instances still run in fp16")
         sample_inputs: str = option("", "input list to run the float program on first, "
                                         "reporting nodes whose outputs overflow fp16", path=True)
-        sample_custom_io: str = option("", "custom I/O list file the samples are written for",
-                                       path=True)
+        sample_custom_io: CustomIOFile | None = option(
+            None, "custom I/O list file the samples are written for", path=True)
         overflow: Literal["keep-fp32", "warn", "error"] = option(
             "keep-fp32", "what an fp16 overflow found on the samples does: keep the nodes whose "
                          "values leave the fp16 range in fp32, only warn, or fail")
@@ -166,9 +182,8 @@ class ConvertFP16(Pass):
     def run(self, program: Program, ctx: PassContext) -> None:
         opts = ctx.options
         instances = list(opts.nodes)
-        if opts.node_precision_info:
-            instances += [n for n in load_node_precision_info(opts.node_precision_info)
-                          if n not in instances]
+        if opts.node_precision_info is not None:
+            instances += [n for n in opts.node_precision_info.value if n not in instances]
         op_types = check_op_types(opts.op_types, where="pass 'convert-fp16': option 'op_types'")
         keep = check_op_types(opts.keep_op_types,
                               where="pass 'convert-fp16': option 'keep_op_types'")
@@ -176,16 +191,17 @@ class ConvertFP16(Pass):
         if both:
             raise ConfigError(f"op type {both[0]} is both kept in its original precision and run "
                               "in fp16", field="pass 'convert-fp16'",
-                              hint="drop it from -execute-nodes-in-fp16 or from "
-                                   "-keep-original-precision-for-nodes")
+                              hint=f"drop it from {option_ref('execute_nodes_in_fp16')} or "
+                                   f"from {option_ref('keep_original_precision')}")
         if not (opts.all or instances or op_types):
             raise ConfigError("nothing to convert", field="pass 'convert-fp16'",
                               hint="set all=true, nodes, node_precision_info or op_types")
         for gname, graph in program.graphs.items():
             where = f"graph '{gname}'"
             selected = _select(graph, opts.all, instances, op_types, keep,
-                               source=opts.node_precision_info or "pass 'convert-fp16': "
-                                                                  "option 'nodes'")
+                               source=opts.node_precision_info.path
+                               if opts.node_precision_info is not None
+                               else "pass 'convert-fp16': option 'nodes'")
             if opts.sample_inputs:
                 kept = _overflow_check(program, gname, graph, selected, ctx)
                 selected = [n for n in selected if n.name not in kept]
@@ -363,7 +379,7 @@ def convert_nodes(graph: gs.Graph, selected: Iterable[gs.Node], ctx: PassContext
 # -- the overflow report ----------------------------------------------------------------------
 
 def read_samples(input_list: str | Path, inputs: list[Any],
-                 custom_io: str | Path | None = None, outputs: list[Any] | None = None
+                 custom_io: Any = None, outputs: list[Any] | None = None
                  ) -> list[dict[str, np.ndarray]]:
     """The samples of an input list (or a vendor JSON input file, ``.json``) as model feeds.
 
@@ -371,14 +387,17 @@ def read_samples(input_list: str | Path, inputs: list[Any],
     tensors of that custom I/O list, converted here to the model's (on the host, as a Session
     compiled without -aic-preproc does).
     """
-    from aicc.customio import apply_steps, custom_desc, load_custom_io, plan_steps
+    from aicc.customio import apply_steps, custom_desc, load_custom_io, parse_custom_io, plan_steps
     from aicc.data import parse_input_list, parse_json_input_file, read_tensor_file
 
     steps: dict[str, list[dict[str, Any]]] = {}
     descs = list(inputs)
     if custom_io:
         by_name = {d.name: d for d in inputs}
-        for e in load_custom_io(custom_io, inputs, outputs or []):
+        entries = (parse_custom_io(custom_io.value, custom_io.path, inputs, outputs or [])
+                   if isinstance(custom_io, CustomIOFile)
+                   else load_custom_io(custom_io, inputs, outputs or []))
+        for e in entries:
             if e.direction == "input":
                 steps[e.name] = plan_steps(e, by_name[e.name])
                 by_name[e.name] = custom_desc(by_name[e.name], e)
@@ -470,7 +489,7 @@ def _overflow_check(program: Program, gname: str, graph: gs.Graph, selected: lis
     opts = ctx.options
     inputs = [describe_tensor(t) for t in graph.inputs]
     outputs = [describe_tensor(t) for t in graph.outputs]
-    samples = read_samples(opts.sample_inputs, inputs, opts.sample_custom_io or None, outputs)
+    samples = read_samples(opts.sample_inputs, inputs, opts.sample_custom_io, outputs)
     model = ir.export_model(graph, ir_version=program.ir_version)
     try:
         report = fp16_overflow_report(model, samples)

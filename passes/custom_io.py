@@ -27,47 +27,63 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from aicc import ir
-from aicc.customio import (CustomIOEntry, custom_desc, load_custom_io, mx_scale_table,
-                           mx_step_table, plan_steps)
+from aicc.configfile import load_yaml
+from aicc.customio import (CustomIOEntry, custom_desc, mx_scale_table, mx_step_table,
+                           parse_custom_io, plan_steps)
 from aicc.errors import ConfigError
 from aicc.hookspecs import hookimpl
-from aicc.options import option
+from aicc.options import FileValue, option
 from aicc.pass_base import Pass, PassContext
 from aicc.program import Program, describe_tensor
 from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
 
 from aicc.graph_casts import Names, fold_cast_pairs, onnx_type, verify_types
 
-__all__ = ["CustomIO", "build_steps"]
+__all__ = ["CustomIO", "CustomIOFile", "build_steps"]
 
 logger = logging.getLogger(__name__)
+
+
+class CustomIOFile(FileValue):
+    """A custom I/O list file, read once: ``value`` is the YAML document, checked as a file
+    (keys, types, values); the pass checks it against the model."""
+
+    what = "custom I/O list file"
+
+    @classmethod
+    def parse(cls, path: str | Path) -> Any:
+        data = load_yaml(path, what=cls.what)
+        parse_custom_io(data, path, None, None, external_quantization=True)
+        return data
 
 
 class CustomIO(Pass):
     name = "custom-io"
     description = "compile for the custom I/O layouts and precisions of a custom I/O list file"
     scope = "program"
+    after = ("convert-fp16", "fold-batchnorm", "cle")  # the interface of the final graph
     semantics = "interface"
 
     @dataclasses.dataclass(frozen=True)
     class Options:
-        config: str = option("", "the custom I/O list file (YAML: IOName, Layout, Precision, "
-                                 "Scale, Offset)", path=True)
+        config: CustomIOFile | None = option(None, "the custom I/O list file (YAML: IOName, "
+                                                   "Layout, Precision, Scale, Offset)", path=True)
         conversions: Literal["host", "device"] = option(
             "host", "where the conversions run: host (the Session, in numpy) or device (nodes in "
-                    "the compiled graph, -aic-preproc)")
-        encodings: str = option("", "AIMET encodings JSON (-external-quantization): int8 entries "
+                    "the compiled graph, aic_preproc)")
+        encodings: str = option("", "AIMET encodings JSON (quantization.encodings): int8 entries "
                                     "take Scale/Offset from it, ignoring the file's", path=True)
 
     def run(self, program: Program, ctx: PassContext) -> None:
         opts = ctx.options
-        if not opts.config:
+        if opts.config is None:
             raise ConfigError("needs the custom I/O list file", field="pass 'custom-io': option "
                               "'config'", hint="custom-io{config=FILE}")
         if program.custom_io:
@@ -77,13 +93,14 @@ class CustomIO(Pass):
         inputs = [describe_tensor(t) for t in first.inputs]
         outputs = [describe_tensor(t) for t in first.outputs]
         notes: list[str] = []
-        entries = load_custom_io(opts.config, inputs, outputs, notes=notes,
-                                 external_quantization=bool(opts.encodings))
+        entries = parse_custom_io(opts.config.value, opts.config.path, inputs, outputs,
+                                  notes=notes, external_quantization=bool(opts.encodings))
+        path = opts.config.path
         if opts.encodings:
-            entries = _external_int8(entries, opts.encodings, opts.config)
+            entries = _external_int8(entries, opts.encodings, path)
         records: list[dict[str, Any]] | None = None
         for gname, graph in program.graphs.items():
-            planned = _plan(graph, entries, opts.config)
+            planned = _plan(graph, entries, path)
             graph_records = [{**e.to_json(), "model_dtype": d.dtype,
                               "dtype": custom_desc(d, e).dtype, "conversions": opts.conversions,
                               "steps": steps} for e, d, steps in planned]
@@ -91,7 +108,7 @@ class CustomIO(Pass):
                 records = graph_records
             elif records != graph_records:
                 raise ConfigError(f"graph '{gname}' needs other conversions than the first graph "
-                                  "(its I/O differ)", where=opts.config)
+                                  "(its I/O differ)", where=path)
             if opts.conversions == "device":
                 _apply(graph, planned, ctx, where=f"graph '{gname}'",
                        ir_version=program.ir_version)

@@ -4,8 +4,8 @@ that feeds it, when that layer's output has no other reader.
 With s = gamma / sqrt(var + eps), BN(y) = s * y + (beta - mean * s), so the layer's weights are
 scaled by s along the output channel and its bias becomes bias * s + beta - mean * s. Weights are
 always replaced by new constants, so a weight shared with another layer is never changed under it.
-The BN parameters (gamma, beta) of every fold are kept in the pipeline's scratch store under
-``"folded_batchnorm"`` for passes that need them later (high-bias absorption in CLE).
+The BN parameters (gamma, beta) of every fold are kept in the pipeline's analysis cache as
+``FOLDED_BATCHNORM`` for passes that need them later (high-bias absorption in CLE).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from aicc.analyses import Analysis
 from aicc.hookspecs import hookimpl
 from aicc.pass_base import Pass, PassContext, Tolerance
 from aicc.passes.cleanup import detach_nodes, remove_dead_nodes
@@ -31,17 +32,28 @@ def _const(t: gs.Tensor) -> np.ndarray | None:
     return np.asarray(t.values) if isinstance(t, gs.Constant) else None
 
 
+#: BN parameters (gamma, beta, ...) of every fold by the folded node's name: CLE's high-bias
+#: absorption reads them (valid while the program is as fold-batchnorm left it)
+FOLDED_BATCHNORM = Analysis("folded BatchNormalization statistics")
+
+
 class FoldBatchNorm(Pass):
     name = "fold-batchnorm"
     description = "fold BatchNormalization into a preceding Conv/ConvTranspose/Gemm"
     scope = "graph"
+    after = ("fold-constants",)  # BatchNormalization parameters computed from constants
+    #: the statistics of earlier folds stay true: folding more BatchNormalizations adds to them
+    preserves = (FOLDED_BATCHNORM,)
     semantics = "preserving"
     tolerance = Tolerance(rtol=1e-4, atol=1e-5)
 
-    def run_graph(self, graph: gs.Graph, program: Program, ctx: PassContext) -> None:
+    def run_graph(self, graph: gs.Graph, program: Program, ctx: PassContext) -> bool:
         graph_outputs = {t.name for t in graph.outputs}
         removed: list[gs.Node] = []
-        kept = ctx.scratch.setdefault("folded_batchnorm", {})
+        kept = ctx.analyses.peek(FOLDED_BATCHNORM)
+        if kept is None:
+            kept = {}
+            ctx.analyses.put(FOLDED_BATCHNORM, kept)
         for bn in graph.nodes:
             if bn.op != "BatchNormalization":
                 continue
@@ -72,6 +84,7 @@ class FoldBatchNorm(Pass):
             gone = {id(bn) for bn in removed}
             graph.nodes = [n for n in graph.nodes if id(n) not in gone]
             remove_dead_nodes(graph)
+        return bool(removed)
 
     @staticmethod
     def _why_not(bn: gs.Node, graph_outputs: set[str]) -> str | None:

@@ -52,6 +52,7 @@ class InputShape(Pass):
     name = "input-shape"
     description = "bind the dynamic dimensions of named inputs (--input-shape, --input_dim)"
     scope = "graph"
+    before = ("*",)     # shapes bind before anything reads them
     semantics = "preserving"
 
     @dataclasses.dataclass(frozen=True)

@@ -27,13 +27,13 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from aicc import ir
-from aicc.errors import ConfigError, ModelError
+from aicc.errors import ConfigError, ModelError, option_ref
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext
 from aicc.passes.bind_symbols import bind_graph
 from aicc.program import Program
-from aicc.specconfig import SpecEntry, parse_specialization_config
+from aicc.specconfig import SpecEntry, SpecializationFile
 
 __all__ = ["Specialize", "clone_graph"]
 
@@ -60,21 +60,22 @@ def clone_graph(graph: gs.Graph) -> gs.Graph:
 
 class Specialize(Pass):
     name = "specialize"
-    description = "one graph per network specialization (-network-specialization-config)"
+    description = "one graph per network specialization (the specializations option)"
     scope = "program"
     semantics = "preserving"
-    after = ("bind-symbols",)
+    after = ("bind-symbols", "input-shape")
 
     @dataclasses.dataclass(frozen=True)
     class Options:
-        config: str = option("", "the network specialization config (JSON)", path=True)
+        config: SpecializationFile | None = option(
+            None, "the network specialization config (JSON)", path=True)
 
     def run(self, program: Program, ctx: PassContext) -> None:
-        path = ctx.options.config
-        if not path:
+        if ctx.options.config is None:
             raise ConfigError("no config given", where="pass 'specialize'",
-                              hint="set specialize{config=FILE} or -network-specialization-config")
-        entries = parse_specialization_config(path)
+                              hint=f"set specialize{{config=FILE}} or "
+                                   f"{option_ref('specializations')}")
+        path, entries = ctx.options.config.path, ctx.options.config.value
         if len(program.graphs) != 1:
             raise ConfigError(f"the program already has {len(program.graphs)} graphs "
                               f"({', '.join(program.graphs)}); it can be specialized once",

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from aicc.analyses import AnalysisCache
 from aicc import ir
 from aicc.pipeline import Instrument, Pipeline, run_pipeline
 from aicc.plugins import load_registries
@@ -206,7 +207,7 @@ class _Counters(Instrument):
 
 
 def run_cle(model: onnx.ModelProto, options: dict | None = None, *,
-            passes: Sequence[Any] | None = None, scratch: dict | None = None
+            passes: Sequence[Any] | None = None, analyses: AnalysisCache | None = None
             ) -> tuple[Program, dict[str, int]]:
     """Run ``cle`` (or the given pipeline) on a copy of ``model``: (Program, counters of the
     last pass)."""
@@ -215,5 +216,5 @@ def run_cle(model: onnx.ModelProto, options: dict | None = None, *,
     program = Program.from_model(ir.load_model(model.SerializeToString()))
     pipeline = Pipeline.build(list(passes or [("cle", dict(options or {}))]), registries.passes)
     program = run_pipeline(pipeline, program, registries=registries, instruments=[probe],
-                           scratch=scratch)
+                           analyses=analyses)
     return program, probe.counters

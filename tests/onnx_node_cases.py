@@ -22,13 +22,15 @@ from onnx import TensorProto, numpy_helper
 
 import aicc
 from aicc.compiler import CompileRequest, compile_model, default_pipeline
+from aicc.pass_order import Requested
+from aicc.plugins import load_registries
 from aicc.plugins import load_registries
 
 __all__ = ["Case", "cases", "raw_cases", "op_list_cases", "backend_op_types", "run_public", "FP16_PIPELINE",
            "fp16_close"]
 
 #: the default pipeline plus what ``-convert-to-fp16`` adds (the CLI's feature step)
-FP16_PIPELINE = default_pipeline(feature_steps=[("select", "convert-fp16", {"all": True})])
+FP16_PIPELINE = default_pipeline(load_registries(), requested=[Requested("convert-fp16", {"all": True})])
 
 
 @dataclass(frozen=True)

@@ -129,12 +129,12 @@ def _unsupported_model(path):
     ((*FP16, "-aic-hw-version=1.0"), r"unknown hardware version '1.0' \(known versions: 2.0\)"),
     (("-aic-num-cores=2",), r"-aic-num-cores configures the AIC100 device.*add -aic-hw"),
     (("-aic-enable-depth-first",), r"add -aic-hw"),
-    ((*FP16, "-aic-profiling-type=flame"), r"unknown profiling type 'flame'"),
-    ((*FP16, "-size-split-granularity=4096"), r"4096 KiB is outside 512 to 2048"),
+    ((*FP16, "-aic-profiling-type=flame"), r"-aic-profiling-type: unknown value 'flame' \(valid: stats, trace, latency\)"),
+    ((*FP16, "-size-split-granularity=4096"), r"-size-split-granularity: 4096 is above the maximum 2048"),
     ((*FP16, "-vtcm-working-set-limit-ratio=1.5"), r"1.5 is not in \(0, 1\]"),
-    ((*FP16, "-mos=0"), r"-mos: 0 is not a positive integer"),
-    ((*FP16, "--backend", "cpu"), r"-aic-hw compiles for the aic100 device but --backend says"),
-    ((*FP16, "-aic-num-cores=2", "--backend-option", "num_cores=2"), r"both given"),
+    ((*FP16, "-mos=0"), r"-mos: 0 is below the minimum 1"),
+    ((*FP16, "--backend", "cpu"), r"-aic-hw sets 'target' to 'aic100' but --backend says 'cpu'"),
+    ((*FP16, "-aic-num-cores=2", "--backend-option", "num_cores=2"), r"-aic-num-cores and --backend-option both set the backend option 'num_cores'"),
 ])
 def test_refusals(tmp_path, example_model_path, capsys, flags, match):
     code, qpc = _compile(tmp_path, example_model_path, *flags)

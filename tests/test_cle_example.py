@@ -19,6 +19,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from aicc.cli import main
+from aicc.pass_order import Requested
 from aicc.errors import PassError
 from aicc.testing import check_pass
 from cle_builders import cnn, layer_ranges, run_cle
@@ -165,6 +166,6 @@ def test_cle_fits_the_default_pipeline_equalize_stage(registries):
     """What `aicc quantize --algorithms cle` will use: cle at stage 'equalize', after BN folding."""
     from aicc.compiler import default_pipeline
     from aicc.pipeline import Pipeline
-    steps = default_pipeline(feature_steps=[("equalize", "cle", {"relu6_mode": "replace"})])
+    steps = default_pipeline(registries, requested=[Requested("cle", {"relu6_mode": "replace"})])
     names = Pipeline.build(steps, registries.passes).names()
     assert names.index("fold-batchnorm") < names.index("cle") < names.index("cleanup")

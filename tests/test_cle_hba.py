@@ -16,6 +16,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from aicc.analyses import AnalysisCache
+from aicc.passes.equalization.cle import CLE_STATISTICS
+from aicc.passes.fold_batchnorm import FOLDED_BATCHNORM
 from aicc.errors import PassError
 from aicc.testing import check_pass, run_model
 from cle_builders import cnn, initializer, run_cle
@@ -66,11 +69,11 @@ def test_cle_hba_exact_when_preactivation_is_above_c(act):
 
 
 def test_cle_hba_moves_c_from_b1_to_b2():
-    plain_scratch, hba_scratch = {}, {}
-    plain, _ = run_cle(hba_model(), {"high_bias_absorption": False}, scratch=plain_scratch)
-    hba, counters = run_cle(hba_model(), scratch=hba_scratch)
+    plain_scratch, hba_scratch = AnalysisCache(), AnalysisCache()
+    plain, _ = run_cle(hba_model(), {"high_bias_absorption": False}, analyses=plain_scratch)
+    hba, counters = run_cle(hba_model(), analyses=hba_scratch)
     assert counters["bias channels absorbed"] == 2
-    st = plain_scratch["cle_statistics"]["default"]["conv0"]
+    st = plain_scratch.peek(CLE_STATISTICS)["default"]["conv0"]
     beta_s, gamma_s = np.array(st["beta"]), np.array(st["gamma"])   # after scaling by 1/s
     c = np.maximum(0.0, beta_s - 3 * np.abs(gamma_s))
     assert np.count_nonzero(c) == 2 and np.all(c[2:] == 0)
@@ -79,10 +82,10 @@ def test_cle_hba_moves_c_from_b1_to_b2():
     w2 = node(plain, "conv1").inputs[1].values.astype(np.float64)
     b2_plain, b2_hba = (node(p, "conv1").inputs[2].values for p in (plain, hba))
     np.testing.assert_allclose(b2_hba - b2_plain, w2[:, :, 0, 0] @ c, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(hba_scratch["cle_statistics"]["default"]["conv0"]["beta"],
+    np.testing.assert_allclose(hba_scratch.peek(CLE_STATISTICS)["default"]["conv0"]["beta"],
                                beta_s - c, rtol=1e-12)
     # as folded, untouched
-    np.testing.assert_allclose(hba_scratch["folded_batchnorm"]["conv0"]["beta"], BETA, rtol=1e-7)
+    np.testing.assert_allclose(hba_scratch.peek(FOLDED_BATCHNORM)["conv0"]["beta"], BETA, rtol=1e-7)
 
 
 def test_cle_hba_general_case_stays_within_stated_bound():

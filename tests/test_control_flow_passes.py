@@ -13,7 +13,8 @@ import pytest
 
 import aicc
 from aicc.cli import main
-from aicc.compiler import lowering_steps
+from aicc.compiler import lowering_request
+from aicc.passes.lowering.lower import lowering_sequence
 from aicc.errors import AiccError
 from aicc.testing import check_pass, run_pass
 from control_builders import if_model, loop_model, rnn_model, scan_model
@@ -141,12 +142,15 @@ def test_lowering_steps_follow_the_backend_table(registries):
     from aicc.backends.interpreter import InterpreterBackend
 
     lstm = onnx.shape_inference.infer_shapes(rnn_model("LSTM"))
-    assert lowering_steps(InterpreterBackend(), lstm, registries) == []
-    assert lowering_steps(CpuBackend(), lstm, registries) == []
-    assert lowering_steps(Aic100Backend(), lstm, registries) == [
-        ("lower", "fold-constants", {}), ("lower", "lower-rnn", {"ops": ["LSTM"]})]
+    assert lowering_request(InterpreterBackend(), lstm, registries) is None
+    assert lowering_request(CpuBackend(), lstm, registries) is None
+    assert lowering_request(Aic100Backend(), lstm, registries).options == {"ops": ["LSTM"]}
+    assert lowering_sequence(frozenset({"LSTM"}), registries.passes) == [
+        ("fold-constants", {}), ("lower-rnn", {"ops": ["LSTM"]})]
     from interpreter.test_interp_control import _nested_model
-    names = [n for _, n, _ in lowering_steps(Aic100Backend(), _nested_model(), registries)]
+    request = lowering_request(Aic100Backend(), _nested_model(), registries)
+    names = [n for n, _ in lowering_sequence(frozenset(request.options["ops"]),
+                                             registries.passes)]
     assert names == ["fold-constants", "fold-if", "unroll-loops", "fold-constants", "fold-if"]
 
 
@@ -160,7 +164,7 @@ def test_lstm_runs_on_aic100_in_fp16_after_lowering(tmp_path):
     assert main(["compile", f"-m={path}", f"-aic-binary-dir={tmp_path / 'qpc'}", "-aic-hw",
                  "-convert-to-fp16", "-aic-num-cores=2"]) == 0
     manifest = (tmp_path / "qpc" / "manifest.json").read_text()
-    assert "lower-rnn" in manifest
+    assert "lower{ops=[LSTM]}" in manifest
     x = np.random.default_rng(7).standard_normal((6, 2, 3)).astype(np.float32)
     got = aicc.load(tmp_path / "qpc").run({"X": x})
     ref = _ort(model, {"X": x})

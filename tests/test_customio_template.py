@@ -110,7 +110,7 @@ def test_template_profile_must_cover_the_float_io(tmp_path, seed_path, capsys):
 
 
 def test_template_profile_with_schema_and_calibration(tmp_path, seed_path):
-    from aicc.cli.feature_precision import profile_qparams
+    from aicc.features.custom_io import profile_qparams
     from aicc.quant import select_range
 
     profile = _profile(tmp_path, {n: (-3.0, 5.0) for n in

@@ -30,6 +30,8 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from aicc.compiler import CompileRequest, compile_model, default_pipeline
+from aicc.pass_order import Requested
+from aicc.plugins import load_registries
 
 import aicc
 from onnx_node_cases import FP16_RTOL, backend_op_types, registries
@@ -38,7 +40,7 @@ MAX_EXAMPLES = 10
 BACKENDS = ("interpreter", "cpu", "aic100")
 _UNARY = ("Relu", "Sigmoid", "Tanh", "Abs", "Neg")
 _BINARY = ("Add", "Mul", "Sub")
-_FP16_PIPELINE = default_pipeline(feature_steps=[("select", "convert-fp16", {"all": True})])
+_FP16_PIPELINE = default_pipeline(load_registries(), requested=[Requested("convert-fp16", {"all": True})])
 
 
 @functools.cache

@@ -133,4 +133,4 @@ def test_flags_the_listing_would_ignore_are_refused(capsys, example_model_path):
     never silently dropped."""
     assert main(["compile", "-operators-supported=onnx", f"-m={example_model_path}"]) == 2
     err = capsys.readouterr().err
-    assert "lists operators and compiles nothing, so 'model' would do nothing" in err
+    assert "lists operators and compiles nothing, so -m would do nothing" in err

@@ -222,7 +222,7 @@ def test_plugin_pass_returning_garbage_is_named(tmp_path, registries):
     regs = load_registries([_plugin_dir(tmp_path, module="garbage_plugin", body=body)])
     p = Pipeline.build(["garbage"], regs.passes)
     with pytest.raises(PassError, match="pass 'garbage' \\(plugin 'garbage_plugin'\\) returned "
-                                        "dict, expected a Program"):
+                                        "dict, expected a PassResult, a Program or None"):
         run_pipeline(p, _program(), registries=regs)
 
 

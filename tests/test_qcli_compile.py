@@ -11,8 +11,8 @@ import yaml
 
 import aicc
 from aicc.cli import main
-from aicc.cli.feature_quantization import contribute
-from aicc.compiler import CompileRequest
+from aicc.compiler import configure, default_pipeline
+from aicc.config import CompileConfig
 from aicc.errors import UsageError
 
 from quant_builders import DIGITS, DIGITS_LIST, DIGITS_TEST, small_cnn, samples
@@ -171,22 +171,29 @@ def test_refusals(tmp_path, capsys, monkeypatch, argv, message):
     assert message in err and err.count("\n") == 1, err
 
 
-def test_contribute_adds_steps_at_their_stages(tmp_path):
+def test_quantization_feature_adds_passes_in_declared_order(tmp_path, registries):
     enc = tmp_path / "e.json"
     enc.write_text(json.dumps({"activation_encodings": {"a": [{"bitwidth": 32, "dtype": "int"}]},
                                "param_encodings": {}}))
-    req = CompileRequest(model="m.onnx")
-    contribute({"external_quantization": str(enc), "input_list_file": "l.txt",
-                "input_shape": ["x=1,2"]}, req)
-    assert [(s, n) for s, n, _ in req.feature_steps] == [
-        ("bind", "input-shape"), ("bind", "quant-overrides"), ("precision", "int32-sandwich"),
-        ("quantize", "calibrate"), ("quantize", "quantize")]
-    with pytest.raises(UsageError, match="-dump-custom-IO-config-template writes a template"):
-        contribute({"dump_custom_io_template": "t.yaml", "load_profile": "p.yaml"},
-                   CompileRequest(model="m.onnx"))
+    config = CompileConfig.from_python(registries.options, {
+        "model": "m.onnx", "input_list": "l.txt", "input_shapes": ["x=1,2"],
+        "quantization": {"encodings": str(enc)}})
+    req = configure(config, registries)
+    assert [s.name for s in req.passes] == [
+        "input-shape", "quant-overrides", "int32-sandwich", "calibrate", "quantize"]
+    steps = [name for name, _ in default_pipeline(registries, requested=req.passes)]
+    assert steps == ["input-shape", "quant-overrides", "fold-constants", "fold-batchnorm",
+                     "int32-sandwich", "calibrate", "quantize", "cleanup"]
+    from aicc.cli.compile_cmd import build_config
+    _, config, _, _ = build_config(["-m=m.onnx", "-dump-custom-IO-config-template=t.yaml",
+                                    "-load-profile=p.yaml"])
+    with pytest.raises(UsageError, match="dump_custom_io_template writes a template"):
+        configure(config, registries)
     # the template dump reads the activation schema and calibration flags
-    contribute({"dump_custom_io_template": "t.yaml", "schema_activations": "asymmetric",
-                "quantization_calibration": "MSE"}, CompileRequest(model="m.onnx"))
+    _, config, _, _ = build_config(["-m=m.onnx", "-dump-custom-IO-config-template=t.yaml",
+                                    "-quantization-schema-activations=asymmetric",
+                                    "-quantization-calibration=MSE"])
+    configure(config, registries)
 
 
 def test_profile_with_network_specializations(tmp_path, capsys, registries):

@@ -12,11 +12,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from aicc.analyses import AnalysisCache
+from aicc.passes.quantization.analyses import CALIBRATION_PROFILE, CALIBRATION_SAMPLES
 from aicc import ir
 from aicc.backends.interpreter.engine import Interpreter
 from aicc.errors import ConfigError, DataError
 from aicc.passes.quantization.runner import _ProgressBar
-from aicc.passes.quantization.calibrate import (PROFILE_KEY, SAMPLES_KEY, calibrate_program, graph_hash,
+from aicc.passes.quantization.calibrate import (calibrate_program, graph_hash,
                                    program_hash)
 from aicc.pipeline import Pipeline, run_pipeline
 from aicc.program import Program
@@ -154,12 +156,12 @@ def test_dump_profile_and_merge_shards(registries, tmp_path):
     assert not list(tmp_path.glob(".prof.yaml*"))      # written through a renamed temp file
 
 
-def test_python_samples_through_the_scratch_store(registries):
+def test_python_samples_provided_to_the_pipeline(registries):
     model = small_cnn()
     pipe = Pipeline.build([("calibrate", {"max_samples": 3})], registries.passes)
-    scratch = {SAMPLES_KEY: iter(samples(model, 10))}
-    run_pipeline(pipe, _program(model), registries=registries, scratch=scratch)
-    assert scratch[PROFILE_KEY]["x"].count == 3 * 3 * 8 * 8
+    scratch = AnalysisCache({CALIBRATION_SAMPLES: iter(samples(model, 10))})
+    run_pipeline(pipe, _program(model), registries=registries, analyses=scratch)
+    assert scratch.peek(CALIBRATION_PROFILE)["x"].count == 3 * 3 * 8 * 8
 
 
 def test_input_list_forms_npy_and_named(registries, tmp_path):
@@ -171,9 +173,9 @@ def test_input_list_forms_npy_and_named(registries, tmp_path):
         lst.write_text("# out_layer\n%y\n\n" + text.replace("\n", "\r\n"))
         prog = Program.from_model(ir.load_model(model.SerializeToString()))
         pipe = Pipeline.build([("calibrate", {"input_list": str(lst)})], registries.passes)
-        scratch: dict = {}
-        run_pipeline(pipe, prog, registries=registries, scratch=scratch)
-        assert scratch[PROFILE_KEY]["x"].count == 3 * 3 * 8 * 8, sub
+        scratch = AnalysisCache()
+        run_pipeline(pipe, prog, registries=registries, analyses=scratch)
+        assert scratch.peek(CALIBRATION_PROFILE)["x"].count == 3 * 3 * 8 * 8, sub
 
 
 def _calibrate_list(registries, model, lst):
@@ -226,7 +228,7 @@ def test_sample_sources_are_exclusive_and_required(registries, tmp_path):
     pipe = Pipeline.build([("calibrate", {"input_list": str(lst)})], registries.passes)
     with pytest.raises(ConfigError, match="several sample sources"):
         run_pipeline(pipe, _program(model), registries=registries,
-                     scratch={SAMPLES_KEY: samples(model, 1)})
+                     analyses=AnalysisCache({CALIBRATION_SAMPLES: samples(model, 1)}))
     with pytest.raises(DataError, match="calibration sample 0 \\(x\\[2, 3\\]\\) fits no graph"):
         calibrate_program(_program(model), [{"x": np.zeros((2, 3), np.float32)}],
                           progress=False)
@@ -277,10 +279,10 @@ def test_several_specializations_give_one_profile(registries, tmp_path):
     jin.write_text(json.dumps({"IO-files": runs}))
     pipe = Pipeline.build([("specialize", {"config": str(config)}),
                            ("calibrate", {"json_input_file": str(jin)})], registries.passes)
-    scratch: dict = {}
-    prog = run_pipeline(pipe, _program(model), registries=registries, scratch=scratch)
+    scratch = AnalysisCache()
+    prog = run_pipeline(pipe, _program(model), registries=registries, analyses=scratch)
     assert len(prog.graphs) == 2
-    assert scratch[PROFILE_KEY]["x"].count == 3 * (16 + 64 + 64)
+    assert scratch.peek(CALIBRATION_PROFILE)["x"].count == 3 * (16 + 64 + 64)
     # a specialization without a sample is refused
     jin.write_text(json.dumps({"IO-files": runs[:1]}))
     with pytest.raises(DataError, match="no inference has the shapes of specialization"):

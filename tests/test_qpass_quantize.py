@@ -401,9 +401,9 @@ def test_int32_overrides_need_the_sandwich(registries, tmp_path):
     prog = Program.from_model(ir.load_model(model.SerializeToString()))
     pipe = Pipeline.build([("quant-overrides", {"file": str(path)}), ("calibrate", {}),
                            ("quantize", {})], registries.passes)
-    from aicc.passes.quantization.calibrate import SAMPLES_KEY
+    from aicc.passes.quantization.analyses import CALIBRATION_SAMPLES
     with pytest.raises(AiccError, match="INT32 overrides \\(a, b\\) need the int32-sandwich"):
-        run_pipeline(pipe, prog, registries=registries, scratch={SAMPLES_KEY: feeds})
+        run_pipeline(pipe, prog, registries=registries, provided={CALIBRATION_SAMPLES: feeds})
 
 
 def test_encodings_json_round_trip():

@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import aicc
-from aicc import ir
+from aicc import _external_data, ir
 from aicc.cli import main
 from aicc.errors import ConfigError, ModelError
 from builders import add_model
@@ -172,7 +172,7 @@ def test_model_past_the_protobuf_limit_compiles_and_runs(tmp_path, monkeypatch):
     onnx.save(model, path, save_as_external_data=True, location="big.data", size_threshold=0)
     monkeypatch.setattr(ir, "_TWO_GIB", 32 * 1024)     # "2 GiB" is now 32 KiB
     monkeypatch.setattr(ir, "_SAVE_MARGIN", 0)
-    monkeypatch.setattr(ir, "_READ_CHUNK", 4096)        # chunked reads of the external data
+    monkeypatch.setattr(_external_data, "_READ_CHUNK", 4096)  # chunked external-data reads
     monkeypatch.setattr(cpu, "_EXTERNAL_MIN_BYTES", 1024)
     checked = []
     real_check = onnx.checker.check_model
@@ -190,10 +190,10 @@ def test_model_past_the_protobuf_limit_compiles_and_runs(tmp_path, monkeypatch):
 def test_pread_all_reads_in_chunks(tmp_path, monkeypatch):
     data = os.urandom(10_000)
     (tmp_path / "f").write_bytes(data)
-    monkeypatch.setattr(ir, "_READ_CHUNK", 1000)
+    monkeypatch.setattr(_external_data, "_READ_CHUNK", 1000)
     fd = os.open(tmp_path / "f", os.O_RDONLY)
     try:
-        assert ir._pread_all(fd, 9_000, 500) == data[500:9500]
+        assert _external_data._pread_all(fd, 9_000, 500) == data[500:9500]
     finally:
         os.close(fd)
 

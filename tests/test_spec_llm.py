@@ -9,6 +9,8 @@ import json
 import numpy as np
 import onnx
 import pytest
+
+from aicc.pass_order import Requested
 from onnx import TensorProto, helper
 
 import aicc
@@ -61,7 +63,7 @@ def test_chunked_and_padded_prefill(qpc, model):
     """11 prompt tokens with an 8-token prefill: two chunks, the second padded (position -1)."""
     prompt = np.array([5, 1, 60, 33, 2, 9, 17, 40, 22, 8, 31], np.int64)
     session = aicc.load(qpc)
-    tokens = session.generate(prompt, 20)
+    tokens = aicc.generate(session, prompt, 20)
     assert tokens.tolist() == llm.reference_generate(model, prompt, 20, ctx_len=64).tolist()
     assert session.stats()["prefill"]["runs"] == 2
 
@@ -247,9 +249,9 @@ def test_compressed_kv_cache_with_custom_io(tmp_path, model, registries, precisi
     config = write_json(tmp_path / "spec.json", llm.SPECIALIZATIONS)
     from aicc.compiler import CompileRequest, compile_model
     qpc, _, _ = compile_model(CompileRequest(
-        model=model, output=tmp_path / "q", retained_state=True, feature_steps=[
-            ("specialize", "specialize", {"config": str(config)}),
-            ("interface", "custom-io", {"config": str(custom), "conversions": conversions})]),
+        model=model, output=tmp_path / "q", retained_state=True, passes=[
+            Requested("specialize", {"config": str(config)}),
+            Requested("custom-io", {"config": str(custom), "conversions": conversions})]),
         registries)
     session = aicc.load(qpc)
     assert [d.name for d in session.inputs] == ["input_ids", "position_ids"]

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from aicc import ir
 from aicc.compiler import CompileRequest, compile_model
+from aicc.pass_order import Requested
 from aicc.errors import ConfigError, PassError
 from aicc.instruments import random_feeds
 from aicc.pipeline import Pipeline, run_pipeline
@@ -123,7 +124,7 @@ def test_options_and_symbols_reach_backends_and_graph_passes(cnn, tmp_path, regi
 
     monkeypatch.setattr(CpuBackend, "compile", compile_spy)
     _, program, _ = compile_model(CompileRequest(
-        model=cnn, feature_steps=[("specialize", "specialize", {"config": str(path)})]),
+        model=cnn, passes=[Requested("specialize", {"config": str(path)})]),
         registries)
     assert seen == {"small": {"ols": 2}, "big": {}}
     assert program.spec_options == {"small": {"ols": 2}}
@@ -146,7 +147,7 @@ def test_define_symbol_binds_first(cnn, tmp_path, registries):
         {"height": "8", "width": "8"}, {"height": "16", "width": "16", "batch": "2"}]})
     _, program, _ = compile_model(CompileRequest(
         model=cnn, symbols=["batch=2"],
-        feature_steps=[("specialize", "specialize", {"config": str(path)})]), registries)
+        passes=[Requested("specialize", {"config": str(path)})]), registries)
     assert [g.inputs[0].shape for g in program.graphs.values()] == [[2, 3, 8, 8], [2, 3, 16, 16]]
     assert program.symbols == {"batch": 2}
 
@@ -164,8 +165,8 @@ def test_define_symbol_binds_first(cnn, tmp_path, registries):
 def test_entries_that_do_not_fit_the_model(cnn, tmp_path, registries, entries, symbols, message):
     path = write_json(tmp_path / "bad.json", {"specializations": entries})
     with pytest.raises(ConfigError) as info:
-        compile_model(CompileRequest(model=cnn, symbols=symbols, feature_steps=[
-            ("specialize", "specialize", {"config": str(path)})]), registries)
+        compile_model(CompileRequest(model=cnn, symbols=symbols, passes=[
+            Requested("specialize", {"config": str(path)})]), registries)
     assert message in str(info.value)
     assert str(path) in str(info.value)
 
@@ -173,8 +174,8 @@ def test_entries_that_do_not_fit_the_model(cnn, tmp_path, registries, entries, s
 def test_same_value_as_define_symbol_is_accepted(cnn, tmp_path, registries):
     path = write_json(tmp_path / "ok.json", {"specializations": [
         {"batch": 2, "height": 8, "width": 8}]})
-    _, program, _ = compile_model(CompileRequest(model=cnn, symbols=["batch=2"], feature_steps=[
-        ("specialize", "specialize", {"config": str(path)})]), registries)
+    _, program, _ = compile_model(CompileRequest(model=cnn, symbols=["batch=2"], passes=[
+        Requested("specialize", {"config": str(path)})]), registries)
     assert list(program.graphs.values())[0].inputs[0].shape == [2, 3, 8, 8]
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from aicc.analyses import AnalysisCache
+from aicc.passes.quantization.analyses import CALIBRATION_PROFILE
 from aicc import ir
 from aicc.backends.interpreter import Interpreter
 from aicc.instruments import random_feeds
@@ -21,11 +23,11 @@ def cnn():
 
 
 def _specialized(model, config, registries, extra=("fold-constants", "fold-batchnorm", "cleanup"),
-                 scratch=None):
+                 analyses=None):
     program = Program.from_model(ir.load_model(model.SerializeToString()))
     pipeline = Pipeline.build([("specialize", {"config": str(config)}), *extra],
                               registries.passes)
-    return run_pipeline(pipeline, program, registries=registries, scratch=scratch)
+    return run_pipeline(pipeline, program, registries=registries, analyses=analyses)
 
 
 def _observed(program, name):
@@ -67,13 +69,13 @@ def test_one_profile_over_all_specializations(cnn, tmp_path, registries):
         runs.append([{"path": f"x{i}.raw", "io-direction": "in", "map-to": "image",
                       "data-type": "float", "dims": list(shape)}])
     inputs = write_json(tmp_path / "inputs.json", {"IO-files": runs})
-    scratch: dict = {}
+    scratch = AnalysisCache()
     program = _specialized(cnn, write_json(tmp_path / "s.json", SEED_CONFIG), registries,
                            extra=("fold-constants", "fold-batchnorm",
                                   ("calibrate", {"json_input_file": str(inputs),
                                                  "progress": False})),
-                           scratch=scratch)
-    profile = scratch["calibration_profile"]
+                           analyses=scratch)
+    profile = scratch.peek(CALIBRATION_PROFILE)
     assert "image" in profile and "logits" in profile
     for graph in program.graphs.values():
         assert set(profile.tensors) <= set(graph.tensors())

@@ -13,8 +13,8 @@ import pytest
 
 import aicc
 from aicc.cli import main
-from aicc.cli import feature_specialization as feature
 from aicc.compiler import CompileRequest
+from aicc.pass_order import Requested
 from aicc.data import parse_json_input_file, spec_input_shapes
 from aicc.errors import ConfigError, DataError, UsageError
 from aicc.program import TensorDesc
@@ -227,14 +227,12 @@ def test_json_input_duplicates_and_missing_inputs(tmp_path):
     assert parse_json_input_file(path, descs, optional=["b"])[0]["a"].shape == (1, 3)
 
 
-def test_flags_that_cannot_go_with_specializations(config):
-    args = {"network_specialization_config": str(config), "aic_preproc": True}
-    with pytest.raises(UsageError, match="-aic-preproc cannot be used with "
-                                         "-network-specialization-config"):
-        feature.contribute(args, CompileRequest(model=""))
-    args = {"network_specialization_config": str(config), "input_list_file": "list.txt"}
-    with pytest.raises(UsageError, match="-input-list-file cannot be used.*-json-input-file"):
-        feature.contribute(args, CompileRequest(model=""))
+def test_flags_that_cannot_go_with_specializations(config, tmp_path):
+    model = str(tmp_path / "m.onnx")
+    with pytest.raises(UsageError, match="aic_preproc cannot be used with specializations"):
+        aicc.compile(model, specializations=config, aic_preproc=True)
+    with pytest.raises(UsageError, match="input_list cannot be used.*json_input_file"):
+        aicc.compile(model, specializations=config, input_list="list.txt")
 
 
 def test_cli_refusals(tmp_path, cnn_path, config, capsys):
@@ -261,8 +259,8 @@ def test_print_pipeline_shows_specialize(cnn_path, config, capsys):
 
 def test_spec_input_shapes_of_a_program(cnn_path, config, registries):
     from aicc.compiler import compile_model
-    _, program, _ = compile_model(CompileRequest(model=cnn_path, feature_steps=[
-        ("specialize", "specialize", {"config": str(config)})]), registries)
+    _, program, _ = compile_model(CompileRequest(model=cnn_path, passes=[
+        Requested("specialize", {"config": str(config)})]), registries)
     assert spec_input_shapes(program) == SHAPES
     assert json.dumps(program.meta())  # metadata stays JSON-able
 

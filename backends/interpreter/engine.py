@@ -11,11 +11,13 @@ step each intermediate tensor dies. ``run`` then only binds and checks the feeds
 dropping every intermediate after its last consumer so memory follows the live set.
 
 Observers (calibration, ``--dump-tensors``) see tensors as they are produced; they must not modify
-the arrays they are given.
+the arrays they are given. What a model holds before it runs (its opset, nested graphs and the
+outer names they read, which nodes have a kernel) is read by ``graphs``.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import time
@@ -25,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnx.inliner
 from onnx import numpy_helper
 
 from aicc.errors import AiccError, BackendError, DataError, ModelError, did_you_mean
@@ -33,7 +34,9 @@ from aicc.errors import AiccError, BackendError, DataError, ModelError, did_you_
 from . import (ops_control, ops_conv, ops_elementwise, ops_integer, ops_nn, ops_quant, ops_reduce,
                ops_resize, ops_rnn, ops_shape)
 from .feeds import TensorSpec, bind_feeds, check_declared, format_shape, tensor_spec
-from .kernels import NodeSpec, in_float32, lookup, parse_attribute
+from .graphs import (default_opset, inline, node_label, outer_names, resolve, subgraphs,
+                     unsupported_nodes)
+from .kernels import NodeSpec, in_float32, parse_attribute
 from .ops_shape import constant_value
 
 __all__ = ["Interpreter", "TensorSpec", "ScheduledNode", "Observer"]
@@ -67,74 +70,10 @@ class _Plan:
     schedule: list[ScheduledNode]
 
 
-def _node_label(node: onnx.NodeProto, index: int) -> str:
-    return node.name or f"#{index}"
-
-
-def _default_opset(model: onnx.ModelProto) -> int:
-    for op in model.opset_import:
-        if op.domain in ("", "ai.onnx"):
-            return op.version
-    return onnx.defs.onnx_opset_version()
-
-
-def _inline(model: onnx.ModelProto) -> onnx.ModelProto:
-    return onnx.inliner.inline_local_functions(model) if len(model.functions) else model
-
-
-def subgraphs(node: onnx.NodeProto) -> list[tuple[str, onnx.GraphProto]]:
-    """The (attribute name, graph) pairs of a node's graph attributes (If, Loop, Scan)."""
-    found = []
-    for a in node.attribute:
-        if a.type == onnx.AttributeProto.GRAPH:
-            found.append((a.name, a.g))
-        elif a.type == onnx.AttributeProto.GRAPHS:
-            found.extend((a.name, g) for g in a.graphs)
-    return found
-
-
-def outer_names(graph: onnx.GraphProto) -> list[str]:
-    """The names ``graph`` (with its nested subgraphs) reads from enclosing scopes, in first-use
-    order: referenced by a node or listed as an output, defined neither as an input, an
-    initializer nor a node output of the graph."""
-    order, stack = [], [graph]  # every nested graph, parents before their bodies (iterative:
-    while stack:                 # deep nesting must not exhaust Python's stack)
-        g = stack.pop()
-        order.append(g)
-        for node in g.node:
-            stack.extend(body for _, body in subgraphs(node))
-    free: dict[int, list[str]] = {}
-    for g in reversed(order):  # bodies before the graphs that hold them
-        defined = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
-        for node in g.node:
-            defined.update(node.output)
-        found: dict[str, None] = {}
-        for node in g.node:
-            refs = list(node.input)
-            for _, body in subgraphs(node):
-                refs += free[id(body)]
-            found.update((n, None) for n in refs if n not in defined)
-        found.update((o.name, None) for o in g.output if o.name not in defined)
-        free[id(g)] = list(found)
-    return free[id(graph)]
-
-
-def _resolve(node: onnx.NodeProto, index: int, opset: int):
-    """(registry entry, op version, problem text or None) for one node."""
-    label = f"node '{_node_label(node, index)}' ({node.op_type})"
-    if node.domain not in ("", "ai.onnx"):
-        return None, 0, f"node '{_node_label(node, index)}' ({node.domain}.{node.op_type})"
-    entry = lookup(node.op_type)
-    if entry is None:
-        return None, 0, label
-    try:
-        version = onnx.defs.get_schema(node.op_type, opset, "").since_version
-    except onnx.defs.SchemaError:
-        return None, 0, f"{label}: not an operator of opset {opset}"
-    if version < entry.min_version:
-        return None, 0, (f"{label}: opset {opset} selects version {version}; the interpreter "
-                         f"implements {node.op_type} from version {entry.min_version}")
-    return entry, version, None
+def _nested(opset: int, graph: onnx.GraphProto) -> tuple[Interpreter, list[str]]:
+    """A control-flow body's interpreter and the outer names it reads (``NodeSpec.body``)."""
+    outer = outer_names(graph)
+    return Interpreter.for_subgraph(graph, opset, outer), outer
 
 
 class Interpreter:
@@ -147,13 +86,13 @@ class Interpreter:
 
     def __init__(self, model: onnx.ModelProto, *, check_types: bool = False,
                  profile: bool = False):
-        model = _inline(model)
+        model = inline(model)
         problems = self.unsupported_nodes(model)
         if problems:
             raise BackendError(
                 f"{len(problems)} node(s) the interpreter cannot run: " + "; ".join(problems),
                 hint="run the model on another backend or rewrite these ops")
-        self._setup(model.graph, _default_opset(model), (), check_types, profile)
+        self._setup(model.graph, default_opset(model), (), check_types, profile)
 
     @classmethod
     def for_subgraph(cls, graph: onnx.GraphProto, opset: int, outer: Iterable[str], *,
@@ -213,35 +152,21 @@ class Interpreter:
 
     @staticmethod
     def unsupported_nodes(model: onnx.ModelProto) -> list[str]:
-        """Every node the interpreter cannot run, as ``"node 'NAME' (OpType)"``.
-
-        A node whose opset selects an op version older than the kernel's gets the reason appended.
-        """
-        model = _inline(model)
-        opset = _default_opset(model)
-        problems = []
-        stack = [("", model.graph)]  # (prefix of qualified names, graph), nested If/Loop/Scan
-        while stack:
-            prefix, graph = stack.pop()
-            for i, node in enumerate(graph.node):
-                _, _, problem = _resolve(node, i, opset)
-                if problem:
-                    problems.append(problem.replace("node '", f"node '{prefix}", 1))
-                label = prefix + _node_label(node, i)
-                stack.extend((f"{label}/", g) for _, g in reversed(subgraphs(node)))
-        return problems
+        """Every node the interpreter cannot run (see ``graphs.unsupported_nodes``)."""
+        return unsupported_nodes(model)
 
     def _build(self, graph: onnx.GraphProto, opset: int) -> None:
         specs = []
         for i, node in enumerate(graph.node):
-            entry, version, _ = _resolve(node, i, opset)
+            entry, version, _ = resolve(node, i, opset)
             captured: list[str] = []
             for _, g in subgraphs(node):
                 captured += [n for n in outer_names(g) if n not in captured]
-            spec = NodeSpec(name=_node_label(node, i), op_type=node.op_type, version=version,
+            spec = NodeSpec(name=node_label(node, i), op_type=node.op_type, version=version,
                             attrs={a.name: parse_attribute(a) for a in node.attribute},
                             inputs=tuple(node.input) + tuple(captured),
-                            outputs=tuple(node.output), captured=tuple(captured), opset=opset)
+                            outputs=tuple(node.output), captured=tuple(captured), opset=opset,
+                            body=functools.partial(_nested, opset))
             if node.op_type == "Constant":
                 try:
                     value = constant_value(spec)

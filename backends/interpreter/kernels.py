@@ -81,6 +81,11 @@ class NodeSpec:
     captured: tuple[str, ...] = ()
     #: the default-domain opset of the model (subgraphs are built with it)
     opset: int = 0
+    #: builds the executor of one of the node's graph attributes (If/Loop/Scan bodies): graph ->
+    #: (nested interpreter, the outer names it reads); the engine gives it, so control-flow kernels
+    #: never import the engine that imports them
+    body: Callable[[onnx.GraphProto], tuple[Any, list[str]]] | None = dataclasses.field(
+        default=None, repr=False, compare=False)
 
     def attr(self, name: str, default: Any = None) -> Any:
         return self.attrs.get(name, default)

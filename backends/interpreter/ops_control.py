@@ -3,8 +3,9 @@
 The engine passes a control-flow node the outer-scope values its bodies read after its real
 inputs (``NodeSpec.captured``), so liveness keeps them alive until the node runs. Each body is an
 ``Interpreter.for_subgraph`` built once with the node; running it binds the body's inputs and the
-captured values. A kernel has ``inner_names`` (the body tensors an observer can see) and takes an
-``observe`` keyword: the engine passes one that qualifies names with the node's name, and
+captured values; the engine hands each node the builder (``NodeSpec.body``), so this module never
+imports the engine. A kernel has ``inner_names`` (the body tensors an observer can see) and takes
+an ``observe`` keyword: the engine passes one that qualifies names with the node's name, and
 ``bodies`` (the nested interpreters, which the engine gives its ``check_types`` and ``profile``
 settings; with ``profile`` a body's ops count in the op times too, inside their node's time).
 """
@@ -24,14 +25,14 @@ __all__: list[str] = []  # kernels register themselves
 
 
 def _body(spec: NodeSpec, attr: str):
-    """The nested interpreter of graph attribute ``attr`` and the outer names it reads."""
-    from .engine import Interpreter, outer_names  # the engine imports this module
-
+    """The nested interpreter of graph attribute ``attr`` and the outer names it reads (built by
+    the engine's ``spec.body``)."""
     graph = spec.attr(attr)
     if not isinstance(graph, onnx.GraphProto):
         raise ValueError(f"attribute '{attr}' is missing or not a graph")
-    outer = outer_names(graph)
-    return Interpreter.for_subgraph(graph, spec.opset, outer), outer
+    if spec.body is None:
+        raise ValueError("control flow runs only inside the interpreter engine (no body builder)")
+    return spec.body(graph)
 
 
 def _inner_names(*bodies) -> tuple[str, ...]:

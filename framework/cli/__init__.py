@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from ..errors import AiccError, UsageError
+from ..errors import VOCABULARY, AiccError, UsageError
 
 __all__ = ["main"]
 
@@ -34,6 +34,15 @@ commands:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``aicc`` command; errors name options as the user typed them (the flags)."""
+    token = VOCABULARY.set({})
+    try:
+        return _main(argv)
+    finally:
+        VOCABULARY.reset(token)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]

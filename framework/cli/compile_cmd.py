@@ -6,165 +6,109 @@ printed, as the vendor tool does; with it, only the container is written.
 
 from __future__ import annotations
 
-import importlib
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..compiler import CompileRequest, compile_model, prepare
-from ..errors import UsageError
+from ..compiler import CompileRequest, compile_model, configure, prepare
+from ..config import CompileConfig
+from ..errors import VOCABULARY, UsageError, option_ref
 from ..instruments import random_feeds
-from ..options import parse_text_value
+from ..plugins import load_registries
 from ..program import describe_tensor
 from ..runtime import check_backend_outputs
-from ..specconfig import MAX_SYMBOL_VALUE
-from .flags import Flag, FlagParser, int_value
+from .flags import Flag, FlagParser, config_from_args, option_flags
 
-__all__ = ["run_compile", "COMPILE_FLAGS", "NOT_YET"]
+__all__ = ["run_compile", "CLI_FLAGS", "NOT_YET"]
 
 #: Vendor flags that belong to features of other open issues: refused, never ignored.
 NOT_YET: dict[str, str] = {}
 
-COMPILE_FLAGS = [
-    Flag(("-m", "-model", "--model"), "model", help="the ONNX model to compile", metavar="PATH"),
-    Flag(("-aic-binary-dir", "--output", "-o"), "output",
-         help="the container directory to write", metavar="DIR"),
-    Flag(("--backend",), "backend", help="backend to compile for (default cpu)", metavar="NAME"),
-    Flag(("--backend-option",), "backend_option", "repeat",
-         help="a backend option, KEY=VALUE (repeatable)", metavar="KEY=VALUE"),
-    Flag(("-onnx-define-symbol", "--define-symbol"), "symbols", "repeat",
-         help="bind a symbolic dimension: NAME,VALUE (repeatable)", metavar="NAME,VALUE"),
-    Flag(("-batchsize", "--batchsize"), "batchsize", convert=int_value("-batchsize"),
-         help="value of dimension 0 of every input whose batch dimension is symbolic",
-         metavar="N"),
-    Flag(("-compile-only", "--compile-only"), "compile_only", "switch",
-         help="only write the container; do not run it on random data"),
-    Flag(("--pipeline",), "pipeline", help="a YAML/TOML pipeline file", metavar="FILE"),
-    Flag(("--passes",), "passes", help="a pipeline in text form: name{opt=value},name",
-         metavar="TEXT"),
-    Flag(("--print-pipeline",), "print_pipeline", "switch",
-         help="print the resolved pipeline (in --passes form) and exit"),
-    Flag(("--time-passes",), "time_passes", "switch", help="print time per pass"),
-    Flag(("--dump-ir-after",), "dump_ir_after", help="dump ONNX after these passes: all|A,B",
-         metavar="all|NAME[,NAME]"),
-    Flag(("--dump-ir-dir",), "dump_ir_dir", help="folder for --dump-ir-after (default aicc-ir)",
-         metavar="DIR"),
-    Flag(("--verify-each",), "verify_each", "switch", optional_value="numeric",
-         help="check graphs after every pass; =numeric also compares outputs"),
+#: Flags of the command itself; every other flag is a compile option some plugin declared
+#: (``aicc_add_options``: the core options in ``aicc.features.core``, then each feature's).
+CLI_FLAGS = [
+    Flag(("--config",), "config", help="a compile config file (YAML/TOML/JSON): the options "
+                                       "aicc.compile takes, by their Python names",
+         metavar="FILE"),
     Flag(("--plugins",), "plugins", "repeat", help="a TOML file of extra plugin modules",
          metavar="FILE"),
     Flag(("-h", "--help"), "help", "switch", help="show this help"),
 ]
 
 
-#: Modules that add feature flags to `aicc compile`. Each exports ``FLAGS`` (a list of Flag) and
-#: ``contribute(args, request)``, which turns its parsed flags into pipeline steps
-#: (``request.feature_steps``), backend choices or options, refusing bad combinations. A module
-#: may also export ``standalone(args)``: work that replaces compiling (e.g. writing a template);
-#: it returns an exit code to stop there, or None to go on.
-FEATURE_MODULES: list[str] = [
-    "aicc.cli.feature_specialization",
-    "aicc.cli.feature_precision",
-    "aicc.cli.feature_quantization",
-    "aicc.cli.feature_aic100",
-    "aicc.cli.feature_dask",        # after feature_quantization: adds to its calibrate step
-    "aicc.cli.ops_cmd",
-]
+def _prescan(argv: Sequence[str]) -> list[str]:
+    """The ``--plugins`` files, needed before the flags they may add can be parsed."""
+    plugins, args = [], list(argv)
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name == "--plugins":
+            if eq:
+                plugins.append(value)
+            elif i + 1 < len(args):
+                plugins.append(args[i + 1])
+    return plugins
 
 
-def _features() -> list[Any]:
-    return [importlib.import_module(m) for m in FEATURE_MODULES]
-
-
-def _request(args: dict) -> CompileRequest:
-    if not args["model"] and not args["print_pipeline"] and not args["operators_supported"]:
-        raise UsageError("no model given", where="aicc compile", hint="pass -m=model.onnx")
-    if args["passes"] and args["pipeline"]:
-        raise UsageError("--passes and --pipeline both given", where="aicc compile",
-                         hint="use one of them")
-    if args["batchsize"] is not None and not 0 < args["batchsize"] <= MAX_SYMBOL_VALUE:
-        raise UsageError(f"{args['batchsize']} is not a batch size from 1 to {MAX_SYMBOL_VALUE}",
-                         where="-batchsize")
-    if args["symbols"]:
-        from ..passes.bind_symbols import parse_symbol_values
-        parse_symbol_values(list(args["symbols"]))  # refuse bad values before any work
-    backend_options = {}
-    for item in args["backend_option"]:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UsageError(f"{item!r} is not KEY=VALUE", where="--backend-option")
-        backend_options[key] = parse_text_value(value)
-    instruments = []
-    if args["time_passes"]:
-        instruments.append(("time-passes", {}))
-    if args["dump_ir_after"]:
-        opts = {"after": [p for p in args["dump_ir_after"].split(",") if p]}
-        if args["dump_ir_dir"]:
-            opts["dir"] = args["dump_ir_dir"]
-        instruments.append(("dump-ir", opts))
-    if args["verify_each"]:
-        if args["verify_each"] not in (True, "numeric"):
-            raise UsageError(f"unknown mode {args['verify_each']!r}", where="--verify-each",
-                             hint="use --verify-each or --verify-each=numeric")
-        instruments.append(("verify-each", {"numeric": args["verify_each"] == "numeric"}))
-    req = CompileRequest(
-        model=args["model"] or "", backend=args["backend"] or "cpu",
-        backend_options=backend_options, pipeline=args["pipeline"],
-        pipeline_text=args["passes"], output=args["output"], symbols=args["symbols"],
-        batchsize=args["batchsize"] or 0, instruments=instruments, plugins=args["plugins"])
-    for feature in _features():
-        feature.contribute(args, req)
-    return req
+def build_config(argv: Sequence[str]) -> tuple[Any, Any, dict[str, Any], FlagParser]:
+    """(registries, CompileConfig, command args, parser) of an ``aicc compile`` command line."""
+    registries = load_registries(_prescan(argv))
+    parser = FlagParser("compile", option_flags(registries.options) + CLI_FLAGS,
+                        not_yet=NOT_YET)
+    args = parser.parse(argv)
+    config = config_from_args(registries.options, args, parser.spelled)
+    if args["config"]:
+        config = CompileConfig.from_file(registries.options, args["config"]).merged(config)
+    vocabulary = VOCABULARY.get(None)     # set by aicc.cli.main for the command's run
+    if vocabulary is not None:
+        vocabulary.update(config.vocabulary())
+    return registries, config, args, parser
 
 
 def run_compile(argv: Sequence[str]) -> int:
-    flags = COMPILE_FLAGS + [f for feature in _features() for f in feature.FLAGS]
-    parser = FlagParser("compile", flags, not_yet=NOT_YET)
-    args = parser.parse(argv)
-    if args["help"]:
-        print(parser.help_text())
+    if any(a in ("-h", "--help") for a in argv):
+        registries = load_registries(_prescan(argv))
+        print(FlagParser("compile", option_flags(registries.options) + CLI_FLAGS,
+                         not_yet=NOT_YET).help_text())
         return 0
-    req = _request(args)
-    for feature in _features():
-        code = feature.standalone(args) if hasattr(feature, "standalone") else None
-        if code is not None:
-            return code
-    if args["print_pipeline"]:
-        _, pipeline, _, _ = prepare(req)
+    registries, config, args, _ = build_config(argv)
+    if config.get("operators_supported"):
+        return listing(config, args["plugins"])
+    if not config.get("model") and not config.get("print_pipeline"):
+        raise UsageError("no model given", where="aicc compile", hint="pass -m=model.onnx")
+    req = configure(config, registries, args["plugins"])
+    if req.standalone is not None:
+        return req.standalone()
+    if config.get("print_pipeline"):
+        _, pipeline, _, _ = prepare(req, registries)
         print(pipeline.to_text())
         return 0
-    if not req.output and args["compile_only"]:
+    if not req.output and config.get("compile_only"):
         raise UsageError("-compile-only needs an output directory", where="aicc compile",
                          hint="pass -aic-binary-dir=DIR")
     start = time.perf_counter()
-    path, program, executables = compile_model(req)
+    path, program, executables = compile_model(req, registries)
     elapsed = time.perf_counter() - start
     if req.pipeline_only:      # e.g. -dump-profile: the pipeline's own output is the result
         print(req.pipeline_only)
         return 0
     if path is not None:
         print(f"compiled {req.model} for backend '{req.backend}' in {elapsed:.2f} s: {path}")
-    if args["compile_only"]:  # nothing runs; a simulated device still reports its estimate
+    if config.get("compile_only"):  # nothing runs; a simulated device still reports its estimate
         for exe in executables.values():
             for line in exe.stats().get("report") or ():
                 print(line)
         return 0
+    _run_once(req, program, executables)
+    sys.stdout.flush()
+    return 0
+
+
+def _run_once(req: CompileRequest, program: Any, executables: dict[str, Any]) -> None:
+    """Run the compiled program once (on -json-input-file, -input-list-file or random data) and
+    print each run's time and output shapes, as the vendor tool does."""
     if req.json_input_file:
-        from ..data import (match_shapes, parse_json_input_file, program_input_descs,
-                            spec_input_shapes)
-        from ..customio import HostConversions
-        shapes = spec_input_shapes(program, interface=True)
-        host = HostConversions.from_meta({"custom_io": program.custom_io})
-        runs = []
-        for i, feeds in enumerate(parse_json_input_file(req.json_input_file,
-                                                        program_input_descs(program,
-                                                                            interface=True),
-                                                        shapes=shapes,
-                                                        optional=_state_inputs(program)), 1):
-            name = match_shapes(feeds, shapes)
-            feeds = host.convert(feeds) if host is not None else feeds  # custom -> graph I/O
-            runs.append((name, feeds, f"inference {i} of {req.json_input_file}"))
+        runs = _json_runs(program, req.json_input_file)
     elif req.run_input_list:
         runs = _input_list_runs(program, req.run_input_list)
     else:
@@ -182,7 +126,40 @@ def run_compile(argv: Sequence[str]) -> int:
         print(f"ran graph '{name}' once on {what}: {ms:.3f} ms -> {shapes}")
         for line in exe.stats().get("report") or ():  # e.g. a simulated device's figures
             print(line)
-    sys.stdout.flush()
+
+
+def _json_runs(program: Any, path: Any) -> list[tuple[str, dict, str]]:
+    from ..customio import HostConversions
+    from ..data import match_shapes, parse_json_input_file, program_input_descs, spec_input_shapes
+
+    shapes = spec_input_shapes(program, interface=True)
+    host = HostConversions.from_meta({"custom_io": program.custom_io})
+    runs = []
+    for i, feeds in enumerate(parse_json_input_file(path, program_input_descs(program,
+                                                                              interface=True),
+                                                    shapes=shapes,
+                                                    optional=_state_inputs(program)), 1):
+        name = match_shapes(feeds, shapes)
+        feeds = host.convert(feeds) if host is not None else feeds  # custom -> graph I/O
+        runs.append((name, feeds, f"inference {i} of {path}"))
+    return runs
+
+
+def listing(config: Any, plugins: list[str]) -> int:
+    """``-operators-supported=onnx``: the operators of the backend the other options choose."""
+    from .ops_cmd import print_listing
+
+    framework = config.get("operators_supported")
+    if framework.lower() != "onnx":
+        raise UsageError(f"unknown framework {framework!r}", where=option_ref("operators_supported"),
+                         hint="aicc compiles ONNX models: use -operators-supported=onnx")
+    ignored = [k for k in config.given_keys() if k not in ("operators_supported", "target")]
+    if ignored:  # a flag is never ignored: the listing compiles nothing
+        raise UsageError(f"{option_ref('operators_supported')} lists operators and compiles "
+                         f"nothing, so {option_ref(ignored[0])} would do nothing",
+                         where=option_ref("operators_supported"),
+                         hint="run the listing alone (with -aic-hw or --backend), then compile")
+    print_listing(config.get("target"), plugins)
     return 0
 
 

@@ -59,7 +59,9 @@ class FlagParser:
         return {n: f for f in self.flags for n in f.names}
 
     def parse(self, argv: Sequence[str]) -> dict[str, Any]:
+        """Values by dest; ``self.spelled`` records the spelling typed for each dest given."""
         table = self._lookup()
+        self.spelled: dict[str, str] = {}
         values: dict[str, Any] = {f.dest: [] if f.kind == "repeat" else None for f in self.flags}
         rest: list[str] = []
         args = list(argv)
@@ -80,6 +82,7 @@ class FlagParser:
                 spellings = list(table) + list(self.not_yet)
                 raise UsageError(f"unknown flag {name}", where=f"aicc {self.command}",
                                  hint=did_you_mean(name, spellings))
+            self.spelled.setdefault(flag.dest, name)
             if flag.kind == "switch":
                 if eq:
                     if flag.optional_value is None:
@@ -114,3 +117,72 @@ class FlagParser:
             lines.append("\nRecognised vendor flags not supported yet (refused):")
             lines.append("  " + " ".join(sorted(self.not_yet)))
         return "\n".join(lines)
+
+
+# -- compile options as flags ---------------------------------------------------------------------
+
+def option_flags(table: Any) -> list[Flag]:
+    """The flags of every compile option with flag spellings (dest: the option key), and of every
+    alias (dest ``=KEY=INDEX``)."""
+    flags = []
+    for key, option in table.options.items():
+        if not option.flags:
+            continue
+        kind = "switch" if option.type is bool or option.optional_value is not _unset() \
+            else "repeat" if option.repeat else "value"
+        optional = None if option.optional_value is _unset() else option.optional_value
+        flags.append(Flag(option.flags, key, kind, help=option.help, metavar=option.metavar,
+                          optional_value=optional))
+    for i, alias in enumerate(table.aliases):
+        flags.append(Flag(alias.flags, f"={alias.key}={i}", "switch", help=alias.help))
+    return flags
+
+
+def _unset() -> Any:
+    from ..config import _UNSET
+    return _UNSET
+
+
+def config_from_args(table: Any, args: dict[str, Any], spelled: dict[str, str],
+                     source: str = "aicc compile") -> Any:
+    """The CompileConfig of parsed flags: each option's text converted to its type and checked,
+    errors naming the flag as typed."""
+    from ..config import CompileConfig, _typed, typed_from_text
+
+    values: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    for dest, raw in args.items():
+        if raw in (None, []) or dest not in spelled:
+            continue
+        if not dest.startswith("=") and dest not in table.options:
+            continue            # the command's own flags (--config, --plugins, --help)
+        if dest.startswith("="):
+            _, key, index = dest.split("=")
+            alias = table.aliases[int(index)]
+            if key in values and values[key] != alias.value:
+                raise UsageError(f"{spelled[dest]} sets '{key}' to {alias.value!r} but "
+                                 f"{names[key]} says {values[key]!r}", where=f"aicc compile",
+                                 hint="drop one of them")
+            values[key], names[key] = alias.value, spelled[dest]
+            continue
+        option = table.options[dest]
+        where = spelled[dest]
+        if raw is True and option.type is not bool:
+            value = option.optional_value
+        elif option.repeat:
+            value = [v for item in raw for v in _as_list(typed_from_text(option, item, where))]
+        elif isinstance(raw, str):
+            value = typed_from_text(option, raw, where)
+        else:
+            value = raw
+        if dest in values and values[dest] != value:
+            raise UsageError(f"{where} says {value!r} but {names[dest]} set {values[dest]!r}",
+                             where="aicc compile", hint="drop one of them")
+        values[dest], names[dest] = _typed(option, value, where=where), where
+    vocabulary = {key: o.flags[0] for key, o in table.options.items() if o.flags}
+    vocabulary.update(names)
+    return CompileConfig(table, values, vocabulary, source)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]

@@ -10,46 +10,11 @@ aic100, ``--backend``, else cpu) and writes nothing else.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from ..errors import UsageError
 from ..plugins import load_registries
 from .flags import Flag, FlagParser
 
-__all__ = ["run_ops", "FLAGS", "contribute", "standalone"]
-
-#: feature flags of ``aicc compile`` (see compile_cmd.FEATURE_MODULES)
-FLAGS = [
-    Flag(("-operators-supported", "--operators-supported"), "operators_supported",
-         help="list the operators the chosen backend runs (opsets, element types) and exit; "
-              "FRAMEWORK must be onnx", metavar="FRAMEWORK"),
-]
-
-
-#: what the listing reads; any other flag given with it is refused
-_LISTING_ARGS = frozenset({"operators_supported", "aic_hw", "backend", "plugins", "debug"})
-
-
-def contribute(args: dict[str, Any], req: Any) -> None:
-    """Nothing to add to a compile: the flag replaces compiling (see ``standalone``)."""
-
-
-def standalone(args: dict[str, Any]) -> int | None:
-    framework = args.get("operators_supported")
-    if framework is None:
-        return None
-    if framework.lower() != "onnx":
-        raise UsageError(f"unknown framework {framework!r}", where="-operators-supported",
-                         hint="aicc compiles ONNX models: use -operators-supported=onnx")
-    ignored = sorted(k for k, v in args.items()
-                     if k not in _LISTING_ARGS and v not in (None, False, "", [], ()))
-    if ignored:  # a flag is never ignored: the listing compiles nothing
-        raise UsageError(f"-operators-supported lists operators and compiles nothing, so "
-                         f"'{ignored[0]}' would do nothing", where="-operators-supported",
-                         hint="run the listing alone (with -aic-hw or --backend), then compile")
-    backend = "aic100" if args.get("aic_hw") else (args.get("backend") or "cpu")
-    _print(backend, args.get("plugins") or [])
-    return 0
+__all__ = ["run_ops", "print_listing"]
 
 
 def run_ops(argv: Sequence[str]) -> int:
@@ -64,11 +29,12 @@ def run_ops(argv: Sequence[str]) -> int:
     if args["help"]:
         print(parser.help_text())
         return 0
-    _print(args["backend"], args["plugins"])
+    print_listing(args["backend"], args["plugins"])
     return 0
 
 
-def _print(backend: str | None, plugins: list[str]) -> None:
+def print_listing(backend: str | None, plugins: list[str]) -> None:
+    """Print the operator listing of ``backend`` (every backend when None)."""
     from ..opsupport import format_listing, lowering_passes
 
     regs = load_registries(plugins)

@@ -12,11 +12,11 @@ without one; see ``quantize_amp``) and ``autoquant`` (a config's ``autoquant`` s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, NotYetSupportedError, UsageError
 from .flags import Flag, float_value
+from .quantize_adaround import adaround_options
 
 __all__ = ["ALGORITHM_FLAGS", "algorithm_arguments", "run_algorithms", "AIMET_NOTE"]
 
@@ -38,14 +38,6 @@ AIMET_NOTE = ("note: --use_aimet_quantizer: aicc is the quantizer; AdaRound runs
 
 _AVAILABLE = ("adaround", "amp", "autoquant")
 _KNOWN = ("adaround", "amp", "autoquant")
-_SCHEMES = {"post_training_tf": "tf", "post_training_tf_enhanced": "enhanced"}
-_UNSUPPORTED_ADAROUND = {
-    "param_bw_override_list": "give per-layer weight bitwidths in --quantization_overrides "
-                              "(param_encodings with a bitwidth)",
-    "ignore_quant_ops_list": "aicc's AdaRound feeds each layer the float model's activations, "
-                             "so there are no other quantizers to skip; remove the key",
-    "default_config_file": "AIMET quantsim config files are not read; use the quantizer flags",
-}
 
 
 def _names(args: dict[str, Any]) -> list[str]:
@@ -63,54 +55,6 @@ def _names(args: dict[str, Any]) -> list[str]:
             if name not in names:
                 names.append(name)
     return names
-
-
-def _set_option(opts: dict[str, Any], args: dict[str, Any], key: str, flag_dest: str,
-                value: Any, cfg: Path, field: str, flag: str) -> None:
-    """A config value that a quantizer flag also sets: they must agree."""
-    if args.get(flag_dest) is not None and args[flag_dest] != value:
-        raise ConfigError(f"{value!r} contradicts {flag} {args[flag_dest]}", where=cfg,
-                          field=field, hint="give the value in one place")
-    opts[key] = value
-
-
-def _adaround_options(section: dict[str, Any], cfg: Path, args: dict[str, Any],
-                      opts: dict[str, Any]) -> dict[str, Any]:
-    from ..quant import check_bitwidth
-    ada: dict[str, Any] = {}
-    optional = section.get("optional_adaround_args", {})
-    for key, hint in _UNSUPPORTED_ADAROUND.items():
-        if key in optional:
-            raise NotYetSupportedError("not supported by aicc's AdaRound", where=cfg,
-                                       field=f"adaround.optional_adaround_args.{key}", hint=hint)
-    if "num_batches" in optional and optional["num_batches"] != section["num_batches"]:
-        raise ConfigError("contradicts adaround.num_batches", where=cfg,
-                          field="adaround.optional_adaround_args.num_batches")
-    if "default_param_bw" in optional:
-        field = "adaround.optional_adaround_args.default_param_bw"
-        bw = check_bitwidth(optional["default_param_bw"], role="weight", where=str(cfg))
-        _set_option(opts, args, "weight_bitwidth", "weight_bw", bw, cfg, field, "--weight_bw")
-    if "default_quant_scheme" in optional:
-        field = "adaround.optional_adaround_args.default_quant_scheme"
-        scheme = optional["default_quant_scheme"]
-        if scheme not in _SCHEMES:
-            from ..errors import did_you_mean
-            raise ConfigError(f"unknown scheme {scheme!r}", where=cfg, field=field,
-                              hint=did_you_mean(scheme, _SCHEMES))
-        _set_option(opts, args, "param_quantizer", "param_quantizer", _SCHEMES[scheme], cfg,
-                    field, "--param_quantizer")
-    for key, option in (("default_num_iterations", "iterations"),
-                        ("default_reg_param", "reg_param"), ("default_warm_start", "warm_start")):
-        if key in optional:
-            ada[option] = optional[key]
-    if "default_beta_range" in optional:
-        beta = optional["default_beta_range"]
-        if len(beta) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
-                                     for b in beta):
-            raise ConfigError(f"expected [start, end], got {beta!r}", where=cfg,
-                              field="adaround.optional_adaround_args.default_beta_range")
-        ada["beta_start"], ada["beta_end"] = float(beta[0]), float(beta[1])
-    return ada
 
 
 def _model_inputs(model: str, input_dims: Sequence[str]) -> list[tuple[str, tuple]]:
@@ -175,7 +119,7 @@ def algorithm_arguments(args: dict[str, Any], opts: dict[str, Any],
             raise ConfigError("no 'adaround' section for --apply_algorithms adaround",
                               where=cfg.path, hint="add one, or drop --config to run AdaRound "
                                                    "on the --input_list samples")
-        out["adaround"] = _adaround_options(section, cfg.path, args, opts)
+        out["adaround"] = adaround_options(section, cfg.path, args, opts)
         out["adaround_samples"] = dataset_samples(cfg, section["dataset"], "adaround.dataset",
                                                   inputs, limit=section["num_batches"])
     if "amp" in names:

@@ -25,17 +25,15 @@ import time
 from typing import Any
 
 from ..errors import AiccError, ConfigError, NotYetSupportedError
+from .quantize_adaround import SCHEMES, adaround_options, set_option
 
 __all__ = ["autoquant_plan", "run_autoquant"]
-
-_SCHEMES = {"post_training_tf": "tf", "post_training_tf_enhanced": "enhanced"}
 
 
 def autoquant_plan(cfg: Any, inputs: list, args: dict[str, Any], opts: dict[str, Any]
                    ) -> dict[str, Any]:
     from ..quant.algo_config import dataset_samples, import_callback, labeled_batches
     from ..quant.amp import parse_candidates
-    from .quantize_algorithms import _adaround_options, _set_option
     sec = cfg.section("autoquant")
     if sec is None:
         raise ConfigError("no 'autoquant' section for --apply_algorithms autoquant",
@@ -55,14 +53,14 @@ def autoquant_plan(cfg: Any, inputs: list, args: dict[str, Any], opts: dict[str,
         if key in aq:
             field = f"autoquant.optional_autoquant_args.{key}"
             bw = check_bitwidth(aq[key], where=f"{cfg.path}: {field}")
-            _set_option(opts, args, opt, dest, bw, cfg.path, field, flag)
+            set_option(opts, args, opt, dest, bw, cfg.path, field, flag)
     if "quant_scheme" in aq:
         field = "autoquant.optional_autoquant_args.quant_scheme"
-        if aq["quant_scheme"] not in _SCHEMES:
+        if aq["quant_scheme"] not in SCHEMES:
             raise ConfigError(f"unknown scheme {aq['quant_scheme']!r}", where=cfg.path,
                               field=field, hint="post_training_tf or post_training_tf_enhanced")
-        _set_option(opts, args, "param_quantizer", "param_quantizer",
-                    _SCHEMES[aq["quant_scheme"]], cfg.path, field, "--param_quantizer")
+        set_option(opts, args, "param_quantizer", "param_quantizer",
+                   SCHEMES[aq["quant_scheme"]], cfg.path, field, "--param_quantizer")
     cache_id = aq.get("cache_id")
     if cache_id is not None and not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}", cache_id):
         raise ConfigError(f"{cache_id!r} cannot name a cache file", where=cfg.path,
@@ -75,7 +73,7 @@ def autoquant_plan(cfg: Any, inputs: list, args: dict[str, Any], opts: dict[str,
                                    hint="remove the key")
     ada_section = {"num_batches": 1, **sec.get("optional_adaround_args", {})}
     ada_section["num_batches"] = ada_section.get("num_batches", 1)
-    adaround = _adaround_options(ada_section, cfg.path, args, opts)
+    adaround = adaround_options(ada_section, cfg.path, args, opts)
     limit = amp_opt.get("num_samples_for_phase_2", 0)
     return {"where": cfg.path, "drop": sec["allowed_accuracy_drop"],
             "candidates": parse_candidates(sec["amp_candidates"], where=cfg.path,

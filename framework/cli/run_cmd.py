@@ -77,6 +77,19 @@ def run_run(argv: Sequence[str]) -> int:
     if args["help"]:
         print(parser.help_text())
         return 0
+    fmt = _check_args(args)
+    session = _open_session(args)
+    samples = _read_samples(args, session)
+    count = args["iterations"] if args["iterations"] is not None else len(samples)
+    if count <= 0:
+        raise UsageError(f"{count} is not a positive number of inferences", where="-n")
+    latencies, wall, stats, written = _run_and_write(session, samples, count, args, fmt)
+    _print_summary(count, latencies, wall, stats, written)
+    return 0
+
+
+def _check_args(args: dict) -> str:
+    """Refuse what cannot run before opening anything; returns the output format."""
     if not args["qpc"]:
         raise UsageError("no container given", where="aicc run", hint="pass -t DIR")
     fmt = args["output_format"] or "raw"
@@ -88,6 +101,11 @@ def run_run(argv: Sequence[str]) -> int:
     if len(given) > 1:
         raise UsageError(f"{' and '.join(given)} both given", where="aicc run",
                          hint="give the inputs one way")
+    return fmt
+
+
+def _open_session(args: dict) -> Session:
+    """The container's Session on the chosen backend (plugins loaded, ``-a`` applied)."""
     registries = load_registries(args["plugins"]) if args["plugins"] else None
     session = Session(args["qpc"], args["backend"], registries=registries)
     if "float16" in session.program_meta.get("node_precision", {}).values() and \
@@ -97,54 +115,52 @@ def run_run(argv: Sequence[str]) -> int:
               "(--backend interpreter computes as the device does)")
     if args["activations"] is not None:
         session = _with_activations(session, args["activations"])
+    return session
+
+
+def _read_samples(args: dict, session: Session) -> list[dict[str, np.ndarray]]:
+    """The input sets, one per inference: from the JSON file, the -i files, the input list, or
+    one random set."""
     held = {i for i, _ in session.retained}
     merged = merged_input_descs([[d for d in s.inputs if d.name not in held]
                                  for s in session.specs])
     descs = {d.name: d for d in merged}
     names = list(descs)
-    samples: list[dict[str, np.ndarray]] = []
     if args["json_input"]:
-        samples = parse_json_input_file(args["json_input"], merged, shapes={
+        return parse_json_input_file(args["json_input"], merged, shapes={
             s.name: {d.name: d.shape for d in s.inputs} for s in session.specs})
-    elif args["inputs"]:
+    if args["inputs"]:
         files = parse_input_args(args["inputs"], names)
-        samples.append({n: read_tensor_file(p, descs[n], where=f"-i {p}") for n, p in files.items()})
-    elif args["input_list"]:
+        return [{n: read_tensor_file(p, descs[n], where=f"-i {p}") for n, p in files.items()}]
+    if args["input_list"]:
         lst = parse_input_list(args["input_list"], names)
-        for line, sample in zip(lst.lines, lst.samples):
-            samples.append({n: read_tensor_file(p, descs[n], where=f"{lst.path}: line {line}")
-                            for n, p in sample.items()})
-    else:
-        rng = np.random.default_rng(0)
-        sample = {}
-        for d in session.inputs:
-            shape = [s if isinstance(s, int) else 1 for s in (d.shape or [])]
-            dtype = np.dtype(d.dtype)
-            sample[d.name] = (rng.standard_normal(shape).astype(dtype) if dtype.kind == "f"
-                              else np.zeros(shape, dtype))
-        samples.append(sample)
-    count = args["iterations"] if args["iterations"] is not None else len(samples)
-    if count <= 0:
-        raise UsageError(f"{count} is not a positive number of inferences", where="-n")
+        return [{n: read_tensor_file(p, descs[n], where=f"{lst.path}: line {line}")
+                 for n, p in sample.items()} for line, sample in zip(lst.lines, lst.samples)]
+    return [_random_sample(session)]
+
+
+def _random_sample(session: Session) -> dict[str, np.ndarray]:
+    """Seeded standard-normal floats (zeros for other dtypes), symbolic dimensions set to 1."""
+    rng = np.random.default_rng(0)
+    sample = {}
+    for d in session.inputs:
+        shape = [s if isinstance(s, int) else 1 for s in (d.shape or [])]
+        dtype = np.dtype(d.dtype)
+        sample[d.name] = (rng.standard_normal(shape).astype(dtype) if dtype.kind == "f"
+                          else np.zeros(shape, dtype))
+    return sample
+
+
+def _run_and_write(session: Session, samples: list[dict[str, np.ndarray]], count: int,
+                   args: dict, fmt: str) -> tuple[list[float], float, dict, list[Path]]:
+    """Run ``count`` inferences, writing outputs and backend files; the output folder appears
+    complete or not at all. Returns (latencies, wall seconds, backend stats, files written)."""
     out_tmp = None
     stems = unique_file_names([d.name for s in session.specs for d in s.outputs])
     if args["output_dir"]:
         out_tmp = _output_tmp(Path(args["output_dir"]))
     try:
-        latencies = []
-        total_start = time.perf_counter()
-        for i in range(count):
-            outputs = session.run(samples[i % len(samples)])
-            latencies.append(session.last_latency_s)
-            print(f"inference {i}: {session.last_latency_s * 1e3:.3f} ms "
-                  f"(specialization '{session.last_specialization}')")
-            if out_tmp is not None:
-                for name, arr in outputs.items():
-                    stem = f"{stems[name]}-inf-{i}"
-                    write_array(out_tmp / f"{stem}.raw", arr)
-                    if fmt == "npy":
-                        write_npy(out_tmp / f"{stem}.npy", arr)
-        wall = time.perf_counter() - total_start
+        latencies, wall = _infer(session, samples, count, out_tmp, stems, fmt)
         stats = session.stats()
         files_dir = Path(args["profiling_dir"]) if args["profiling_dir"] else out_tmp
         written = [p if files_dir != out_tmp else Path(args["output_dir"]) / p.name
@@ -155,6 +171,30 @@ def run_run(argv: Sequence[str]) -> int:
     finally:
         if out_tmp is not None:
             shutil.rmtree(out_tmp, ignore_errors=True)
+    return latencies, wall, stats, written
+
+
+def _infer(session: Session, samples: list[dict[str, np.ndarray]], count: int,
+           out_tmp: Path | None, stems: dict[str, str], fmt: str) -> tuple[list[float], float]:
+    """The inference loop: prints each latency, writes each output into ``out_tmp``."""
+    latencies = []
+    total_start = time.perf_counter()
+    for i in range(count):
+        outputs = session.run(samples[i % len(samples)])
+        latencies.append(session.last_latency_s)
+        print(f"inference {i}: {session.last_latency_s * 1e3:.3f} ms "
+              f"(specialization '{session.last_specialization}')")
+        if out_tmp is not None:
+            for name, arr in outputs.items():
+                stem = f"{stems[name]}-inf-{i}"
+                write_array(out_tmp / f"{stem}.raw", arr)
+                if fmt == "npy":
+                    write_npy(out_tmp / f"{stem}.npy", arr)
+    return latencies, time.perf_counter() - total_start
+
+
+def _print_summary(count: int, latencies: list[float], wall: float, stats: dict,
+                   written: list[Path]) -> None:
     mean = sum(latencies) / len(latencies)
     print(f"{count} inference(s): mean latency {mean * 1e3:.3f} ms, "
           f"{count / wall:.1f} inferences/second")
@@ -169,7 +209,6 @@ def run_run(argv: Sequence[str]) -> int:
     if not written and any(st.get("files") for st in stats.values()):
         print("profiling files not written: pass --aic-profiling-out-dir DIR or "
               "--write-output-dir DIR")
-    return 0
 
 
 def _output_tmp(target: Path) -> Path:

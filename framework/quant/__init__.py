@@ -1,5 +1,6 @@
-"""Quantization math and file formats: encodings, QNN modes, vendor schemas, calibration statistics
-and range selection, packed 4-bit storage, AIMET encodings JSON and calibration profiles.
+"""Quantization math and file formats: encodings, QNN modes, vendor schemas, per-channel weight and
+bias encodings, calibration statistics and range selection, packed 4-bit storage, AIMET encodings
+JSON and calibration profiles.
 
 Conventions: internally ``real = (q - zero_point) * scale`` (ONNX). AIMET/QNN JSON
 (``real = (q + offset) * scale``, offset <= 0) is converted in ``aicc.quant.aimet``; the vendor's
@@ -13,14 +14,15 @@ from .calibration import CALIBRATION_METHODS, DEFAULT_PERCENTILE, check_percenti
     percentile_range, select_range, sqnr_db, sqnr_range
 from .encodings import FLOAT_BITWIDTHS, INT_BITWIDTHS, ROLE_BITWIDTHS, Encoding, check_bitwidth, \
     combine_channels, qrange
-from .modes import MIN_RANGE, MODES, adjusted_encoding, bias_encoding, encoding_for_mode, \
-    enhanced_encoding, per_channel_encoding, prepare_range, symmetric_encoding, tf_encoding, \
-    weight_channel_axis
-from .observers import DEFAULT_NUM_BINS, Histogram, TensorObserver, TensorStats, finite_range
+from .modes import MIN_RANGE, MODES, adjusted_encoding, encoding_for_mode, enhanced_encoding, \
+    prepare_range, symmetric_encoding, tf_encoding
+from .histogram import DEFAULT_NUM_BINS, Histogram, TensorStats, finite_range
+from .observers import TensorObserver
 from .packing import pack_4bit, packed_size, unpack_4bit
 from .profile import PROFILE_FORMAT, PROFILE_VERSION, Profile, dump_profile_yaml, \
     load_profile_yaml, merge_profiles, parse_profile, profile_to_dict
 from .schemas import DEFAULT_SCHEMA, SCHEMAS, calibrated_encoding, parse_schema, schema_encoding
+from .weights import bias_encoding, per_channel_encoding, weight_channel_axis
 
 __all__ = [
     # encodings
@@ -28,8 +30,9 @@ __all__ = [
     "combine_channels", "qrange",
     # QNN modes
     "MIN_RANGE", "MODES", "prepare_range", "tf_encoding", "symmetric_encoding",
-    "adjusted_encoding", "enhanced_encoding", "encoding_for_mode", "per_channel_encoding",
-    "weight_channel_axis", "bias_encoding",
+    "adjusted_encoding", "enhanced_encoding", "encoding_for_mode",
+    # per-channel weights and biases
+    "per_channel_encoding", "weight_channel_axis", "bias_encoding",
     # vendor schemas
     "SCHEMAS", "DEFAULT_SCHEMA", "parse_schema", "schema_encoding", "calibrated_encoding",
     # statistics and calibration

@@ -51,19 +51,20 @@ class QuantizedVariants:
         steps = quantize_pipeline(calibrate=samples is not None,
                                   adaround_samples_given=ada_samples is not None, **kwargs)
         self.quantize_steps = steps[-2:]                     # quantize, cleanup
-        self.scratch: dict[str, Any] = {}
+        from aicc.passes.quantization.analyses import ADAROUND_SAMPLES, CALIBRATION_SAMPLES
+        from ..analyses import AnalysisCache
+        #: what the float prefix measured (profile, learned rounding), reused by every trial
+        self.analyses = AnalysisCache()
         if samples is not None:
-            from aicc.passes.quantization.calibrate import SAMPLES_KEY
-            self.scratch[SAMPLES_KEY] = samples
+            self.analyses.put(CALIBRATION_SAMPLES, samples)
         if ada_samples is not None:
-            from aicc.passes.quantization.adaround import SAMPLES_KEY_ADAROUND
-            self.scratch[SAMPLES_KEY_ADAROUND] = ada_samples
+            self.analyses.put(ADAROUND_SAMPLES, ada_samples)
         loaded = ir.load_model(model if not isinstance(model, onnx.ModelProto)
                                else model.SerializeToString())
         self.original = loaded
         prefix = Pipeline.build(steps[:-2], self.registries.passes, source="amp")
         self.program = run_pipeline(prefix, Program.from_model(loaded),
-                                    registries=self.registries, scratch=self.scratch)
+                                    registries=self.registries, analyses=self.analyses)
         self.float_model = self.program.to_model()
         self.act_bw = int(steps[-2][1].get("act_bitwidth", 8))
         self.weight_bw = int(steps[-2][1].get("weight_bitwidth", 8))
@@ -112,7 +113,7 @@ class QuantizedVariants:
         program.encodings["overrides"] = self.table(choice)
         pipeline = Pipeline.build(self.quantize_steps, self.registries.passes, source="amp")
         program = run_pipeline(pipeline, program, registries=self.registries,
-                               scratch=dict(self.scratch))
+                               analyses=self.analyses.copy())
         return program.to_model(), program
 
 

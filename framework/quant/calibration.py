@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, did_you_mean
-from .observers import Histogram, TensorStats
+from .histogram import Histogram, TensorStats
 
 __all__ = [
     "CALIBRATION_METHODS",

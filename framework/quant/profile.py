@@ -34,7 +34,8 @@ import numpy as np
 import yaml
 
 from ..errors import ConfigError, did_you_mean
-from .observers import Histogram, TensorObserver, TensorStats
+from .histogram import Histogram, TensorStats
+from .observers import TensorObserver
 
 __all__ = [
     "PROFILE_FORMAT",

@@ -28,7 +28,7 @@ from ..errors import ConfigError, did_you_mean
 from .calibration import DEFAULT_PERCENTILE, select_range
 from .encodings import Encoding, check_bitwidth
 from .modes import prepare_range, tf_encoding
-from .observers import Histogram, TensorStats
+from .histogram import Histogram, TensorStats
 
 __all__ = [
     "SCHEMAS",

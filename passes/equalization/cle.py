@@ -2,7 +2,7 @@
 ranges equalized across layers (Nagel et al. 2019, arXiv 1906.04721), plus high-bias absorption.
 
 BatchNormalization is folded first (by ``fold-batchnorm``'s own code, which keeps each BN's gamma
-and beta in ``ctx.scratch["folded_batchnorm"]``). Chains of layers joined by positively homogeneous
+and beta in the analysis ``FOLDED_BATCHNORM``). Chains of layers joined by positively homogeneous
 activations (``_cle_patterns``) are then equalized: for a pair, output channel i of layer 1 is
 divided by s_i = sqrt(r1_i / r2_i) and input channel i of layer 2 multiplied by it, so both ranges
 become sqrt(r1_i * r2_i); a Conv -> depthwise Conv -> Conv triplet gets the closed form in which all
@@ -21,7 +21,7 @@ the supported activations, hence b1 -= c and b2 += W2 c (bounded activations: bo
 exact wherever the pre-activation is >= c; elsewhere the input of layer 2 changes by at most c_i in
 that channel. It is skipped for layer 2 convolutions with zero padding unless
 ``absorb_into_padded`` (their border outputs would read 0 instead of c). The statistics as cle
-leaves them (scaled, shifted by c) are kept per graph in ``ctx.scratch["cle_statistics"]``
+leaves them (scaled, shifted by c) are kept per graph in the analysis ``CLE_STATISTICS``
 [graph][layer], so a later cle in the same pipeline starts from them; ``folded_batchnorm`` itself,
 shared by all graphs, is never changed.
 """
@@ -35,14 +35,18 @@ from typing import Literal
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from aicc.analyses import Analysis
 from aicc.hookspecs import hookimpl
-from aicc.options import NoOptions, option
-from aicc.pass_base import Pass, PassContext, Tolerance
+from aicc.options import option
+from aicc.pass_base import Pass, PassContext, PassResult, Tolerance
 from aicc.program import Program
 
 from aicc.passes.equalization.patterns import Layer, Link, find_chains, refuse_non_float
 from aicc.passes.equalization.rewrite import Editor
-from aicc.passes.fold_batchnorm import FoldBatchNorm
+from aicc.passes.fold_batchnorm import FOLDED_BATCHNORM
+
+#: the BatchNorm statistics as cle left them, by graph and layer (scaled, shifted by c)
+CLE_STATISTICS = Analysis("BatchNorm statistics after cle")
 
 __all__ = ["CrossLayerEqualization", "RELU6_MODES"]
 
@@ -81,15 +85,17 @@ class CrossLayerEqualization(Pass):
             1e-6, "a chain has converged when no scale of a sweep differs from 1 by more than "
                   "this", minimum=0.0, maximum=1.0)
 
+    def run(self, program: Program, ctx: PassContext) -> PassResult:
+        """Refuse non-float graphs, fold BatchNormalization (a nested ``fold-batchnorm``, which
+        records the statistics high-bias absorption needs), then equalize each graph."""
+        for name, graph in program.graphs.items():
+            refuse_non_float(graph, f"graph '{name}'")
+        program = ctx.run_pipeline(["fold-batchnorm"], program)
+        super().run(program, ctx)
+        return PassResult(program=program)
+
     def run_graph(self, graph: gs.Graph, program: Program, ctx: PassContext) -> None:
         where = f"graph '{ctx.graph_name}'"
-        refuse_non_float(graph, where)
-        fold = PassContext(options=NoOptions(), logger=ctx.logger, backend=ctx.backend,
-                           registries=ctx.registries, scratch=ctx.scratch,
-                           graph_name=ctx.graph_name)
-        FoldBatchNorm().run_graph(graph, program, fold)
-        if fold.counters["batchnorms folded"]:
-            ctx.count("batchnorms folded", fold.counters["batchnorms folded"])
         chains, skipped = find_chains(graph)
         for node_name, reason in skipped:
             logger.debug("cle: skip '%s': %s", node_name, reason)
@@ -99,9 +105,10 @@ class CrossLayerEqualization(Pass):
                         where, len(skipped))
             return
         # BN statistics: as folded (shared by all graphs), and as cle left them in this graph
-        stats = {"folded": ctx.scratch.setdefault("folded_batchnorm", {}),
-                 "graph": ctx.scratch.setdefault("cle_statistics", {})
-                 .setdefault(ctx.graph_name, {})}
+        if CLE_STATISTICS not in ctx.analyses:
+            ctx.analyses.put(CLE_STATISTICS, {})
+        stats = {"folded": ctx.analyses.peek(FOLDED_BATCHNORM, {}),
+                 "graph": ctx.analyses.peek(CLE_STATISTICS).setdefault(ctx.graph_name, {})}
         editor = Editor(graph)
         replace = ctx.options.relu6_mode == "replace"
         replaced = exact = 0

@@ -11,7 +11,7 @@ the second moment ``G = E[x x^T]`` of its input patches (a Conv's im2col rows, a
 rows; at most ``max_rows`` rows per sample, a seeded choice), so memory does not grow with the
 number of samples.
 
-The statistics go to ``ctx.scratch["adaround"]`` as an ``AdaRounder``; ``quantize`` calls it with
+The statistics go to the analysis ``ADAROUND_ROUNDING`` as an ``AdaRounder``; ``quantize`` calls it with
 the encoding it chose for each weight (overrides, per-channel, bitwidths: every quantize option
 still applies) and writes the integers it returns. Weights changed between the two passes, grouped
 ConvTranspose, Gemm with ``transA`` and batched MatMul weights keep nearest rounding (counted).
@@ -32,22 +32,19 @@ import onnx_graphsurgeon as gs
 from aicc.errors import ConfigError
 from aicc.hookspecs import hookimpl
 from aicc.options import option
-from aicc.pass_base import Pass, PassContext
+from aicc.pass_base import Pass, PassContext, PassResult
 from aicc.program import Program
 from aicc.quant import Encoding
 from aicc.quant.adaround import AdaRoundParams, adaround_matrix, gram_factor
 
 from aicc.passes.quantization.runner import ENGINES, _OrtEngine
-from aicc.passes.quantization.calibrate import SAMPLES_KEY, input_list_samples
+from aicc.passes.quantization.analyses import ADAROUND_ROUNDING, ADAROUND_SAMPLES, CALIBRATION_SAMPLES
+from aicc.passes.quantization.calibrate import input_list_samples
 
-__all__ = ["AdaRound", "AdaRounder", "ROUNDER_KEY", "SAMPLES_KEY_ADAROUND", "layer_matrix"]
+__all__ = ["AdaRound", "AdaRounder", "layer_matrix"]
 
 logger = logging.getLogger(__name__)
 
-#: Scratch key of the ``AdaRounder`` that ``quantize`` consults.
-ROUNDER_KEY = "adaround"
-#: Scratch key of samples for AdaRound only (a config's dataset); else calibration's.
-SAMPLES_KEY_ADAROUND = "adaround_samples"
 
 
 # ------------------------------------------------------------------------------ layer forms
@@ -191,6 +188,8 @@ class AdaRound(Pass):
     description = "collect Conv/Gemm/MatMul input statistics so that quantize rounds their " \
                   "weights with AdaRound (graphs unchanged)"
     scope = "program"
+    after = ("calibrate",)
+    before = ("quantize",)
     semantics = "preserving"
 
     @dataclasses.dataclass(frozen=True)
@@ -214,7 +213,7 @@ class AdaRound(Pass):
         engine: str = option("interpreter", "what runs the samples: the numpy interpreter, or "
                                             "cpu (onnxruntime)", choices=ENGINES)
 
-    def run(self, program: Program, ctx: PassContext) -> None:
+    def run(self, program: Program, ctx: PassContext) -> PassResult:
         o = ctx.options
         params = AdaRoundParams(iterations=o.iterations, learning_rate=o.learning_rate,
                                 reg_param=o.reg_param, beta_range=(o.beta_start, o.beta_end),
@@ -229,12 +228,13 @@ class AdaRound(Pass):
         ctx.count("adaround layers", len(layers))
         logger.info("adaround: input statistics of %d layers in %.2fs", len(layers),
                     time.perf_counter() - start)
-        ctx.scratch[ROUNDER_KEY] = AdaRounder(layers, params)
+        ctx.analyses.put(ADAROUND_ROUNDING, AdaRounder(layers, params))
+        return PassResult(modified=False)     # it measures; quantize applies the rounding
 
     @staticmethod
     def _samples(program: Program, ctx: PassContext) -> Iterable[Mapping[str, np.ndarray]]:
         o = ctx.options
-        own = ctx.scratch.get(SAMPLES_KEY_ADAROUND)
+        own = ctx.analyses.peek(ADAROUND_SAMPLES)
         if own is not None:
             if o.input_list:
                 raise ConfigError("adaround was given both an input list and samples",
@@ -245,13 +245,13 @@ class AdaRound(Pass):
             _, factory = input_list_samples(o.input_list,
                                             program_input_descs(program, interface=True))
             return factory()
-        given = ctx.scratch.get(SAMPLES_KEY)
+        given = ctx.analyses.peek(CALIBRATION_SAMPLES)
         if given is None:
             raise ConfigError("no samples for adaround", field="pass 'adaround'",
                               hint="give input_list or samples through the Python API")
         if not isinstance(given, (list, tuple)):
             given = list(given)            # calibrate reads them again after us
-            ctx.scratch[SAMPLES_KEY] = given
+            ctx.analyses.put(CALIBRATION_SAMPLES, given)
         return given
 
 

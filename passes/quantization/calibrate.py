@@ -3,8 +3,8 @@ the graphs are left untouched.
 
 Samples come from exactly one source: a QNN input list (``input_list``, ``-input-list-file``), the
 vendor's JSON input file (``json_input_file``, ``-json-input-file``, needed with several
-specializations), or, through the Python API, any iterable of feed dicts placed in the pipeline's
-scratch store under ``"calibration_samples"`` (``run_pipeline(..., scratch={...})``). Every file an
+specializations), or, through the Python API, any iterable of feed dicts provided to the
+pipeline run (``run_pipeline(..., provided={CALIBRATION_SAMPLES: samples})``). Every file an
 input list names is checked against the input's dtype and shape (from the model, bound symbols or
 ``--input-shape``) before anything runs.
 
@@ -20,7 +20,7 @@ feed one set of observers keyed by tensor name, so the result is one profile (cl
 names). With custom I/O converted on the host, samples are given in the custom format and
 converted as the runtime Session would.
 
-The profile goes to ``ctx.scratch["calibration_profile"]`` (the ``quantize`` pass reads it there)
+The profile goes to the analysis ``CALIBRATION_PROFILE`` (the ``quantize`` pass reads it there)
 and, with ``dump_profile``, to a YAML file written atomically. Its ``graph_hash`` is
 ``program_hash``: see ``graph_hash`` for what it covers and why.
 """
@@ -34,30 +34,24 @@ from typing import Any
 
 import numpy as np
 
-from aicc.errors import ConfigError
+from aicc.errors import ConfigError, option_ref
 from aicc.hookspecs import hookimpl
 from aicc.options import option
-from aicc.pass_base import Pass, PassContext
+from aicc.pass_base import Pass, PassContext, PassResult
 from aicc.program import Program
 from aicc.quant import DEFAULT_NUM_BINS, dump_profile_yaml
 from aicc.quant.profile import MAX_HISTOGRAM_BINS
 
+from aicc.passes.quantization.analyses import CALIBRATION_PROFILE, CALIBRATION_SAMPLES, DASK_CLIENT
 from aicc.passes.quantization.runner import (ENGINES, calibrate_program, graph_hash, host_conversion,
                             input_list_samples, json_input_samples, program_hash,
                             write_text_atomic)
 
 __all__ = ["Calibrate", "calibrate_program", "graph_hash", "program_hash", "input_list_samples",
-           "json_input_samples", "write_text_atomic", "SAMPLES_KEY", "PROFILE_KEY",
-           "DASK_KEY"]
+           "json_input_samples", "write_text_atomic"]
 
 logger = logging.getLogger(__name__)
 
-#: Scratch key of a Python iterable of feed dicts (the Python API's sample source).
-SAMPLES_KEY = "calibration_samples"
-#: Scratch key of a ``distributed.Client`` (or address) the Python API calibrates on.
-DASK_KEY = "dask_client"
-#: Scratch key under which the profile is left for ``quantize``.
-PROFILE_KEY = "calibration_profile"
 
 
 class Calibrate(Pass):
@@ -65,6 +59,8 @@ class Calibrate(Pass):
     description = "run calibration samples through the interpreter (or onnxruntime) and " \
                   "record a profile (graphs unchanged)"
     scope = "program"
+    #: statistics of the graph that will be quantized: after every rewrite of it
+    after = ("int32-sandwich", "custom-io", "convert-fp16", "fold-batchnorm", "cle")
     semantics = "preserving"
 
     @dataclasses.dataclass(frozen=True)
@@ -92,20 +88,21 @@ class Calibrate(Pass):
         shard_size: int = option(0, "with dask: samples per shard, in whole blocks of 64 "
                                     "(0: about four shards per worker)", minimum=0)
 
-    def run(self, program: Program, ctx: PassContext) -> None:
+    def run(self, program: Program, ctx: PassContext) -> PassResult:
         opts = ctx.options
-        python_samples = ctx.scratch.get(SAMPLES_KEY)
+        python_samples = ctx.analyses.peek(CALIBRATION_SAMPLES)
         given = [s for s, v in (("input_list", opts.input_list),
                                 ("json_input_file", opts.json_input_file),
-                                (f"scratch['{SAMPLES_KEY}']", python_samples is not None)) if v]
+                                ("samples given in Python", python_samples is not None)) if v]
         if not given:
             raise ConfigError("no calibration samples", field="pass 'calibrate'",
-                              hint="give input_list (-input-list-file), json_input_file "
-                                   "(-json-input-file) or samples through the Python API")
+                              hint=f"give input_list ({option_ref('input_list')}), "
+                                   f"json_input_file ({option_ref('json_input_file')}) or "
+                                   "samples through the Python API")
         if len(given) > 1:
             raise ConfigError(f"several sample sources given ({', '.join(given)})",
                               field="pass 'calibrate'", hint="give exactly one")
-        dask = ctx.scratch.get(DASK_KEY) or opts.dask
+        dask = ctx.analyses.peek(DASK_CLIENT) or opts.dask
         if not dask and (opts.dask_ship_data or opts.shard_size):
             raise ConfigError("dask_ship_data and shard_size apply to calibration on Dask, and "
                               "no dask address was given", field="pass 'calibrate'",
@@ -114,11 +111,12 @@ class Calibrate(Pass):
             profile = self._sharded(program, opts, python_samples, dask)
         else:
             profile = self._local(program, opts, python_samples)
-        ctx.scratch[PROFILE_KEY] = profile
+        ctx.analyses.put(CALIBRATION_PROFILE, profile)
         ctx.count("tensors profiled", len(profile.tensors))
         if opts.dump_profile:
             write_text_atomic(opts.dump_profile, dump_profile_yaml(profile))
             logger.info("quantization profile is dumped at %s", opts.dump_profile)
+        return PassResult(modified=False)     # it measures; the program is unchanged
 
 
     @staticmethod

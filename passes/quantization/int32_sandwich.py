@@ -96,6 +96,7 @@ class Int32Sandwich(Pass):
     name = "int32-sandwich"
     description = "run ops whose inputs and outputs carry INT32 overrides in int32"
     scope = "program"
+    after = ("custom-io", "convert-fp16", "fold-batchnorm", "cle")
     semantics = "approximating"
 
     @dataclasses.dataclass(frozen=True)

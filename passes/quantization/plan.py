@@ -1,15 +1,15 @@
 """Quantization planning for one graph: settings, calibration statistics and overrides in, the
-encoding of every tensor (and the QDQ graph written through ``_qdq``) out.
+encoding of every tensor (and the QDQ graph written through ``qdq``) out.
 
-Not a plugin (nothing registers here): ``quantize`` (``passes/quantization/quantize.py``, which documents the
-rules) runs ``GraphQuantizer`` on each graph and records what it returns.
+Not a plugin (nothing registers here): ``quantize`` (``passes/quantization/quantize.py``, which
+documents the rules) runs ``GraphQuantizer`` on each graph and records what it returns. Its helpers:
+``settings`` (options -> settings, statistics -> encodings), ``grouping`` (activations that share
+an encoding), ``qdq`` (the writer), ``float_ops`` (ops kept in float).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from typing import Any
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -17,14 +17,14 @@ import onnx_graphsurgeon as gs
 from aicc import ir
 from aicc.errors import ConfigError, did_you_mean
 from aicc.pass_base import PassContext
-from aicc.quant import (Encoding, EncodingsTable, Profile, TensorStats, adjusted_encoding,
-                        bias_encoding, calibrated_encoding, check_percentile, encoding_for_mode,
-                        enhanced_encoding, finite_range, parse_calibration_method, parse_schema,
-                        per_channel_encoding, schema_encoding, select_range, symmetric_encoding,
-                        tf_encoding, weight_channel_axis)
+from aicc.quant import Encoding, EncodingsTable, Profile, TensorStats, bias_encoding, \
+    weight_channel_axis
 
-from aicc.passes.quantization.qdq import (DATA_MOVEMENT_OPS, NON_DATA_INPUTS, OPSET_INT4_INT16, QdqWriter,
-                   ensure_opset, needs_opset21)
+from .analyses import ADAROUND_ROUNDING
+from .float_ops import lower_float_ops
+from .grouping import activation_groups
+from .qdq import NON_DATA_INPUTS, OPSET_INT4_INT16, QdqWriter, ensure_opset, needs_opset21
+from .settings import Encoder, QuantSettings
 
 __all__ = ["GraphQuantizer", "QuantSettings"]
 
@@ -36,118 +36,6 @@ _CONST_OPERAND_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum",
 _FLOAT_KINDS = (np.dtype(np.float32),)
 _FUSED_ACTIVATIONS = ("Relu", "Clip")
 _FUSING_PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")
-
-
-# ------------------------------------------------------------------------------ settings
-@dataclasses.dataclass(frozen=True)
-class QuantSettings:
-    """Validated quantization settings (built from the pass options)."""
-
-    act_schema: str
-    const_schema: str
-    act_mode: str
-    param_mode: str
-    method: str
-    percentile: float
-    act_bw: int
-    weight_bw: int
-    bias_bw: int
-    per_channel: bool
-    per_row: bool
-    pack_4bit: bool
-    float_bw: int
-    float_bias_bw: int
-    fuse_activations: bool = True
-    #: only what overrides cover is quantized; every other tensor stays float (no calibration)
-    float_fallback: bool = False
-    #: op types whose nodes keep their original (float) precision
-    keep_op_types: tuple[str, ...] = ()
-
-    @classmethod
-    def from_options(cls, o: Any) -> QuantSettings:
-        where = "pass 'quantize'"
-        method = parse_calibration_method(o.calibration, where=where, field="calibration")
-        if o.act_quantizer == "enhanced" and method != "None":
-            raise ConfigError(f"act_quantizer 'enhanced' searches its own range; calibration "
-                              f"{method} cannot be combined with it", where=where,
-                              hint="drop the calibration method, or use tf/symmetric")
-        return cls(act_schema=parse_schema(o.activation_schema, where=where,
-                                           field="activation_schema"),
-                   const_schema=parse_schema(o.constant_schema, where=where,
-                                             field="constant_schema"),
-                   act_mode=o.act_quantizer, param_mode=o.param_quantizer, method=method,
-                   percentile=check_percentile(o.percentile, where=where, field="percentile"),
-                   act_bw=o.act_bitwidth, weight_bw=o.weight_bitwidth, bias_bw=o.bias_bitwidth,
-                   per_channel=o.per_channel, per_row=o.per_row, pack_4bit=o.pack_4bit,
-                   float_bw=o.float_bitwidth, float_bias_bw=o.float_bias_bitwidth,
-                   fuse_activations=o.fuse_activations, float_fallback=o.float_fallback,
-                   keep_op_types=tuple(o.keep_op_types))
-
-
-class _Encoder:
-    """Calibration statistics or constant values -> Encodings, by the settings."""
-
-    def __init__(self, s: QuantSettings, notes: list[str]):
-        self.s = s
-        self.notes = notes
-
-    def activation(self, stats: TensorStats, name: str, bitwidth: int | None = None,
-                   symmetric: bool = False) -> Encoding:
-        s, bw = self.s, bitwidth or self.s.act_bw
-        if s.act_mode:
-            mode = "symmetric" if symmetric else s.act_mode
-            if mode == "enhanced":
-                return enhanced_encoding(stats=stats, bitwidth=bw, name=name, notes=self.notes)
-            lo, hi = select_range(stats, s.method, percentile=s.percentile, bitwidth=bw,
-                                  symmetric=mode == "symmetric", name=name, notes=self.notes)
-            make = {"tf": tf_encoding, "symmetric": symmetric_encoding,
-                    "adjusted": adjusted_encoding}[mode]
-            return make(lo, hi, bw, name=name, notes=self.notes)
-        schema = "symmetric" if symmetric and s.act_schema == "asymmetric" else s.act_schema
-        return calibrated_encoding(stats, schema, s.method, bw, percentile=s.percentile,
-                                   name=name, notes=self.notes)
-
-    def constant(self, values: np.ndarray, name: str, *, axis: int | None = None,
-                 bitwidth: int | None = None, symmetric: bool = False) -> Encoding:
-        s, bw = self.s, bitwidth or self.s.weight_bw
-        if axis is not None:
-            if s.param_mode:  # QNN: per-channel encodings are symmetric
-                return per_channel_encoding(values, axis, bw, mode="symmetric", name=name,
-                                            notes=self.notes)
-            return per_channel_encoding(values, axis, bw, schema=s.const_schema, name=name,
-                                        notes=self.notes)
-        if s.param_mode:
-            mode = "symmetric" if symmetric else s.param_mode
-            return encoding_for_mode(mode, values, bitwidth=bw, name=name, notes=self.notes)
-        lo, hi, _ = finite_range(values)
-        schema = "symmetric" if symmetric and s.const_schema == "asymmetric" else s.const_schema
-        return schema_encoding(schema, lo, hi, bw, name=name, notes=self.notes)
-
-
-# ------------------------------------------------------------------------------ planning
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-        self.size: dict[str, int] = {}
-
-    def find(self, x: str) -> str:
-        self.parent.setdefault(x, x)
-        self.size.setdefault(x, 1)
-        root = x
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[x] != root:
-            self.parent[x], x = root, self.parent[x]
-        return root
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return
-        if self.size[ra] < self.size[rb]:
-            ra, rb = rb, ra
-        self.parent[rb] = ra
-        self.size[ra] += self.size[rb]
 
 
 def _is_float(t: gs.Tensor, profile: Profile | None) -> bool:
@@ -168,7 +56,7 @@ def _exact_helper(values: np.ndarray) -> bool:
 
 
 class GraphQuantizer:
-    """Plans and writes the QDQ form of one graph (the rules: ``passes/quantization/quantize.py``)."""
+    """Plans and writes the QDQ form of one graph (the rules: ``quantization/quantize.py``)."""
 
     def __init__(self, graph: gs.Graph, s: QuantSettings, profile: Profile | None,
                  overrides: EncodingsTable | None, overrides_where: str | None,
@@ -182,7 +70,7 @@ class GraphQuantizer:
         self.ctx = ctx
         self.where = where
         self.notes: list[str] = []
-        self.enc = _Encoder(s, self.notes)
+        self.enc = Encoder(s, self.notes)
         self.tensors = graph.tensors()
         self.readers: dict[str, list[tuple[gs.Node, int]]] = {}
         for node in graph.nodes:
@@ -331,48 +219,8 @@ class GraphQuantizer:
         return self.profile[name]
 
     def _groups(self, ints: list[str]) -> dict[str, list[str]]:
-        uf = _UnionFind()
-        ints_set = set(ints)
-        fixed: dict[str, Encoding] = {}      # root -> the override its group carries
-        for n in ints:
-            uf.find(n)
-            e = self._override(n)
-            if e is not None:
-                fixed[n] = e
-
-        def join(a: str, b: str) -> bool:
-            """Groups join unless they carry different overrides (the override then spreads)."""
-            ra, rb = uf.find(a), uf.find(b)
-            ea, eb = fixed.get(ra), fixed.get(rb)
-            if ea is not None and eb is not None and not ea.isclose(eb):
-                return False
-            keep = ea if ea is not None else eb
-            uf.union(a, b)
-            if keep is not None:
-                fixed[uf.find(a)] = keep
-            return True
-        for node in self.g.nodes:
-            if id(node) in self.float_ops or not node.inputs:
-                continue
-            if node.op in DATA_MOVEMENT_OPS:
-                x = node.inputs[0].name
-                if x not in ints_set:
-                    continue
-                for y in node.outputs:
-                    if y.name in ints_set:
-                        join(x, y.name)
-            elif node.op == "Concat" and node.outputs and node.outputs[0].name in ints_set:
-                y = node.outputs[0].name
-                for x in node.inputs:
-                    exclusive = (x.name in ints_set and len(self.readers.get(x.name, [])) == 1
-                                 and x.name not in self.outputs and x.name not in self.inputs
-                                 and uf.size[uf.find(x.name)] == 1)
-                    if exclusive:
-                        join(x.name, y)
-        groups: dict[str, list[str]] = {}
-        for n in ints:
-            groups.setdefault(uf.find(n), []).append(n)
-        return groups
+        return activation_groups(self.g, ints, self._override, float_ops=self.float_ops,
+                                 readers=self.readers, boundary=self.inputs | self.outputs)
 
     def _group_encoding(self, members: list[str]) -> Encoding:
         for m in members:
@@ -573,8 +421,8 @@ class GraphQuantizer:
 
     def _learn_rounding(self, node: gs.Node, t: gs.Constant, values: np.ndarray,
                         enc: Encoding) -> None:
-        """Integers a rounding algorithm (``adaround``, through the scratch store) chose."""
-        rounder = self.ctx.scratch.get("adaround")
+        """Integers a rounding algorithm (``adaround``, through the analysis cache) chose."""
+        rounder = self.ctx.analyses.peek(ADAROUND_ROUNDING)
         if rounder is None or enc.is_float:
             return
         q = rounder.round(node, values, enc)
@@ -617,46 +465,4 @@ class GraphQuantizer:
             node.inputs[idx] = dq_cache[slot]
             self.record["params"][key] = enc
         w.finish()
-        self._lower_float_ops()
-
-    def _lower_float_ops(self) -> None:
-        """fp16 ops through convert-fp16's Cast lowering; fp16 biases of fp32 ops."""
-        fp16 = [n for n in self.g.nodes if self.float_ops.get(id(n)) == 16]
-        bias16 = [n for n in self.g.nodes if self.float_ops.get(id(n)) == 32
-                  and self.bias_bw_float.get(id(n)) == 16]
-        split = [n for n in fp16 if self.bias_bw_float.get(id(n)) == 32]
-        if not (fp16 or bias16):
-            return
-        w = QdqWriter(self.g, self.ctx.count)
-        for node in bias16:
-            b = node.inputs[2]
-            if isinstance(b, gs.Constant):
-                half = gs.Constant(w.name(f"{b.name}_fp16"),
-                                   np.asarray(b.values).astype(np.float16))
-                out = gs.Variable(w.name(f"{b.name}_from_fp16"), dtype=np.float32,
-                                  shape=list(half.shape))
-                w.new_nodes.append(gs.Node("Cast", w.name(f"Cast_{out.name}"),
-                                           {"to": 1}, [half], [out]))
-                node.inputs[2] = out
-        for node in split:   # fp16 op with an fp32 bias: the bias moves to an fp32 Add after it
-            b = node.inputs[2]
-            if not isinstance(b, gs.Constant):
-                continue
-            values = np.asarray(b.values)
-            if node.op == "Gemm":
-                values = values * float(node.attrs.get("beta", 1.0))
-            else:
-                rank = len(node.inputs[1].shape)
-                values = values.reshape((-1,) + (1,) * (rank - 2))
-            y = node.outputs[0]
-            y0 = gs.Variable(w.name(f"{y.name}_nobias"), dtype=np.float32, shape=y.shape)
-            node.outputs[0] = y0
-            node.inputs.pop(2)
-            w.new_nodes.append(gs.Node("Add", w.name(f"{node.name}_bias_fp32"), {},
-                                       [y0, gs.Constant(w.name(f"{b.name}_fp32"),
-                                                        values.astype(np.float32))], [y]))
-        if w.new_nodes:
-            w.finish()
-        if fp16:
-            from aicc.passes.convert_fp16 import convert_nodes
-            convert_nodes(self.g, fp16, self.ctx, where=self.where)
+        lower_float_ops(self.g, self.float_ops, self.bias_bw_float, self.ctx, self.where)

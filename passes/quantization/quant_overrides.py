@@ -34,6 +34,7 @@ class QuantOverrides(Pass):
     name = "quant-overrides"
     description = "read AIMET encodings overrides into Program.encodings (graphs unchanged)"
     scope = "program"
+    before = ("*",)     # reads the encodings by the model's own tensor names
     semantics = "preserving"
 
     @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ Where encodings come from, per tensor:
    as given; ``{"bitwidth": b, "dtype": "int"}`` asks for that bitwidth with a calibrated range;
    ``dtype: float`` keeps the producing op in float (bitwidth 32, or 16 through ``convert-fp16``'s
    Cast lowering). Tensors the file does not name are quantized as usual (partial override);
-2. otherwise calibration statistics: the profile ``calibrate`` left in the scratch store, or
+2. otherwise calibration statistics: the profile ``calibrate`` left in the analysis cache, or
    ``profile`` files (several are merged; a profile of another graph is refused) and the range
    method (``calibration``, ``percentile``) with a vendor schema (``activation_schema``,
    ``constant_schema``) or a QNN mode (``act_quantizer``, ``param_quantizer``).
@@ -66,7 +66,8 @@ from aicc.quant.profile import parse_profile
 
 from aicc.passes.quantization.opset import prepare_opset
 from aicc.passes.quantization.plan import GraphQuantizer, QuantSettings
-from aicc.passes.quantization.calibrate import PROFILE_KEY, program_hash, write_text_atomic
+from aicc.passes.quantization.analyses import ADAROUND_ROUNDING, CALIBRATION_PROFILE
+from aicc.passes.quantization.calibrate import program_hash, write_text_atomic
 
 __all__ = ["Quantize", "QuantSettings", "encoding_to_json", "encoding_from_json",
            "load_overrides", "table_to_json", "table_from_json", "load_profiles",
@@ -146,6 +147,7 @@ class Quantize(Pass):
     name = "quantize"
     description = "lower a float graph to QDQ with calibrated or given encodings"
     scope = "program"
+    after = ("calibrate", "adaround", "int32-sandwich", "custom-io", "convert-fp16", "cle")
     semantics = "approximating"
 
     @dataclasses.dataclass(frozen=True)
@@ -191,7 +193,7 @@ class Quantize(Pass):
         s = QuantSettings.from_options(ctx.options)
         opts = ctx.options
         expected = program_hash(program)
-        profile = ctx.scratch.get(PROFILE_KEY)
+        profile = ctx.analyses.peek(CALIBRATION_PROFILE)
         if opts.profile:
             if profile is not None:
                 raise ConfigError("a profile was both calibrated in this run and given",
@@ -240,7 +242,7 @@ class Quantize(Pass):
         program.encodings.update({"format": ENCODINGS_FORMAT, "version": 1, **record,
                                   "float_ops": float_ops,
                                   "settings": {k: v for k, v in dataclasses.asdict(s).items()}})
-        rounder = ctx.scratch.get("adaround")
+        rounder = ctx.analyses.peek(ADAROUND_ROUNDING)
         if rounder is not None:    # learned rounding (passes/quantization/adaround.py): what it gave
             program.encodings["rounding"] = {"method": "adaround",
                                              "layers": dict(rounder.report)}

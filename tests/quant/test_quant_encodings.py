@@ -383,7 +383,8 @@ def test_property_storage_change_keeps_values(lo, width, bw):
 def test_per_channel_symmetric_fast_path_equals_channel_by_channel(shape, axis):
     # the vectorized symmetric per-channel path gives exactly the per-channel loop's encoding
     from aicc.quant.encodings import combine_channels
-    from aicc.quant.modes import per_channel_encoding, symmetric_encoding
+    from aicc.quant.modes import symmetric_encoding
+    from aicc.quant.weights import per_channel_encoding
     rng = np.random.default_rng(0)
     k = shape[axis % len(shape)]
     spread = rng.uniform(0.001, 10, size=k).reshape(

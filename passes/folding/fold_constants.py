@@ -8,8 +8,8 @@ The steps are those of onnx-graphsurgeon's ``Graph.fold_constants`` (lower ``Con
 with ``fold_shapes``, elide int -> float -> int ``Cast`` pairs around shape arithmetic; find the
 nodes whose inputs are all constant; fold static shapes; evaluate), done in time linear in the
 graph: no copy of the graph is made, and the constant subgraphs are evaluated in batches of
-independent components of at most ``_BATCH_NODES`` nodes, because onnxruntime's session creation
-grows faster than linearly with the number of nodes in one session.
+independent components of at most ``evaluate.BATCH_NODES`` nodes, because onnxruntime's session
+creation grows faster than linearly with the number of nodes in one session.
 
 No node is evaluated whose output would exceed ``max_intermediate_bytes`` (default 1 GiB, as
 onnxruntime's own folding), judged before anything is allocated from the static shapes or, for
@@ -27,16 +27,12 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx import numpy_helper
-from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter, dtype_to_onnx
-from onnx_graphsurgeon.importers.onnx_importer import get_itemsize
+from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 from onnx_graphsurgeon.ir.tensor import SparseValues
-from onnx_graphsurgeon.util import misc
 
 from aicc.errors import BackendError
 from aicc.hookspecs import hookimpl
@@ -47,12 +43,14 @@ from aicc.pass_base import Pass, PassContext
 from aicc.passes.cleanup import remove_dead_nodes
 from aicc.program import Program
 
+from .evaluate import batches, evaluate, should_evaluate
+from .sizes import too_large_nodes
+from .static_shapes import gathered_shape, shape_of, sliced_shape
+
 __all__ = ["FoldConstants"]
 
 logger = logging.getLogger(__name__)
 
-#: Most nodes evaluated in one onnxruntime session (a larger connected component is one session).
-_BATCH_NODES = 512
 _NO_FOLD_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 _CONSTANT_ATTRS = frozenset({"value", "value_float", "value_floats", "value_int", "value_ints"})
 #: ops whose output type is their input type, so Cast(int -> float) -> op -> Cast(float -> int)
@@ -65,6 +63,7 @@ class FoldConstants(Pass):
     name = "fold-constants"
     description = "evaluate constant subgraphs (and known shapes) once, at compile time"
     scope = "graph"
+    after = ("specialize", "lower")     # fold with shapes bound and the ops that will run
     semantics = "preserving"
 
     @dataclasses.dataclass(frozen=True)
@@ -172,7 +171,7 @@ def _fold(graph: gs.Graph, *, fold_shapes: bool, size_threshold: int | None,
           limit: int = 1 << 30) -> int:
     """Fold ``graph`` in place (dead nodes stay for cleanup); return the sessions created."""
     _lower_constant_nodes(graph)
-    too_large = _too_large_nodes(graph, limit)
+    too_large = too_large_nodes(graph, limit)
     if fold_shapes:
         outputs = {t.name for t in graph.outputs}
         for node in list(graph.nodes):
@@ -188,7 +187,7 @@ def _fold(graph: gs.Graph, *, fold_shapes: bool, size_threshold: int | None,
         in_order = _is_sorted(graph.nodes)
         candidates = [t for t in tensors.values()
                       if t.inputs and t.inputs[0].op in ("Gather", "Slice", "Shape")]
-        for fold in (_shape_gather, _shape_slice, _shape):
+        for fold in (gathered_shape, sliced_shape, shape_of):
             folded = []
             for tensor in candidates:
                 value = fold(tensor, known, shapes)
@@ -201,12 +200,12 @@ def _fold(graph: gs.Graph, *, fold_shapes: bool, size_threshold: int | None,
             elif folded:
                 _add_foldable_readers(folded, known, too_large)
     wanted = [t for t in known.values()
-              if _should_evaluate(t, known, shapes, size_threshold)]
+              if should_evaluate(t, known, shapes, size_threshold)]
     values: dict[str, np.ndarray] = dict(shapes)
     sessions = 0
-    for nodes, outputs in _batches(graph, wanted, shapes):
+    for nodes, outputs in batches(graph, wanted, shapes):
         try:
-            values.update(_evaluate(graph, nodes, outputs, shapes))
+            values.update(evaluate(graph, nodes, outputs, shapes))
         except BackendError as e:  # onnxruntime cannot load these nodes (ort_compat says why)
             logger.debug("fold-constants: not folding %d node(s): %s", len(nodes), e)
             continue
@@ -339,28 +338,9 @@ def _add_foldable_readers(tensors: Iterable[gs.Tensor], known: dict[str, gs.Tens
                         stack.append(t)
 
 
-#: Ops whose output may be far larger than their inputs; unknown sizes are not folded.
-_GROWING_OPS = frozenset({"ConstantOfShape", "Expand", "Tile", "Range"})
-
-
-def _too_large_nodes(graph: gs.Graph, limit: int) -> frozenset[int]:
-    """Ids of the nodes whose output, judged before evaluation, may exceed ``limit`` bytes."""
-    out = set()
-    for node in graph.nodes:
-        for t in node.outputs:
-            size = _planned_bytes(node, t)
-            if (size is None and node.op in _GROWING_OPS) or (size is not None and size > limit):
-                logger.debug("fold-constants: not evaluating '%s' (%s): output of %s bytes, "
-                             "limit %d", node.name, node.op,
-                             "unknown" if size is None else size, limit)
-                out.add(id(node))
-                break
-    return frozenset(out)
-
-
 def _too_large_foldable(graph: gs.Graph, limit: int) -> gs.Node | None:
     """A node that folding would evaluate and whose output may exceed ``limit``, if any."""
-    too_large = _too_large_nodes(graph, limit)
+    too_large = too_large_nodes(graph, limit)
     if not too_large:
         return None
     known = {n: t for n, t in graph.tensors().items() if isinstance(t, gs.Constant)}
@@ -371,260 +351,11 @@ def _too_large_foldable(graph: gs.Graph, limit: int) -> gs.Node | None:
     return None
 
 
-def _planned_bytes(node: gs.Node, t: gs.Tensor) -> int | None:
-    """The byte size ``t`` will have: from its static shape, else from the constant inputs of
-    a growing op; None when it cannot be known."""
-    itemsize = get_itemsize(t.dtype) if t.dtype is not None else 4
-    if t.shape is not None and not misc.is_dynamic_shape(t.shape):
-        return int(np.prod([int(d) for d in t.shape], dtype=object)) * itemsize
-    values = [i.values if isinstance(i, gs.Constant) and not isinstance(i._values, SparseValues)
-              else None for i in node.inputs]
-    try:
-        if node.op == "ConstantOfShape" and values and values[0] is not None:
-            return int(np.prod([int(v) for v in values[0].reshape(-1)], dtype=object)) * itemsize
-        if node.op == "Expand" and len(values) == 2 and values[1] is not None and \
-                node.inputs[0].shape is not None and \
-                not misc.is_dynamic_shape(node.inputs[0].shape):
-            dims = [max(int(v), 1) for v in values[1].reshape(-1)]
-            rank = max(len(dims), len(node.inputs[0].shape))
-            a = [1] * (rank - len(dims)) + dims
-            b = [1] * (rank - len(node.inputs[0].shape)) + [int(d) for d in node.inputs[0].shape]
-            return int(np.prod([max(x, y) for x, y in zip(a, b)], dtype=object)) * itemsize
-        if node.op == "Tile" and len(values) == 2 and None not in values:
-            count = int(np.prod([int(v) for v in values[1].reshape(-1)], dtype=object))
-            return count * int(values[0].size) * itemsize
-        if node.op == "Range" and len(values) == 3 and None not in values:
-            start, stop, step = (float(v.reshape(-1)[0]) for v in values)
-            return max(int(np.ceil((stop - start) / step)), 0) * itemsize if step else None
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return None
-
-
 def _is_sorted(nodes: list[gs.Node]) -> bool:
     """Whether every node comes after the producers of its inputs."""
     position = {id(node): i for i, node in enumerate(nodes)}
     return all(position.get(id(p), -1) < i for i, node in enumerate(nodes)
                for t in node.inputs for p in t.inputs)
-
-
-# Shape folding. A tensor folded here loses its producer, so ``_producer`` ignores it.
-
-def _producer(tensor: gs.Tensor, op: str, shapes: dict[str, np.ndarray]) -> gs.Node | None:
-    if tensor.name in shapes or len(tensor.inputs) != 1 or tensor.inputs[0].op != op:
-        return None
-    return tensor.inputs[0]
-
-
-def _unknown_input(node: gs.Node | None, known: dict[str, gs.Tensor]) -> gs.Tensor | None:
-    if node is None:
-        return None
-    inp = node.inputs[0]
-    return None if inp.name in known else inp
-
-
-def _const_value(tensor: gs.Tensor, shapes: dict[str, np.ndarray]) -> np.ndarray | None:
-    if tensor.name in shapes:
-        return shapes[tensor.name]
-    return tensor.values if isinstance(tensor, gs.Constant) else None
-
-
-def _scalar(value: np.ndarray) -> Any:
-    return value if not value.shape else list(value)[0]
-
-
-def _shape_dims(tensor: gs.Tensor, known, shapes) -> list | None:
-    """The dims a ``Shape`` node producing ``tensor`` returns (``start``/``end`` applied), or
-    None when ``tensor`` is not such an output or its input's rank is unknown."""
-    node = _producer(tensor, "Shape", shapes)
-    inp = _unknown_input(node, known)
-    if inp is None or inp.shape is None:
-        return None
-    rank = len(inp.shape)
-    # Shape-15: start/end count from the back when negative and are clamped to [0, rank]
-    start, end = node.attrs.get("start", 0), node.attrs.get("end", rank)
-    start, end = (min(max(v + rank if v < 0 else v, 0), rank) for v in (start, end))
-    return list(inp.shape[start:end])
-
-
-def _shape(tensor, known, shapes) -> np.ndarray | None:
-    dims = _shape_dims(tensor, known, shapes)
-    if dims is None or misc.is_dynamic_shape(dims):
-        return None
-    return np.array(dims, dtype=np.int64)
-
-
-def _shape_gather(tensor, known, shapes) -> np.ndarray | None:
-    gather = _producer(tensor, "Gather", shapes)
-    if gather is None:
-        return None
-    dims = _shape_dims(gather.inputs[0], known, shapes)
-    if dims is None:
-        return None
-    indices = _const_value(gather.inputs[1], shapes)
-    if indices is None or np.any((indices < -len(dims)) | (indices >= len(dims))):
-        return None  # out of range: onnxruntime reports it when the model runs
-    if not indices.shape:
-        shape = dims[int(indices)]
-        if misc.is_dynamic_dimension(shape):
-            return None
-    else:
-        shape = [dims[int(i)] for i in indices.reshape(-1)]
-        if misc.is_dynamic_shape(shape):
-            return None
-        return np.array(shape, dtype=np.int64).reshape(indices.shape)
-    return np.array(shape, dtype=np.int64)
-
-
-def _shape_slice(tensor, known, shapes) -> np.ndarray | None:
-    node = _producer(tensor, "Slice", shapes)
-    if node is None:
-        return None
-    if len(node.inputs) >= 3:
-        bounds = [_const_value(t, shapes) for t in node.inputs[1:3]]
-        if any(b is None for b in bounds):
-            return None
-        starts, ends = (_scalar(b) for b in bounds)
-    elif "starts" in node.attrs and "ends" in node.attrs:
-        starts, ends = node.attrs["starts"][0], node.attrs["ends"][0]
-    else:
-        return None
-    dims = _shape_dims(node.inputs[0], known, shapes)
-    if dims is None:
-        return None
-    if len(node.inputs) > 3:  # a shape tensor can only be sliced along axis 0
-        axes = _const_value(node.inputs[3], shapes)
-        if axes is None or _scalar(axes) != 0:
-            return None
-    elif "axes" in node.attrs and node.attrs["axes"][0] != 0:
-        return None
-    steps = 1
-    if len(node.inputs) > 4:
-        value = _const_value(node.inputs[4], shapes)
-        if value is None:
-            return None
-        steps = _scalar(value)
-    elif "steps" in node.attrs:
-        steps = node.attrs["steps"][0]
-    if steps == 0:
-        return None  # invalid; onnxruntime reports it when the model runs
-    shape = dims[int(starts):int(ends):int(steps)]
-    if misc.is_dynamic_shape(shape):
-        return None
-    return np.array(shape, dtype=np.int64)
-
-
-# Evaluation.
-
-def _should_evaluate(tensor: gs.Tensor, known: dict[str, gs.Tensor],
-                     shapes: dict[str, np.ndarray], size_threshold: int | None) -> bool:
-    """Evaluate a folded tensor that something outside the folded set reads (as graph-surgeon
-    does, a reader counts as folded when its node name is a folded tensor's name)."""
-    if isinstance(tensor, gs.Constant) or tensor.name in shapes:
-        return False
-    if tensor.outputs and all(node.name in known for node in tensor.outputs):
-        return False
-    if (size_threshold is not None and tensor.shape is not None and tensor.dtype is not None
-            and not misc.is_dynamic_shape(tensor.shape)):
-        return misc.volume(tensor.shape) * get_itemsize(tensor.dtype) <= size_threshold
-    return True
-
-
-def _batches(graph: gs.Graph, wanted: list[gs.Tensor], shapes: dict[str, np.ndarray]
-             ) -> Iterable[tuple[list[gs.Node], list[gs.Tensor]]]:
-    """The nodes that compute ``wanted``, split into independent batches, in graph order."""
-    # Nodes needed: walk back from the wanted tensors; Constants and folded shapes are leaves.
-    parent: dict[int, int] = {}  # union-find over node ids: connected components
-
-    def find(i: int) -> int:
-        root = i
-        while parent[root] != root:
-            root = parent[root]
-        while parent[i] != root:
-            parent[i], i = root, parent[i]
-        return root
-
-    stack = [p for t in wanted for p in t.inputs]
-    for node in stack:
-        parent.setdefault(id(node), id(node))
-    while stack:
-        node = stack.pop()
-        for t in node.inputs:
-            if isinstance(t, gs.Constant) or t.name in shapes:
-                continue
-            for producer in t.inputs:
-                if id(producer) not in parent:
-                    parent[id(producer)] = id(producer)
-                    stack.append(producer)
-                a, b = find(id(node)), find(id(producer))
-                if a != b:
-                    parent[a] = b
-    if not parent:
-        return
-    components: dict[int, list[gs.Node]] = {}
-    for node in graph.nodes:
-        if id(node) in parent:
-            components.setdefault(find(id(node)), []).append(node)
-    outputs: dict[int, list[gs.Tensor]] = {}
-    for t in wanted:
-        outputs.setdefault(find(id(t.inputs[0])), []).append(t)
-    batch_nodes: list[gs.Node] = []
-    batch_outputs: list[gs.Tensor] = []
-    for root, nodes in components.items():
-        if batch_nodes and len(batch_nodes) + len(nodes) > _BATCH_NODES:
-            yield batch_nodes, batch_outputs
-            batch_nodes, batch_outputs = [], []
-        batch_nodes += nodes
-        batch_outputs += outputs.get(root, [])
-    if batch_nodes:
-        yield batch_nodes, batch_outputs
-
-
-def _evaluate(graph: gs.Graph, nodes: list[gs.Node], outputs: list[gs.Tensor],
-              shapes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run ``nodes`` on onnxruntime and return the values of ``outputs``."""
-    import onnxruntime as ort
-
-    initializers: dict[str, onnx.TensorProto] = {}
-    sparse: dict[str, onnx.SparseTensorProto] = {}
-    value_info: dict[str, onnx.ValueInfoProto] = {}
-    output_names = {t.name for t in outputs}
-    for node in nodes:
-        for t in node.inputs:
-            if t.is_empty() or t.name in initializers or t.name in sparse:
-                continue
-            if t.name in shapes:
-                initializers[t.name] = numpy_helper.from_array(shapes[t.name], t.name)
-            elif isinstance(t, gs.Constant):
-                if isinstance(t._values, SparseValues):
-                    sparse[t.name] = OnnxExporter.export_sparse_tensor_proto(t)
-                else:
-                    initializers[t.name] = OnnxExporter.export_tensor_proto(t)
-        for t in node.outputs:
-            if (not t.is_empty() and t.name not in output_names
-                    and (t.dtype is not None or t.shape is not None)):
-                value_info[t.name] = OnnxExporter.export_value_info_proto(t, False)
-    opsets = list(graph.import_domains or [onnx.helper.make_opsetid("", graph.opset)])
-    have = {o.domain for o in opsets}
-    for domain in sorted({n.domain for n in nodes if n.domain is not None} - have):
-        opsets.append(onnx.helper.make_opsetid(domain, 1))
-    proto = onnx.helper.make_graph(
-        [OnnxExporter.export_node(n) for n in nodes], f"{graph.name}-folding", [],
-        [OnnxExporter.export_value_info_proto(t, False) for t in outputs],
-        initializer=list(initializers.values()), sparse_initializer=list(sparse.values()),
-        value_info=list(value_info.values()))
-    model = onnx.helper.make_model(proto, opset_imports=opsets)
-    if graph.ir_version is not None:
-        model.ir_version = graph.ir_version
-    model = for_onnxruntime(model)
-    names = [t.name for t in outputs]
-    options = ort.SessionOptions()
-    # One run per session: idle worker threads need not spin (this changes no result).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3  # onnxruntime's warnings would precede aicc's own lines
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    return dict(zip(names, session.run(names, {})))
 
 
 @hookimpl

@@ -1,0 +1,79 @@
+"""Mixed precision: ``fp16`` (``-convert-to-fp16``), ``node_precision_info``
+(``-node-precision-info``), ``keep_original_precision`` (``-keep-original-precision-for-nodes``)
+and ``execute_nodes_in_fp16`` (``-execute-nodes-in-fp16``), turned into one ``convert-fp16`` step.
+
+``convert-fp16`` picks nodes by the model's own output names and Conv/BatchNormalization pairs, so
+it declares it runs before ``fold-constants`` and ``fold-batchnorm`` merge them (see
+``passes/convert_fp16.py``). ``keep_original_precision`` keeps its op types in the model's
+precision while the rest is lowered: to fp16 (with ``fp16``; with ``node_precision_info`` named
+instances still run in fp16, as the mixed-precision seed combines them) and/or to int8 (when
+quantizing: the quantization feature passes it to ``quantize{keep_op_types}``); without either it
+is refused. Input data (``json_input_file`` or ``input_list``) feeds the fp16 overflow report.
+Files and op-type lists are checked before any work; names are checked against the model by the
+pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import Option
+from ..errors import UsageError, option_ref
+from ..hookspecs import hookimpl
+
+__all__ = ["QUANTIZING"]
+
+#: options that quantize (keep_original_precision then also keeps those op types out of it)
+QUANTIZING = ("quantization.profile", "quantization.calibrate", "quantization.encodings")
+
+
+def _op_types(items: list[str]) -> list[str]:
+    from aicc.passes.convert_fp16 import check_op_types
+    return check_op_types(items, where=None)
+
+
+@hookimpl
+def aicc_add_options(options):
+    from aicc.passes.convert_fp16 import NodePrecisionFile
+
+    options.add(Option("fp16", bool, "run all floating-point computation in fp16 (program I/O "
+                       "stay as declared)", flags=("-convert-to-fp16", "--convert-to-fp16")))
+    options.add(Option("node_precision_info", NodePrecisionFile, "YAML file whose "
+                       "FP16NodeInstanceNames (first output names) run in fp16",
+                       flags=("-node-precision-info", "--node-precision-info"), path=True,
+                       metavar="FILE"))
+    options.add(Option("keep_original_precision", list[str], "op types that keep their "
+                       "original precision (with fp16 or quantization)",
+                       flags=("-keep-original-precision-for-nodes",
+                              "--keep-original-precision-for-nodes"),
+                       separator=",", check=_op_types, metavar="OP[,OP]"))
+    options.add(Option("execute_nodes_in_fp16", list[str], "op types whose every node runs in "
+                       "fp16", flags=("-execute-nodes-in-fp16", "--execute-nodes-in-fp16"),
+                       separator=",", check=_op_types, metavar="OP[,OP]"))
+
+
+@hookimpl
+def aicc_configure(config, request):
+    fp16, npi = config.get("fp16"), config.get("node_precision_info")
+    keep, exe16 = config.get("keep_original_precision"), config.get("execute_nodes_in_fp16")
+    quantizing = any(config.given(k) for k in QUANTIZING if k in config.table.options)
+    if keep and not (fp16 or npi or exe16 or quantizing):
+        raise UsageError(f"{option_ref('keep_original_precision')} keeps op types in their "
+                         "original precision while the rest is lowered, and nothing is lowered",
+                         hint=f"add {option_ref('fp16')} or {option_ref('node_precision_info')} "
+                              f"(fp16), or quantize")
+    if not (fp16 or npi or exe16):
+        return
+    options: dict[str, Any] = {"all": bool(fp16)}
+    if npi is not None:
+        options["node_precision_info"] = npi
+    if exe16:
+        options["op_types"] = list(exe16)
+    if keep:
+        options["keep_op_types"] = list(keep)
+    samples = config.get("json_input_file", None) or config.get("input_list", None)
+    if samples:
+        options["sample_inputs"] = str(samples)
+        if config.get("custom_io", None) is not None:
+            options["sample_custom_io"] = config.get("custom_io")
+    request.add_pass("convert-fp16", options, by="fp16")
