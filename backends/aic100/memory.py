@@ -24,24 +24,40 @@ fit), ``_lifetimes`` (an ``Allocation`` per tensor), ``_bands`` (depth-first), `
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from aicc.errors import BackendError
 
-from .cost import Operand
+from .cost import Operand, StepWork
 from .hardware import Hardware
-from .lower import Lowered
+from .lower import Lowered, Step
 
-if TYPE_CHECKING:
-    from .plan import PlanOptions, StepPlan
-
-__all__ = ["Allocation", "plan_memory"]
+__all__ = ["Allocation", "MemoryOptions", "plan_memory"]
 
 #: constants up to this size share one resident pool instead of being allocated one by one
 _POOL_ITEM = 1024
+
+
+class StepPlan(Protocol):
+    """What the memory plan reads of a step's plan (``plan.StepPlan``)."""
+
+    step: Step
+    axis: str
+    work: StepWork
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """The compile options the memory plan follows (from ``plan.PlanOptions``)."""
+
+    granularity: int                  # streaming tile, bytes (-size-split-granularity)
+    vtcm_working_set_limit_ratio: float
+    mos: int
+    depth_first: bool
 
 
 @dataclass
@@ -62,7 +78,7 @@ class Allocation:
                 "offset": self.offset}
 
 
-def plan_memory(plans: list[StepPlan], low: Lowered, hw: Hardware, opts: PlanOptions,
+def plan_memory(plans: Sequence[StepPlan], low: Lowered, hw: Hardware, opts: MemoryOptions,
                 cores_total: int, tables: set[str]) -> tuple[list[Allocation], dict[str, Any]]:
     """Place every operand of ``plans`` (VTCM or DDR) on one core of ``cores_total``; ``tables``
     are the Gather tables that stay in DDR. Sets each operand's placement; returns the
@@ -102,7 +118,7 @@ def _staging(t: dict[str, int]) -> int:
     return sum(t.values()) + (max(t.values()) if t else 0)
 
 
-def _tiles(plans: list[StepPlan], gran: int, budget: int) -> list[dict[str, int]]:
+def _tiles(plans: Sequence[StepPlan], gran: int, budget: int) -> list[dict[str, int]]:
     """Per step, the tile each operand needs while it is streamed (by tensor name); refuses a
     step whose smallest working set exceeds the budget."""
     tiles: list[dict[str, int]] = []
@@ -135,7 +151,7 @@ class _Lifetimes:
     allocs: dict[str, Allocation]
 
 
-def _lifetimes(plans: list[StepPlan], outputs: list[str]) -> _Lifetimes:
+def _lifetimes(plans: Sequence[StepPlan], outputs: list[str]) -> _Lifetimes:
     """A buffer lives from the step writing it to the last step reading it (graph outputs to
     the end); weights live for the whole program."""
     nsteps = len(plans)
@@ -167,7 +183,7 @@ def _lifetimes(plans: list[StepPlan], outputs: list[str]) -> _Lifetimes:
     return _Lifetimes(uses, peak, kind, allocs)
 
 
-def _bands(plans: list[StepPlan], life: _Lifetimes, tiles: list[dict[str, int]]
+def _bands(plans: Sequence[StepPlan], life: _Lifetimes, tiles: list[dict[str, int]]
            ) -> dict[str, int]:
     """Depth first: an activation passed from a step to the next only, neither split by
     channels, needs a band of two tiles on chip instead of the whole buffer."""

@@ -28,7 +28,7 @@ from aicc.errors import BackendError
 from .cost import Cost, Operand, StepWork, evaluate, step_cost, tensor_rate, tensor_util
 from .hardware import Hardware
 from .lower import Lowered, Step, ceil_div, pieces_of
-from .memory import Allocation, plan_memory
+from .memory import Allocation, MemoryOptions, plan_memory
 from .numerics import StepSplit
 
 __all__ = ["PlanOptions", "Plan", "StepPlan", "Allocation", "search", "group_counts", "mode_name",
@@ -357,8 +357,11 @@ class _Builder:
 
     def memory(self, plans: list[StepPlan]) -> tuple[list[Allocation], dict[str, Any]]:
         """The memory plan of these splits (see ``memory.plan_memory``)."""
-        return plan_memory(plans, self.low, self.hw, self.opts, self.cores * self.groups,
-                           self.tables)
+        o = self.opts
+        return plan_memory(plans, self.low, self.hw,
+                           MemoryOptions(o.granularity, o.vtcm_working_set_limit_ratio, o.mos,
+                                         o.depth_first),
+                           self.cores * self.groups, self.tables)
 
 
 def group_counts(low: Lowered, cores: int) -> list[int]:
