@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -24,7 +24,7 @@ import onnx
 import onnxruntime as ort
 
 from aicc import ir
-from aicc.backend import Backend, Executable
+from aicc.backend import Backend, Executable, Observation, Observe
 from aicc.errors import BackendError
 from aicc.hookspecs import hookimpl
 from aicc.options import option
@@ -33,7 +33,7 @@ from aicc.ort_compat import carry_boundary_types, check_ir_version, for_onnxrunt
 from ._cpu_quant import QuantKernels, quantized_session_config
 from ._cpu_shapes import has_subgraphs, with_free_shapes
 
-__all__ = ["CpuBackend", "CpuExecutable"]
+__all__ = ["CpuBackend", "CpuExecutable", "CpuObservation"]
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,29 @@ class CpuExecutable(Executable):
                 "quantized_kernels": self.quantized_kernels}
 
 
+class CpuObservation(Observation):
+    """Observed node outputs are extra graph outputs of the session, shown after each run (with
+    the observed graph inputs, taken from the feeds). onnxruntime may fuse nodes away; their
+    outputs stay computed here because a graph output is never fused away."""
+
+    def __init__(self, executable: CpuExecutable, names: list[str], fed: set[str],
+                 outputs: list[str]):
+        self.executable = executable
+        self.names = tuple(names)
+        self.fed, self.outputs = fed, outputs
+
+    def run(self, feeds: Mapping[str, np.ndarray],
+            observe: Observe | None = None) -> dict[str, np.ndarray]:
+        results = self.executable.run(feeds)
+        if observe is not None:
+            for name in self.names:
+                if name not in self.fed:
+                    observe(name, results[name])
+                elif name in feeds:     # (an input with an initializer may be left out)
+                    observe(name, np.asarray(feeds[name]))
+        return {name: results[name] for name in self.outputs}
+
+
 class CpuBackend(Backend):
     name = "cpu"
     description = "onnxruntime on the host CPU"
@@ -161,6 +184,7 @@ class CpuBackend(Backend):
                     "compute in float32 between Casts, so values beyond fp16's range may stay "
                     "finite here while the device overflows")
     fp16_as_device = False
+    observes = True
 
     @dataclasses.dataclass(frozen=True)
     class Options:
@@ -237,6 +261,26 @@ class CpuBackend(Backend):
         except Exception as e:
             session = _load_with_free_shapes(model, so, e)
         return CpuExecutable(session, values, (feed_types, result_types), kernels)
+
+    def observation(self, model: onnx.ModelProto,
+                    names: Iterable[str] | None = None) -> CpuObservation:
+        """Graph inputs and node outputs can be observed (not tensors inside control-flow
+        bodies); each observed node output becomes a graph output whose type onnxruntime
+        infers. ``model`` is not changed."""
+        graph = model.graph
+        inputs = [i.name for i in graph.input]
+        made = [o for n in graph.node for o in n.output if o]
+        wanted = list(dict.fromkeys(inputs + made if names is None else names))
+        fed, is_made = set(inputs), set(made)
+        shown = [n for n in wanted if n in fed or n in is_made]
+        exposed = onnx.ModelProto()
+        exposed.CopyFrom(model)
+        have = {o.name for o in exposed.graph.output}
+        for name in shown:
+            if name not in fed and name not in have:
+                exposed.graph.output.append(onnx.ValueInfoProto(name=name))
+        exe = self.compile(exposed, program_meta={}, spec_options={})
+        return CpuObservation(exe, shown, fed, [o.name for o in graph.output])
 
 
 def _load_with_free_shapes(model: onnx.ModelProto, so: ort.SessionOptions,

@@ -241,15 +241,7 @@ def _compile(req: CompileRequest, registries: Registries | None
     registries, pipeline, backend, instruments = prepare(req, registries)
     model = _load(req.model)
     _check_io_types(model, req.model)
-    if req.pipeline is None and req.pipeline_text is None:
-        lowering = lowering_request(backend, model, registries)
-        if lowering is not None:
-            pipeline = Pipeline.build(default_pipeline(
-                registries, symbols=req.symbols, batchsize=req.batchsize,
-                requested=list(req.passes) + [lowering]),
-                registries.passes, source="default pipeline")
-            logger.info("backend '%s' lacks ops of the model; lowering %s", backend.name,
-                        ", ".join(lowering.options["ops"]))
+    pipeline = _with_lowering(req, registries, pipeline, backend, model)
     # Ops introduced by passes are checked again below; this catches the common case early
     # (ops a lowering pass of the pipeline rewrites are left to that pass).
     _check_supported(backend, model, "the model", skip=_lowered_by(pipeline))
@@ -261,48 +253,10 @@ def _compile(req: CompileRequest, registries: Registries | None
                                instruments=instruments, backend=backend.name)
         if req.pipeline_only:
             return None, program, {}
-        for name, graph in program.graphs.items():
-            correct_output_shapes(graph, where=f"graph '{name}'", ir_version=program.ir_version)
-        retained = retained_state_pairs(program) if req.retained_state else []
-        if retained:
-            program.compile_options["retained_state"] = True
-        if req.json_input_file is not None:
-            from .data import parse_json_input_file, program_input_descs, spec_input_shapes
-            parse_json_input_file(req.json_input_file, program_input_descs(program,
-                                                                           interface=True),
-                                  shapes=spec_input_shapes(program, interface=True),
-                                  optional=[p["input"] for p in retained])
-        # Several specializations store weights they share once, at the container root.
-        shared = len(program.graphs) > 1
-        executables, specs = {}, []
-        progress = _Progress(len(program.graphs))
+        retained = _finish_program(req, program)
         folders = unique_file_names(program.graphs)  # 'a/b' and 'a_b' get two folders
         remote = _compile_remotely(req, backend, program, writer)
-        for name, graph in program.graphs.items():
-            progress.step(name)
-            if remote is not None:
-                lowered = remote[name][0]
-            else:
-                lowered = program.to_model(name)
-                _check_supported(backend, lowered, f"graph '{name}'")
-                executables[name] = backend.compile(
-                    lowered, program_meta=program.meta(),
-                    spec_options=program.spec_options.get(name, {}))
-            if writer is None:
-                continue
-            folder = folders[name]
-            writer.add_model(folder, lowered, shared_weights=shared)
-            if remote is not None:
-                _write_artifacts(writer, folder, remote[name][1])
-            else:
-                writer.add_files(folder, executables[name].save(writer.folder(folder)))
-            specs.append({"name": name, "folder": folder,
-                          "external_data": "container" if shared else "folder",
-                          "symbols": {**program.symbols, **program.spec_symbols.get(name, {})},
-                          "options": program.spec_options.get(name, {}),
-                          "inputs": [describe_tensor(t).to_json() for t in graph.inputs],
-                          "outputs": [describe_tensor(t).to_json() for t in graph.outputs]})
-        progress.done()
+        executables, specs = _compile_graphs(program, backend, writer, folders, remote)
         if writer is None:
             return None, program, executables
         path = writer.commit({"backend": backend.name,
@@ -318,6 +272,73 @@ def _compile(req: CompileRequest, registries: Registries | None
     finally:
         if writer is not None:
             writer.abort()
+
+
+def _with_lowering(req: CompileRequest, registries: Registries, pipeline: Pipeline,
+                   backend: Any, model: onnx.ModelProto) -> Pipeline:
+    """The default pipeline with ``lower`` when the backend lacks ops of the model (an explicit
+    pipeline stays as given)."""
+    if req.pipeline is not None or req.pipeline_text is not None:
+        return pipeline
+    lowering = lowering_request(backend, model, registries)
+    if lowering is None:
+        return pipeline
+    logger.info("backend '%s' lacks ops of the model; lowering %s", backend.name,
+                ", ".join(lowering.options["ops"]))
+    return Pipeline.build(default_pipeline(registries, symbols=req.symbols,
+                                           batchsize=req.batchsize,
+                                           requested=list(req.passes) + [lowering]),
+                          registries.passes, source="default pipeline")
+
+
+def _finish_program(req: CompileRequest, program: Program) -> list[dict[str, str]]:
+    """After the pipeline: output shapes corrected, retained states checked, the JSON inputs
+    checked against the specializations; returns the retained-state pairs."""
+    for name, graph in program.graphs.items():
+        correct_output_shapes(graph, where=f"graph '{name}'", ir_version=program.ir_version)
+    retained = retained_state_pairs(program) if req.retained_state else []
+    if retained:
+        program.compile_options["retained_state"] = True
+    if req.json_input_file is not None:
+        from .data import parse_json_input_file, program_input_descs, spec_input_shapes
+        parse_json_input_file(req.json_input_file, program_input_descs(program, interface=True),
+                              shapes=spec_input_shapes(program, interface=True),
+                              optional=[p["input"] for p in retained])
+    return retained
+
+
+def _compile_graphs(program: Program, backend: Any, writer: Any, folders: Mapping[str, str],
+                    remote: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Compile every graph (or take what Dask compiled) and add it to the container; returns
+    (executables by graph, the manifest's specialization entries)."""
+    shared = len(program.graphs) > 1  # several specializations store shared weights once
+    executables, specs = {}, []
+    progress = _Progress(len(program.graphs))
+    for name, graph in program.graphs.items():
+        progress.step(name)
+        if remote is not None:
+            lowered = remote[name][0]
+        else:
+            lowered = program.to_model(name)
+            _check_supported(backend, lowered, f"graph '{name}'")
+            executables[name] = backend.compile(lowered, program_meta=program.meta(),
+                                                spec_options=program.spec_options.get(name, {}))
+        if writer is None:
+            continue
+        folder = folders[name]
+        writer.add_model(folder, lowered, shared_weights=shared)
+        if remote is not None:
+            _write_artifacts(writer, folder, remote[name][1])
+        else:
+            writer.add_files(folder, executables[name].save(writer.folder(folder)))
+        specs.append({"name": name, "folder": folder,
+                      "external_data": "container" if shared else "folder",
+                      "symbols": {**program.symbols, **program.spec_symbols.get(name, {})},
+                      "options": program.spec_options.get(name, {}),
+                      "inputs": [describe_tensor(t).to_json() for t in graph.inputs],
+                      "outputs": [describe_tensor(t).to_json() for t in graph.outputs]})
+    progress.done()
+    return executables, specs
 
 
 def _compile_remotely(req: CompileRequest, backend: Any, program: Program, writer: Any

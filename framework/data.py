@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import ml_dtypes  # noqa: F401  (names bfloat16, float8_*, int4, ... as numpy dtypes)
 import numpy as np
 
-from .errors import ConfigError, DataError, did_you_mean
+from .errors import ConfigError, DataError, did_you_mean, option_ref
 from .program import TensorDesc
 
 if TYPE_CHECKING:
@@ -54,7 +54,8 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(shape), np.dtype(dtype)
 
 
-_SYMBOLIC_HINT = "bind the symbols (-onnx-define-symbol), or use a .npy file or -json-input-file"
+_SYMBOLIC_HINT = (f"bind the symbols ({option_ref('symbols')}), or use a .npy file or "
+                  f"{option_ref('json_input_file')}")
 
 
 def _npy_carries(stored: np.dtype, dtype: np.dtype) -> bool:

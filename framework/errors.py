@@ -49,7 +49,13 @@ def option_ref(key: str) -> str:
 def render_options(text: str) -> str:
     """``text`` with every ``option_ref`` replaced by the caller's spelling of that option."""
     names = VOCABULARY.get({})
-    return _REF.sub(lambda m: names.get(m.group(1), m.group(1)), text)
+
+    def spell(m: re.Match) -> str:
+        try:
+            return names[m.group(1)]      # a CLI vocabulary looks flags up on demand
+        except KeyError:
+            return m.group(1)
+    return _REF.sub(spell, text)
 
 
 class AiccError(Exception):

@@ -18,7 +18,8 @@ from typing import Any, TextIO
 import numpy as np
 
 from . import ir
-from .errors import DataError, PassError, UsageError
+from .backend import Observers
+from .errors import AiccError, DataError, PassError, UsageError
 from .fileio import unique_file_names
 from .hookspecs import hookimpl
 from .options import option
@@ -29,6 +30,9 @@ from .program import Program
 __all__ = ["TimePasses", "DumpIR", "VerifyEach", "random_feeds", "compare_outputs"]
 
 logger = logging.getLogger(__name__)
+
+#: values of the graph before a pass kept to find where a broken promise starts (verify-each)
+_DIAGNOSIS_BYTES = 1 << 30
 
 
 class TimePasses(Instrument):
@@ -187,7 +191,11 @@ def compare_outputs(before: dict[str, np.ndarray], after: dict[str, np.ndarray],
 
 class VerifyEach(Instrument):
     """After every pass: structural checks (ONNX checker); with ``numeric``, outputs on seeded
-    random inputs before vs after every ``preserving`` pass, naming the first that breaks them."""
+    random inputs before vs after every ``preserving`` pass, naming the first that breaks them.
+
+    When the backend observes (``aicc.backend.Observation``), a broken promise also names the
+    first tensor, in execution order, that both graphs compute and that differs: where the pass
+    went wrong, not only where it shows."""
 
     name = "verify-each"
     description = "check every graph after each pass; numeric=true also compares outputs"
@@ -204,24 +212,75 @@ class VerifyEach(Instrument):
         self.registries = registries
         self._reference: dict[str, dict[str, np.ndarray]] | None = None
         self._before: dict[str, Any] = {}
+        self._models: dict[str, Any] = {}       # the graphs self._reference was computed on
+        self._last_models: dict[str, Any] = {}  # the graphs of the last _run_all
+
+    def _backend_name(self) -> str:
+        return self.options.backend or ("interpreter" if "interpreter" in self.registries.backends
+                                        else "cpu")
 
     def _backend(self) -> Any:
-        name = self.options.backend or ("interpreter" if "interpreter" in self.registries.backends
-                                        else "cpu")
-        return self.registries.backends.get(name).cls()
+        return self.registries.backends.get(self._backend_name()).cls()
 
     def _run_all(self, program: Program) -> dict[str, dict[str, np.ndarray]]:
         backend = self._backend()
         results = {}
+        self._last_models = {}
         for name in program.graphs:
-            exe = backend.compile(program.to_model(name), program_meta=program.meta(),
+            model = self._last_models[name] = program.to_model(name)
+            exe = backend.compile(model, program_meta=program.meta(),
                                   spec_options=program.spec_options.get(name, {}))
             results[name] = exe.run(random_feeds(program, name, self.options.seed))
         return results
 
+    def _first_difference(self, program: Program, name: str, tol: Any) -> str:
+        """``; ...`` naming the first tensor, in execution order, that graph ``name`` computes
+        before and after the pass and that differs; "" when the backend cannot observe, or the
+        first such tensor is a graph output (already reported). Values of the graph before are
+        kept up to ``_DIAGNOSIS_BYTES``; later tensors are not compared."""
+        before, after = self._models.get(name), self._last_models.get(name)
+        observers = Observers(self.registries.backends)
+        if before is None or after is None or not observers.can_observe(self._backend_name()):
+            return ""
+        feeds = random_feeds(program, name, self.options.seed)
+        kept: dict[str, np.ndarray] = {}
+        budget = [_DIAGNOSIS_BYTES]
+
+        def keep(tensor: str, array: np.ndarray) -> None:
+            if isinstance(array, np.ndarray) and array.nbytes <= budget[0]:
+                budget[0] -= array.nbytes
+                kept[tensor] = array        # observers never modify: no copy needed
+        found: list[str] = []
+        outputs = {o.name for o in after.graph.output}
+
+        def compare(tensor: str, array: np.ndarray) -> None:
+            ref = kept.get(tensor)
+            if found or ref is None or not isinstance(array, np.ndarray):
+                return
+            problem = compare_outputs({tensor: ref}, {tensor: array}, tol.rtol, tol.atol)
+            if problem:
+                found.append("" if tensor in outputs else problem.replace("output ", "tensor ", 1))
+        try:
+            observers.observation(self._backend_name(), before).run(feeds, keep)
+            after_run = observers.observation(self._backend_name(), after)
+            if not after_run.in_order:      # shown after the run: compare in graph order
+                shown: dict[str, np.ndarray] = {}
+                after_run.run(feeds, shown.__setitem__)
+                for tensor in (o for n in after.graph.node for o in n.output if o in shown):
+                    compare(tensor, shown[tensor])
+            else:
+                after_run.run(feeds, compare)
+        except AiccError:       # the outputs already tell what broke
+            return ""
+        if not found or not found[0]:
+            return ""
+        return ("; of the tensors both graphs compute, the first to differ (in execution order; "
+                f"a pass may rescale intermediates on purpose) is {found[0]}")
+
     def before_pass(self, index: int, step: Step, program: Program) -> None:
         if self.options.numeric and step.cls.semantics == "preserving" and self._reference is None:
             self._reference = self._run_all(program)
+            self._models = self._last_models
         # A program-scoped pass may replace graphs (specialize: one graph -> one per
         # specialization); new graphs are then compared with the graph they came from.
         self._before = ({n: program.to_model(n) for n in program.graphs}
@@ -255,10 +314,12 @@ class VerifyEach(Instrument):
                 continue  # replaced by the new graphs compared above
             problem = compare_outputs(before, now.get(name, {}), tol.rtol, tol.atol)
             if problem:
+                problem += self._first_difference(program, name, tol)
                 raise PassError(f"pass '{step.name}' (plugin '{step.plugin}') broke its "
                                 f"'preserving' promise on graph '{name}': {problem}",
                                 hint="rerun with --dump-ir-after to inspect the graphs")
         self._reference = now
+        self._models = self._last_models
 
 
 @hookimpl

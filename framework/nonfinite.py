@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 import onnx
 
+from .backend import Observers
+from .errors import option_ref
+
 __all__ = ["NonfiniteWatch", "first_nonfinite", "has_fp16", "nonfinite_outputs", "describe"]
 
 logger = logging.getLogger(__name__)
@@ -33,7 +36,8 @@ def nonfinite_outputs(arrays: Mapping[str, Any]) -> dict[str, int]:
 
 
 class NonfiniteWatch:
-    """An interpreter observer that records the first produced tensor holding inf/NaN.
+    """An observer (on a backend observing in execution order, the interpreter) that records
+    the first produced tensor holding inf/NaN.
 
     ``found`` is ``{"node", "op", "tensor", "count", "max_abs_input"}`` (the largest finite
     magnitude among that node's float inputs) once one is seen; the watch then stops looking.
@@ -70,15 +74,14 @@ def has_fp16(model: onnx.ModelProto) -> bool:
         for n in model.graph.node)
 
 
-def first_nonfinite(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]
-                    ) -> dict[str, Any] | None:
-    """Run ``model`` on the interpreter; the first node whose output holds inf/NaN (see
-    ``NonfiniteWatch.found``), None if every tensor stayed finite. Raises the interpreter's error
-    when it cannot run the model."""
-    from aicc.backends.interpreter.engine import Interpreter
-
+def first_nonfinite(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *,
+                    backends: Observers | None = None) -> dict[str, Any] | None:
+    """Run ``model`` on the interpreter backend (found in ``backends``; default: the built-in
+    ones), observing every tensor in execution order; the first node whose output holds inf/NaN
+    (see ``NonfiniteWatch.found``), None if every tensor stayed finite. Raises the
+    interpreter's error when it cannot run the model."""
     watch = NonfiniteWatch(model)
-    Interpreter(model).run(dict(feeds), observe=watch)
+    (backends or Observers()).observation("interpreter", model).run(dict(feeds), watch)
     return watch.found
 
 
@@ -96,6 +99,6 @@ def describe(where: str, outputs: Mapping[str, int], first: dict[str, Any] | Non
                  f"{first['max_abs_input']:.4g}, fp16's max is 65504)")
     elif error:
         text += f"; the interpreter could not trace it ({error})"
-    return text + ("; compile with sample inputs (-input-list-file or -json-input-file) so nodes "
-                   "leaving the fp16 range stay in fp32, or keep the op type with "
-                   "-keep-original-precision-for-nodes")
+    return text + (f"; compile with sample inputs ({option_ref('input_list')} or "
+                   f"{option_ref('json_input_file')}) so nodes leaving the fp16 range stay in "
+                   f"fp32, or keep the op type with {option_ref('keep_original_precision')}")

@@ -1,14 +1,15 @@
 """Declared graph-output shapes checked against the shapes the graph computes, at compile time.
 
 Exporters sometimes declare an output shape the graph does not produce (a CRNN declares
-``[1, seqlen]`` and computes ``[20, 1, 8210]``). onnxruntime ignores the declaration; a backend
-that trusts it refuses the run. ``aicc compile`` therefore infers each output's shape once the
-inputs are bound: ONNX shape inference first, and, when that cannot resolve an output and every
-input is a static float tensor, onnxruntime runs on zeros and on ones (skipped for graphs with
-integer inputs, which may carry shapes, and for ops whose shapes depend on values: control flow,
-NonZero, ...; an output whose shape differs between the two runs is left as declared). A computed shape that contradicts the declaration replaces it
-with a warning (the container records the computed one); one that only makes a symbolic or
-unknown dimension concrete replaces it silently.
+``[1, seqlen]`` and computes ``[20, 1, 8210]``). onnxruntime ignores the declaration; a backend that
+trusts it refuses the run. ``aicc compile`` therefore infers each output's shape once the inputs
+are bound: ONNX shape inference first, and, when that cannot resolve an output and every input is a
+static float tensor, the ``cpu`` backend (onnxruntime) runs on zeros and on ones (skipped for
+graphs with integer inputs, which may carry shapes, and for ops whose shapes depend on values:
+control flow, NonZero, ...; an output whose shape differs between the two runs is left as
+declared). A computed shape that contradicts the declaration replaces it with a warning (the
+container records the computed one); one that only makes a symbolic or unknown dimension concrete
+replaces it silently.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from . import ir
+from .backend import Observers
 
 __all__ = ["correct_output_shapes"]
 
@@ -35,17 +37,18 @@ _VALUE_DEPENDENT = frozenset({
 Shape = list  # list[int | str | None]
 
 
-def correct_output_shapes(graph: gs.Graph, *, where: str, ir_version: int | None = None
-                          ) -> list[str]:
+def correct_output_shapes(graph: gs.Graph, *, where: str, ir_version: int | None = None,
+                          backends: Observers | None = None) -> list[str]:
     """Replace graph-output shapes that disagree with what ``graph`` computes (in place).
 
     Returns the names of the outputs whose declaration was contradicted (each also logged as a
-    warning naming the declared and computed shapes).
+    warning naming the declared and computed shapes). The runs, when needed, use the ``cpu``
+    backend found in ``backends`` (default: the built-in backends).
     """
     computed = _inferred(graph, ir_version)
     unresolved = [t.name for t in graph.outputs if not _static(computed.get(t.name))]
     if unresolved and _runnable(graph):
-        computed.update(_run_zeros(graph, ir_version, where))
+        computed.update(_run_zeros(graph, ir_version, where, backends or Observers()))
     contradicted = []
     for t in graph.outputs:
         shape = computed.get(t.name)
@@ -120,22 +123,17 @@ def _runnable(graph: gs.Graph) -> bool:
     return not any(n.op in _VALUE_DEPENDENT for n in graph.nodes)
 
 
-def _run_zeros(graph: gs.Graph, ir_version: int | None, where: str) -> dict[str, Shape]:
-    """Output shapes of onnxruntime runs on zeros and on ones ({} if onnxruntime cannot run
+def _run_zeros(graph: gs.Graph, ir_version: int | None, where: str,
+               backends: Observers) -> dict[str, Shape]:
+    """Output shapes of cpu-backend runs on zeros and on ones ({} if onnxruntime cannot run
     the graph); an output whose shape differs between the two depends on values: left out."""
-    import onnxruntime as ort
-
     model = ir.export_model(graph, ir_version=ir_version)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
     shapes: list[dict[str, tuple[int, ...]]] = []
     try:
-        session = ort.InferenceSession(model.SerializeToString(), so,
-                                       providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
+        run = backends.observation("cpu", model, ())
         for fill in (np.zeros, np.ones):
             feeds = {t.name: fill(t.shape, ir.tensor_dtype(t)) for t in graph.inputs}
-            shapes.append({n: np.shape(r) for n, r in zip(names, session.run(names, feeds))})
+            shapes.append({n: np.shape(r) for n, r in run.run(feeds).items()})
     except Exception as e:  # the backend reports its own failure later, with its own words
         logger.debug("%s: output shapes: onnxruntime could not run the graph: %s", where,
                      str(e).splitlines()[0] if str(e) else type(e).__name__)

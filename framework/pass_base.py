@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 import onnx_graphsurgeon as gs
 
 from .analyses import Analysis, AnalysisCache
+from .backend import Observers
 from .options import NoOptions
 from .program import Program
 
@@ -62,12 +63,13 @@ class PassContext:
     ``options`` is the pass's validated Options instance; ``graph_name`` and ``spec_options`` are
     set for graph-scoped passes; ``analyses`` holds the facts passes share within one pipeline
     run (calibration profiles, BatchNorm statistics, samples the caller gave); ``counters`` are
-    reported by ``--time-passes`` and verbose output.
+    reported by ``--time-passes`` and verbose output; ``observers`` runs a graph on a backend, by
+    name, while observing its tensors.
     """
 
     options: Any
     logger: logging.Logger
-    backend: str = "cpu"
+    observers: Observers = field(default_factory=Observers)
     registries: Any = None
     analyses: AnalysisCache = field(default_factory=AnalysisCache)
     graph_name: str | None = None

@@ -26,6 +26,7 @@ from .errors import AiccError, ConfigError, PassError, PluginError, did_you_mean
 from .options import (build_options, format_value, options_to_dict, parse_text_value,
                       split_outside_quotes)
 from .analyses import Analysis, AnalysisCache
+from .backend import Observers
 from .pass_base import PassContext, PassResult
 from .program import Program
 
@@ -268,8 +269,9 @@ class _Run:
         for inst in self.instruments:
             inst.before_pass(index, shown, program)
         ctx = PassContext(options=step.options, logger=logging.getLogger(f"aicc.pass.{step.name}"),
-                          backend=self.backend, registries=self.registries,
-                          analyses=self.analyses)
+                          observers=Observers(self.registries.backends
+                                              if self.registries else None),
+                          registries=self.registries, analyses=self.analyses)
         ctx._nested = lambda entries, prog: self.nested(index, shown.name, entries, prog,
                                                         ctx.counters)
         started = self.analyses.start_pass()

@@ -30,7 +30,7 @@ from typing import Any
 import ml_dtypes  # noqa: F401  (names bfloat16, float8_*, int4, ... as numpy dtypes)
 import numpy as np
 
-from .backend import Executable
+from .backend import Executable, Observers
 from .container import ContainerFiles, load_spec_model, read_manifest
 from .customio import HostConversions
 from .errors import AiccError, BackendError, ContainerError, DataError
@@ -271,7 +271,8 @@ class Session:
             try:
                 model = load_spec_model(self.path, spec.folder, external_data=spec.external_data,
                                         files=self.files)
-                first = first_nonfinite(model, feeds)
+                first = first_nonfinite(model, feeds,
+                                        backends=Observers(self.registries.backends))
             except AiccError as e:
                 error = str(e).splitlines()[0]
         self.nonfinite[spec.name] = {"outputs": bad, "first": first}

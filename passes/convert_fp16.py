@@ -29,8 +29,8 @@ the vendor's note (mark both to let them fuse); aicc warns about each such pair
 (counter ``conv/batchnorm pairs that will not fuse``) and the Casts between them keep them apart.
 
 With ``sample_inputs`` (an input list; -input-list-file), the float program first runs on those
-samples (the interpreter with an observer, onnxruntime with every tensor exposed when the
-interpreter cannot run the model), and a node going to fp16 whose values leave the fp16 range
+samples (observed on the interpreter backend, or on the cpu backend when the interpreter cannot
+run the model), and a node going to fp16 whose values leave the fp16 range
 (|x| > 65504) stays in fp32 (``overflow=keep-fp32``, the default): one whose output does, and one
 that reads such a tensor (a Cast to fp16 in front of it would overflow alike). A warning names
 each with the range seen, and ``Program.node_precision`` records it as ``float32``.
@@ -53,11 +53,12 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from aicc import ir
+from aicc.backend import Observers
 from aicc.configfile import load_yaml
-from aicc.errors import AiccError, BackendError, ConfigError, PassError, did_you_mean, option_ref
+from aicc.errors import (AiccError, BackendError, ConfigError, PassError, PluginError,
+                         did_you_mean, option_ref)
 from aicc.hookspecs import hookimpl
 from aicc.options import FileValue, option
-from aicc.ort_compat import for_onnxruntime
 from aicc.pass_base import Pass, PassContext
 from aicc.program import Program, describe_tensor
 from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
@@ -121,7 +122,7 @@ def load_node_precision_info(path: str | Path) -> list[str]:
                           f"{names!r}", where=path, field=_NPI_KEY)
     if not names:
         raise ConfigError("the list is empty", where=path, field=_NPI_KEY,
-                          hint="name at least one node, or drop -node-precision-info")
+                          hint=f"name at least one node, or drop {option_ref('node_precision_info')}")
     out: list[str] = []
     for i, name in enumerate(names):
         if isinstance(name, bool) or not isinstance(name, (str, int)) or name == "":
@@ -417,13 +418,15 @@ def read_samples(input_list: str | Path, inputs: list[Any],
 
 
 def fp16_overflow_report(model: onnx.ModelProto, samples: Iterable[Mapping[str, np.ndarray]], *,
-                         nodes: Collection[str] | None = None) -> list[dict[str, Any]]:
+                         nodes: Collection[str] | None = None,
+                         backends: Observers | None = None) -> list[dict[str, Any]]:
     """Run a float model on ``samples``; list node outputs whose magnitude exceeds fp16's range.
 
     Returns ``[{"node", "op", "tensor", "max_abs"}]`` in graph order (graph inputs appear with
-    node ``None``), limited to the nodes named in ``nodes`` when given. Uses the interpreter with
-    an observer, or onnxruntime with every float tensor exposed as an output if the interpreter
-    cannot run the model.
+    node ``None``), limited to the nodes named in ``nodes`` when given. Observes every tensor on
+    the ``interpreter`` backend, or its float tensors on the ``cpu`` backend (onnxruntime) if
+    the interpreter cannot run the model; both found in ``backends`` (a pass's
+    ``ctx.observers``; default: the built-in backends).
     """
     producer: dict[str, tuple[str | None, str]] = {i.name: (None, "input")
                                                    for i in model.graph.input}
@@ -442,42 +445,30 @@ def fp16_overflow_report(model: onnx.ModelProto, samples: Iterable[Mapping[str, 
                 peak[name] = max(peak.get(name, 0.0), float(finite.max()))
 
     samples = list(samples)
+    backends = backends or Observers()
     try:
-        from aicc.backends.interpreter.engine import Interpreter
-        interp = Interpreter(model)
+        run = backends.observation("interpreter", model)
         for feeds in samples:
-            interp.run(dict(feeds), observe=observe)
-    except (ImportError, BackendError):
-        _ort_observe(model, samples, set(producer), observe)
+            run.run(dict(feeds), observe)
+    except (BackendError, PluginError):
+        run = backends.observation("cpu", model, _float_tensors(model, set(producer)),
+                                   options={"optimization_level": "disable"})
+        for feeds in samples:
+            run.run(dict(feeds), observe)
     report = [{"node": producer[t][0], "op": producer[t][1], "tensor": t, "max_abs": v}
               for t, v in peak.items() if v > FP16_MAX]
     return sorted(report, key=lambda r: order[r["tensor"]])
 
 
-def _ort_observe(model: onnx.ModelProto, samples: list[Mapping[str, np.ndarray]],
-                 wanted: set[str], observe: Any) -> None:
-    import onnxruntime as ort
-
+def _float_tensors(model: onnx.ModelProto, wanted: set[str]) -> list[str]:
+    """The graph's inputs and outputs, and the ``wanted`` tensors that shape inference types
+    as float, float16 or double (what onnxruntime is asked to show)."""
     inferred = onnx.shape_inference.infer_shapes(model)
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(inferred)
-    have = {o.name for o in exposed.graph.output}
-    for vi in inferred.graph.value_info:
-        elem = vi.type.tensor_type.elem_type
-        if vi.name in wanted and vi.name not in have and elem in (
-                onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
-            exposed.graph.output.append(vi)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    session = ort.InferenceSession(for_onnxruntime(exposed).SerializeToString(), so,
-                                   providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    for feeds in samples:
-        for name, arr in feeds.items():
-            observe(name, arr)
-        for name, arr in zip(names, session.run(names, dict(feeds))):
-            observe(name, arr)
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+    names = [vi.name for vi in list(model.graph.input) + list(model.graph.output)]
+    names += [vi.name for vi in inferred.graph.value_info
+              if vi.name in wanted and vi.type.tensor_type.elem_type in floats]
+    return list(dict.fromkeys(names))
 
 
 def _overflow_check(program: Program, gname: str, graph: gs.Graph, selected: list[gs.Node],
@@ -492,7 +483,7 @@ def _overflow_check(program: Program, gname: str, graph: gs.Graph, selected: lis
     samples = read_samples(opts.sample_inputs, inputs, opts.sample_custom_io, outputs)
     model = ir.export_model(graph, ir_version=program.ir_version)
     try:
-        report = fp16_overflow_report(model, samples)
+        report = fp16_overflow_report(model, samples, backends=ctx.observers)
     except AiccError:
         raise
     except Exception as e:  # a backend failing on user data: say which check failed

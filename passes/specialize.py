@@ -89,7 +89,7 @@ class Specialize(Pass):
             raise ConfigError(f"input dimension(s) {', '.join(unnamed)} are unknown and unnamed; "
                               "a specialization can only bind named symbols", where=path,
                               hint="give the model named symbolic dimensions, or bind the batch "
-                                   "with -batchsize")
+                                   f"with {option_ref('batchsize')}")
         for entry in entries:
             self._check_entry(entry, known, program.symbols, path)
         graphs: dict[str, gs.Graph] = {}

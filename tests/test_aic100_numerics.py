@@ -130,7 +130,7 @@ def test_float_op_between_dq_and_q_runs_like_the_interpreter():
 def test_float32_compute_is_refused_with_the_fix(example_model_path, registries):
     model = bind(onnx.load(example_model_path), 2, registries)
     with pytest.raises(BackendError, match=r"compute in float32, which the AIC100 does not: "
-                                           r"node 'conv0' \(Conv\).*-convert-to-fp16"):
+                                           r"node 'conv0' \(Conv\).*compile with fp16 \(the vendor"):
         compile_aic(model)
 
 

@@ -213,7 +213,7 @@ def test_input_list_errors_come_before_any_run(registries, tmp_path, monkeypatch
 def test_symbolic_input_needs_a_shape_for_raw_files(registries, tmp_path):
     model = small_cnn(batch="N")
     lst = write_input_list(tmp_path, samples(model, 2))
-    with pytest.raises(DataError, match="symbolic shape.*--input-shape"):
+    with pytest.raises(DataError, match="symbolic shape.*bind it with input_shapes or symbols"):
         _calibrate_list(registries, model, lst)
     prog = run_pass(model, "input-shape", {"shapes": ["x=1,3,8,8"]}, registries=registries)
     pipe = Pipeline.build([("calibrate", {"input_list": str(lst)})], registries.passes)

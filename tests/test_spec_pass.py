@@ -198,7 +198,7 @@ def test_values_whose_shapes_cannot_agree(tmp_path, registries):
 def test_unnamed_dynamic_dimension_is_refused(tmp_path, registries):
     model = add_model(shape=(None, 3))
     path = write_json(tmp_path / "u.json", {"specializations": [{"batch": 1}]})
-    with pytest.raises(ConfigError, match=r"x\[0\] are unknown and unnamed.*-batchsize"):
+    with pytest.raises(ConfigError, match=r"x\[0\] are unknown and unnamed.*bind the batch with batchsize"):
         run_pass(model, "specialize", {"config": str(path)}, registries=registries)
 
 

@@ -1,7 +1,8 @@
 """The ``interpreter`` backend: an ONNX graph in, an Executable running it op by op in numpy out.
 
-Exact ONNX semantics (fp16 and QDQ included) rather than speed; observers can see every tensor,
-which calibration and ``--dump-tensors`` rely on. Precision: each op computes in the dtypes the
+Exact ONNX semantics (fp16 and QDQ included) rather than speed; observers can see every tensor
+(``InterpreterBackend.observation``), which calibration, the fp16 checks and ``--verify-each``'s
+diagnosis rely on. Precision: each op computes in the dtypes the
 graph gives it and returns the dtypes ONNX declares (integer ops stay integer, integer Div
 truncates); fp16/bf16 matmuls, convolutions, reductions and composite activations accumulate in
 float32 and round once per op (see ``kernels``). See ``engine`` for the executor.
@@ -10,13 +11,13 @@ float32 and round once per op (see ``kernels``). See ``engine`` for the executor
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import onnx
 
-from aicc.backend import Backend, Executable
+from aicc.backend import Backend, Executable, Observation, Observe
 from aicc.hookspecs import hookimpl
 from aicc.nonfinite import NonfiniteWatch, has_fp16
 from aicc.options import option
@@ -24,7 +25,8 @@ from aicc.options import option
 from .engine import Interpreter
 from .kernels import supported_op_types
 
-__all__ = ["InterpreterBackend", "InterpreterExecutable", "Interpreter", "aicc_register_backends"]
+__all__ = ["InterpreterBackend", "InterpreterExecutable", "InterpreterObservation", "Interpreter",
+           "aicc_register_backends"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +64,32 @@ class InterpreterExecutable(Executable):
         return out
 
 
+class InterpreterObservation(Observation):
+    """Observers called as each tensor is produced, in execution order; intermediates are freed
+    after their last use as in any run, so memory follows the live tensors, not ``names``."""
+
+    in_order = True
+
+    def __init__(self, interpreter: Interpreter, model: onnx.ModelProto,
+                 names: Iterable[str] | None):
+        self.interpreter = interpreter
+        if names is None:          # what a run observing everything shows
+            graph = model.graph
+            every = [i.name for i in graph.input] + [o for n in graph.node for o in n.output if o]
+            self.names = tuple(dict.fromkeys(every)) + tuple(interpreter.inner_tensor_names())
+            self._observe_names: tuple[str, ...] | None = None
+        else:
+            known = set(interpreter.tensor_names()) | set(interpreter.inner_tensor_names())
+            self.names = self._observe_names = tuple(n for n in dict.fromkeys(names)
+                                                     if n in known)
+
+    def run(self, feeds: Mapping[str, np.ndarray],
+            observe: Observe | None = None) -> dict[str, np.ndarray]:
+        if observe is None:
+            return self.interpreter.run(feeds)
+        return self.interpreter.run(feeds, observe=observe, observe_names=self._observe_names)
+
+
 class InterpreterBackend(Backend):
     """numpy reference execution with ONNX semantics, op by op."""
 
@@ -78,6 +106,8 @@ class InterpreterBackend(Backend):
         "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
     })
 
+    observes = True
+
     #: op types of the default ONNX domain that have a kernel
     op_types = supported_op_types()
 
@@ -89,6 +119,15 @@ class InterpreterBackend(Backend):
         interp = Interpreter(model, check_types=self.options.check_types,
                              profile=self.options.profile)
         return InterpreterExecutable(interp, NonfiniteWatch(model) if has_fp16(model) else None)
+
+    def observation(self, model: onnx.ModelProto,
+                    names: Iterable[str] | None = None) -> InterpreterObservation:
+        """Every tensor can be observed: graph inputs, Constant and node outputs, initializers
+        when named, and tensors inside If/Loop/Scan bodies (``node/tensor``, once per
+        iteration); with ``names`` None, all but initializers."""
+        interp = Interpreter(model, check_types=self.options.check_types,
+                             profile=self.options.profile)
+        return InterpreterObservation(interp, model, names)
 
 
 @hookimpl

@@ -10,9 +10,10 @@ nodes, orders the nodes and, per requested set of outputs, plans which nodes to 
 step each intermediate tensor dies. ``run`` then only binds and checks the feeds and walks the plan,
 dropping every intermediate after its last consumer so memory follows the live set.
 
-Observers (calibration, ``--dump-tensors``) see tensors as they are produced; they must not modify
-the arrays they are given. What a model holds before it runs (its opset, nested graphs and the
-outer names they read, which nodes have a kernel) is read by ``graphs``.
+Observers (the backend's ``observation``: calibration, fp16 checks) see tensors as they are
+produced; they must not modify the arrays they are given. What a model holds before it runs (its
+opset, nested graphs and the outer names they read, which nodes have a kernel) is read by
+``graphs``.
 """
 
 from __future__ import annotations

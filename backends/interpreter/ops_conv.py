@@ -16,9 +16,11 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from aicc.conv_geometry import conv_geometry, pool_geometry
+
 from .kernels import NodeSpec, register
 
-__all__ = ["conv_geometry", "pool_geometry"]
+__all__ = ["conv_geometry", "pool_geometry"]  # re-exported from aicc.conv_geometry
 
 # im2col chunk size: at most half the conv's input + output + weight bytes, except that a chunk
 # may grow to 1024 columns (an efficient GEMM) as long as it stays below that sum. Small chunks
@@ -29,39 +31,6 @@ _COLUMN_BUDGET_FRACTION = 0.5
 
 def _ints(values, n: int, default: int) -> tuple[int, ...]:
     return tuple(int(v) for v in values) if values else (default,) * n
-
-
-def _auto_pad_axis(size: int, eff: int, stride: int, auto_pad: str
-                   ) -> tuple[int, int, int] | None:
-    """(begin pad, end pad, output size) of one axis under SAME_UPPER, SAME_LOWER or VALID;
-    None when the pads are explicit (NOTSET)."""
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        out = -(-size // stride)
-        total = max(0, (out - 1) * stride + eff - size)
-        small = total // 2
-        begin, end = (small, total - small) if auto_pad == "SAME_UPPER" else (total - small, small)
-        return begin, end, out
-    if auto_pad == "VALID":
-        return 0, 0, (size - eff) // stride + 1
-    return None
-
-
-def conv_geometry(in_sp, kernel, strides, dilations, pads, auto_pad):
-    """Begin pads, end pads and output spatial shape of a Conv (ONNX auto_pad rules)."""
-    nd = len(in_sp)
-    begin, end, out = [], [], []
-    for i in range(nd):
-        eff = (kernel[i] - 1) * dilations[i] + 1
-        auto = _auto_pad_axis(in_sp[i], eff, strides[i], auto_pad)
-        if auto is not None:
-            b, e, o = auto
-        else:
-            b, e = (pads[i], pads[nd + i]) if pads else (0, 0)
-            o = (in_sp[i] + b + e - eff) // strides[i] + 1
-        begin.append(b)
-        end.append(e)
-        out.append(o)
-    return tuple(begin), tuple(end), tuple(out)
 
 
 def _pad(x: np.ndarray, begin, end, value) -> np.ndarray:
@@ -222,35 +191,6 @@ def _conv_transpose(spec: NodeSpec):
 
 
 # --- pooling -----------------------------------------------------------------------------------
-
-def pool_geometry(in_sp, kernel, strides, dilations, pads, auto_pad, ceil_mode):
-    """Begin pads, end pads (incl. the extra ceil_mode padding), declared end pads, output shape.
-
-    ceil_mode keeps a last partial window only if it starts inside the input or the begin pad.
-    """
-    nd = len(in_sp)
-    begin, end, declared_end, out = [], [], [], []
-    for i in range(nd):
-        eff = (kernel[i] - 1) * dilations[i] + 1
-        auto = _auto_pad_axis(in_sp[i], eff, strides[i], auto_pad)
-        if auto is not None:
-            b, e, o = auto
-        else:
-            b, e = (pads[i], pads[nd + i]) if pads else (0, 0)
-            span = in_sp[i] + b + e - eff
-            if ceil_mode:
-                o = -(-span // strides[i]) + 1
-                if (o - 1) * strides[i] >= in_sp[i] + b:
-                    o -= 1
-            else:
-                o = span // strides[i] + 1
-        need = (o - 1) * strides[i] + eff
-        begin.append(b)
-        declared_end.append(e)
-        end.append(max(e, need - in_sp[i] - b))
-        out.append(o)
-    return tuple(begin), tuple(end), tuple(declared_end), tuple(out)
-
 
 def _pool_setup(spec: NodeSpec, x: np.ndarray):
     nd = x.ndim - 2

@@ -27,6 +27,7 @@ commands:
   quantize  quantize an ONNX model to QDQ ONNX (QNN quantizer flags accepted)
   passes    list the registered passes with their options
   backends  list the registered backends with their options
+  options   list the compile options: Python names (aicc.compile, --config files) and flags
   ops       list the operators each backend runs (opsets, element types) and lowering passes
 
 'aicc COMMAND --help' describes a command's flags. Add --debug to see tracebacks.
@@ -35,7 +36,7 @@ commands:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``aicc`` command; errors name options as the user typed them (the flags)."""
-    token = VOCABULARY.set({})
+    token = VOCABULARY.set(_FlagSpellings())
     try:
         return _main(argv)
     finally:
@@ -63,7 +64,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if command == "run":
             from .run_cmd import run_run
             return run_run(rest)
-        if command in ("passes", "backends"):
+        if command in ("passes", "backends", "options"):
             from .list_cmd import run_list
             return run_list(command, rest)
         if command == "ops":
@@ -73,7 +74,7 @@ def _main(argv: Sequence[str] | None) -> int:
             from .quantize_cmd import run_quantize
             return run_quantize(rest)
         raise UsageError(f"unknown command '{command}'", where="aicc",
-                         hint="commands: compile, run, quantize, passes, backends, ops")
+                         hint="commands: compile, run, quantize, passes, backends, options, ops")
     except AiccError as e:
         if debug:
             traceback.print_exc()
@@ -97,6 +98,23 @@ def _main(argv: Sequence[str] | None) -> int:
         return 130
     except Exception as e:  # an internal error: a bug in aicc or a plugin
         return _internal(e, debug)
+
+
+class _FlagSpellings(dict):
+    """Compile options as ``aicc compile`` flags: what any command's errors call an option the
+    user did not type (an option typed is added by the command with its spelling)."""
+
+    def __missing__(self, key: str) -> str:
+        from ..plugins import load_registries
+        try:
+            table = load_registries().options
+        except AiccError:
+            raise KeyError(key) from None
+        self.update({k: o.flags[0] for k, o in table.options.items()
+                     if o.flags and k not in self})
+        if key not in self:
+            raise KeyError(key)
+        return self[key]
 
 
 _SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}

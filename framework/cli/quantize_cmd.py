@@ -250,9 +250,42 @@ def _check_sources(args: dict[str, Any], opts: dict[str, Any]) -> None:
                          "--quantization_overrides (encodings)", where=where)
 
 
+#: compile options as this command spells them (errors of shared code name options by key)
+_SPELLINGS = {"input_list": "--input_list", "input_shapes": "--input_dim",
+              "symbols": "--input_dim", "dask": "--dask", "dask_ship_data": "--dask-ship-data"}
+
+
+def _spell_options() -> None:
+    from ..errors import VOCABULARY
+    vocabulary = VOCABULARY.get(None)
+    if vocabulary is not None:
+        vocabulary.update(_SPELLINGS)
+
+
+def _summary(args: dict[str, Any], enc: dict[str, Any], amp_lines: list[str]) -> None:
+    """What was quantized (and what AMP and AdaRound did), one line each."""
+    ints = sum(1 for e in enc.get("activations", {}).values() if e.get("dtype") == "int")
+    floats = len(enc.get("activations", {})) - ints
+    print(f"quantized {args['input_model']} -> {args['output_model']}: "
+          f"{ints} activations, {len(enc.get('params', {}))} parameters, "
+          f"{len(enc.get('float_ops', {}))} float ops"
+          + (f", {floats} tensors left in float" if floats else ""))
+    for line in amp_lines:
+        print(line)
+    rounding = enc.get("rounding")
+    if rounding:
+        layers = rounding["layers"].values()
+        gain = [10 * math.log10(r["nearest_error"] / r["error"]) for r in layers
+                if r["improved"] and r["error"] > 0]
+        print(f"adaround: {len(layers)} layers in {sum(r['seconds'] for r in layers):.2f}s, "
+              f"{len(gain)} improved (reconstruction error {min(gain, default=0):.1f} to "
+              f"{max(gain, default=0):.1f} dB lower than nearest rounding)")
+
+
 def run_quantize(argv: Sequence[str]) -> int:
-    from . import feature_dask
-    parser = FlagParser("quantize", QUANTIZE_FLAGS + feature_dask.FLAGS)
+    from . import quantize_dask
+    _spell_options()
+    parser = FlagParser("quantize", QUANTIZE_FLAGS + quantize_dask.FLAGS)
     args = parser.parse(_split_input_dims(argv))
     if args["help"]:
         print(parser.help_text())
@@ -293,7 +326,7 @@ def run_quantize(argv: Sequence[str]) -> int:
         raise UsageError("--calibration_engine runs calibration samples; give --input_list",
                          where="--calibration_engine")
     _check_sources(args, opts)
-    dask = feature_dask.calibrate_options(args, "aicc quantize")
+    dask = quantize_dask.calibrate_options(args, "aicc quantize")
     if dask and not args["input_list"]:
         raise UsageError("--dask runs calibration; give --input_list", where="--dask")
     extra = algorithm_arguments(args, opts, input_shapes)
@@ -309,23 +342,7 @@ def run_quantize(argv: Sequence[str]) -> int:
     note = onnxruntime_load_note(args["output_model"])
     if note:
         print(f"warning: {args['output_model']}: {note}", file=sys.stderr)
-    enc = program.encodings
-    ints = sum(1 for e in enc.get("activations", {}).values() if e.get("dtype") == "int")
-    floats = len(enc.get("activations", {})) - ints
-    print(f"quantized {args['input_model']} -> {args['output_model']}: "
-          f"{ints} activations, {len(enc.get('params', {}))} parameters, "
-          f"{len(enc.get('float_ops', {}))} float ops"
-          + (f", {floats} tensors left in float" if floats else ""))
-    for line in amp_lines:
-        print(line)
-    rounding = enc.get("rounding")
-    if rounding:
-        layers = rounding["layers"].values()
-        gain = [10 * math.log10(r["nearest_error"] / r["error"]) for r in layers
-                if r["improved"] and r["error"] > 0]
-        print(f"adaround: {len(layers)} layers in {sum(r['seconds'] for r in layers):.2f}s, "
-              f"{len(gain)} improved (reconstruction error {min(gain, default=0):.1f} to "
-              f"{max(gain, default=0):.1f} dB lower than nearest rounding)")
+    _summary(args, program.encodings, amp_lines)
     if args["export_encodings"]:
         print(f"encodings written to {args['export_encodings']}")
     sys.stdout.flush()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..configfile import load_yaml
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, did_you_mean, option_ref
 from ..program import TensorDesc
 from .vocabulary import KEYS, LAYOUTS, MODEL_PRECISION, PRECISIONS, REFUSED_PRECISIONS
 
@@ -113,7 +113,7 @@ class _ModelIO:
 def _check_document(data: Any, path: Path) -> None:
     if not isinstance(data, list):
         raise ConfigError(f"expected a list of entries (- IOName: ...), got {type(data).__name__}",
-                          where=path, hint="see -dump-custom-IO-config-template for the format")
+                          where=path, hint=f"see {option_ref('dump_custom_io_template')} for the format")
     if not data:
         raise ConfigError("the file lists no entries", where=path,
                           hint="list the inputs and outputs to change, or drop the flag")
@@ -204,7 +204,7 @@ def _check_precision_fits(precision: str, desc: TensorDesc, layout: str | None, 
     if not desc.shape or not isinstance(desc.shape[axis], int):
         raise ConfigError(f"mxint8 needs a static size along the blocked (last) axis; "
                           f"'{desc.name}' has shape {desc.shape}", where=path, field=field,
-                          hint="bind the symbol with -onnx-define-symbol")
+                          hint=f"bind the symbol with {option_ref('symbols')}")
 
 
 def _scale_offset(raw: dict, precision: str | None, external_quantization: bool, path: Path,

@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from ..backend import Observers
 from ..errors import BackendError, ConfigError
 from .amp import Candidate, sqnr_db
 
@@ -117,30 +118,34 @@ class QuantizedVariants:
         return program.to_model(), program
 
 
-class OrtScorer:
-    """Runs models on feed dicts with onnxruntime; scores them by output SQNR or a callback."""
+#: the cpu backend's options for scoring: QDQ as written, no fusions (the reference numbers, and
+#: int4/int16 activations that some of onnxruntime's QDQ fusions do not handle); with no
+#: fusion, ``float`` changes nothing but makes that independent of the CPU
+_SCORING = {"optimization_level": "disable", "quantized_kernels": "float"}
 
-    def __init__(self, feeds: Sequence[Mapping[str, np.ndarray]], reference_model: onnx.ModelProto):
+
+class OrtScorer:
+    """Runs models on feed dicts on the ``cpu`` backend (onnxruntime, found by name in
+    ``backends``; default: the built-in backends); scores them by output SQNR or a callback."""
+
+    def __init__(self, feeds: Sequence[Mapping[str, np.ndarray]], reference_model: onnx.ModelProto,
+                 backends: Observers | None = None):
         if not feeds:
             raise ConfigError("AMP has no evaluation samples", field="amp")
         self.feeds = list(feeds)
+        self.backends = backends or Observers()
         self.reference = self.run(reference_model)
 
     def run(self, model: onnx.ModelProto,
             feeds: Sequence[Mapping[str, np.ndarray]] | None = None) -> list[list[np.ndarray]]:
-        import onnxruntime as ort
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        # QDQ as written (no fusions): the reference numbers, and int4/int16 activations that
-        # some of onnxruntime's QDQ fusions do not handle
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        names = [o.name for o in model.graph.output]
         try:
-            session = ort.InferenceSession(model.SerializeToString(), options,
-                                           providers=["CPUExecutionProvider"])
-            return [session.run(None, dict(f)) for f in (self.feeds if feeds is None else feeds)]
-        except Exception as e:
+            run = self.backends.observation("cpu", model, (), options=_SCORING)
+            results = [run.run(dict(f)) for f in (self.feeds if feeds is None else feeds)]
+        except BackendError as e:
             raise BackendError("onnxruntime could not run a candidate model: "
                                f"{str(e).splitlines()[0][:300]}") from None
+        return [[out[n] for n in names] for out in results]
 
     def sqnr(self, model: onnx.ModelProto) -> float:
         outs = self.run(model)

@@ -16,7 +16,7 @@ from onnx_graphsurgeon.importers.onnx_importer import get_itemsize
 from onnx_graphsurgeon.ir.tensor import SparseValues
 from onnx_graphsurgeon.util import misc
 
-from aicc.ort_compat import for_onnxruntime
+from aicc.backend import Observers
 
 __all__ = ["BATCH_NODES", "should_evaluate", "batches", "evaluate"]
 
@@ -89,10 +89,8 @@ def batches(graph: gs.Graph, wanted: list[gs.Tensor], shapes: dict[str, np.ndarr
 
 
 def evaluate(graph: gs.Graph, nodes: list[gs.Node], outputs: list[gs.Tensor],
-              shapes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run ``nodes`` on onnxruntime and return the values of ``outputs``."""
-    import onnxruntime as ort
-
+             shapes: dict[str, np.ndarray], backends: Observers) -> dict[str, np.ndarray]:
+    """Run ``nodes`` on the cpu backend and return the values of ``outputs``."""
     initializers: dict[str, onnx.TensorProto] = {}
     sparse: dict[str, onnx.SparseTensorProto] = {}
     value_info: dict[str, onnx.ValueInfoProto] = {}
@@ -124,12 +122,5 @@ def evaluate(graph: gs.Graph, nodes: list[gs.Node], outputs: list[gs.Tensor],
     model = onnx.helper.make_model(proto, opset_imports=opsets)
     if graph.ir_version is not None:
         model.ir_version = graph.ir_version
-    model = for_onnxruntime(model)
-    names = [t.name for t in outputs]
-    options = ort.SessionOptions()
-    # One run per session: idle worker threads need not spin (this changes no result).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3  # onnxruntime's warnings would precede aicc's own lines
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    return dict(zip(names, session.run(names, {})))
+    # one run per session: idle worker threads need not spin (this changes no result)
+    return backends.observation("cpu", model, (), options={"allow_spinning": False}).run({})

@@ -1,6 +1,7 @@
 """``fold-constants``: evaluate subgraphs whose inputs are all constant and store the results.
 
-Folding runs the constant subgraphs on onnxruntime and also folds shape computations whose result
+Folding runs the constant subgraphs on the ``cpu`` backend (onnxruntime, found by name through
+``ctx.observers``) and also folds shape computations whose result
 is known from static shapes (``Shape``, and ``Gather``/``Slice`` of a ``Shape``). Results larger
 than ``size_threshold`` bytes stay as computations, so folding never inflates the model.
 
@@ -34,6 +35,7 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 from onnx_graphsurgeon.ir.tensor import SparseValues
 
+from aicc.backend import Observers
 from aicc.errors import BackendError
 from aicc.hookspecs import hookimpl
 from aicc.ir import export_model
@@ -103,7 +105,7 @@ class FoldConstants(Pass):
         else:
             sessions = _fold(graph, fold_shapes=ctx.options.fold_shapes,
                              size_threshold=ctx.options.size_threshold,
-                             limit=ctx.options.max_intermediate_bytes)
+                             limit=ctx.options.max_intermediate_bytes, backends=ctx.observers)
             ctx.count("onnxruntime sessions", sessions)
         remove_dead_nodes(graph)
         folded = before - len(graph.nodes)
@@ -168,7 +170,7 @@ def _foldable(node: gs.Node) -> bool:
 # -- the folding itself (a graph without subgraphs or functions) ----------------------------------
 
 def _fold(graph: gs.Graph, *, fold_shapes: bool, size_threshold: int | None,
-          limit: int = 1 << 30) -> int:
+          limit: int = 1 << 30, backends: Observers | None = None) -> int:
     """Fold ``graph`` in place (dead nodes stay for cleanup); return the sessions created."""
     _lower_constant_nodes(graph)
     too_large = too_large_nodes(graph, limit)
@@ -205,7 +207,7 @@ def _fold(graph: gs.Graph, *, fold_shapes: bool, size_threshold: int | None,
     sessions = 0
     for nodes, outputs in batches(graph, wanted, shapes):
         try:
-            values.update(evaluate(graph, nodes, outputs, shapes))
+            values.update(evaluate(graph, nodes, outputs, shapes, backends or Observers()))
         except BackendError as e:  # onnxruntime cannot load these nodes (ort_compat says why)
             logger.debug("fold-constants: not folding %d node(s): %s", len(nodes), e)
             continue

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from aicc.backend import Observers
+from aicc.conv_geometry import conv_geometry
 from aicc.errors import ConfigError
 from aicc.hookspecs import hookimpl
 from aicc.options import option
@@ -37,7 +39,7 @@ from aicc.program import Program
 from aicc.quant import Encoding
 from aicc.quant.adaround import AdaRoundParams, adaround_matrix, gram_factor
 
-from aicc.passes.quantization.runner import ENGINES, _OrtEngine
+from aicc.passes.quantization.runner import ENGINES
 from aicc.passes.quantization.analyses import ADAROUND_ROUNDING, ADAROUND_SAMPLES, CALIBRATION_SAMPLES
 from aicc.passes.quantization.calibrate import input_list_samples
 
@@ -80,7 +82,6 @@ def _from_matrix(node: gs.Node, q: np.ndarray, shape: tuple[int, ...]) -> np.nda
 def _conv_rows(node: gs.Node, x: np.ndarray, w_shape: tuple[int, ...], max_rows: int,
                rng: np.random.Generator) -> np.ndarray:
     """Input patches (rows, groups, K) of a Conv, at most ``max_rows`` of them."""
-    from aicc.backends.interpreter.ops_conv import conv_geometry
     nd = x.ndim - 2
     kernel = tuple(int(k) for k in w_shape[2:])
     strides = tuple(node.attrs.get("strides") or (1,) * nd)
@@ -210,8 +211,9 @@ class AdaRound(Pass):
                                     minimum=0)
         max_rows: int = option(1024, "input rows kept per sample and layer", minimum=1)
         seed: int = option(0, "seed of the row sub-sampling", minimum=0)
-        engine: str = option("interpreter", "what runs the samples: the numpy interpreter, or "
-                                            "cpu (onnxruntime)", choices=ENGINES)
+        engine: str = option("interpreter", "what runs the samples: the numpy interpreter "
+                                            "(also for auto), or cpu (onnxruntime)",
+                             choices=ENGINES)
 
     def run(self, program: Program, ctx: PassContext) -> PassResult:
         o = ctx.options
@@ -224,7 +226,8 @@ class AdaRound(Pass):
         samples = self._samples(program, ctx)
         start = time.perf_counter()
         layers = collect(program, gname, found, samples, max_rows=o.max_rows,
-                         limit=o.num_batches, seed=o.seed, engine=o.engine)
+                         limit=o.num_batches, seed=o.seed, engine=o.engine,
+                         backends=ctx.observers)
         ctx.count("adaround layers", len(layers))
         logger.info("adaround: input statistics of %d layers in %.2fs", len(layers),
                     time.perf_counter() - start)
@@ -257,8 +260,12 @@ class AdaRound(Pass):
 
 def collect(program: Program, gname: str, found: dict[str, tuple[gs.Node, np.ndarray]],
             samples: Iterable[Mapping[str, np.ndarray]], *, max_rows: int, limit: int,
-            seed: int, engine: str = "interpreter") -> dict[str, _Layer]:
-    """Run the float graph on ``samples`` and accumulate each layer's input second moment."""
+            seed: int, engine: str = "interpreter",
+            backends: Observers | None = None) -> dict[str, _Layer]:
+    """Run the float graph on ``samples`` and accumulate each layer's input second moment.
+
+    The samples run on the backend named ``engine`` (``auto``: the interpreter), observing the
+    layers' inputs, found in ``backends`` (default: the built-in backends)."""
     by_input: dict[str, list[gs.Node]] = {}
     layers: dict[str, _Layer] = {}
     for name, (node, w) in found.items():
@@ -268,11 +275,8 @@ def collect(program: Program, gname: str, found: dict[str, tuple[gs.Node, np.nda
         g = int(node.attrs.get("group", 1)) if node.op == "Conv" else 1
         layers[name] = _Layer(name, node.inputs[1].name, _weight_digest(w),
                               np.zeros((g, k, k), np.float64))
-    if engine == "cpu":
-        runner: Any = _OrtEngine(program.to_model(gname), list(by_input))
-    else:
-        from aicc.backends.interpreter.engine import Interpreter
-        runner = Interpreter(program.to_model(gname))
+    runner = (backends or Observers()).observation(
+        "cpu" if engine == "cpu" else "interpreter", program.to_model(gname), list(by_input))
     rng = np.random.default_rng(seed)
 
     def observe(tensor: str, array: np.ndarray) -> None:
@@ -286,7 +290,7 @@ def collect(program: Program, gname: str, found: dict[str, tuple[gs.Node, np.nda
     for i, feeds in enumerate(samples):
         if limit and i >= limit:
             break
-        runner.run(feeds, observe=observe, observe_names=list(by_input))
+        runner.run(feeds, observe)
     return layers
 
 

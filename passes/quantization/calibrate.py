@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from aicc.backend import Observers
 from aicc.errors import ConfigError, option_ref
 from aicc.hookspecs import hookimpl
 from aicc.options import option
@@ -110,7 +111,7 @@ class Calibrate(Pass):
         if dask:
             profile = self._sharded(program, opts, python_samples, dask)
         else:
-            profile = self._local(program, opts, python_samples)
+            profile = self._local(program, opts, python_samples, ctx.observers)
         ctx.analyses.put(CALIBRATION_PROFILE, profile)
         ctx.count("tensors profiled", len(profile.tensors))
         if opts.dump_profile:
@@ -120,13 +121,13 @@ class Calibrate(Pass):
 
 
     @staticmethod
-    def _local(program: Program, opts: Any, python_samples: Any) -> Any:
+    def _local(program: Program, opts: Any, python_samples: Any, backends: Observers) -> Any:
         total: int | None = None
         if opts.input_list:
             if len(program.graphs) > 1:
                 raise ConfigError("an input list cannot feed several specializations",
                                   where=opts.input_list,
-                                  hint="describe the samples with -json-input-file")
+                                  hint=f"describe the samples with {option_ref('json_input_file')}")
             from aicc.data import program_input_descs
             total, factory = input_list_samples(opts.input_list,
                                                 program_input_descs(program, interface=True))
@@ -142,7 +143,7 @@ class Calibrate(Pass):
             samples = (convert(dict(f)) for f in samples)
         return calibrate_program(program, samples, num_bins=opts.num_bins, total=total,
                                  progress=opts.progress, max_samples=opts.max_samples,
-                                 batch=opts.batch, engine=opts.engine)
+                                 batch=opts.batch, engine=opts.engine, backends=backends)
 
     @staticmethod
     def _sharded(program: Program, opts: Any, python_samples: Any, dask: Any) -> Any:
@@ -153,7 +154,7 @@ class Calibrate(Pass):
             if len(program.graphs) > 1:
                 raise ConfigError("an input list cannot feed several specializations",
                                   where=opts.input_list,
-                                  hint="describe the samples with -json-input-file")
+                                  hint=f"describe the samples with {option_ref('json_input_file')}")
             total, items = list_items(opts.input_list, program, opts.dask_ship_data)
         elif opts.json_input_file:
             total, factory = json_input_samples(opts.json_input_file, program)

@@ -12,7 +12,8 @@ Why the result is the same profile, not an approximation of it:
   (min-max, percentile, KL, MSE, SQNR) sees the same profile, and the quantized model is the
   same bytes. (The only float rounding left is inside the engine, which is the same code.)
 
-Workers load the program once per process (kept by key) and read input-list files by path (a
+Workers load the program once per process (kept by key) and find the engine among the built-in
+backends by name (``aicc.backend.Observers``), and read input-list files by path (a
 shared filesystem), or get the arrays from the client (``ship_data``; always for Python samples
 and ``-json-input-file`` entries, which the client has already read). A shard naming a missing or
 malformed file fails with the usual one-line error (file and list line), every other shard is
@@ -107,13 +108,13 @@ def _worker_program(payload: dict[str, Any], key: str) -> tuple[Program, dict]:
 def _shard_feeds(program: Program, items: list) -> Iterator[Mapping[str, np.ndarray]]:
     """Feed dicts of a shard; files named by path are all checked before the first is read."""
     from aicc.data import check_tensor_file, program_input_descs, read_tensor_file
-    from aicc.passes.quantization.runner import _SYMBOLIC_HINT
+    from aicc.passes.quantization.samples import SYMBOLIC_HINT
 
     descs = {d.name: d for d in program_input_descs(program, interface=True)}
     for kind, where, sample in items:
         if kind == "paths":
             for n, p in sample.items():
-                check_tensor_file(p, descs[n], where=where, symbolic_hint=_SYMBOLIC_HINT)
+                check_tensor_file(p, descs[n], where=where, symbolic_hint=SYMBOLIC_HINT)
     for kind, where, sample in items:
         if kind == "paths":
             yield {n: read_tensor_file(p, descs[n], where=where) for n, p in sample.items()}

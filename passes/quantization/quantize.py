@@ -54,7 +54,7 @@ from typing import Any
 
 from aicc import ir
 from aicc.configfile import load_json, load_yaml
-from aicc.errors import ConfigError
+from aicc.errors import ConfigError, option_ref
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext
@@ -156,15 +156,15 @@ class Quantize(Pass):
                                         "(-load-profile; several are merged)")
         overrides: str = option("", "AIMET encodings JSON: full or partial overrides "
                                     "(--quantization_overrides)", path=True)
-        activation_schema: str = option("symmetric_with_uint8", "vendor schema for activations "
-                                        f"({', '.join(SCHEMAS)})")
+        activation_schema: str = option("symmetric_with_uint8", "vendor schema for activations",
+                                        choices=tuple(SCHEMAS))
         constant_schema: str = option("symmetric_with_uint8", "vendor schema for weights and "
-                                      "constants")
+                                      "constants", choices=tuple(SCHEMAS))
         act_quantizer: str = option("", "QNN mode for activations (replaces the schema)",
                                     choices=("",) + MODES)
         param_quantizer: str = option("", "QNN mode for weights (replaces the schema)",
                                       choices=("",) + MODES)
-        calibration: str = option("None", "range method: " + ", ".join(CALIBRATION_METHODS))
+        calibration: str = option("None", "range method", choices=tuple(CALIBRATION_METHODS))
         percentile: float = option(DEFAULT_PERCENTILE, "percentile for calibration=Percentile",
                                    minimum=90.0, maximum=100.0)
         act_bitwidth: int = option(8, "activation bitwidth", choices=(4, 8, 16))
@@ -198,7 +198,7 @@ class Quantize(Pass):
             if profile is not None:
                 raise ConfigError("a profile was both calibrated in this run and given",
                                   field="pass 'quantize': option 'profile'",
-                                  hint="use -load-profile or calibration, not both")
+                                  hint=f"use {option_ref('quantization.profile')} or calibration, not both")
             profile = load_profiles(opts.profile, expected)
         elif profile is not None and profile.graph_hash != expected:
             raise ConfigError("the calibration profile belongs to another graph (a pass between "

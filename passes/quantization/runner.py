@@ -1,19 +1,19 @@
-"""The calibration runner: feed dicts in, a Profile (per-tensor min, max, histogram) out; plus the
-graph hash profiles carry and the readers of sample files.
+"""The calibration runner: feed dicts in, a Profile (per-tensor min, max, histogram) out. (The
+graph hash profiles carry and the readers of sample files, in ``graph_hash`` and ``samples``, are
+re-exported here.)
 
 Not a plugin (nothing registers here): the ``calibrate`` pass (``passes/quantization/calibrate.py``) and the
-Python API (``calibrate_program``) use it. Engines: the numpy interpreter (the reference) or
-onnxruntime (``engine=cpu``), both behind the interpreter's ``run(feeds, observe=,
-observe_names=)``.
+Python API (``calibrate_program``) use it. Engines are backends that observe, found by name in
+the backend registry (``aicc.backend.Observers``): the numpy interpreter (the reference) or
+onnxruntime (``engine=cpu``), or ``auto`` (onnxruntime where it runs the graph).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,12 +23,16 @@ import onnx_graphsurgeon as gs
 
 import aicc
 from aicc import ir
-from aicc.data import check_tensor_file, parse_input_list, read_tensor_file
-from aicc.errors import ConfigError, DataError
-from aicc.ort_compat import for_onnxruntime
-from aicc.program import Program, TensorDesc
+from aicc.backend import Observation, Observe, Observers
+from aicc.errors import BackendError, ConfigError, DataError
+from aicc.nonfinite import has_fp16
+from aicc.program import Program
 from aicc.quant import DEFAULT_NUM_BINS, Profile, TensorObserver
 from aicc.quant.profile import MAX_HISTOGRAM_BINS
+
+from aicc.passes.quantization.graph_hash import graph_hash, program_hash
+from aicc.passes.quantization.samples import (host_conversion, input_list_samples,
+                                              json_input_samples)
 
 __all__ = ["calibrate_program", "Calibration", "profile_of", "BLOCK", "check_calibration_args", "graph_hash", "program_hash", "input_list_samples",
            "json_input_samples", "host_conversion", "write_text_atomic", "ENGINES"]
@@ -37,136 +41,6 @@ logger = logging.getLogger(__name__)
 
 #: Elements buffered per tensor before they are folded into its histogram.
 _CHUNK_ELEMENTS = 1 << 16
-
-
-# ------------------------------------------------------------------------------ graph hash
-def _dtype_text(t: Any) -> str:
-    dtype = getattr(t, "dtype", None)
-    try:
-        return np.dtype(dtype).name if dtype is not None else "?"
-    except TypeError:
-        return str(dtype)
-
-
-def _value_bytes(v: Any) -> bytes:
-    """A canonical byte form of an attribute value (graphsurgeon's Python form)."""
-    if isinstance(v, gs.Constant):
-        arr = np.asarray(v.values)
-        return b"T" + f"{arr.dtype}{list(arr.shape)}".encode() + np.ascontiguousarray(arr).tobytes()
-    if isinstance(v, gs.Graph):
-        return b"G" + graph_hash(v).encode()
-    if isinstance(v, np.ndarray):
-        return b"A" + f"{v.dtype}{list(v.shape)}".encode() + np.ascontiguousarray(v).tobytes()
-    if isinstance(v, (list, tuple)):
-        return b"[" + b",".join(_value_bytes(x) for x in v) + b"]"
-    if isinstance(v, bool):
-        return b"b1" if v else b"b0"
-    if isinstance(v, (int, np.integer)):
-        return b"i" + str(int(v)).encode()
-    if isinstance(v, (float, np.floating)):
-        return b"f" + float(v).hex().encode()
-    if isinstance(v, str):
-        return b"s" + v.encode()
-    if isinstance(v, bytes):
-        return b"y" + v
-    return b"r" + repr(v).encode()
-
-
-def graph_hash(graph: gs.Graph) -> str:
-    """sha256 of what decides a graph's activation statistics, in a fixed order.
-
-    Covered: graph input and output names and element types; every node's op type, domain,
-    attributes, input and output tensor names, in graph order; every initializer's name and
-    element type, and the *values* of floating-point initializers (the weights: a retrained model
-    of the same architecture has other activation ranges, so its profile is refused too).
-    Not covered: shapes and integer initializer values (binding a batch size or specializing
-    changes those without changing a tensor's value distribution), node names (renamed freely on
-    import) and metadata. So the same model, through the same passes, always hashes the same.
-    Computed on the graph itself (no export), one weight at a time.
-    """
-    h = hashlib.sha256(b"aicc-graph-hash-v2\0")
-    for label, tensors in ((b"|inputs|", graph.inputs), (b"|outputs|", graph.outputs)):
-        h.update(label)
-        for t in tensors:
-            h.update(t.name.encode() + b"\0" + _dtype_text(t).encode() + b";")
-    h.update(b"|nodes|")
-    constants: dict[str, gs.Constant] = {}
-    for node in graph.nodes:
-        h.update(f"{node.domain or ''}::{node.op}(".encode())
-        h.update("\0".join(t.name for t in node.inputs).encode() + b")->(")
-        h.update("\0".join(t.name for t in node.outputs).encode() + b")")
-        for key in sorted(node.attrs):
-            h.update(key.encode() + b"=" + _value_bytes(node.attrs[key]) + b"\0")
-        h.update(b";")
-        for t in node.inputs:
-            if isinstance(t, gs.Constant) and t.name:
-                constants.setdefault(t.name, t)
-    h.update(b"|initializers|")
-    for name in sorted(constants):
-        t = constants[name]
-        kind = _dtype_text(t)
-        h.update(name.encode() + b"\0" + kind.encode() + b":")
-        if kind in ("float16", "float32", "float64", "bfloat16"):
-            h.update(np.ascontiguousarray(np.asarray(t.values)).tobytes())
-        h.update(b";")
-    return h.hexdigest()
-
-
-def program_hash(program: Program) -> str:
-    """The hash a profile of ``program`` carries: ``graph_hash`` of its graph, or, with several
-    specializations, sha256 of their distinct graph hashes in sorted order."""
-    hashes = sorted({graph_hash(g) for g in program.graphs.values()})
-    if len(hashes) == 1:
-        return hashes[0]
-    return hashlib.sha256(("aicc-program-hash-v1\0" + "\0".join(hashes)).encode()).hexdigest()
-
-
-# ------------------------------------------------------------------------------ sample sources
-_SYMBOLIC_HINT = "bind it with --input-shape/--input_dim or -onnx-define-symbol, or use .npy files"
-
-
-def input_list_samples(path: str | Path, inputs: list[TensorDesc]
-                       ) -> tuple[int, Callable[[], Iterator[dict[str, np.ndarray]]]]:
-    """An input list checked in full (every file's size or header against ``inputs``) and a
-    factory of a stream of feed dicts that reads one sample's files at a time.
-
-    Returns ``(number of samples, factory)``; nothing is read before the check passed.
-    """
-    descs = {d.name: d for d in inputs}
-    lst = parse_input_list(path, list(descs))
-    for line, sample in zip(lst.lines, lst.samples):
-        for name, file in sample.items():
-            check_tensor_file(file, descs[name], where=f"{lst.path}: line {line}",
-                              symbolic_hint=_SYMBOLIC_HINT)
-
-    def stream() -> Iterator[dict[str, np.ndarray]]:
-        for line, sample in zip(lst.lines, lst.samples):
-            yield {n: read_tensor_file(p, descs[n], where=f"{lst.path}: line {line}")
-                   for n, p in sample.items()}
-    return len(lst.samples), stream
-
-
-def json_input_samples(path: str | Path, program: Program
-                       ) -> tuple[int, Callable[[], Iterator[dict[str, np.ndarray]]]]:
-    """Samples of the vendor's JSON input file (``-json-input-file``), read and checked by
-    ``aicc.data.parse_json_input_file``: every inference must fit a specialization and every
-    specialization needs at least one inference."""
-    from aicc.data import parse_json_input_file, program_input_descs, spec_input_shapes
-
-    samples = parse_json_input_file(path, program_input_descs(program, interface=True),
-                                    shapes=spec_input_shapes(program, interface=True),
-                                    require_all_shapes=True)
-    return len(samples), lambda: iter(samples)
-
-
-def host_conversion(program: Program) -> Callable[[dict], dict] | None:
-    """Custom I/O converted on the host: samples come as callers give them (custom dtype and
-    layout) and are converted to the graph's inputs, as the Session does at run time."""
-    if not program.custom_io:
-        return None
-    from aicc.customio import HostConversions
-    host = HostConversions.from_meta({"custom_io": program.custom_io})
-    return host.convert if host is not None and host.host else None
 
 
 # ------------------------------------------------------------------------------ progress
@@ -284,95 +158,70 @@ def _batch_model(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-class _OrtEngine:
-    """The interpreter's ``run(feeds, observe=, observe_names=)`` on onnxruntime: every observed
-    tensor becomes a graph output (``engine=cpu``; faster on large CNNs, same statistics)."""
-
-    def __init__(self, model: onnx.ModelProto, names: list[str]):
-        import onnxruntime as ort
-
-        inputs = {vi.name for vi in model.graph.input}
-        outputs = {vi.name for vi in model.graph.output}
-        self.fed = [n for n in names if n in inputs]
-        for n in names:
-            if n not in inputs and n not in outputs:
-                model.graph.output.append(onnx.helper.make_tensor_value_info(
-                    n, onnx.TensorProto.FLOAT, None))
-        options = ort.SessionOptions()
-        options.log_severity_level = 4     # failures are raised as DataError (or, when
-        # checking whether samples stack, expected and handled)
-        self.session = ort.InferenceSession(for_onnxruntime(model).SerializeToString(), options,
-                                            providers=["CPUExecutionProvider"])
-        self.produced = [o.name for o in self.session.get_outputs()]
-        self.run_options = ort.RunOptions()
-        self.run_options.log_severity_level = 4     # failures raise; the stacking check probes
-        self.names = set(self.fed) | set(self.produced)
-
-    def tensor_names(self) -> list[str]:
-        return sorted(self.names)
-
-    def run(self, feeds: Mapping[str, np.ndarray], *, observe: Callable[[str, np.ndarray], None],
-            observe_names: Iterable[str]) -> None:
-        wanted = set(observe_names)
-        for n in self.fed:
-            if n in wanted:
-                observe(n, np.asarray(feeds[n]))
-        try:
-            results = self.session.run(self.produced, dict(feeds), self.run_options)
-        except Exception as e:
-            raise DataError(f"onnxruntime could not run a calibration sample: "
-                            f"{str(e).splitlines()[0]}") from None
-        for n, a in zip(self.produced, results):
-            if n in wanted:
-                observe(n, a)
-
-
+#: What runs calibration samples: a backend that observes (``interpreter``, ``cpu``), or
 #: ``auto``: onnxruntime where the graph loads and runs there, else the interpreter.
 ENGINES = ("auto", "interpreter", "cpu")
 
 
-class _AutoEngine:
-    """onnxruntime under aicc's observers, falling back to the interpreter (the reference) when
-    onnxruntime cannot load the graph or fails on its first sample (custom ops, types onnxruntime
-    lacks). After one successful run the choice is final: a later failure is an error."""
+def _float32_only(graph: gs.Graph, model: onnx.ModelProto, names: Iterable[str]) -> bool:
+    """False when the graph computes in fp16 (a Cast to it, an fp16 initializer) or an
+    observed tensor is known to be of another float type than float32."""
+    tensors = graph.tensors()
+    for name in names:
+        dtype = ir.tensor_dtype(tensors[name]) if name in tensors else None
+        if dtype is not None and dtype != np.float32:
+            return False
+    return not has_fp16(model)
 
-    def __init__(self, model: onnx.ModelProto, names: list[str]):
-        self.model: onnx.ModelProto | None = model
+
+class _AutoObservation(Observation):
+    """The cpu backend's observation, falling back to the interpreter's (the reference) when
+    onnxruntime cannot load the graph or fails on its first sample (custom ops, types
+    onnxruntime lacks), and from the start for graphs that compute in another float type than
+    float32 (onnxruntime runs most fp16 ops in float32: not the statistics the device will
+    see). After one successful run the choice is final: a later failure is an error."""
+
+    def __init__(self, observers: Observers, model: onnx.ModelProto, names: list[str],
+                 float32: bool):
+        self.observers, self.model, self.wanted = observers, model, names
         self.proven = False
+        if not float32:
+            self._fall_back("the graph computes in another float type than float32")
+            return
         try:
-            self.inner: Any = _OrtEngine(onnx.ModelProto.FromString(model.SerializeToString()),
-                                         names)
+            self.inner = observers.observation("cpu", model, names)
         except Exception as e:
-            self._fall_back(e)
+            self._fall_back(_cannot(e))
+        self.names = self.inner.names
 
-    def _fall_back(self, error: Exception) -> None:
-        from aicc.backends.interpreter.engine import Interpreter
-        logger.info("calibration runs on the interpreter: onnxruntime cannot run this graph "
-                    "(%s)", str(error).splitlines()[0] if str(error) else type(error).__name__)
-        self.inner = Interpreter(self.model)
+    def _fall_back(self, why: str) -> None:
+        logger.info("calibration runs on the interpreter: %s", why)
+        self.inner = self.observers.observation("interpreter", self.model, self.wanted)
+        self.names = self.inner.names
         self.proven = True
         self.model = None
 
-    def tensor_names(self) -> list[str]:
-        return self.inner.tensor_names()
-
-    def run(self, feeds: Mapping[str, np.ndarray], *, observe: Callable[[str, np.ndarray], None],
-            observe_names: Iterable[str]) -> None:
+    def run(self, feeds: Mapping[str, np.ndarray],
+            observe: Observe | None = None) -> dict[str, np.ndarray]:
         if self.proven:
-            self.inner.run(feeds, observe=observe, observe_names=observe_names)
-            return
+            return self.inner.run(feeds, observe)
         seen: list[tuple[str, np.ndarray]] = []
         try:     # held back until the run succeeded, so a fallback does not count twice
-            self.inner.run(feeds, observe=lambda n, a: seen.append((n, a)),
-                           observe_names=observe_names)
-        except DataError as e:
-            self._fall_back(e)
-            self.inner.run(feeds, observe=observe, observe_names=observe_names)
-            return
+            out = self.inner.run(feeds, lambda n, a: seen.append((n, a)))
+        except BackendError as e:
+            self._fall_back(_cannot(e))
+            return self.inner.run(feeds, observe)
         self.proven = True
         self.model = None
-        for n, a in seen:
-            observe(n, a)
+        if observe is not None:
+            for n, a in seen:
+                observe(n, a)
+        return out
+
+
+def _cannot(error: Exception) -> str:
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return f"onnxruntime cannot run this graph ({first})"
 
 
 def _moments(arrays: list[np.ndarray]) -> np.ndarray:
@@ -400,23 +249,24 @@ class _GraphRunner:
     """
 
     def __init__(self, program: Program, name: str, collector: _Collector, batch: int,
-                 engine: str = "auto", engines: dict | None = None):
+                 engine: str = "auto", engines: dict | None = None,
+                 backends: Observers | None = None):
         cached = engines.get((name, engine, batch != 1)) if engines is not None else None
         if cached is None:
+            backends = backends or Observers()
+            graph = program.graphs[name]
             model = program.to_model(name)
+            wanted = _float_activations(graph)
+            if engine == "auto":
+                float32 = _float32_only(graph, model, wanted)
             if batch != 1:
                 model = _batch_model(model)
-            wanted = _float_activations(program.graphs[name])
-            if engine == "cpu":
-                built: Any = _OrtEngine(model, wanted)
-            elif engine == "auto":
-                built = _AutoEngine(model, wanted)
+            if engine == "auto":
+                built: Observation = _AutoObservation(backends, model, wanted, float32)
             else:
-                from aicc.backends.interpreter.engine import Interpreter
-                built = Interpreter(model)
+                built = backends.observation(engine, model, wanted)
             del model
-            known = set(built.tensor_names())
-            cached = (built, [n for n in wanted if n in known])
+            cached = (built, list(built.names))
             if engines is not None:
                 engines[(name, engine, batch != 1)] = cached
         self.engine, self.names = cached
@@ -435,13 +285,13 @@ class _GraphRunner:
     def _run(self, feeds: Mapping[str, np.ndarray],
              keep: dict[str, np.ndarray] | None = None) -> None:
         if keep is None:
-            self.engine.run(feeds, observe=self.collector, observe_names=self.names)
+            self.engine.run(feeds, self.collector)
             return
 
         def observe(name: str, array: np.ndarray) -> None:
             keep[name] = array
             self.collector(name, array)
-        self.engine.run(feeds, observe=observe, observe_names=self.names)
+        self.engine.run(feeds, observe)
 
     def add(self, feeds: Mapping[str, np.ndarray]) -> None:
         if self.max_batch == 1:
@@ -486,8 +336,7 @@ class _GraphRunner:
                 raise ValueError("the first two samples are identical")
             stacked = {k: np.concatenate([f1[k], f2[k]]) for k in f1}
             got: dict[str, np.ndarray] = {}
-            self.engine.run(stacked, observe=lambda n, a: got.__setitem__(n, a),
-                            observe_names=self.names)
+            self.engine.run(stacked, lambda n, a: got.__setitem__(n, a))
             for name, a in o1.items():
                 b, c = o2.get(name), got.get(name)
                 if b is None or c is None or np.size(c) != np.size(a) + np.size(b):
@@ -546,11 +395,12 @@ class Calibration:
     ``add(index, feeds)`` routes a sample to the first graph it fits and runs it; at every
     multiple of ``BLOCK`` the graph runners flush and reset, so a shard that starts at a block
     boundary computes exactly what one process computes for those samples. ``engines`` may be a
-    cache kept across calibrations of the same program (a worker's shards).
+    cache kept across calibrations of the same program (a worker's shards); ``backends`` are
+    the observing backends by name (``PassContext.observers``; default: the built-in ones).
     """
 
     def __init__(self, program: Program, *, num_bins: int, batch: int, engine: str,
-                 engines: dict | None = None):
+                 engines: dict | None = None, backends: Observers | None = None):
         self.program = program
         names: list[str] = []
         for graph in program.graphs.values():
@@ -560,6 +410,7 @@ class Calibration:
         self.runners: dict[str, _GraphRunner] = {}
         self.counts = dict.fromkeys(program.graphs, 0)
         self.batch, self.engine, self.engines = batch, engine, engines
+        self.backends = backends
         self.seen = 0
 
     def add(self, index: int, feeds: Any) -> None:
@@ -581,7 +432,8 @@ class Calibration:
         runner = self.runners.get(target)
         if runner is None:
             runner = self.runners[target] = _GraphRunner(self.program, target, self.collector,
-                                                         self.batch, self.engine, self.engines)
+                                                         self.batch, self.engine, self.engines,
+                                                         self.backends)
         runner.add(feeds)
         self.counts[target] += 1
         self.seen += 1
@@ -612,7 +464,7 @@ def profile_of(program: Program, observers: Iterable[TensorObserver], counts: di
 def calibrate_program(program: Program, samples: Iterable[Mapping[str, np.ndarray]], *,
                       num_bins: int = DEFAULT_NUM_BINS, total: int | None = None,
                       progress: bool = True, max_samples: int = 0, batch: int = 0,
-                      engine: str = "auto") -> Profile:
+                      engine: str = "auto", backends: Observers | None = None) -> Profile:
     """Run ``samples`` (feed dicts) through every graph of ``program`` with observers on every
     float tensor and return the profile (the Python API of calibration).
 
@@ -621,10 +473,11 @@ def calibrate_program(program: Program, samples: Iterable[Mapping[str, np.ndarra
     that is exact (see ``_GraphRunner``), 1 never, N at most N per run. ``engine``: the numpy
     interpreter (the reference), ``cpu`` (onnxruntime with every observed tensor as an output), or
     ``auto`` (the default: ``cpu`` where onnxruntime loads and runs the graph, else the
-    interpreter). Both engines give the same profile up to float rounding.
+    interpreter). Both engines give the same profile up to float rounding. ``backends`` finds the
+    engines by name (a pass's ``ctx.observers``; default: the built-in backends).
     """
     check_calibration_args(engine, num_bins)
-    cal = Calibration(program, num_bins=num_bins, batch=batch, engine=engine)
+    cal = Calibration(program, num_bins=num_bins, batch=batch, engine=engine, backends=backends)
     bar = _ProgressBar(total if not max_samples else min(total or max_samples, max_samples),
                        enabled=progress)
     try:

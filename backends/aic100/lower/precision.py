@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from aicc.errors import BackendError
+from aicc.errors import BackendError, option_ref
 
 from .lowered import Lowered
 from .ops import ALIAS_OPS, MOVEMENT_OPS, label
@@ -118,6 +118,6 @@ def check_precision(low: Lowered, fp32_nodes: frozenset[str] = frozenset()) -> N
         shown = "; ".join(bad[:8]) + (f"; and {len(bad) - 8} more" if len(bad) > 8 else "")
         raise BackendError(f"{len(bad)} node(s) compute in float32, which the AIC100 does not: "
                            f"{shown}", where="backend 'aic100'",
-                           hint="compile with -convert-to-fp16 (the vendor makes it mandatory) "
-                                "or quantize the model")
+                           hint=f"compile with {option_ref('fp16')} (the vendor makes it "
+                                "mandatory) or quantize the model")
 

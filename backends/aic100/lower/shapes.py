@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from aicc.errors import BackendError, ModelError
+from aicc.errors import BackendError, ModelError, option_ref
 
 __all__ = ["check_static_inputs", "constants_of", "static_shapes"]
 
@@ -46,7 +46,8 @@ def check_static_inputs(model: onnx.ModelProto) -> None:
                 raise BackendError(
                     f"input '{vi.name}' has symbolic dimension '{sym}' (axis {axis}); the AIC100 "
                     "runs static shapes", where="backend 'aic100'",
-                    hint=f"bind it with -batchsize=N or -onnx-define-symbol={sym},N")
+                    hint=f"bind it with {option_ref('batchsize')}=N or "
+                         f"{option_ref('symbols')}={sym},N")
 
 
 _LIGHT_BYTES = 1 << 16
