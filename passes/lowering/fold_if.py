@@ -19,7 +19,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from aicc import ir
-from aicc.errors import PassError
+from aicc.errors import PassError, option_ref
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext
@@ -62,8 +62,9 @@ class FoldIf(Pass):
                     raise PassError(f"fold-if: node '{node.name}' (If): {why}",
                                     hint="a branch chosen by the data needs a backend that runs "
                                          "If (interpreter, cpu)" if data else
-                                         "bind the symbols it depends on (-onnx-define-symbol), "
-                                         "or use a backend that runs If (interpreter, cpu)")
+                                         f"bind the symbols it depends on "
+                                         f"({option_ref('symbols')}), or use a backend that "
+                                         "runs If (interpreter, cpu)")
                 logger.debug("fold-if: skip '%s': %s", node.name, why)
                 ctx.count("skipped")
                 continue
