@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin
 
 from .configfile import load_config, resolve_relative
-from .errors import AiccError, ConfigError, UsageError, did_you_mean, option_ref
+from .errors import AiccError, ConfigError, UsageError, did_you_mean
 from .options import _coerce, _type_name
 
 __all__ = ["Option", "OptionTable", "CompileConfig", "option_flags"]

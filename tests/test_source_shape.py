@@ -33,7 +33,6 @@ LONG_FUNCTIONS_ALLOWED = {
 # Being split in #15 by another engineer (backends observation: the calibration runner and
 # convert-fp16; the aic100 backend).
 LARGE_FILES_ALLOWED = {
-    "passes/convert_fp16.py",
     "backends/aic100/lower.py",
     "backends/aic100/plan.py",
 }

@@ -161,7 +161,7 @@ def config_from_args(table: Any, args: dict[str, Any], spelled: dict[str, str],
             alias = table.aliases[int(index)]
             if key in values and values[key] != alias.value:
                 raise UsageError(f"{spelled[dest]} sets '{key}' to {alias.value!r} but "
-                                 f"{names[key]} says {values[key]!r}", where=f"aicc compile",
+                                 f"{names[key]} says {values[key]!r}", where="aicc compile",
                                  hint="drop one of them")
             values[key], names[key] = alias.value, spelled[dest]
             continue
