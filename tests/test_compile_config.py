@@ -94,3 +94,14 @@ def test_specialization_file_is_read_once_and_errors_name_it(tmp_path, monkeypat
     spec.write_text(json.dumps({"specializations": [{"batch": "x"}]}))
     with pytest.raises(ConfigError, match=f"^{spec}: entry 1: symbol 'batch' has value 'x'"):
         aicc.compile(EXAMPLE, specializations=spec)
+
+
+def test_dump_profile_alone_compiles_nothing_and_with_calibrate_both(tmp_path):
+    from quant_builders import DIGITS_LIST
+    common = dict(input_shapes=["image=1,1,8,8"], input_list=str(DIGITS_LIST))
+    assert aicc.compile(EXAMPLE, quantization=dict(dump_profile=tmp_path / "a.yaml"),
+                        **common) is None
+    assert (tmp_path / "a.yaml").is_file()
+    qpc = aicc.compile(EXAMPLE, quantization=dict(dump_profile=tmp_path / "b.yaml",
+                                                  calibrate=True), **common)
+    assert (tmp_path / "b.yaml").is_file() and (qpc / "manifest.json").is_file()
