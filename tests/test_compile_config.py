@@ -94,3 +94,40 @@ def test_specialization_file_is_read_once_and_errors_name_it(tmp_path, monkeypat
     spec.write_text(json.dumps({"specializations": [{"batch": "x"}]}))
     with pytest.raises(ConfigError, match=f"^{spec}: entry 1: symbol 'batch' has value 'x'"):
         aicc.compile(EXAMPLE, specializations=spec)
+
+
+def test_dump_profile_alone_compiles_nothing_and_with_calibrate_both(tmp_path):
+    from quant_builders import DIGITS_LIST
+    common = dict(input_shapes=["image=1,1,8,8"], input_list=str(DIGITS_LIST))
+    assert aicc.compile(EXAMPLE, quantization=dict(dump_profile=tmp_path / "a.yaml"),
+                        **common) is None
+    assert (tmp_path / "a.yaml").is_file()
+    qpc = aicc.compile(EXAMPLE, quantization=dict(dump_profile=tmp_path / "b.yaml",
+                                                  calibrate=True), **common)
+    assert (tmp_path / "b.yaml").is_file() and (qpc / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("options", [
+    dict(target="aic100", num_cores=2, fp16=True, backend_options={"ols": 2}),
+    dict(input_list="l.txt", quantization=dict(calibrate=True, per_channel=True),
+         keep_original_precision=["Softmax"], fp16=True),
+    dict(custom_io="IO", aic_preproc=True, quantization=dict(profile=["p.yaml"])),
+])
+def test_features_do_not_depend_on_the_order_plugins_configure_in(tmp_path, options):
+    """Hooks register and configure; they never decide order (DESIGN §4): the request is the
+    same whichever order the plugins' aicc_configure run in."""
+    from aicc.compiler import configure
+    (tmp_path / "io.yaml").write_text("- IOName: image\n  Precision: float16\n")
+    if options.get("custom_io") == "IO":
+        options = {**options, "custom_io": tmp_path / "io.yaml"}
+    regs = aicc.plugins.load_registries()
+    config = CompileConfig.from_python(regs.options, {"model": str(EXAMPLE), **options})
+    forward = configure(config, regs)
+    regs.configurers.reverse()
+    backward = configure(config, regs)
+    regs.configurers.reverse()
+    from aicc.compiler import default_pipeline
+    assert default_pipeline(regs, requested=forward.passes) == \
+        default_pipeline(regs, requested=backward.passes)
+    assert forward.backend == backward.backend
+    assert forward.backend_options == backward.backend_options
