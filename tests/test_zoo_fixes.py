@@ -255,3 +255,45 @@ def test_a_graph_onnxruntime_refuses_for_another_reason_is_still_refused(tmp_pat
     assert code == 2 and not (tmp_path / "qpc").exists()
     assert len(err) == 1 and "onnxruntime cannot load the graph" in err[0], err
     assert "Max" in err[0]
+
+
+def _chained_ifs() -> onnx.ModelProto:
+    """silero-vad op15's decoder in small: If_1's taken branch fixes the shape that If_2's
+    condition reads, and the exporter declared that shape with a stale symbol ('m')."""
+    def branch(name, nodes, out, shape):
+        return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(
+            out, TensorProto.FLOAT, shape or ["k"])])
+    then1 = branch("then1", [helper.make_node("Concat", ["x", "x"], ["t1"], axis=0)], "t1", None)
+    else1 = branch("else1", [helper.make_node("Identity", ["x"], ["e1"])], "e1", None)
+    then2 = branch("then2", [helper.make_node("Relu", ["y"], ["t2"])], "t2", None)
+    else2 = branch("else2", [helper.make_node("Neg", ["y"], ["e2"])], "e2", None)
+    c = lambda name, v: helper.make_node("Constant", [], [name], value=numpy_helper.from_array(  # noqa: E731
+        np.array(v, dtype=np.int64)))
+    nodes = [
+        helper.make_node("Shape", ["x"], ["sx"]), c("zero", 0), c("four", 4), c("eight", 8),
+        helper.make_node("Gather", ["sx", "zero"], ["nx"], axis=0),
+        helper.make_node("Equal", ["nx", "four"], ["c1"]),
+        helper.make_node("If", ["c1"], ["y"], then_branch=then1, else_branch=else1),
+        helper.make_node("Shape", ["y"], ["sy"]),
+        helper.make_node("Gather", ["sy", "zero"], ["ny"], axis=0),
+        helper.make_node("Equal", ["ny", "eight"], ["c2"]),
+        helper.make_node("If", ["c2"], ["z"], then_branch=then2, else_branch=else2),
+    ]
+    graph = helper.make_graph(
+        nodes, "chained", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["k"])],
+        value_info=[helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m"])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)], ir_version=8)
+
+
+def test_an_if_decided_by_another_ifs_branch_folds_on_aic100(tmp_path):
+    """Both conditions depend on shapes only once n is bound; the second only after the first
+    If is folded and shapes are inferred afresh (not from the stale 'm')."""
+    model = _chained_ifs()
+    x = np.linspace(-1, 1, 4, dtype=np.float32)
+    want = _ort(model, {"x": x})
+    qpc = aicc.compile(model, target="aic100", fp16=True, symbols={"n": 4},
+                       output=tmp_path / "q")
+    got = aicc.load(qpc).run({"x": x})
+    _assert_fp16_close(got, want)
+    assert "lower{ops=[If]}" in (qpc / "manifest.json").read_text()
