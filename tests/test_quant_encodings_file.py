@@ -77,7 +77,8 @@ def test_aicc_compile_reads_the_encodings_file_once(tmp_path, reads):
     np.testing.assert_array_equal(got, np.full((2, 5), round(2.0 / scale) - 128, np.int8))
 
 
-def test_pipeline_prints_the_path_and_runs_again_as_printed(tmp_path, capsys, monkeypatch):
+def test_pipeline_prints_the_path_and_runs_again_as_printed(tmp_path, capsys, monkeypatch,
+                                                            reads):
     monkeypatch.chdir(tmp_path)
     model, enc, cio, samples = _inputs(tmp_path)
     flags = ["compile", "-m=m.onnx", "-external-quantization=enc.json", "-custom-IO-list-file="
@@ -88,8 +89,10 @@ def test_pipeline_prints_the_path_and_runs_again_as_printed(tmp_path, capsys, mo
                  "custom-io{config=io.yaml encodings=enc.json}"):
         assert step in text
     assert main(flags + ["-aic-binary-dir=q1", "-compile-only"]) == 0
+    reads.clear()
     assert main(["compile", "-m=m.onnx", "--passes", text, "-aic-binary-dir=q2",
                  "-compile-only"]) == 0
+    assert reads["enc.json"] == 1          # three passes name it: one read for the pipeline
     for a in sorted((tmp_path / "q1").rglob("*")):
         b = tmp_path / "q2" / a.relative_to(tmp_path / "q1")
         assert a.is_dir() or a.read_bytes() == b.read_bytes(), a
