@@ -21,7 +21,8 @@ from typing import Any, ClassVar, Literal, get_args, get_origin
 
 from .errors import ConfigError, did_you_mean
 
-__all__ = ["option", "NoOptions", "FileValue", "files_read_once", "build_options", "describe_options", "options_to_dict",
+__all__ = ["option", "NoOptions", "FileValue", "files_read_once", "build_options",
+           "describe_options", "options_to_dict",
            "format_value", "parse_text_value", "split_outside_quotes"]
 
 

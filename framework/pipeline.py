@@ -23,8 +23,8 @@ from typing import Any
 from . import ir
 from .configfile import load_config, resolve_relative
 from .errors import AiccError, ConfigError, PassError, PluginError, did_you_mean
-from .options import (build_options, files_read_once, format_value, options_to_dict, parse_text_value,
-                      split_outside_quotes)
+from .options import (build_options, files_read_once, format_value, options_to_dict,
+                      parse_text_value, split_outside_quotes)
 from .analyses import Analysis, AnalysisCache
 from .backend import Observers
 from .pass_base import PassContext, PassResult

@@ -14,8 +14,8 @@ created, is not inserted; it would only round values beyond 2^24 through float32
 
 What an INT32 override is: an ``activation_encodings`` entry with ``dtype: int`` and
 ``bitwidth: 32`` (0.6.1 dict form) or ``dtype: INT`` and ``bw: 32`` (1.0.0 list form); the file is
-read once with ``aicc.quant.EncodingsFile`` (both forms, strictly). Other entries are quantization's business
-and are not used here. Rules, each refused with a clear error:
+read once with ``aicc.quant.EncodingsFile`` (both forms, strictly). Other entries are
+quantization's business and are not used here. Rules, each refused with a clear error:
 
 - every input and output of the op must carry an override (a tensor with an override that no
   fully-overridden op reads or writes is an error naming it and why);

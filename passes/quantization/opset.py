@@ -5,10 +5,10 @@ activations, 16-bit weights or biases and packed 4-bit weights need opset 21. A 
 opset is first raised in place when every node, those of If/Loop/Scan bodies included, means
 the same at the new opset (``qdq.ensure_opset``'s safe bump, no rewriting), else converted with
 onnx's version converter (which rewrites the nodes whose schema changed: Squeeze's ``axes``
-attribute becomes an input, and so on); either is logged as a warning naming both opsets. When conversion fails too, per-channel
-and per-row fall back to per-tensor weights with a warning; the 4/16-bit types have no fallback
-and the error says what needed the opset and why it could not be had. Messages name the cause:
-4/16-bit types or per-channel ``axis``.
+attribute becomes an input, and so on); either is logged as a warning naming both opsets. When
+conversion fails too, per-channel and per-row fall back to per-tensor weights with a warning; the
+4/16-bit types have no fallback and the error says what needed the opset and why it could not be
+had. Messages name the cause: 4/16-bit types or per-channel ``axis``.
 
 Not a plugin: the ``quantize`` pass calls :func:`prepare_opset` on each graph.
 """

@@ -9,11 +9,12 @@ rest. Shapes written (see ``passes/quantization/quantize.py`` for ``ENC``)::
                                       "params": {name: ENC}, "excluded_layers": [...]}
     Program.encodings["int32"] = [activation names with int 32-bit overrides]
 
-``int32-sandwich`` (given the same ``EncodingsFile``: the file is read once) marks the ops it moved to int32 in
-``Program.node_precision`` (``"int32"``); ``quantize`` leaves INT32 entries to it, quantizes the
-float tensors around each sandwich as usual, and refuses INT32 overrides when no op was moved.
-Tensor names are checked against the graph by ``quantize``, which sees the graph it quantizes
-(BatchNorm folding renames tensors in between).
+``int32-sandwich`` (given the same ``EncodingsFile``: the file is read once) marks the ops it
+moved to int32 in ``Program.node_precision`` (``"int32"``); ``quantize`` leaves INT32 entries to
+it, quantizes the float tensors around each sandwich as usual, and refuses INT32 overrides when no
+op was moved. Tensor names are checked against the graph by ``quantize``, which sees the graph it
+quantizes (BatchNorm folding renames tensors in between; an INT32 tensor between two chained
+int32 ops is gone, and was checked by ``int32-sandwich``).
 """
 
 from __future__ import annotations
