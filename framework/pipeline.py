@@ -176,7 +176,8 @@ class Pipeline:
         try:
             opts = build_options(reg.cls.Options, raw, owner=f"pass '{name}'")
         except ConfigError as e:
-            e.where = source
+            if not (e.field or "").startswith(f"pass '{name}'"):
+                raise       # a file's own error (a FileValue read), naming the file
             raise ConfigError(e.message, where=source, field=e.field or where,
                               hint=e.hint) from None
         return Step(name, reg.cls, opts, reg.plugin)

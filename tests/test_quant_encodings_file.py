@@ -98,13 +98,17 @@ def test_pipeline_prints_the_path_and_runs_again_as_printed(tmp_path, capsys, mo
         assert a.is_dir() or a.read_bytes() == b.read_bytes(), a
 
 
-def test_a_bad_encodings_file_fails_before_any_work(tmp_path):
+def test_a_bad_encodings_file_fails_before_any_work(tmp_path, capsys):
     model, enc, cio, samples = _inputs(tmp_path)
     enc.write_text('{"activation_encodings": {}, "activation_encodings": {}}')
     with pytest.raises(ConfigError, match="enc.json.*duplicate key"):
         aicc.compile(str(model), output=str(tmp_path / "q"), input_list=str(samples),
                      quantization=dict(encodings=str(enc)))
     assert not (tmp_path / "q").exists()
+    # named in a pipeline: read when the pipeline is built, and the error names the file
+    assert main(["compile", f"-m={model}", "--passes", f"quant-overrides{{file={enc}}}",
+                 "--print-pipeline"]) == 2
+    assert f"error: {enc}: " in capsys.readouterr().err
 
 
 def test_aicc_quantize_reads_the_overrides_file_once(tmp_path, capsys, reads):
