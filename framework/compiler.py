@@ -250,7 +250,7 @@ def _compile(req: CompileRequest, registries: Registries | None
     writer = ContainerWriter(req.output) if req.output is not None else None
     try:
         program = run_pipeline(pipeline, program, registries=registries,
-                               instruments=instruments, backend=backend.name)
+                               instruments=instruments)
         if req.pipeline_only:
             return None, program, {}
         retained = _finish_program(req, program)

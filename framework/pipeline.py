@@ -259,7 +259,6 @@ class _Run:
 
     registries: Any
     instruments: Sequence[Instrument]
-    backend: str
     analyses: AnalysisCache
 
     def steps(self, steps: Sequence[Step], program: Program, *, prefix: str = "",
@@ -305,7 +304,7 @@ class _Run:
         counters add to ``outer``'s."""
         inner = Pipeline.build(entries, self.registries.passes, source=f"pass '{outer}'")
         probe = _CounterSum(f"{outer}/")
-        run = _Run(self.registries, [*self.instruments, probe], self.backend, self.analyses)
+        run = _Run(self.registries, [*self.instruments, probe], self.analyses)
         program = run.steps(inner.steps, program, prefix=f"{outer}/", at=index)
         counters.update(probe.total)
         return program
@@ -342,7 +341,7 @@ def _pass_failure(step: Step, e: BaseException, before: list[str]) -> BaseExcept
 
 
 def run_pipeline(pipeline: Pipeline, program: Program, *, registries: Any,
-                 instruments: Sequence[Instrument] = (), backend: str = "cpu",
+                 instruments: Sequence[Instrument] = (),
                  provided: Mapping[Analysis, Any] | None = None,
                  analyses: AnalysisCache | None = None) -> Program:
     """Run every step over ``program`` with ``instruments`` around each; return the result.
@@ -354,7 +353,7 @@ def run_pipeline(pipeline: Pipeline, program: Program, *, registries: Any,
         cache.put(analysis, value)
     for inst in instruments:
         inst.before_pipeline(program, pipeline.steps)
-    program = _Run(registries, instruments, backend, cache).steps(pipeline.steps, program)
+    program = _Run(registries, instruments, cache).steps(pipeline.steps, program)
     for inst in reversed(instruments):
         inst.after_pipeline(program)
     return program

@@ -255,7 +255,7 @@ def aicc_configure(config, request):
         request.add_pass("quantize", opts, by=G)
     dump = _q(config, "dump_profile")
     if dump and not quantizing:
-        if request.output:
+        if config.given("output"):
             raise UsageError(f"{option_ref(G + '.dump_profile')} only writes the profile (as the "
                              f"vendor tool does); {option_ref('output')} would be ignored",
                              hint=f"drop {option_ref('output')}, or add "
