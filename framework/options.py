@@ -8,18 +8,21 @@ ranges before any work starts, so a typo in a config file fails naming the owner
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import json
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin
 
 from .errors import ConfigError, did_you_mean
 
-__all__ = ["option", "NoOptions", "FileValue", "coerce_value", "type_name", "build_options", "describe_options", "options_to_dict",
+__all__ = ["option", "NoOptions", "FileValue", "files_read_once", "coerce_value", "type_name",
+           "build_options", "describe_options", "options_to_dict",
            "format_value", "parse_text_value", "split_outside_quotes"]
 
 
@@ -75,6 +78,36 @@ class FileValue:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r})"
+
+
+#: While ``files_read_once`` is active: the FileValue read for each (type, path text).
+_READ: contextvars.ContextVar[dict | None] = contextvars.ContextVar("aicc_files_read",
+                                                                   default=None)
+
+
+@contextlib.contextmanager
+def files_read_once() -> Iterator[None]:
+    """Within the block, options naming the same file by the same path text share one read
+    (e.g. the passes of a pipeline text that each name the encodings file). Nested blocks
+    share the outermost one's reads."""
+    if _READ.get() is not None:
+        yield
+        return
+    token = _READ.set({})
+    try:
+        yield
+    finally:
+        _READ.reset(token)
+
+
+def _read_file_value(tp: type, value: str | Path) -> FileValue:
+    reads = _READ.get()
+    if reads is None:
+        return tp.read(value)
+    key = (tp, str(value))
+    if key not in reads:
+        reads[key] = tp.read(value)
+    return reads[key]
 
 
 def type_name(tp: Any) -> str:
@@ -181,7 +214,7 @@ def coerce_value(value: Any, tp: Any, path: str) -> Any:
         if isinstance(value, tp):
             return value
         if isinstance(value, (str, Path)) and str(value):
-            return tp.read(value)
+            return _read_file_value(tp, value)
         raise ConfigError(f"got {value!r}, expected the path of a {tp.what}", field=path)
     if origin is list or tp is list:
         if not isinstance(value, (list, tuple)):

@@ -181,8 +181,7 @@ def _float_flags(args: dict[str, Any], opts: dict[str, Any]) -> None:
         if not args["overrides"]:
             raise UsageError(f"{flag} sets the precision of layers that --quantization_overrides "
                              "keeps in float, and no overrides file was given", where=flag)
-        from aicc.passes.quantization.quantize import load_overrides
-        table = load_overrides(args["overrides"])
+        table = args["overrides"].value
         has_float = any(e.is_float for e in list(table.activations.values())
                         + list(table.params.values()))
         if dest == "float_bw" and not table.excluded_layers:
@@ -294,6 +293,9 @@ def run_quantize(argv: Sequence[str]) -> int:
         if not args[dest]:
             raise UsageError(f"{flag} is required", where="aicc quantize")
     opts = _options(args)
+    if args["overrides"]:     # read once; every check and pass below gets the read file
+        from ..quant import EncodingsFile
+        args["overrides"] = EncodingsFile.read(args["overrides"])
     _float_flags(args, opts)
     algorithms = []
     from ..plugins import load_registries
