@@ -16,7 +16,6 @@ worker that compiled it: nothing is loaded until a graph runs or is asked for mo
 from __future__ import annotations
 
 import tempfile
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,6 @@ __all__ = ["compile_on_dask", "LazyExecutables"]
 
 #: Per worker process: registries by plugin files.
 _REGISTRIES: dict[tuple[str, ...], Any] = {}
-#: In the client: each backend instance's last Dask compile, the stats of its executables by
-#: graph (``compile_on_dask`` puts them, ``LazyExecutables`` of the same compile takes them).
-_REMOTE_STATS: "weakref.WeakKeyDictionary[Any, dict[str, dict[str, Any]]]" = \
-    weakref.WeakKeyDictionary()
 
 
 def _compile_remote(backend_name: str, backend_options: dict[str, Any], plugins: tuple[str, ...],
@@ -55,9 +50,11 @@ def _compile_remote(backend_name: str, backend_options: dict[str, Any], plugins:
 
 def compile_on_dask(spec: Any, backend: Any, plugins: Sequence[str | Path],
                     models: Mapping[str, onnx.ModelProto], meta: dict[str, Any],
-                    spec_options: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, bytes]]:
-    """Compile every graph of ``models`` on Dask; artifacts by graph name, in ``models`` order.
-    A failure anywhere cancels the rest and raises the backend's error."""
+                    spec_options: Mapping[str, dict[str, Any]]
+                    ) -> tuple[dict[str, dict[str, bytes]], dict[str, dict[str, Any]]]:
+    """Compile every graph of ``models`` on Dask: (artifacts, the executables' ``stats()``), by
+    graph name in ``models`` order. A failure anywhere cancels the rest and raises the
+    backend's error."""
     from .distributed import DaskProgress, dask_client
     from .options import options_to_dict
 
@@ -75,8 +72,7 @@ def compile_on_dask(spec: Any, backend: Any, plugins: Sequence[str | Path],
             for name, fut in futures.items():
                 out[name], stats[name] = fut.result()
                 bar.step(0)
-            _REMOTE_STATS[backend] = stats
-            return out
+            return out, stats
         except BaseException:
             client.cancel(list(futures.values()), force=True)
             raise
@@ -90,9 +86,10 @@ class LazyExecutables(Mapping):
     Each item is a ``_Remote`` stand-in: its ``stats()`` are the compiling worker's until the
     executable is loaded, which running it (or any other use) does."""
 
-    def __init__(self, backend: Any, path: Path, program: Any, folders: Mapping[str, str]):
+    def __init__(self, backend: Any, path: Path, program: Any, folders: Mapping[str, str],
+                 stats: Mapping[str, dict[str, Any]]):
         self.backend, self.path, self.program, self.folders = backend, path, program, folders
-        self._stats = _REMOTE_STATS.pop(backend, {})
+        self._stats = dict(stats)
         self._items: dict[str, _Remote] = {}
 
     def _load(self, name: str) -> Any:
