@@ -31,7 +31,7 @@ from aicc.options import option
 from aicc.ort_compat import carry_boundary_types, check_ir_version, for_onnxruntime, ort_limits
 
 from ._cpu_quant import QuantKernels, quantized_session_config
-from ._cpu_shapes import has_subgraphs, with_free_shapes
+from aicc.ort_free_shapes import has_subgraphs, with_free_shapes
 
 __all__ = ["CpuBackend", "CpuExecutable", "CpuObservation"]
 
@@ -286,7 +286,7 @@ class CpuBackend(Backend):
 def _load_with_free_shapes(model: onnx.ModelProto, so: ort.SessionOptions,
                            error: Exception) -> ort.InferenceSession:
     """onnxruntime refused ``model`` (``error``): when it has control flow, try once more with
-    its shapes left free (see ``_cpu_shapes``: a branch dead for the bound shapes may not
+    its shapes left free (see ``aicc.ort_free_shapes``: a branch dead for the bound shapes may not
     type-check); otherwise, or if that fails too, report the first refusal."""
     if has_subgraphs(model):
         data, _, _ = _session_source(with_free_shapes(model))  # external initializers: same

@@ -297,3 +297,26 @@ def test_an_if_decided_by_another_ifs_branch_folds_on_aic100(tmp_path):
     got = aicc.load(qpc).run({"x": x})
     _assert_fp16_close(got, want)
     assert "lower{ops=[If]}" in (qpc / "manifest.json").read_text()
+
+
+def test_quantized_model_with_a_dead_branch_loads_in_onnxruntime(tmp_path, capsys):
+    """silero-vad int8: `aicc quantize --input_dim` binds the shapes that kill a branch; the
+    written model keeps its dims free so onnxruntime loads it, and says so."""
+    model = _shape_guarded_model()
+    path = tmp_path / "vad.onnx"
+    onnx.save(model, path)
+    rng = np.random.default_rng(5)
+    lines = []
+    for i in range(4):
+        rng.standard_normal((2, 8)).astype(np.float32).tofile(tmp_path / f"x{i}.raw")
+        np.array(i % 2 == 0).tofile(tmp_path / f"p{i}.raw")
+        lines.append(f"x:={tmp_path / f'x{i}.raw'} use_peak:={tmp_path / f'p{i}.raw'}")
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "q.onnx"
+    assert main(["quantize", "--input_model", str(path), "--output_model", str(out),
+                 "--input_list", str(tmp_path / "list.txt"), "--input_dim", "x", "2,8"]) == 0
+    err = capsys.readouterr().err
+    assert "written with free input and output dims" in err and "warning" not in err
+    feeds = {"x": rng.standard_normal((2, 8)).astype(np.float32), "use_peak": np.array(True)}
+    got = _ort(onnx.load(out), feeds)["y"]
+    np.testing.assert_allclose(got, _ort(model, feeds)["y"], atol=0.05)
