@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -30,8 +31,11 @@ from aicc.options import option
 from aicc.ort_compat import carry_boundary_types, check_ir_version, for_onnxruntime, ort_limits
 
 from ._cpu_quant import QuantKernels, quantized_session_config
+from aicc.ort_free_shapes import has_subgraphs, with_free_shapes
 
 __all__ = ["CpuBackend", "CpuExecutable", "CpuObservation"]
+
+logger = logging.getLogger(__name__)
 
 ort.disable_telemetry_events()
 #: onnxruntime's log severity for aicc's sessions and runs: fatal only (errors come back as
@@ -255,8 +259,7 @@ class CpuBackend(Backend):
         try:
             session = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
         except Exception as e:
-            raise BackendError(f"onnxruntime cannot load the graph: {str(e).splitlines()[0]}",
-                               where="backend 'cpu'") from e
+            session = _load_with_free_shapes(model, so, e)
         return CpuExecutable(session, values, (feed_types, result_types), kernels)
 
     def observation(self, model: onnx.ModelProto,
@@ -278,6 +281,25 @@ class CpuBackend(Backend):
                 exposed.graph.output.append(onnx.ValueInfoProto(name=name))
         exe = self.compile(exposed, program_meta={}, spec_options={})
         return CpuObservation(exe, shown, fed, [o.name for o in graph.output])
+
+
+def _load_with_free_shapes(model: onnx.ModelProto, so: ort.SessionOptions,
+                           error: Exception) -> ort.InferenceSession:
+    """onnxruntime refused ``model`` (``error``): when it has control flow, try once more with
+    its shapes left free (see ``aicc.ort_free_shapes``: a branch dead for the bound shapes may not
+    type-check); otherwise, or if that fails too, report the first refusal."""
+    if has_subgraphs(model):
+        data, _, _ = _session_source(with_free_shapes(model))  # external initializers: same
+        try:
+            session = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+        except Exception:
+            pass
+        else:
+            logger.info("onnxruntime refused the graph's bound shapes inside control flow (%s); "
+                        "loaded it with free input shapes", str(error).splitlines()[0])
+            return session
+    raise BackendError(f"onnxruntime cannot load the graph: {str(error).splitlines()[0]}",
+                       where="backend 'cpu'") from error
 
 
 def _kernel_limit(node: onnx.NodeProto, dims: Mapping[str, list[int]]) -> str | None:

@@ -22,7 +22,7 @@ from typing import Any
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from .backend import Backend, Executable  # noqa: E402
-from .errors import AiccError  # noqa: E402
+from .errors import AiccError, ConfigError  # noqa: E402
 from .generate import generate  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 from .options import option  # noqa: E402
@@ -43,7 +43,7 @@ def compile(model: Any = None, *, config: str | Path | None = None, output: Any 
     """Compile an ONNX model (path, bytes or ModelProto) into a container; return its path.
 
     Every option ``aicc compile`` takes as a flag is a keyword here, by its Python name (``aicc
-    compile --help`` and the README list them): ``target="aic100"`` (or ``backend=``),
+    options`` lists them with their flags): ``target="aic100"`` (or ``backend=``),
     ``num_cores=4``, ``fp16=True``, ``custom_io="io.yaml"``, ``specializations="spec.json"``,
     ``quantization=dict(profile=["p.yaml"], per_channel=True)``, ``pipeline=[...]``,
     ``symbols={"batch": 4}``, ... ``config`` is a compile config file holding the same keys
@@ -59,8 +59,8 @@ def compile(model: Any = None, *, config: str | Path | None = None, output: Any 
     registries = load_registries(plugins)
     if backend is not None:
         if "target" in options:
-            raise AiccError("backend= and target= both given; they name the same option",
-                            hint="give one of them")
+            raise ConfigError("backend= and target= both given; they name the same option",
+                              hint="give one of them")
         options["target"] = backend
     if model is not None:
         options["model"] = model
@@ -69,11 +69,13 @@ def compile(model: Any = None, *, config: str | Path | None = None, output: Any 
     given = CompileConfig.from_python(registries.options, options)
     if config is not None:
         given = CompileConfig.from_file(registries.options, config).merged(given)
-    if given.get("output") is None and output is None and not given.given("quantization.dump_profile"):
+    dump_only = given.given("quantization.dump_profile") and not any(
+        given.given(f"quantization.{k}") for k in ("calibrate", "profile", "encodings"))
+    if given.get("output") is None and output is None and not dump_only:
         output = Path(tempfile.mkdtemp(prefix="aicc-")) / "program.qpc"
     if output is not None:
         given = given.merged(CompileConfig.from_python(registries.options, {"output": output}))
     if given.get("model") is None:
-        raise AiccError("no model given", hint="aicc.compile('model.onnx', ...)")
+        raise ConfigError("no model given", hint="aicc.compile('model.onnx', ...)")
     path, _, _ = compile_model(configure(given, registries, list(plugins)), registries)
     return path

@@ -250,7 +250,7 @@ def _compile(req: CompileRequest, registries: Registries | None
     writer = ContainerWriter(req.output) if req.output is not None else None
     try:
         program = run_pipeline(pipeline, program, registries=registries,
-                               instruments=instruments, backend=backend.name)
+                               instruments=instruments)
         if req.pipeline_only:
             return None, program, {}
         retained = _finish_program(req, program)
@@ -267,7 +267,8 @@ def _compile(req: CompileRequest, registries: Registries | None
                               "specializations": specs})
         if remote is not None:
             from ._parallel_compile import LazyExecutables
-            executables = LazyExecutables(backend, path, program, folders)
+            executables = LazyExecutables(backend, path, program, folders,
+                                          {name: remote[name][2] for name in remote})
         return path, program, executables
     finally:
         if writer is not None:
@@ -342,9 +343,10 @@ def _compile_graphs(program: Program, backend: Any, writer: Any, folders: Mappin
 
 
 def _compile_remotely(req: CompileRequest, backend: Any, program: Program, writer: Any
-                      ) -> dict[str, tuple[onnx.ModelProto, dict[str, bytes]]] | None:
+                      ) -> dict[str, tuple[onnx.ModelProto, dict[str, bytes], dict]] | None:
     """With ``req.dask``, a container to write and several graphs: every graph lowered and
-    checked here, then compiled on Dask; (lowered model, artifacts) by graph. Else None."""
+    checked here, then compiled on Dask; (lowered model, artifacts, the executable's stats) by
+    graph. Else None."""
     if not req.dask or writer is None or len(program.graphs) < 2:
         return None
     from ._parallel_compile import compile_on_dask
@@ -352,9 +354,9 @@ def _compile_remotely(req: CompileRequest, backend: Any, program: Program, write
     for name in program.graphs:
         models[name] = program.to_model(name)
         _check_supported(backend, models[name], f"graph '{name}'")
-    files = compile_on_dask(req.dask, backend, req.plugins, models, program.meta(),
-                            program.spec_options)
-    return {name: (models[name], files[name]) for name in program.graphs}
+    files, stats = compile_on_dask(req.dask, backend, req.plugins, models, program.meta(),
+                                   program.spec_options)
+    return {name: (models[name], files[name], stats[name]) for name in program.graphs}
 
 
 def _write_artifacts(writer: Any, folder: str, files: Mapping[str, bytes]) -> None:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, get_args, get_origin
 
 from .configfile import load_config, resolve_relative
-from .errors import AiccError, ConfigError, UsageError, did_you_mean, option_ref
-from .options import _coerce, _type_name
+from .errors import AiccError, ConfigError, UsageError, did_you_mean
+from .options import coerce_value, type_name
 
 __all__ = ["Option", "OptionTable", "CompileConfig", "option_flags"]
 
@@ -252,7 +252,7 @@ def _typed(option: Option, value: Any, *, where: str) -> Any:
     if option.separator and isinstance(value, str) and _is_list(option.type):
         value = [v.strip() for v in value.split(option.separator) if v.strip()]
     try:
-        value = _coerce(value, option.type, option.key)
+        value = coerce_value(value, option.type, option.key)
     except ConfigError as e:
         if not (e.field or "").startswith(option.key):
             raise           # a file's own error (a FileValue read), naming the file
@@ -328,10 +328,4 @@ def describe_type(option: Option) -> str:
     """The option's type in words (``aicc compile --help``, README tables)."""
     if option.choices:
         return " | ".join(map(str, option.choices))
-    return _type_name(option.type)
-
-
-def check_with_text(option: Option, text_value: Any, spelling: str) -> Any:
-    """Range, choices and check of a value read from a flag."""
-    return _checked(option, text_value, spelling)
-
+    return type_name(option.type)

@@ -66,6 +66,15 @@ def aicc_configure(config, request):
 
     ``config`` is the validated ``aicc.config.CompileConfig``; read any plugin's options by key
     (``config.get("dask")``). Refuse bad combinations with ``aicc.errors.option_ref(key)`` in the
-    message, so each caller reads the option as they spelled it. Called once per compile, in
-    plugin load order.
+    message, so each caller reads the option as they spelled it. Called once per compile; a
+    plugin must not depend on another's having run first (read other plugins' choices in
+    ``aicc_check_request``).
+    """
+
+
+@hookspec
+def aicc_check_request(config, request):
+    """After every plugin configured the compile: refuse (or complete) what depends on the
+    choices of other plugins, e.g. ``-dask`` with nothing to calibrate or distribute. Called once
+    per compile; the request is final after it.
     """

@@ -269,9 +269,16 @@ def tensor_dtype(t: gs.Tensor) -> np.dtype | None:
         return None
 
 
-def infer_shapes(graph: gs.Graph, *, strict: bool = False, where: str = "graph") -> None:
-    """Recompute intermediate shapes and dtypes in place (after binding symbols, say)."""
+def infer_shapes(graph: gs.Graph, *, strict: bool = False, where: str = "graph",
+                 fresh: bool = False) -> None:
+    """Recompute intermediate shapes and dtypes in place (after binding symbols, say).
+
+    ONNX inference keeps what a tensor already declares where it cannot prove it wrong, so an
+    exporter's symbolic dimension (``sequence``) survives even where the bound inputs now fix it;
+    ``fresh`` infers from the graph inputs alone (intermediate declarations dropped first)."""
     model = export_model(graph)
+    if fresh:
+        del model.graph.value_info[:]
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=strict, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:

@@ -8,18 +8,21 @@ ranges before any work starts, so a typo in a config file fails naming the owner
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import json
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin
 
 from .errors import ConfigError, did_you_mean
 
-__all__ = ["option", "NoOptions", "FileValue", "build_options", "describe_options", "options_to_dict",
+__all__ = ["option", "NoOptions", "FileValue", "files_read_once", "coerce_value", "type_name",
+           "build_options", "describe_options", "options_to_dict",
            "format_value", "parse_text_value", "split_outside_quotes"]
 
 
@@ -77,15 +80,45 @@ class FileValue:
         return f"{type(self).__name__}({self.path!r})"
 
 
-def _type_name(tp: Any) -> str:
+#: While ``files_read_once`` is active: the FileValue read for each (type, path text).
+_READ: contextvars.ContextVar[dict | None] = contextvars.ContextVar("aicc_files_read",
+                                                                   default=None)
+
+
+@contextlib.contextmanager
+def files_read_once() -> Iterator[None]:
+    """Within the block, options naming the same file by the same path text share one read
+    (e.g. the passes of a pipeline text that each name the encodings file). Nested blocks
+    share the outermost one's reads."""
+    if _READ.get() is not None:
+        yield
+        return
+    token = _READ.set({})
+    try:
+        yield
+    finally:
+        _READ.reset(token)
+
+
+def _read_file_value(tp: type, value: str | Path) -> FileValue:
+    reads = _READ.get()
+    if reads is None:
+        return tp.read(value)
+    key = (tp, str(value))
+    if key not in reads:
+        reads[key] = tp.read(value)
+    return reads[key]
+
+
+def type_name(tp: Any) -> str:
     origin = get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
     if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in get_args(tp))
+        return " | ".join(type_name(a) for a in get_args(tp))
     if origin is list:
         (inner,) = get_args(tp) or (Any,)
-        return f"list of {_type_name(inner)}"
+        return f"list of {type_name(inner)}"
     if tp is type(None):
         return "none"
     return getattr(tp, "__name__", str(tp))
@@ -148,29 +181,30 @@ def parse_text_value(text: str) -> Any:
     return text
 
 
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; convert only lossless int->float."""
+def coerce_value(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert only lossless int->float (and a
+    path to the ``FileValue`` it names, read now). Errors name ``path`` as their field."""
     origin = get_origin(tp)
     if tp is Any:
         return value
     if origin is Literal:
         if value in get_args(tp):
             return value
-        raise ConfigError(f"got {value!r}, expected one of {_type_name(tp)}", field=path)
+        raise ConfigError(f"got {value!r}, expected one of {type_name(tp)}", field=path)
     if origin in (typing.Union, types.UnionType):
         alts = get_args(tp)
         if value is None and type(None) in alts:
             return None
         files = [a for a in alts if isinstance(a, type) and issubclass(a, FileValue)]
         if files and isinstance(value, (str, Path)):
-            return _coerce(value, files[0], path)     # a bad file's own error, not "expected"
+            return coerce_value(value, files[0], path)     # a bad file's own error, not "expected"
         errors = []
         for alt in alts:
             try:
-                return _coerce(value, alt, path)
+                return coerce_value(value, alt, path)
             except ConfigError as e:
                 errors.append(e)
-        raise ConfigError(f"got {value!r} ({type(value).__name__}), expected {_type_name(tp)}",
+        raise ConfigError(f"got {value!r} ({type(value).__name__}), expected {type_name(tp)}",
                           field=path)
     if tp is type(None):
         if value is None:
@@ -180,14 +214,14 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if isinstance(value, tp):
             return value
         if isinstance(value, (str, Path)) and str(value):
-            return tp.read(value)
+            return _read_file_value(tp, value)
         raise ConfigError(f"got {value!r}, expected the path of a {tp.what}", field=path)
     if origin is list or tp is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"got {value!r} ({type(value).__name__}), expected {_type_name(tp)}",
+            raise ConfigError(f"got {value!r} ({type(value).__name__}), expected {type_name(tp)}",
                               field=path)
         (inner,) = get_args(tp) or (Any,)
-        return [_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [coerce_value(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -205,7 +239,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return value
     elif isinstance(tp, type) and isinstance(value, tp):
         return value
-    raise ConfigError(f"got {value!r} ({type(value).__name__}), expected {_type_name(tp)}",
+    raise ConfigError(f"got {value!r} ({type(value).__name__}), expected {type_name(tp)}",
                       field=path)
 
 
@@ -226,7 +260,7 @@ def build_options(cls: type, values: Mapping[str, Any] | None, *, owner: str) ->
                               else f"{owner} takes no options")
         f = fields[name]
         path = f"{owner}: option '{name}'"
-        v = _coerce(value, hints[name], path)
+        v = coerce_value(value, hints[name], path)
         meta = f.metadata
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if meta.get("minimum") is not None and v < meta["minimum"]:
@@ -262,7 +296,7 @@ def describe_options(cls: type) -> list[dict[str, Any]]:
     rows = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        rows.append({"name": f.name, "type": _type_name(hints[f.name]), "default": default,
+        rows.append({"name": f.name, "type": type_name(hints[f.name]), "default": default,
                      "description": f.metadata.get("description", "")})
     return rows
 

@@ -23,8 +23,8 @@ from typing import Any
 from . import ir
 from .configfile import load_config, resolve_relative
 from .errors import AiccError, ConfigError, PassError, PluginError, did_you_mean
-from .options import (build_options, format_value, options_to_dict, parse_text_value,
-                      split_outside_quotes)
+from .options import (build_options, files_read_once, format_value, options_to_dict,
+                      parse_text_value, split_outside_quotes)
 from .analyses import Analysis, AnalysisCache
 from .backend import Observers
 from .pass_base import PassContext, PassResult
@@ -133,47 +133,54 @@ class Pipeline:
               ) -> "Pipeline":
         """Validate a list of pass names, ``(name, options)`` pairs or ``{name, options}`` maps.
         With ``base_file`` (a pipeline file), relative paths in path options resolve against
-        its folder."""
-        steps = []
-        for i, entry in enumerate(entries):
-            where = f"pipeline entry {i + 1}"
-            if isinstance(entry, str):
-                name, raw = entry, {}
-            elif isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str):
-                name, raw = entry[0], entry[1] or {}
-            elif isinstance(entry, Mapping):
-                extra = set(entry) - {"name", "options"}
-                if extra:
-                    raise ConfigError(f"unknown key '{sorted(extra)[0]}'", where=source,
-                                      field=where, hint="an entry has 'name' and 'options'")
-                if "name" not in entry:
-                    raise ConfigError("entry has no 'name'", where=source, field=where)
-                name, raw = entry["name"], entry.get("options") or {}
-            else:
-                raise ConfigError(f"got {entry!r}, expected a pass name or "
-                                  "{name: ..., options: {...}}", where=source, field=where)
-            if not isinstance(name, str):
-                raise ConfigError(f"pass name {name!r} is not a string", where=source, field=where)
-            if not isinstance(raw, Mapping):
-                raise ConfigError(f"options of pass '{name}' must be a mapping, got {raw!r}",
-                                  where=source, field=where)
-            try:
-                reg = passes_registry.get(name)
-            except PluginError as e:
-                raise ConfigError(f"unknown pass '{name}'", where=source, field=where,
-                                  hint=did_you_mean(name, passes_registry.names())) from e
-            if base_file is not None:
-                raw = _resolve_paths(reg.cls.Options, raw, base_file)
-            try:
-                opts = build_options(reg.cls.Options, raw, owner=f"pass '{name}'")
-            except ConfigError as e:
-                e.where = source
-                raise ConfigError(e.message, where=source, field=e.field or where,
-                                  hint=e.hint) from None
-            steps.append(Step(name, reg.cls, opts, reg.plugin))
+        its folder. A file that several passes name by the same path is read once."""
+        with files_read_once():
+            steps = [cls._step(i, entry, passes_registry, source, base_file)
+                     for i, entry in enumerate(entries)]
         pipeline = cls(steps, list(instruments), source)
         pipeline._check_order()
         return pipeline
+
+    @staticmethod
+    def _step(i: int, entry: Any, passes_registry, source: str,
+              base_file: str | Path | None) -> "Step":
+        """One entry of ``build`` as a checked Step."""
+        where = f"pipeline entry {i + 1}"
+        if isinstance(entry, str):
+            name, raw = entry, {}
+        elif isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str):
+            name, raw = entry[0], entry[1] or {}
+        elif isinstance(entry, Mapping):
+            extra = set(entry) - {"name", "options"}
+            if extra:
+                raise ConfigError(f"unknown key '{sorted(extra)[0]}'", where=source,
+                                  field=where, hint="an entry has 'name' and 'options'")
+            if "name" not in entry:
+                raise ConfigError("entry has no 'name'", where=source, field=where)
+            name, raw = entry["name"], entry.get("options") or {}
+        else:
+            raise ConfigError(f"got {entry!r}, expected a pass name or "
+                              "{name: ..., options: {...}}", where=source, field=where)
+        if not isinstance(name, str):
+            raise ConfigError(f"pass name {name!r} is not a string", where=source, field=where)
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"options of pass '{name}' must be a mapping, got {raw!r}",
+                              where=source, field=where)
+        try:
+            reg = passes_registry.get(name)
+        except PluginError as e:
+            raise ConfigError(f"unknown pass '{name}'", where=source, field=where,
+                              hint=did_you_mean(name, passes_registry.names())) from e
+        if base_file is not None:
+            raw = _resolve_paths(reg.cls.Options, raw, base_file)
+        try:
+            opts = build_options(reg.cls.Options, raw, owner=f"pass '{name}'")
+        except ConfigError as e:
+            if not (e.field or "").startswith(f"pass '{name}'"):
+                raise       # a file's own error (a FileValue read), naming the file
+            raise ConfigError(e.message, where=source, field=e.field or where,
+                              hint=e.hint) from None
+        return Step(name, reg.cls, opts, reg.plugin)
 
     @classmethod
     def from_text(cls, text: str, passes_registry, **kw: Any) -> "Pipeline":
@@ -252,7 +259,6 @@ class _Run:
 
     registries: Any
     instruments: Sequence[Instrument]
-    backend: str
     analyses: AnalysisCache
 
     def steps(self, steps: Sequence[Step], program: Program, *, prefix: str = "",
@@ -298,7 +304,7 @@ class _Run:
         counters add to ``outer``'s."""
         inner = Pipeline.build(entries, self.registries.passes, source=f"pass '{outer}'")
         probe = _CounterSum(f"{outer}/")
-        run = _Run(self.registries, [*self.instruments, probe], self.backend, self.analyses)
+        run = _Run(self.registries, [*self.instruments, probe], self.analyses)
         program = run.steps(inner.steps, program, prefix=f"{outer}/", at=index)
         counters.update(probe.total)
         return program
@@ -335,7 +341,7 @@ def _pass_failure(step: Step, e: BaseException, before: list[str]) -> BaseExcept
 
 
 def run_pipeline(pipeline: Pipeline, program: Program, *, registries: Any,
-                 instruments: Sequence[Instrument] = (), backend: str = "cpu",
+                 instruments: Sequence[Instrument] = (),
                  provided: Mapping[Analysis, Any] | None = None,
                  analyses: AnalysisCache | None = None) -> Program:
     """Run every step over ``program`` with ``instruments`` around each; return the result.
@@ -347,7 +353,7 @@ def run_pipeline(pipeline: Pipeline, program: Program, *, registries: Any,
         cache.put(analysis, value)
     for inst in instruments:
         inst.before_pipeline(program, pipeline.steps)
-    program = _Run(registries, instruments, backend, cache).steps(pipeline.steps, program)
+    program = _Run(registries, instruments, cache).steps(pipeline.steps, program)
     for inst in reversed(instruments):
         inst.after_pipeline(program)
     return program

@@ -49,18 +49,19 @@ class Registries:
     plugins: list[str]
     #: compile options declared by the plugins (``aicc_add_options``)
     options: OptionTable = dataclasses.field(default_factory=OptionTable)
-    #: ``(plugin, aicc_configure implementation)`` in plugin load order
+    #: ``(plugin, hook implementation)`` of aicc_configure and aicc_check_request
     configurers: list[tuple[str, Any]] = dataclasses.field(default_factory=list)
+    checkers: list[tuple[str, Any]] = dataclasses.field(default_factory=list)
 
     def configure(self, config: Any, request: Any) -> None:
-        """Let every plugin turn its options into the compile ``request`` (load order)."""
-        for plugin, function in self.configurers:
+        """Let every plugin turn its options into the compile ``request``, then check it."""
+        for plugin, function in self.configurers + self.checkers:
             try:
                 function(config=config, request=request)
             except AiccError:
                 raise
             except (Exception, SystemExit) as e:
-                raise PluginError(f"plugin '{plugin}' raised in aicc_configure: "
+                raise PluginError(f"plugin '{plugin}' raised configuring the compile: "
                                   f"{_failure(e)}") from e
 
 
@@ -156,9 +157,9 @@ class _Host:
                                   f"{_failure(e)}") from e
         table.current_plugin = "<python>"
 
-    def configurers(self) -> list[tuple[str, Any]]:
+    def implementations(self, hook: str) -> list[tuple[str, Any]]:
         return [(impl.plugin_name, impl.function)
-                for impl in self.pm.hook.aicc_configure.get_hookimpls()]
+                for impl in getattr(self.pm.hook, hook).get_hookimpls()]
 
     def register_into(self, hook_name: str, registry: Registry) -> None:
         """Call one registration hook of every plugin, in registration order, with attribution."""
@@ -241,5 +242,6 @@ def load_registries(plugin_files: Iterable[str | Path] = (), *,
     host.register_into("aicc_register_backends", regs.backends)
     host.register_into("aicc_register_instruments", regs.instruments)
     host.add_options(regs.options)
-    regs.configurers = host.configurers()
+    regs.configurers = host.implementations("aicc_configure")
+    regs.checkers = host.implementations("aicc_check_request")
     return regs

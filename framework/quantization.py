@@ -30,6 +30,7 @@ from .errors import ConfigError
 from .pipeline import Pipeline, run_pipeline
 from .plugins import AUTOLOAD_ENV, Registries, load_registries
 from .program import Program
+from .quant.aimet import EncodingsFile
 
 __all__ = ["quantize_pipeline", "quantize_model", "save_model_atomic"]
 
@@ -42,7 +43,8 @@ def _minmax_only(options: dict[str, Any]) -> bool:
 
 
 def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool = False,
-                      profile: Sequence[str | Path] = (), overrides: str | Path | None = None,
+                      profile: Sequence[str | Path] = (),
+                      overrides: str | Path | EncodingsFile | None = None,
                       int32: bool = False, input_shapes: Sequence[str] = (),
                       algorithms: Sequence[str] = (), num_bins: int | None = None,
                       progress: bool = True, engine: str = "auto",
@@ -58,10 +60,11 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
     steps += [("fold-constants", {}), ("fold-batchnorm", {})]
     for algo in algorithms:
         steps.append((algo, {}))
-    if overrides:
-        steps.append(("quant-overrides", {"file": str(overrides)}))
+    if overrides:       # a path, or the EncodingsFile read once by quantize_model
+        ov = overrides if isinstance(overrides, EncodingsFile) else str(overrides)
+        steps.append(("quant-overrides", {"file": ov}))
         if int32:
-            steps.append(("int32-sandwich", {"overrides": str(overrides)}))
+            steps.append(("int32-sandwich", {"overrides": ov}))
     if adaround is not None:
         ada = {"engine": engine, **adaround}
         if input_list is not None and not adaround_samples_given:
@@ -104,18 +107,23 @@ def _default_registries() -> Registries:
     return regs
 
 
-def _has_int32(overrides: str | Path | None) -> bool:
-    if not overrides:
-        return False
-    from aicc.passes.quantization.quantize import load_overrides
-    table = load_overrides(overrides)
-    return any(not e.is_float and e.bitwidth == 32 for e in table.activations.values())
+def _encodings_file(overrides: str | Path | EncodingsFile | None) -> EncodingsFile | None:
+    """The overrides file read once (checked before any work), or the instance given."""
+    if not overrides or isinstance(overrides, EncodingsFile):
+        return overrides or None
+    return EncodingsFile.read(overrides)
+
+
+def _has_int32(overrides: EncodingsFile | None) -> bool:
+    return overrides is not None and any(not e.is_float and e.bitwidth == 32
+                                         for e in overrides.value.activations.values())
 
 
 def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
                    samples: Iterable[Mapping[str, np.ndarray]] | None = None,
                    input_list: str | Path | None = None,
-                   profile: Sequence[str | Path] = (), overrides: str | Path | None = None,
+                   profile: Sequence[str | Path] = (),
+                   overrides: str | Path | EncodingsFile | None = None,
                    input_shapes: Sequence[str] = (), algorithms: Sequence[str] = (),
                    num_bins: int | None = None, progress: bool = True,
                    engine: str = "auto", registries: Registries | None = None,
@@ -145,6 +153,7 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
         loaded = ir.load_model(model.SerializeToString())
     else:
         loaded = ir.load_model(model)
+    overrides = _encodings_file(overrides)
     steps = quantize_pipeline(input_list=input_list, calibrate=samples is not None,
                               profile=profile, overrides=overrides, int32=_has_int32(overrides),
                               input_shapes=input_shapes, algorithms=algorithms,

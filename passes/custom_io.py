@@ -42,6 +42,7 @@ from aicc.hookspecs import hookimpl
 from aicc.options import FileValue, option
 from aicc.pass_base import Pass, PassContext
 from aicc.program import Program, describe_tensor
+from aicc.quant import EncodingsFile
 from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
 
 from aicc.graph_casts import Names, fold_cast_pairs, onnx_type, verify_types
@@ -78,8 +79,10 @@ class CustomIO(Pass):
         conversions: Literal["host", "device"] = option(
             "host", "where the conversions run: host (the Session, in numpy) or device (nodes in "
                     "the compiled graph, aic_preproc)")
-        encodings: str = option("", "AIMET encodings JSON (quantization.encodings): int8 entries "
-                                    "take Scale/Offset from it, ignoring the file's", path=True)
+        encodings: EncodingsFile | None = option(None, "AIMET encodings JSON "
+                                                       "(quantization.encodings): int8 entries "
+                                                       "take Scale/Offset from it, ignoring the "
+                                                       "file's", path=True)
 
     def run(self, program: Program, ctx: PassContext) -> None:
         opts = ctx.options
@@ -94,9 +97,9 @@ class CustomIO(Pass):
         outputs = [describe_tensor(t) for t in first.outputs]
         notes: list[str] = []
         entries = parse_custom_io(opts.config.value, opts.config.path, inputs, outputs,
-                                  notes=notes, external_quantization=bool(opts.encodings))
+                                  notes=notes, external_quantization=opts.encodings is not None)
         path = opts.config.path
-        if opts.encodings:
+        if opts.encodings is not None:
             entries = _external_int8(entries, opts.encodings, path)
         records: list[dict[str, Any]] | None = None
         for gname, graph in program.graphs.items():
@@ -119,14 +122,11 @@ class CustomIO(Pass):
             logger.info("custom-io: %s", note)
 
 
-def _external_int8(entries: list[CustomIOEntry], path: str, config: str
+def _external_int8(entries: list[CustomIOEntry], encodings: EncodingsFile, config: str
                    ) -> list[CustomIOEntry]:
     """int8 entries with Scale/Offset from the external encodings (vendor convention: the int8
     zero point is the Offset)."""
-    from aicc.configfile import read_text
-    from aicc.quant.aimet import loads_aimet_json
-
-    table = loads_aimet_json(read_text(path, what="external quantization file"), where=path)
+    table, path = encodings.value, encodings.path
     out = []
     for e in entries:
         if e.precision != "int8":

@@ -29,12 +29,18 @@ def load_example(name: str) -> Any:
 @contextlib.contextmanager
 def script_module(path: Path, name: str) -> Iterator[Any]:
     """Import the script at ``path`` as module ``name`` (benchmarks are scripts, not a package);
-    registered in ``sys.modules`` while in use (dataclasses look their module up by name)."""
+    registered in ``sys.modules`` while in use (dataclasses look their module up by name).
+    ``sys.path`` is restored after the import: a script that puts its own folder first (to import
+    its neighbours) must not make ``benchmarks/interpreter.py`` shadow ``tests/interpreter``."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    saved = list(sys.path)
     try:
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path[:] = saved
         yield module
     finally:
         sys.modules.pop(name, None)

@@ -102,3 +102,29 @@ def test_cpu_quantized_benchmark_prints_the_ratio(capsys):
     from aicc.backends._cpu_quant import u8s8_saturates
     if not u8s8_saturates():
         assert all(float(r[-1]) <= 1.0 for r in rows)
+
+
+CALIBRATION_DASK = BENCHMARK.with_name("calibration_dask.py")
+
+
+def test_calibration_dask_takes_the_model_from_aicc_zoo_cache(tmp_path, monkeypatch):
+    """The zoo cache is ``$AICC_ZOO_CACHE`` (as for benchmarks/zoo.py), not always ~/.cache."""
+    with script_module(CALIBRATION_DASK, "calibration_dask") as bench:
+        spec = bench.SPEC
+        model = tmp_path / "models" / spec.wheel.stem / spec.member
+        model.parent.mkdir(parents=True)
+        model.write_bytes(b"")
+        monkeypatch.setenv("AICC_ZOO_CACHE", str(tmp_path))
+        assert bench._model(None) == str(model)
+        assert bench._model("other.onnx") == "other.onnx"
+
+
+def test_calibration_dask_prints_the_merge_cost_it_measured(capsys):
+    """The cost model's merge and scheduling lines use the measured times given, labelled so;
+    nothing in it is an assumed figure ("~")."""
+    with script_module(CALIBRATION_DASK, "calibration_dask") as bench:
+        bench._cost_model(per_sample=0.02, partial=3 << 20, merge=0.0042, task=0.0017,
+                          model_bytes=10 << 20, worker_mem=300 << 20, sample_bytes=184320)
+    text = capsys.readouterr().out
+    assert "x 4.2 ms measured" in text and "x 1.70 ms measured per task" in text
+    assert "~" not in text.replace("~4 per worker", "") and "negligible" not in text

@@ -191,7 +191,8 @@ def test_missing_dask_names_the_extra(monkeypatch):
         import_distributed()
 
 
-def test_specializations_compile_in_parallel_into_the_same_container(client, tmp_path, capsys):
+def test_specializations_compile_in_parallel_into_the_same_container(client, tmp_path, capsys,
+                                                                       monkeypatch):
     import aicc
     from spec_helpers import SEED_CONFIG, load_example, write_json
     src = tmp_path / "cnn.onnx"
@@ -201,8 +202,21 @@ def test_specializations_compile_in_parallel_into_the_same_container(client, tmp
             "-convert-to-fp16", "-aic-hw", "-compile-only"]
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
     assert main(base + [f"-aic-binary-dir={serial}"]) == 0, capsys.readouterr().err
+    serial_out = capsys.readouterr().out
+    # -compile-only after a Dask compile: nothing is compiled or loaded again here (the workers
+    # did it), and the estimate printed is the workers' report, as the serial compile prints it
+    from aicc.backends.aic100 import Aic100Backend
+    here = []
+    for method in ("compile", "load"):
+        monkeypatch.setattr(Aic100Backend, method, lambda *a, m=method, **k: here.append(m))
     assert main(base + [f"-aic-binary-dir={parallel}", f"-dask={client.scheduler.address}"]) \
         == 0, capsys.readouterr().err
+    monkeypatch.undo()
+    assert here == []
+    parallel_out = capsys.readouterr().out
+    report = [line for line in serial_out.splitlines() if not line.startswith("compiled ")]
+    assert report and report == [line for line in parallel_out.splitlines()
+                                 if not line.startswith("compiled ")]
     files = sorted(p.relative_to(serial) for p in serial.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(parallel) for p in parallel.rglob("*") if p.is_file())
     assert any(f.name != "model.onnx" and f.parent != Path(".") for f in files)  # artifacts

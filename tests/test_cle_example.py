@@ -98,12 +98,22 @@ def test_cle_mismatched_model_with_the_quantize_pass(harness, data, registries):
     assert top1[("cle",)] >= float_top1 - 1.0
 
 
-def test_cle_exact_mode_beats_replace_mode_in_int8_sqnr(harness, data):
+def test_cle_exact_mode_keeps_the_float_function_and_replace_mode_does_not(harness, data):
+    """The promise of ``relu6_mode``: exact keeps the float model's outputs (float rounding
+    only), replace (ReLU6 -> Relu, the vendor's way) changes them where an activation exceeded
+    6, which it does on the test images. Under int8 the two modes are then a measurement: 33.53
+    vs 33.48 dB output SQNR today, too close to order (the old assertion, exact > replace, rested
+    on 0.05 dB), so the documented check is that they stay within 0.5 dB of each other."""
     exact, _ = run_cle(data["example"], {"relu6_mode": "exact"})
     replace, _ = run_cle(data["example"], {"relu6_mode": "replace"})
+    evaluate = harness.evaluate
+    _, float_exact = evaluate(exact.to_model(), data["images"], data["labels"], data["reference"])
+    _, float_replace = evaluate(replace.to_model(), data["images"], data["labels"],
+                                data["reference"])
+    assert float_exact > 100 and float_replace < 80, (float_exact, float_replace)
     _, sqnr_exact = _int8(harness, data, exact.to_model())
     _, sqnr_replace = _int8(harness, data, replace.to_model())
-    assert sqnr_exact > sqnr_replace
+    assert abs(sqnr_exact - sqnr_replace) <= 0.5, (sqnr_exact, sqnr_replace)
 
 
 # ------------------------------------------------------------------------------ CLI

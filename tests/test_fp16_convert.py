@@ -226,7 +226,7 @@ def test_node_precision_info_refusals(tmp_path, example_model_path, capsys, text
 
 
 def test_numeric_names_are_read_as_text(tmp_path):
-    from aicc.passes.convert_fp16 import load_node_precision_info
+    from aicc.passes.precision.convert_fp16 import load_node_precision_info
 
     (tmp_path / "n.yaml").write_text("FP16NodeInstanceNames: [123, conv0, conv0]\n")
     assert load_node_precision_info(tmp_path / "n.yaml") == ["123", "conv0"]

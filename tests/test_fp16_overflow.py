@@ -14,7 +14,7 @@ from onnx import helper, numpy_helper
 from aicc import ir
 from aicc.cli import main
 from aicc.errors import DataError, PassError
-from aicc.passes.convert_fp16 import fp16_overflow_report
+from aicc.passes.precision.convert_fp16 import fp16_overflow_report
 from aicc.testing import run_model, run_pass
 
 

@@ -58,6 +58,9 @@ EXCLUDED: dict[str, dict[str, str]] = {
             "test_softmax_large_number_expanded_ver18", "test_logsoftmax_large_number",
             "test_logsoftmax_large_number_expanded",
             "test_logsoftmax_large_number_expanded_ver18")},
+        "test_reduce_prod_default_axes_keepdims_example": (
+            "the product 12! = 4.8e8 is beyond fp16's largest value 65504: inf in fp16, as on "
+            "the device (given samples, -convert-to-fp16 keeps such a node in fp32)"),
         **{name: ("'axes' is a graph input: the aic100 lowering finds static shapes by running "
                   "the graph on zeros, so axes [0, 0] fail; shapes that depend on input values "
                   "need a clear refusal in backends/aic100/lower.py (h17's area)")

@@ -159,14 +159,12 @@ def test_probe_agrees_with_the_cpu_flags():
 _HASWELL_SCRIPT = """
 import sys, numpy as np, onnx, onnxruntime as ort
 from aicc.backends.cpu import CpuBackend
-qpc, x, y = sys.argv[1], np.load(sys.argv[2]), np.load(sys.argv[3])
+qpc, x, out = sys.argv[1], np.load(sys.argv[2]), sys.argv[3]
 model = onnx.load(qpc + "/default/model.onnx")
 raw = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-raw = raw.run(None, {"image": x})[0]
 exe = CpuBackend().compile(model, program_meta={}, spec_options={})
-ours = exe.run({"image": x})["logits"]
-print((raw.argmax(1) == y).mean() * 100, (ours.argmax(1) == y).mean() * 100,
-      exe.stats()["quantized_kernels"])
+np.savez(out, raw=raw.run(None, {"image": x})[0], ours=exe.run({"image": x})["logits"])
+print(exe.stats()["quantized_kernels"])
 """
 
 
@@ -175,14 +173,32 @@ print((raw.argmax(1) == y).mean() * 100, (ours.argmax(1) == y).mean() * 100,
                     reason="needs qemu-user (qemu-x86_64) on x86_64")
 def test_haswell_emulation(profile, tmp_path):
     """On an emulated AVX2 CPU without VNNI, onnxruntime's default session loses accuracy on the
-    per-channel container; aicc's cpu backend matches the interpreter."""
+    per-channel container; aicc's cpu backend matches the interpreter.
+
+    "Matches" is the promise of ``test_float_path_matches_the_interpreter``, not bit-exactness:
+    the float path sums each Conv/Gemm in onnxruntime's order and the interpreter in numpy's, so
+    a pre-activation may differ by a summation-order error (tests/tolerance.py); where that
+    crosses a rounding boundary of the next QuantizeLinear, the integer moves by one. The
+    logits, themselves dequantized, therefore agree within one output quantization step, and
+    top-1 predictions on all but a near-tie or two; an equal accuracy would hold only while no
+    image of the 360 sits on such a boundary."""
     qpc = _container(profile, tmp_path, "symmetric_with_uint8", "None", ["-enable-channelwise"])
-    ref = _accuracy(qpc, "interpreter")
+    ref = aicc.load(qpc, backend="interpreter").run({"image": X})["logits"]
+    saved = tmp_path / "haswell.npz"
     out = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", _HASWELL_SCRIPT,
-                          str(qpc), str(DIGITS_TEST), str(DIGITS_LABELS)],
+                          str(qpc), str(DIGITS_TEST), str(saved)],
                          capture_output=True, text=True, timeout=600,
                          env={**os.environ, "AICC_DISABLE_PLUGIN_AUTOLOAD": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
-    raw, ours, kernels = out.stdout.split()
-    assert float(raw) < ref - NOISE   # the emulated CPU does saturate (else the test proves nothing)
-    assert kernels == "float" and abs(float(ours) - ref) <= 1e-9
+    assert out.stdout.split() == ["float"]
+    with np.load(saved) as logits:
+        raw, ours = logits["raw"], logits["ours"]
+
+    def accuracy(lg):
+        return float((lg.argmax(1) == Y).mean() * 100)
+    # the emulated CPU does saturate (else the test proves nothing)
+    assert accuracy(raw) < accuracy(ref) - NOISE
+    step = _output_step(onnx.load(qpc / "default" / "model.onnx"), "logits")
+    assert np.max(np.abs(ours - ref)) <= step * 1.001
+    assert (ours.argmax(1) == ref.argmax(1)).mean() >= 0.99
+    assert abs(accuracy(ours) - accuracy(ref)) <= NOISE

@@ -1,13 +1,13 @@
 """The ``aic100`` backend: each graph of a Program lowered into a plan for N simulated AI cores of a
 Cloud AI 100 (partition, on-chip memory plan, cost) and executed with the device's numerics.
 
-Modules (flat): ``hardware`` (the TOML descriptions in ``hw/``, and the fitted constants in
-``hw/fit/``), ``lower`` (graph -> fused steps, precision and op checks), ``transposed``
-(ConvTranspose geometry and arithmetic), ``plan`` (partitioning and memory plan), ``numerics``
-(int8 and fp16 execution), ``cost`` (roofline per core, shared DDR, pipelining), ``fit`` (fitting
-the cost model's free constants to published figures), ``profile`` (report, per-op stats, Chrome
-trace, latency percentiles), ``workloads`` and ``workloads_bert`` (ResNet-50, MobileNet and
-BERT-large shaped graphs for tests and the benchmarks).
+Modules: ``hardware`` (the TOML descriptions in ``hw/``, and the fitted constants in
+``hw/fit/``), ``lower`` (a subpackage: graph -> fused steps, precision and op checks),
+``transposed`` (ConvTranspose geometry and arithmetic), ``plan`` (partitioning), ``memory`` (the
+memory plan), ``numerics`` (int8 and fp16 execution), ``cost`` (roofline per core, shared DDR,
+pipelining), ``fit`` (fitting the cost model's free constants to published figures), ``profile``
+(report, per-op stats, Chrome trace, latency percentiles), ``workloads`` and ``workloads_bert``
+(ResNet-50, MobileNet and BERT-large shaped graphs for tests and the benchmarks).
 
 Everything that can fail does so in ``compile``, before anything runs: symbolic shapes, ops the
 device lacks, float32 computation (the vendor makes ``-convert-to-fp16`` mandatory; aicc refuses

@@ -64,10 +64,11 @@ def aicc_add_options(options):
 @hookimpl
 def aicc_configure(config, request):
     given = [o.name for o in OPTIONS if config.given(o.name)]
-    if request.backend != "aic100":
+    target = config.get("target")
+    if target != "aic100":
         if given:
             raise UsageError(f"{option_ref(given[0])} configures the AIC100 device, but the "
-                             f"program runs on the host (backend '{request.backend}')",
+                             f"program runs on the host (backend '{target}')",
                              hint="add -aic-hw (target='aic100') to compile for the device")
         return
     for name in given:

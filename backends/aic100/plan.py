@@ -12,19 +12,8 @@ more tiles to overlap memory with compute, at a cost per tile). ``search`` plans
 groups; ``multicore.build_plan`` costs every group count (and copies of smaller programs) and
 keeps the fastest.
 
-Memory plan (per core; every core runs the same program on its slice). Each step streams the
-operands it does not hold on chip through VTCM in tiles of ``-size-split-granularity`` bytes (at
-least the op's smallest unit: a few input rows, one weight column), plus one prefetch tile; that
-working set must fit in the VTCM budget (``8 MiB x -vtcm-working-set-limit-ratio``), else the plan
-cannot fit and the error names the tensor and the shortfall. What VTCM is left at each step,
-divided by ``-mos`` (effort to use less on-chip memory), holds resident tensors: activations first
-(first fit, by liveness over the schedule: a buffer lives from the step that writes it to the last
-step that reads it), then weights (live for the whole program, loaded once when the program is
-loaded). Everything else lives in DDR: activations are written and read back, weights streamed
-every inference. With ``-aic-enable-depth-first``, a buffer passed from a row-split step straight
-to the next row-split step needs only a band of two tiles on chip (the steps run tile by tile,
-depth first). Graph inputs and outputs are host buffers in DDR. A table a Gather reads (an
-embedding) stays in DDR, and the step reads only the rows it gathers.
+Memory plan (``memory``): per core, which operands stay resident in VTCM and which stream from
+DDR in tiles, refusing a step whose working set cannot fit.
 """
 
 from __future__ import annotations
@@ -34,13 +23,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from aicc.errors import BackendError
 
 from .cost import Cost, Operand, StepWork, evaluate, step_cost, tensor_rate, tensor_util
 from .hardware import Hardware
 from .lower import Lowered, Step, ceil_div, pieces_of
+from .memory import Allocation, MemoryOptions, plan_memory
 from .numerics import StepSplit
 
 __all__ = ["PlanOptions", "Plan", "StepPlan", "Allocation", "search", "group_counts", "mode_name",
@@ -52,8 +40,6 @@ logger = logging.getLogger(__name__)
 PLAN_FORMAT = "aicc-aic100-plan"
 PLAN_VERSION = 1
 _KIB = 1024
-#: constants up to this size share one resident pool instead of being allocated one by one
-_POOL_ITEM = 1024
 
 
 @dataclass(frozen=True)
@@ -101,24 +87,6 @@ class StepPlan:
                 "operands": [{"name": o.name, "role": o.role, "placement": o.placement,
                               "bytes_per_core": max(o.per_core) if o.per_core else 0,
                               "readers": o.readers} for o in self.work.operands]}
-
-
-@dataclass
-class Allocation:
-    """A tensor's place: VTCM (with offset) or DDR, and its lifetime in steps."""
-
-    name: str
-    kind: str                  # "activation", "weight" or "io"
-    bytes_per_core: int
-    first: int
-    last: int
-    placement: str = "ddr"
-    offset: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "bytes_per_core": self.bytes_per_core,
-                "first_step": self.first, "last_step": self.last, "placement": self.placement,
-                "offset": self.offset}
 
 
 @dataclass
@@ -387,190 +355,13 @@ class _Builder:
                                   work=work, layout=layout))
         return plans
 
-    # --- memory -----------------------------------------------------------------------------
     def memory(self, plans: list[StepPlan]) -> tuple[list[Allocation], dict[str, Any]]:
-        hw, opts = self.hw, self.opts
-        gran = opts.granularity
-        budget = int(hw.vtcm_bytes * opts.vtcm_working_set_limit_ratio)
-        resident_limit = budget // opts.mos
-        nsteps = len(plans)
-
-        def tile(op: Operand) -> int:
-            peak = max(op.per_core) if op.per_core else 0
-            return min(peak, max(gran, op.unit))
-
-        # per step: the tile each operand needs while it is streamed (by tensor name)
-        tiles: list[dict[str, int]] = []
-        for sp in plans:
-            t: dict[str, int] = {}
-            for o in sp.work.operands:
-                if max(o.per_core or [0]) > 0:
-                    t[o.name] = max(t.get(o.name, 0), tile(o))
-            need = sum(t.values()) + (max(t.values()) if t else 0)
-            if need > budget:
-                name = max(t, key=lambda n: t[n])
-                raise BackendError(
-                    f"step '{sp.step.name}' ({sp.step.op}) cannot fit: its smallest working set "
-                    f"is {_kib(need)} (largest: tensor '{name}', tile {_kib(t[name])}) but the "
-                    f"VTCM budget is {_kib(budget)}; short by {_kib(need - budget)}",
-                    where="backend 'aic100'",
-                    hint="raise -vtcm-working-set-limit-ratio, lower -size-split-granularity, "
-                         "or split the op over more cores")
-            tiles.append(t)
-
-        # lifetimes: a buffer lives from the step writing it to the last step reading it
-        uses: dict[str, list[int]] = {}
-        peak: dict[str, int] = {}
-        first: dict[str, int] = {}
-        kind: dict[str, str] = {}
-        for s_, sp in enumerate(plans):
-            for op in sp.work.operands:
-                p_ = max(op.per_core) if op.per_core else 0
-                peak[op.name] = max(peak.get(op.name, 0), p_)
-                if op.role == "out":
-                    first.setdefault(op.name, s_)
-                else:
-                    uses.setdefault(op.name, []).append(s_)
-                    first.setdefault(op.name, 0)
-                if op.name not in kind:
-                    kind[op.name] = "weight" if op.role == "weight" else (
-                        "io" if op.placement == "host" else "activation")
-        allocs: dict[str, Allocation] = {}
-        for name, k in kind.items():
-            if k == "weight":
-                allocs[name] = Allocation(name, k, peak[name], 0, nsteps - 1)
-            else:
-                last = max(uses.get(name, []) + [first[name]])
-                if name in self.low.outputs:
-                    last = nsteps - 1
-                allocs[name] = Allocation(name, k, peak[name], first[name], last)
-        band: dict[str, int] = {}
-        if opts.depth_first:
-            for s_, sp in enumerate(plans[:-1]):
-                nxt = plans[s_ + 1]
-                if "channels" in (sp.axis, nxt.axis):
-                    continue
-                for name in sp.step.outputs:
-                    if kind.get(name) == "activation" and uses.get(name) == [s_ + 1]:
-                        band[name] = min(peak[name], 2 * tiles[s_].get(name, 0))
-
-        # small constants (scales, zero points, small biases) live in a pool at the bottom
-        pool = 0
-        for a in sorted(allocs.values(), key=lambda a: a.name):
-            if a.kind == "weight" and a.bytes_per_core <= _POOL_ITEM and \
-                    a.name not in self.tables:
-                a.placement, a.offset = "vtcm", pool
-                pool += a.bytes_per_core
-        pool = min(pool, budget)
-        for t in tiles:
-            for name in [n for n in t if allocs[n].placement == "vtcm"]:
-                del t[name]
-        # resident tensors, first fit; an operand placed on chip no longer needs its tile
-        streamed = [dict(t) for t in tiles]
-        staging = np.array([sum(t.values()) + (max(t.values()) if t else 0) for t in streamed],
-                           dtype=np.int64)
-        top = np.full(nsteps, pool, dtype=np.int64)
-        streamed_at: dict[str, list[int]] = {}
-        for s_, t in enumerate(streamed):
-            for name in t:
-                streamed_at.setdefault(name, []).append(s_)
-        placed = _Placed()
-        if pool:
-            placed.add(0, nsteps - 1, 0, pool)
-        order = sorted((a for a in allocs.values() if a.kind == "activation"),
-                       key=lambda a: (a.first, a.name))
-        order += sorted((a for a in allocs.values() if a.kind == "weight"
-                         and a.placement != "vtcm" and a.name not in self.tables),
-                        key=lambda a: (min(uses.get(a.name, [0])), a.name))
-        for a in order:
-            size = band.get(a.name, a.bytes_per_core)
-            off = placed.first_fit(a.first, a.last, size, resident_limit)
-            if off is None:
-                continue
-            # staging left at each step of its life once this tensor no longer streams
-            span = slice(a.first, a.last + 1)
-            after = staging[span].copy()
-            changed = {}
-            for s_ in streamed_at.get(a.name, ()):
-                if a.first <= s_ <= a.last and a.name in streamed[s_]:
-                    rest = [v for n, v in streamed[s_].items() if n != a.name]
-                    changed[s_] = sum(rest) + (max(rest) if rest else 0)
-                    after[s_ - a.first] = changed[s_]
-            if np.any(np.maximum(top[span], off + size) + after > budget):
-                continue
-            placed.add(a.first, a.last, off, size)
-            a.placement, a.offset = "vtcm", off
-            if a.name in band:
-                a.bytes_per_core = size
-            for s_ in changed:
-                streamed[s_].pop(a.name, None)
-            staging[span] = after
-            top[span] = np.maximum(top[span], off + size)
-        for a in allocs.values():
-            if a.kind == "io":
-                a.placement = "host"
-        for sp in plans:
-            for op in sp.work.operands:
-                op.placement = allocs[op.name].placement
-        peak_vtcm = int((top + staging).max()) if nsteps else 0
-        weights = [a for a in allocs.values() if a.kind == "weight"]
-        resident = sum(a.bytes_per_core for a in weights if a.placement == "vtcm")
-        ddr_used = sum(self.low.tensors[a.name].nbytes for a in weights)
-        ddr_act = [(self.low.tensors[a.name].nbytes, a.name) for a in allocs.values()
-                   if a.kind in ("activation", "io") and a.placement != "vtcm"]
-        ddr_used += sum(b for b, _ in ddr_act) * math.ceil(hw.pipeline_depth)
-        if ddr_used > hw.ddr_bytes:
-            big = max(ddr_act + [(self.low.tensors[a.name].nbytes, a.name) for a in weights])
-            raise BackendError(f"the program needs {ddr_used / 2**30:.2f} GiB of DDR but "
-                               f"{hw.name} has {hw.ddr_bytes / 2**30:.0f} GiB (largest: tensor "
-                               f"'{big[1]}', {big[0] / 2**20:.1f} MiB); short by "
-                               f"{(ddr_used - hw.ddr_bytes) / 2**20:.1f} MiB",
-                               where="backend 'aic100'",
-                               hint="use sku=pro (more DDR) or a smaller batch")
-        memory = {
-            "vtcm_budget_bytes": budget, "vtcm_peak_bytes": int(peak_vtcm),
-            "vtcm_resident_peak_bytes": int(top.max()) if nsteps else 0,
-            "staging_peak_bytes": int(staging.max()) if nsteps else 0,
-            "resident_weight_bytes_per_core": int(resident),
-            "streamed_weight_bytes": int(sum(self.low.tensors[a.name].nbytes for a in weights
-                                             if a.placement != "vtcm")),
-            "ddr_activation_buffers": sum(1 for a in allocs.values()
-                                          if a.kind == "activation" and a.placement == "ddr"),
-            "depth_first_bands": len([n for n in band if allocs[n].placement == "vtcm"]),
-            "ddr_used_bytes": int(ddr_used),
-            "load_bytes": int(resident * self.cores * self.groups),
-        }
-        allocations = sorted(allocs.values(), key=lambda a: (a.first, a.kind, a.name))
-        return allocations, memory
-
-
-class _Placed:
-    """Resident VTCM blocks (first step, last step, offset, end) and first-fit queries on them
-    (arrays: a large graph places thousands of blocks and asks tens of thousands of times)."""
-
-    def __init__(self) -> None:
-        self.rows = np.zeros((0, 4), dtype=np.int64)
-
-    def add(self, first: int, last: int, off: int, size: int) -> None:
-        self.rows = np.vstack([self.rows, np.array([[first, last, off, off + size]], np.int64)])
-
-    def first_fit(self, first: int, last: int, size: int, limit: int) -> int | None:
-        """The lowest offset where ``size`` bytes fit below ``limit`` for steps first..last."""
-        if size > limit:
-            return None
-        r = self.rows
-        live = r[(r[:, 1] >= first) & (r[:, 0] <= last)]
-        live = live[np.lexsort((live[:, 3], live[:, 2]))]
-        off = 0
-        for lo, hi in live[:, 2:].tolist():
-            if off + size <= lo:
-                break
-            off = max(off, hi)
-        return off if off + size <= limit else None
-
-
-def _kib(n: int) -> str:
-    return f"{n / 1024:.0f} KiB"
+        """The memory plan of these splits (see ``memory.plan_memory``)."""
+        o = self.opts
+        return plan_memory(plans, self.low, self.hw,
+                           MemoryOptions(o.granularity, o.vtcm_working_set_limit_ratio, o.mos,
+                                         o.depth_first),
+                           self.cores * self.groups, self.tables)
 
 
 def group_counts(low: Lowered, cores: int) -> list[int]:

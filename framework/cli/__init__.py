@@ -27,6 +27,7 @@ commands:
   quantize  quantize an ONNX model to QDQ ONNX (QNN quantizer flags accepted)
   passes    list the registered passes with their options
   backends  list the registered backends with their options
+  options   list the compile options: Python names (aicc.compile, --config files) and flags
   ops       list the operators each backend runs (opsets, element types) and lowering passes
 
 'aicc COMMAND --help' describes a command's flags. Add --debug to see tracebacks.
@@ -63,7 +64,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if command == "run":
             from .run_cmd import run_run
             return run_run(rest)
-        if command in ("passes", "backends"):
+        if command in ("passes", "backends", "options"):
             from .list_cmd import run_list
             return run_list(command, rest)
         if command == "ops":
@@ -73,7 +74,7 @@ def _main(argv: Sequence[str] | None) -> int:
             from .quantize_cmd import run_quantize
             return run_quantize(rest)
         raise UsageError(f"unknown command '{command}'", where="aicc",
-                         hint="commands: compile, run, quantize, passes, backends, ops")
+                         hint="commands: compile, run, quantize, passes, backends, options, ops")
     except AiccError as e:
         if debug:
             traceback.print_exc()

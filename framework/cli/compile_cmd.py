@@ -35,6 +35,8 @@ CLI_FLAGS = [
          metavar="FILE"),
     Flag(("-h", "--help"), "help", "switch", help="show this help"),
 ]
+for _flag in CLI_FLAGS:
+    _flag.section = "the command"
 
 
 def _prescan(argv: Sequence[str]) -> list[str]:

@@ -28,6 +28,7 @@ class Flag:
     convert: Callable[[str], Any] | None = None
     metavar: str = "VALUE"
     optional_value: Any = None  # for switches that may also take =value (--verify-each=numeric)
+    section: str = ""           # the help's heading (the plugin that declared the option)
 
 
 def int_value(flag: str) -> Callable[[str], int]:
@@ -110,7 +111,11 @@ class FlagParser:
 
     def help_text(self) -> str:
         lines = [f"usage: aicc {self.command} [flags]", ""]
+        section = ""
         for f in self.flags:
+            if f.section != section:
+                section = f.section
+                lines += ([""] if lines[-1] else []) + [f"{section}:"]
             spell = ", ".join(n + ("" if f.kind == "switch" else f"={f.metavar}") for n in f.names)
             lines.append(f"  {spell}\n      {f.help}")
         if self.not_yet:
@@ -131,10 +136,13 @@ def option_flags(table: Any) -> list[Flag]:
         kind = "switch" if option.type is bool or option.optional_value is not _unset() \
             else "repeat" if option.repeat else "value"
         optional = None if option.optional_value is _unset() else option.optional_value
-        flags.append(Flag(option.flags, key, kind, help=option.help, metavar=option.metavar,
-                          optional_value=optional))
+        flags.append(Flag(option.flags, key, kind, help=f"{option.help} [{key}]",
+                          metavar=option.metavar, optional_value=optional,
+                          section=f"options of {option.feature}"))
     for i, alias in enumerate(table.aliases):
-        flags.append(Flag(alias.flags, f"={alias.key}={i}", "switch", help=alias.help))
+        flags.append(Flag(alias.flags, f"={alias.key}={i}", "switch",
+                          help=f"{alias.help} [{alias.key}={alias.value!r}]",
+                          section=f"options of {alias.feature}"))
     return flags
 
 
@@ -161,7 +169,7 @@ def config_from_args(table: Any, args: dict[str, Any], spelled: dict[str, str],
             alias = table.aliases[int(index)]
             if key in values and values[key] != alias.value:
                 raise UsageError(f"{spelled[dest]} sets '{key}' to {alias.value!r} but "
-                                 f"{names[key]} says {values[key]!r}", where=f"aicc compile",
+                                 f"{names[key]} says {values[key]!r}", where="aicc compile",
                                  hint="drop one of them")
             values[key], names[key] = alias.value, spelled[dest]
             continue

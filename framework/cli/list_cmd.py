@@ -1,9 +1,13 @@
-"""``aicc passes`` / ``aicc backends``: what is registered, by which plugin, with which options."""
+"""``aicc passes`` / ``aicc backends`` / ``aicc options``: what is registered, by which plugin,
+with which options; ``aicc options`` lists the compile options with their Python name (keyword of
+``aicc.compile``, key of a compile config file) next to their flags."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from ..config import describe_type
 from ..options import describe_options
 from ..plugins import load_registries
 from .flags import Flag, FlagParser
@@ -22,6 +26,9 @@ def run_list(command: str, argv: Sequence[str]) -> int:
         print(parser.help_text())
         return 0
     regs = load_registries(args["plugins"])
+    if command == "options":
+        _print_options(regs.options)
+        return 0
     registry = regs.passes if command == "passes" else regs.backends
     for entry in registry.entries():
         cls = entry.cls
@@ -39,3 +46,18 @@ def run_list(command: str, argv: Sequence[str]) -> int:
         for row in describe_options(cls.Options):
             print(f"    --{row['name']}: {row['type']} = {row['default']!r}  {row['description']}")
     return 0
+
+
+def _print_options(table: Any) -> None:
+    """One line per compile option: Python key, flags, type, plugin; then its help."""
+    aliases = {}
+    for alias in table.aliases:
+        aliases.setdefault(alias.key, []).append(f"{'/'.join(alias.flags)} (= {alias.value!r})")
+    for key, option in table.options.items():
+        spell = ", ".join(option.flags) or "(Python and config files only)"
+        if option.cli_only:
+            spell += "  (command line only)"
+        print(f"{key}  [{describe_type(option)}; plugin {option.feature}]  {spell}")
+        for text in aliases.get(key, []):
+            print(f"    also {text}")
+        print(f"    {option.help}")

@@ -186,8 +186,7 @@ def _float_flags(args: dict[str, Any], opts: dict[str, Any]) -> None:
         if not args["overrides"]:
             raise UsageError(f"{flag} sets the precision of layers that --quantization_overrides "
                              "keeps in float, and no overrides file was given", where=flag)
-        from aicc.passes.quantization.quantize import load_overrides
-        table = load_overrides(args["overrides"])
+        table = args["overrides"].value
         has_float = any(e.is_float for e in list(table.activations.values())
                         + list(table.params.values()))
         if dest == "float_bw" and not table.excluded_layers:
@@ -197,6 +196,30 @@ def _float_flags(args: dict[str, Any], opts: dict[str, Any]) -> None:
             raise UsageError(f"{flag} applies to float Conv/Gemm/MatMul layers, and "
                              f"{args['overrides']} keeps none in float", where=flag)
         opts[key] = value
+
+
+def _save_loadable(model: Any, path: str) -> str | None:
+    """Write the quantized model; returns why onnxruntime cannot load it, or None.
+
+    With ``--input_dim`` bound, a model with control flow may hold a branch that is dead for the
+    bound shapes and no longer type-checks, which onnxruntime refuses although it runs the graph
+    (see ``aicc.ort_free_shapes``). Then the model is written with its input and output dims free
+    (what it computes does not depend on them), said on stderr, if onnxruntime loads that."""
+    from ..ort_free_shapes import has_subgraphs, with_free_shapes
+    from ..quantization import save_model_atomic
+
+    save_model_atomic(model, path)
+    note = onnxruntime_load_note(path)
+    if note is None or not has_subgraphs(model):
+        return note
+    save_model_atomic(with_free_shapes(model), path)
+    if onnxruntime_load_note(path) is not None:
+        save_model_atomic(model, path)              # no better: keep the bound model
+        return note
+    print(f"note: {path}: written with free input and output dims: with the --input_dim shapes "
+          "a branch the data never takes does not type-check, and onnxruntime refuses that "
+          "graph", file=sys.stderr)
+    return None
 
 
 def onnxruntime_load_note(path: str) -> str | None:
@@ -299,6 +322,9 @@ def run_quantize(argv: Sequence[str]) -> int:
         if not args[dest]:
             raise UsageError(f"{flag} is required", where="aicc quantize")
     opts = _options(args)
+    if args["overrides"]:     # read once; every check and pass below gets the read file
+        from ..quant import EncodingsFile
+        args["overrides"] = EncodingsFile.read(args["overrides"])
     _float_flags(args, opts)
     algorithms = []
     from ..plugins import load_registries
@@ -338,13 +364,11 @@ def run_quantize(argv: Sequence[str]) -> int:
     if dask and set(extra) - {"adaround"}:
         raise UsageError("--dask calibrates one model; AMP and AutoQuant re-quantize many",
                          where="--dask", hint="drop --dask, or use --apply_algorithms adaround")
-    from ..quantization import save_model_atomic
     model, program, amp_lines = run_algorithms(
         extra, args["input_model"], args["output_model"], input_list=args["input_list"],
         overrides=args["overrides"], input_shapes=input_shapes, algorithms=algorithms,
         num_bins=args["num_bins"], engine=engine, registries=registries, **dask, **opts)
-    save_model_atomic(model, args["output_model"])
-    note = onnxruntime_load_note(args["output_model"])
+    note = _save_loadable(model, args["output_model"])
     if note:
         print(f"warning: {args['output_model']}: {note}", file=sys.stderr)
     _summary(args, program.encodings, amp_lines)

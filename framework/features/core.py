@@ -87,7 +87,8 @@ def aicc_add_options(options):
 def aicc_configure(config, request):
     """The request's core fields; instruments in the order time, dump, verify, then named."""
     request.backend = config.get("target")
-    request.backend_options = dict(config.get("backend_options") or {})
+    for name, value in (config.get("backend_options") or {}).items():
+        request.set_backend_option(name, value, key="backend_options")
     request.output = config.get("output")
     request.symbols = list(config.get("symbols") or [])
     request.batchsize = config.get("batchsize") or 0

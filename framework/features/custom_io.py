@@ -5,8 +5,8 @@ CLI action ``-dump-custom-IO-config-template``.
   nodes of the compiled graph (``conversions=device``), without it the Session does them on the
   host (``conversions=host``; see ``passes/custom_io.py``). ``aic_preproc`` without a custom I/O
   list has nothing to move and is refused. With ``quantization.encodings``, int8 entries take
-  Scale/Offset from the encodings file. The file is read once, here, and checked whole before any
-  work; the pass checks its names against the model.
+  Scale/Offset from the encodings file. Each file is read once (the options' types) and checked
+  whole before any work; the pass receives the read values and checks names against the model.
 - ``-dump-custom-IO-config-template=FILE[,PROFILE]`` writes a template listing every model input
   and output and exits without compiling, like the vendor tool; with a calibration PROFILE the
   int8 Scale/Offset of float I/O are filled from the profile's statistics, using
@@ -96,8 +96,8 @@ def aicc_configure(config, request):
     parse_custom_io(cio.value, cio.path, None, None, external_quantization=bool(external))
     options: dict[str, Any] = {"config": cio,
                                "conversions": "device" if config.get("aic_preproc") else "host"}
-    if external:    # int8 Scale/Offset come from the encodings, as the vendor documents
-        options["encodings"] = str(external)
+    if external:    # int8 Scale/Offset come from the encodings (read once), as documented
+        options["encodings"] = external
     request.add_pass("custom-io", options, by="custom_io")
 
 

@@ -37,9 +37,10 @@ def aicc_add_options(options):
 
 
 @hookimpl
-def aicc_configure(config, request):
-    """Checks only what the Dask options are given for; the work is done by the calibrate step
-    and the compile driver (``request.dask``)."""
+def aicc_check_request(config, request):
+    """Checks the Dask options are given for something (calibration, which the quantization
+    feature asked for, or several specializations into a container); the work is done by the
+    calibrate step and the compile driver (``request.dask``)."""
     if config.get("dask_ship_data") and not config.given("dask"):
         raise UsageError(f"{option_ref('dask_ship_data')} needs {option_ref('dask')}",
                          hint="add local:N or tcp://HOST:8786")

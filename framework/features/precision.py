@@ -4,7 +4,7 @@ and ``execute_nodes_in_fp16`` (``-execute-nodes-in-fp16``), turned into one ``co
 
 ``convert-fp16`` picks nodes by the model's own output names and Conv/BatchNormalization pairs, so
 it declares it runs before ``fold-constants`` and ``fold-batchnorm`` merge them (see
-``passes/convert_fp16.py``). ``keep_original_precision`` keeps its op types in the model's
+``passes/precision/convert_fp16.py``). ``keep_original_precision`` keeps its op types in the model's
 precision while the rest is lowered: to fp16 (with ``fp16``; with ``node_precision_info`` named
 instances still run in fp16, as the mixed-precision seed combines them) and/or to int8 (when
 quantizing: the quantization feature passes it to ``quantize{keep_op_types}``); without either it
@@ -28,13 +28,13 @@ QUANTIZING = ("quantization.profile", "quantization.calibrate", "quantization.en
 
 
 def _op_types(items: list[str]) -> list[str]:
-    from aicc.passes.convert_fp16 import check_op_types
+    from aicc.passes.precision.convert_fp16 import check_op_types
     return check_op_types(items, where=None)
 
 
 @hookimpl
 def aicc_add_options(options):
-    from aicc.passes.convert_fp16 import NodePrecisionFile
+    from aicc.passes.precision.convert_fp16 import NodePrecisionFile
 
     options.add(Option("fp16", bool, "run all floating-point computation in fp16 (program I/O "
                        "stay as declared)", flags=("-convert-to-fp16", "--convert-to-fp16")))

@@ -31,6 +31,7 @@ from typing import Any
 from ..config import Option
 from ..errors import UsageError, option_ref
 from ..hookspecs import hookimpl
+from ..quant.aimet import EncodingsFile
 
 __all__ = ["OPTIONS"]
 
@@ -56,12 +57,6 @@ def _shapes(items: list[str]) -> list[str]:
     from aicc.passes.input_shape import parse_input_shapes
     parse_input_shapes(items)
     return list(items)
-
-
-def _encodings(path: str) -> str:
-    from aicc.passes.quantization.quantize import load_overrides
-    load_overrides(path)            # a bad file fails before any work
-    return path
 
 
 def _max_bins() -> int:
@@ -112,8 +107,9 @@ OPTIONS = [
            group=G, flags=("-enable-channelwise", "--enable-channelwise")),
     Option("per_row", bool, "per-row weights for Gemm and MatMul", group=G,
            flags=("-enable-rowwise", "--enable-rowwise")),
-    Option("encodings", str, "AIMET encodings JSON to quantize with (full or partial)", group=G,
-           check=_encodings, flags=("-external-quantization", "--external-quantization"),
+    # read once here (a bad file fails before any work); the passes receive the instance
+    Option("encodings", EncodingsFile, "AIMET encodings JSON to quantize with (full or "
+           "partial)", group=G, flags=("-external-quantization", "--external-quantization"),
            path=True, metavar="FILE"),
 ]
 
@@ -223,13 +219,11 @@ def _calibrate_options(config: Any) -> dict[str, Any]:
     return cal
 
 
-def _add_encodings(request: Any, ext: str) -> None:
-    from aicc.passes.quantization.quantize import load_overrides
-
-    request.add_pass("quant-overrides", {"file": str(ext)}, by=G)
-    table = load_overrides(ext)
-    if any(not e.is_float and e.bitwidth == 32 for e in table.activations.values()):
-        request.add_pass("int32-sandwich", {"overrides": str(ext)}, by=G)
+def _add_encodings(request: Any, ext: EncodingsFile) -> None:
+    """The file was read once (the option's type); every pass gets that instance."""
+    request.add_pass("quant-overrides", {"file": ext}, by=G)
+    if any(not e.is_float and e.bitwidth == 32 for e in ext.value.activations.values()):
+        request.add_pass("int32-sandwich", {"overrides": ext}, by=G)
 
 
 @hookimpl
@@ -261,7 +255,7 @@ def aicc_configure(config, request):
         request.add_pass("quantize", opts, by=G)
     dump = _q(config, "dump_profile")
     if dump and not quantizing:
-        if request.output:
+        if config.given("output"):
             raise UsageError(f"{option_ref(G + '.dump_profile')} only writes the profile (as the "
                              f"vendor tool does); {option_ref('output')} would be ignored",
                              hint=f"drop {option_ref('output')}, or add "

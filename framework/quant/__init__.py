@@ -7,8 +7,8 @@ Conventions: internally ``real = (q - zero_point) * scale`` (ONNX). AIMET/QNN JS
 compile-side offset (Glow lineage, ``real = (q - offset) * scale``) is ``Encoding.vendor_offset``.
 """
 
-from .aimet import AIMET_FORMS, EncodingsTable, export_aimet_encodings, loads_aimet_json, \
-    parse_aimet_encodings
+from .aimet import AIMET_FORMS, EncodingsFile, EncodingsTable, export_aimet_encodings, \
+    load_aimet_file, loads_aimet_json, parse_aimet_encodings
 from .calibration import CALIBRATION_METHODS, DEFAULT_PERCENTILE, check_percentile, \
     enhanced_range, kl_range, kl_v2_range, minmax_range, mse_range, parse_calibration_method, \
     percentile_range, select_range, sqnr_db, sqnr_range
@@ -43,8 +43,8 @@ __all__ = [
     # packed 4-bit
     "pack_4bit", "unpack_4bit", "packed_size",
     # AIMET encodings JSON
-    "EncodingsTable", "parse_aimet_encodings", "export_aimet_encodings", "loads_aimet_json",
-    "AIMET_FORMS",
+    "EncodingsTable", "EncodingsFile", "load_aimet_file", "parse_aimet_encodings",
+    "export_aimet_encodings", "loads_aimet_json", "AIMET_FORMS",
     # calibration profile
     "Profile", "PROFILE_FORMAT", "PROFILE_VERSION", "parse_profile", "profile_to_dict",
     "dump_profile_yaml", "load_profile_yaml", "merge_profiles",

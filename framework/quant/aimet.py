@@ -43,14 +43,19 @@ import json
 import logging
 import math
 import re
+from pathlib import Path
 from typing import Any
 
+from ..configfile import load_json, load_yaml
 from ..errors import ConfigError, did_you_mean
+from ..options import FileValue
 from .encodings import Encoding, check_bitwidth, combine_channels, qrange
 from .modes import tf_encoding
 
 __all__ = [
     "EncodingsTable",
+    "EncodingsFile",
+    "load_aimet_file",
     "parse_aimet_encodings",
     "export_aimet_encodings",
     "loads_aimet_json",
@@ -382,6 +387,28 @@ def loads_aimet_json(text: str, *, where: str) -> EncodingsTable:
         raise ConfigError(f"not valid JSON: {e.msg}", where=where,
                           field=f"line {e.lineno} column {e.colno}") from e
     return parse_aimet_encodings(data, where=where)
+
+
+def load_aimet_file(path: str | Path) -> EncodingsTable:
+    """An AIMET encodings file (JSON; YAML if it ends in .yaml/.yml), read with aicc's hardened
+    loaders (duplicate keys, NaN/Infinity, size and encoding checked), then validated."""
+    path = Path(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        data = load_yaml(path, what=EncodingsFile.what)
+    else:
+        data = load_json(path, what=EncodingsFile.what)
+    return parse_aimet_encodings(data, where=str(path))
+
+
+class EncodingsFile(FileValue):
+    """An AIMET encodings file (``quantization.encodings``, ``--quantization_overrides``), read
+    once: ``value`` is its EncodingsTable, which the passes given the instance only read."""
+
+    what = "quantization overrides"
+
+    @classmethod
+    def parse(cls, path: str | Path) -> EncodingsTable:
+        return load_aimet_file(path)
 
 
 def _legacy_export_entry(enc: Encoding) -> list[dict]:

@@ -19,7 +19,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from aicc import ir
-from aicc.errors import PassError
+from aicc.errors import PassError, option_ref
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext
@@ -57,11 +57,14 @@ class FoldIf(Pass):
         for node in ifs:
             cond = _constant_node_value(node.inputs[0])
             if not isinstance(cond, gs.Constant):
-                why = _why_dynamic(cond)
+                why, data = _why_dynamic(cond)
                 if ctx.options.strict:
                     raise PassError(f"fold-if: node '{node.name}' (If): {why}",
-                                    hint="bind the symbols it depends on (-onnx-define-symbol), "
-                                         "or use a backend that runs If (interpreter, cpu)")
+                                    hint="a branch chosen by the data needs a backend that runs "
+                                         "If (interpreter, cpu)" if data else
+                                         f"bind the symbols it depends on "
+                                         f"({option_ref('symbols')}), or use a backend that "
+                                         "runs If (interpreter, cpu)")
                 logger.debug("fold-if: skip '%s': %s", node.name, why)
                 ctx.count("skipped")
                 continue
@@ -92,12 +95,37 @@ def _constant_node_value(cond: gs.Tensor) -> gs.Tensor:
     return cond
 
 
-def _why_dynamic(cond: gs.Tensor) -> str:
+def _why_dynamic(cond: gs.Tensor) -> tuple[str, bool]:
+    """Why the condition is not a constant, and whether it depends on the values (not only the
+    shapes) of graph inputs: then no binding of symbols makes it one."""
+    data = _value_sources(cond)
+    tail = (f"; it depends on the values of input(s) {', '.join(repr(n) for n in data[:3])}"
+            if data else "")
     if cond.inputs:
         p = cond.inputs[0]
         return (f"the condition '{cond.name}' is not a constant (computed by node '{p.name}' "
-                f"({p.op}))")
-    return f"the condition '{cond.name}' is not a constant (a graph input)"
+                f"({p.op})){tail}", bool(data))
+    return f"the condition '{cond.name}' is not a constant (a graph input)", True
+
+
+def _value_sources(tensor: gs.Tensor) -> list[str]:
+    """The graph inputs whose values (not only shapes: Shape and Size read none) reach
+    ``tensor``, by name."""
+    found: dict[str, None] = {}
+    seen: set[int] = set()
+    stack = [tensor]
+    while stack:
+        t = stack.pop()
+        if id(t) in seen or isinstance(t, gs.Constant):
+            continue
+        seen.add(id(t))
+        if not t.inputs:
+            found[t.name] = None
+            continue
+        producer = t.inputs[0]
+        if producer.op not in ("Shape", "Size"):
+            stack.extend(producer.inputs)
+    return sorted(found)
 
 
 def _inline(graph: gs.Graph, node: gs.Node, branch: gs.Graph, taken: set[str]) -> list[gs.Node]:

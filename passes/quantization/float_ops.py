@@ -57,5 +57,5 @@ def lower_float_ops(graph: gs.Graph, float_ops: dict[int, int], bias_bits: dict[
     if w.new_nodes:
         w.finish()
     if fp16:
-        from aicc.passes.convert_fp16 import convert_nodes
+        from aicc.passes.precision.convert_fp16 import convert_nodes
         convert_nodes(graph, fp16, ctx, where=where)

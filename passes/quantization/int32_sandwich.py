@@ -14,8 +14,8 @@ created, is not inserted; it would only round values beyond 2^24 through float32
 
 What an INT32 override is: an ``activation_encodings`` entry with ``dtype: int`` and
 ``bitwidth: 32`` (0.6.1 dict form) or ``dtype: INT`` and ``bw: 32`` (1.0.0 list form); the file is
-read with ``aicc.quant.aimet`` (both forms, strictly). Other entries are quantization's business
-and are not used here. Rules, each refused with a clear error:
+read once with ``aicc.quant.EncodingsFile`` (both forms, strictly). Other entries are
+quantization's business and are not used here. Rules, each refused with a clear error:
 
 - every input and output of the op must carry an override (a tensor with an override that no
   fully-overridden op reads or writes is an error naming it and why);
@@ -43,12 +43,12 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from aicc import ir
-from aicc.configfile import read_text
 from aicc.errors import ConfigError
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext
 from aicc.program import Program
+from aicc.quant import EncodingsFile, EncodingsTable
 from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
 
 from aicc.graph_casts import Names, has_subgraph, schema_of, type_slots, verify_types
@@ -64,16 +64,13 @@ _SENTINEL_SLOTS = {("Slice", 1), ("Slice", 2)}
 _SEED_REASON = "INT32 overrides are only supported for ops which do not have weights and bias"
 
 
-def int32_overrides(path: str) -> list[str]:
-    """Names of the activations an AIMET encodings file overrides to INT32 (in file order)."""
-    from aicc.quant.aimet import loads_aimet_json
-
-    table = loads_aimet_json(read_text(path, what="quantization overrides file"), where=path)
+def int32_overrides(table: EncodingsTable, where: str) -> list[str]:
+    """Names of the activations an encodings table overrides to INT32 (in file order)."""
     names = [n for n, e in table.activations.items() if not e.is_float and e.bitwidth == 32]
     others = len(table) - len(names)
     if others:
         logger.info("int32-sandwich: %d non-INT32 encodings in %s are left to quantization",
-                    others, path)
+                    others, where)
     return names
 
 
@@ -101,13 +98,15 @@ class Int32Sandwich(Pass):
 
     @dataclasses.dataclass(frozen=True)
     class Options:
-        overrides: str = option("", "AIMET encodings JSON with INT32 overrides (dtype int, "
-                                    "bitwidth 32)", path=True)
+        overrides: EncodingsFile | None = option(None, "AIMET encodings JSON with INT32 "
+                                                       "overrides (dtype int, bitwidth 32)",
+                                                 path=True)
 
     def run(self, program: Program, ctx: PassContext) -> None:
-        path = ctx.options.overrides
-        if path:
-            wanted = int32_overrides(path)
+        given = ctx.options.overrides
+        if given is not None:
+            path = given.path
+            wanted = int32_overrides(given.value, path)
         elif program.encodings.get("int32") is not None:   # read by quant-overrides
             wanted = list(program.encodings["int32"])
             path = str((program.encodings.get("overrides") or {}).get("file")

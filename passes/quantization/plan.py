@@ -91,7 +91,9 @@ class GraphQuantizer:
     # -- overrides ------------------------------------------------------------------------
     def _check_override_names(self) -> None:
         for name in self.ov.names():
-            if name not in self.tensors:
+            # INT32 names were checked by int32-sandwich, which may have removed a tensor
+            # between two chained int32 ops (they hand int32 values to each other directly)
+            if name not in self.tensors and name not in self.int32:
                 raise ConfigError(f"tensor '{name}' is not in the graph being quantized",
                                   where=self.ov_where, field=f"tensor '{name}'",
                                   hint=did_you_mean(name, self.tensors) + " (names are those "

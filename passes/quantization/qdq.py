@@ -105,49 +105,77 @@ def _constant(name: str, values: np.ndarray) -> gs.Constant:
     return gs.Constant(name, values)
 
 
-def ensure_opset(graph: gs.Graph, opset: int, *, where: str) -> bool:
+def _graphs(graph: gs.Graph) -> list[tuple[gs.Graph, str]]:
+    """``graph`` and every subgraph in it (If/Loop/Scan bodies, at any depth), each with where it
+    sits (``''`` for ``graph``, ``" in else_branch of 'if'"`` for a branch); iterative, so deep
+    nesting does not exhaust the stack. Subgraphs read their nodes against the model's opset."""
+    out, stack = [], [(graph, "")]
+    while stack:
+        g, place = stack.pop()
+        out.append((g, place))
+        for node in g.nodes:
+            for key, value in node.attrs.items():
+                for sub in (value if isinstance(value, list) else [value]):
+                    if isinstance(sub, gs.Graph):
+                        stack.append((sub, f" in {key} of '{node.name}'{place}"))
+    return out
+
+
+def _changed_meaning(node: gs.Node, old: int, opset: int) -> str | None:
+    """Why ``node`` would mean something else read against ``opset`` instead of ``old``."""
+    if node.domain not in (None, "", "ai.onnx"):
+        return None
+    try:
+        before = onnx.defs.get_schema(node.op, old, "").since_version
+        after = onnx.defs.get_schema(node.op, opset, "").since_version
+    except onnx.defs.SchemaError:
+        return f"{node.op}: no schema at opset {opset}"
+    if before == after:
+        return None
+    gone = sorted(set(node.attrs) - set(onnx.defs.get_schema(node.op, opset, "").attributes))
+    if gone:     # an attribute that became an input (Squeeze axes, Split split, ...)
+        return f"{node.op} {before} -> {after}: attribute {', '.join(gone)}"
+    if node.op in _AXES_TO_INPUT and "axes" not in node.attrs:
+        return None
+    if node.op not in _SAFE_UPGRADES:
+        return f"{node.op} {before} -> {after}"
+    return None
+
+
+def ensure_opset(graph: gs.Graph, opset: int, *, where: str,
+                 why: str = "4/16-bit QuantizeLinear/DequantizeLinear types",
+                 instead: str = "use 8-bit (unpacked 4-bit weights work at any opset)") -> bool:
     """Raise the default-domain opset of ``graph`` to ``opset`` if it is lower; True if raised.
 
-    Bumping changes the schema every existing node is read against. That is safe for ops whose
-    versions in between only extended types or added optional inputs/attributes with the old
-    behaviour as default (``_SAFE_UPGRADES``); a node of any other op whose version changes, or a
-    Reduce node with an ``axes`` attribute (an input since opset 18), is refused, naming it.
+    Bumping changes the schema every existing node is read against, nodes of subgraphs
+    (If/Loop/Scan bodies) included. That is safe for ops whose versions in between only extended
+    types or added optional inputs/attributes with the old behaviour as default
+    (``_SAFE_UPGRADES``); a node of any other op whose version changes, or a Reduce node with an
+    ``axes`` attribute (an input since opset 18), is refused, naming it. ``why`` says what needs
+    the opset (the error and the log name it), ``instead`` what the user can do short of
+    re-exporting.
     """
     old = graph.opset or 1
     if old >= opset:
         return False
+    graphs = _graphs(graph)
     problems = []
-    for node in graph.nodes:
-        if node.domain not in (None, "", "ai.onnx"):
-            continue
-        try:
-            before = onnx.defs.get_schema(node.op, old, "").since_version
-            after = onnx.defs.get_schema(node.op, opset, "").since_version
-        except onnx.defs.SchemaError:
-            problems.append(f"'{node.name}' ({node.op}): no schema at opset {opset}")
-            continue
-        if before == after:
-            continue
-        gone = sorted(set(node.attrs) - set(onnx.defs.get_schema(node.op, opset, "").attributes))
-        if gone:     # an attribute that became an input (Squeeze axes, Split split, ...)
-            problems.append(f"'{node.name}' ({node.op} {before} -> {after}: attribute "
-                            f"{', '.join(gone)})")
-        elif node.op in _AXES_TO_INPUT and "axes" not in node.attrs:
-            continue
-        elif node.op not in _SAFE_UPGRADES:
-            problems.append(f"'{node.name}' ({node.op} {before} -> {after})")
+    for g, place in graphs:
+        for node in g.nodes:
+            problem = _changed_meaning(node, old, opset)
+            if problem:
+                problems.append(f"'{node.name}' ({problem}){place}")
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more"
                                            if len(problems) > 5 else "")
-        raise ModelError(f"4/16-bit quantization needs opset {opset}, but raising opset {old} "
-                         f"would change the meaning of node(s) {shown}", where=where,
-                         hint="export the model at opset 21, or use 8-bit (unpacked 4-bit "
-                              "weights work at any opset)")
-    graph.opset = opset
-    domains = [d for d in (graph.import_domains or []) if d.domain not in ("", "ai.onnx")]
-    graph.import_domains = [onnx.helper.make_opsetid("", opset)] + domains
-    logger.info("%s: default-domain opset raised from %d to %d for 4/16-bit QDQ", where, old,
-                opset)
+        raise ModelError(f"opset {opset} is needed for {why}, but raising opset {old} would "
+                         f"change the meaning of node(s) {shown}", where=where,
+                         hint=f"export the model at opset {opset} or later, or {instead}")
+    for g, _ in graphs:
+        g.opset = opset
+        domains = [d for d in (g.import_domains or []) if d.domain not in ("", "ai.onnx")]
+        g.import_domains = [onnx.helper.make_opsetid("", opset)] + domains
+    logger.info("%s: default-domain opset raised from %d to %d for %s", where, old, opset, why)
     return True
 
 

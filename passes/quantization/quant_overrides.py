@@ -9,11 +9,12 @@ rest. Shapes written (see ``passes/quantization/quantize.py`` for ``ENC``)::
                                       "params": {name: ENC}, "excluded_layers": [...]}
     Program.encodings["int32"] = [activation names with int 32-bit overrides]
 
-``int32-sandwich`` (which reads the same file) marks the ops it moved to int32 in
-``Program.node_precision`` (``"int32"``); ``quantize`` leaves INT32 entries to it, quantizes the
-float tensors around each sandwich as usual, and refuses INT32 overrides when no op was moved.
-Tensor names are checked against the graph by ``quantize``, which sees the graph it quantizes
-(BatchNorm folding renames tensors in between).
+``int32-sandwich`` (given the same ``EncodingsFile``: the file is read once) marks the ops it
+moved to int32 in ``Program.node_precision`` (``"int32"``); ``quantize`` leaves INT32 entries to
+it, quantizes the float tensors around each sandwich as usual, and refuses INT32 overrides when no
+op was moved. Tensor names are checked against the graph by ``quantize``, which sees the graph it
+quantizes (BatchNorm folding renames tensors in between; an INT32 tensor between two chained
+int32 ops is gone, and was checked by ``int32-sandwich``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext
 from aicc.program import Program
+from aicc.quant import EncodingsFile
 
-from aicc.passes.quantization.quantize import load_overrides, table_to_json
+from aicc.passes.quantization.quantize import table_to_json
 
 __all__ = ["QuantOverrides"]
 
@@ -39,14 +41,14 @@ class QuantOverrides(Pass):
 
     @dataclasses.dataclass(frozen=True)
     class Options:
-        file: str = option("", "the AIMET encodings JSON (-external-quantization, "
-                               "--quantization_overrides)", path=True)
+        file: EncodingsFile | None = option(None, "the AIMET encodings JSON "
+                                                  "(quantization.encodings)", path=True)
 
     def run(self, program: Program, ctx: PassContext) -> None:
-        if not ctx.options.file:
+        if ctx.options.file is None:
             return
-        table = load_overrides(ctx.options.file)
-        program.encodings["overrides"] = table_to_json(table, str(ctx.options.file))
+        table = ctx.options.file.value
+        program.encodings["overrides"] = table_to_json(table, ctx.options.file.path)
         int32 = [n for n, e in table.activations.items()
                  if not e.is_float and e.bitwidth == 32]
         program.encodings["int32"] = int32

@@ -56,15 +56,15 @@ from pathlib import Path
 from typing import Any
 
 from aicc import ir
-from aicc.configfile import load_json, load_yaml
+from aicc.configfile import load_yaml
 from aicc.errors import ConfigError, option_ref
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext
 from aicc.program import Program
 from aicc.quant import (CALIBRATION_METHODS, DEFAULT_PERCENTILE, MODES, SCHEMAS, Encoding,
-                        EncodingsTable, Profile, export_aimet_encodings, merge_profiles,
-                        parse_aimet_encodings)
+                        EncodingsFile, EncodingsTable, Profile, export_aimet_encodings,
+                        load_aimet_file, merge_profiles)
 from aicc.quant.profile import parse_profile
 
 from aicc.passes.quantization.opset import prepare_opset
@@ -121,14 +121,9 @@ def table_from_json(data: Mapping[str, Any]) -> EncodingsTable:
 
 
 def load_overrides(path: str | Path) -> EncodingsTable:
-    """An AIMET encodings file (JSON; YAML if it ends in .yaml/.yml), read with aicc's hardened
-    loaders (duplicate keys, NaN/Infinity, size and encoding checked), then validated."""
-    path = Path(path)
-    if path.suffix.lower() in (".yaml", ".yml"):
-        data = load_yaml(path, what="quantization overrides")
-    else:
-        data = load_json(path, what="quantization overrides")
-    return parse_aimet_encodings(data, where=str(path))
+    """An AIMET encodings file read and validated (``aicc.quant.load_aimet_file``); options take
+    an ``EncodingsFile`` so that the file is read once per compile."""
+    return load_aimet_file(path)
 
 
 def load_profiles(paths: list[str], expected_hash: str) -> Profile:
@@ -157,8 +152,9 @@ class Quantize(Pass):
     class Options:
         profile: list[str] = option([], "calibration profile file(s) to quantize with "
                                         "(-load-profile; several are merged)")
-        overrides: str = option("", "AIMET encodings JSON: full or partial overrides "
-                                    "(--quantization_overrides)", path=True)
+        overrides: EncodingsFile | None = option(None, "AIMET encodings JSON: full or partial "
+                                                       "overrides (--quantization_overrides)",
+                                                 path=True)
         activation_schema: str = option("symmetric_with_uint8", "vendor schema for activations",
                                         choices=tuple(SCHEMAS))
         constant_schema: str = option("symmetric_with_uint8", "vendor schema for weights and "
@@ -212,7 +208,7 @@ class Quantize(Pass):
                               hint="run calibrate right before quantize")
         stored = program.encodings.get("overrides")
         if opts.overrides:
-            table, where = load_overrides(opts.overrides), opts.overrides
+            table, where = opts.overrides.value, opts.overrides.path
         elif stored:
             table, where = table_from_json(stored), stored.get("file") or "overrides"
         else:

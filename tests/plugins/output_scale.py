@@ -72,7 +72,7 @@ def aicc_add_options(options):
 @hookimpl
 def aicc_configure(config, request):
     if config.given("output_scale"):
-        if request.backend == "aic100" and config.get("output_scale") > 65504:
+        if config.get("target") == "aic100" and config.get("output_scale") > 65504:
             raise ConfigError(f"{option_ref('output_scale')} overflows fp16")
         request.add_pass("scale-outputs", {"factor": config.get("output_scale")},
                          by="output_scale")

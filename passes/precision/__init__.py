@@ -1,0 +1,1 @@
+"""Mixed precision: the convert-fp16 pass and its fp16 overflow report."""
