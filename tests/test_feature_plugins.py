@@ -80,14 +80,17 @@ def _plugin_file(tmp_path, name, body):
 
 
 @pytest.mark.parametrize("name,body,match", [
-    ("clash_key", "@hookimpl\ndef aicc_add_options(options):\n    options.add(Option('fp16', bool))\n",
+    ("clash_key", "@hookimpl\ndef aicc_add_options(options):\n"
+     "    options.add(Option('fp16', bool))\n",
      "option 'fp16' is declared twice: by plugin 'aicc.features.precision' and by plugin"),
     ("clash_flag", "@hookimpl\ndef aicc_add_options(options):\n"
      "    options.add(Option('mine', bool, flags=('-convert-to-fp16',)))\n",
      "flag -convert-to-fp16 is declared twice: for 'fp16' and for 'mine'"),
-    ("raise_add", "@hookimpl\ndef aicc_add_options(options):\n    raise RuntimeError('boom')\n",
+    ("raise_add", "@hookimpl\ndef aicc_add_options(options):\n"
+     "    raise RuntimeError('boom')\n",
      "plugin 'raise_add' raised in aicc_add_options: RuntimeError: boom"),
-    ("raise_configure", "@hookimpl\ndef aicc_configure(config, request):\n    raise KeyError('x')\n",
+    ("raise_configure", "@hookimpl\ndef aicc_configure(config, request):\n"
+     "    raise KeyError('x')\n",
      "plugin 'raise_configure' raised configuring the compile: KeyError"),
 ])
 def test_a_plugin_that_clashes_or_raises_is_named(tmp_path, capsys, name, body, match):
