@@ -33,8 +33,9 @@ from .pipeline_flags import canonical_symbols, configure_explicit_pipeline
 from .plugins import Registries, load_registries
 from .program import Program, describe_tensor
 
-__all__ = ["CompileRequest", "CORE_PASSES", "configure", "default_pipeline", "compile_model", "build_instruments",
-           "prepare", "retained_state_pairs", "RETAINED_SUFFIX", "lowering_request", "model_op_types"]
+__all__ = ["CompileRequest", "CORE_PASSES", "configure", "default_pipeline", "compile_model",
+           "build_instruments", "prepare", "retained_state_pairs", "RETAINED_SUFFIX",
+           "lowering_request", "model_op_types"]
 
 logger = logging.getLogger(__name__)
 

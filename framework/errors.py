@@ -27,6 +27,7 @@ __all__ = [
     "NotYetSupportedError",
     "did_you_mean",
     "option_ref",
+    "render_options",
     "VOCABULARY",
 ]
 

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from .backend import Observers
-from .errors import option_ref
+from .errors import option_ref, render_options
 
 __all__ = ["NonfiniteWatch", "first_nonfinite", "has_fp16", "nonfinite_outputs", "describe"]
 
@@ -99,6 +99,7 @@ def describe(where: str, outputs: Mapping[str, int], first: dict[str, Any] | Non
                  f"{first['max_abs_input']:.4g}, fp16's max is 65504)")
     elif error:
         text += f"; the interpreter could not trace it ({error})"
-    return text + (f"; compile with sample inputs ({option_ref('input_list')} or "
-                   f"{option_ref('json_input_file')}) so nodes leaving the fp16 range stay in "
-                   f"fp32, or keep the op type with {option_ref('keep_original_precision')}")
+    text += (f"; compile with sample inputs ({option_ref('input_list')} or "
+             f"{option_ref('json_input_file')}) so nodes leaving the fp16 range stay in fp32, "
+             f"or keep the op type with {option_ref('keep_original_precision')}")
+    return render_options(text)     # a warning, not an error: rendered here

@@ -3,8 +3,8 @@ user gave, or the compile is refused naming the pass to add. A flag is never ign
 
 Flags (``-onnx-define-symbol``, ``-batchsize``, the feature flags of ``aicc compile`` and the
 options of ``aicc.compile``) ask for passes with options. With the default pipeline those passes
-are placed by their declared order (``compiler.default_pipeline``). With ``--passes``, ``--pipeline`` or ``pipeline=[...]`` the user
-has placed the passes; then, for every flag step:
+are placed by their declared order (``compiler.default_pipeline``). With ``--passes``,
+``--pipeline`` or ``pipeline=[...]`` the user has placed the passes; then, for every flag step:
 
 - the pipeline has no such pass: refused, naming the pass and the flags' options, so the user can
   add it where it belongs;

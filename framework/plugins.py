@@ -146,28 +146,21 @@ class _Host:
 
     def add_options(self, table: OptionTable) -> None:
         """Call every plugin's ``aicc_add_options`` in registration order, with attribution."""
-        for impl in self.pm.hook.aicc_add_options.get_hookimpls():
-            table.current_plugin = impl.plugin_name
-            try:
-                impl.function(options=table)
-            except AiccError:
-                raise
-            except (Exception, SystemExit) as e:
-                raise PluginError(f"plugin '{impl.plugin_name}' raised in aicc_add_options: "
-                                  f"{_failure(e)}") from e
-        table.current_plugin = "<python>"
+        self.register_into("aicc_add_options", table, keyword="options")
 
     def implementations(self, hook: str) -> list[tuple[str, Any]]:
         return [(impl.plugin_name, impl.function)
                 for impl in getattr(self.pm.hook, hook).get_hookimpls()]
 
-    def register_into(self, hook_name: str, registry: Registry) -> None:
-        """Call one registration hook of every plugin, in registration order, with attribution."""
+    def register_into(self, hook_name: str, registry: Registry | OptionTable, *,
+                      keyword: str = "registry") -> None:
+        """Call one registration hook of every plugin, in registration order, with attribution
+        (``registry.current_plugin`` names the plugin whose call it is)."""
         caller = getattr(self.pm.hook, hook_name)
         for impl in caller.get_hookimpls():
             registry.current_plugin = impl.plugin_name
             try:
-                impl.function(registry=registry)
+                impl.function(**{keyword: registry})
             except AiccError:
                 raise
             except (Exception, SystemExit) as e:

@@ -29,7 +29,8 @@ from .configfile import load_json
 from .errors import ConfigError, did_you_mean
 from .options import FileValue
 
-__all__ = ["SpecEntry", "SpecializationFile", "parse_specialization_config", "parse_compile_opts", "default_spec_name",
+__all__ = ["SpecEntry", "SpecializationFile", "parse_specialization_config", "parse_compile_opts",
+           "default_spec_name",
            "MAX_SYMBOL_VALUE", "MAX_SPECIALIZATIONS"]
 
 #: Largest symbol value accepted (dimensions must fit in int32 on the device side).

@@ -244,7 +244,7 @@ class _Builder:
 
     def const(self, tag: str, values: Any, dtype: Any) -> gs.Constant:
         return gs.Constant(self.names.new(f"{self.base}_{tag}"),
-                           np.ascontiguousarray(np.asarray(values, dtype=dtype)))
+                           np.array(values, dtype=dtype, order="C"))
 
     def node(self, op: str, inputs: list[gs.Tensor], dtype: Any, shape: Any, attrs=None,
              out: gs.Variable | None = None, tag: str | None = None) -> gs.Variable:

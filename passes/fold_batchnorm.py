@@ -142,7 +142,7 @@ class FoldBatchNorm(Pass):
 
 
 def _set_input(node: gs.Node, index: int, name: str, values: np.ndarray) -> None:
-    const = gs.Constant(name, np.ascontiguousarray(values))
+    const = gs.Constant(name, np.array(values, order="C"))
     while len(node.inputs) <= index:
         node.inputs.append(gs.Variable.empty())
     node.inputs[index] = const

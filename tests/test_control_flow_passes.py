@@ -151,7 +151,8 @@ def test_lowering_steps_follow_the_backend_table(registries):
     request = lowering_request(Aic100Backend(), _nested_model(), registries)
     names = [n for n, _ in lowering_sequence(frozenset(request.options["ops"]),
                                              registries.passes)]
-    assert names == ["fold-constants", "fold-if", "unroll-loops", "fold-constants", "fold-if"]
+    assert names == ["fold-constants", "fold-if", "unroll-loops", "fold-constants", "fold-if",
+                     "predicate-if"]
 
 
 def test_lstm_runs_on_aic100_in_fp16_after_lowering(tmp_path):
@@ -191,15 +192,18 @@ def test_control_flow_runs_on_aic100_after_lowering(tmp_path, build, feeds):
                                    atol=2e-3 * float(np.abs(want).max()), err_msg=name)
 
 
-def test_dynamic_if_on_aic100_is_refused_in_one_line(tmp_path, capsys):
-    path = tmp_path / "if.onnx"
-    onnx.save(if_model(cond_from="data"), path)
-    code = main(["compile", f"-m={path}", f"-aic-binary-dir={tmp_path / 'qpc'}", "-aic-hw",
-                 "-convert-to-fp16"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and not (tmp_path / "qpc").exists()
-    assert err[-1].startswith("error: ") and "node 'if_node' (If)" in err[-1]
-    assert "Traceback" not in "\n".join(err)
+def test_dynamic_if_on_aic100_runs_both_branches_and_selects(tmp_path):
+    """An If chosen by the data (ReduceSum(x) > 0) is predicated on aic100 (predicate-if): both
+    branches computed, Where picks the taken one; either way the result is onnxruntime's."""
+    import onnxruntime as ort
+    model = if_model(cond_from="data")
+    qpc = aicc.compile(model, target="aic100", fp16=True, output=tmp_path / "q")
+    session = aicc.load(qpc)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for sign in (1.0, -1.0):
+        x = (sign * np.abs(np.random.default_rng(1).standard_normal((2, 3)))).astype(np.float32)
+        want = ref.run(None, {"x": x})[0]
+        np.testing.assert_allclose(session.run({"x": x})["y"], want, rtol=2e-3, atol=2e-3)
 
 
 def test_explicit_pipeline_without_lowering_is_refused_up_front(tmp_path):

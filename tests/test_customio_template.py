@@ -143,3 +143,12 @@ def test_template_refuses_flags_it_would_ignore(tmp_path, seed_path, capsys):
     assert main(["compile", f"-m={seed_path}", "-convert-to-fp16",
                  f"-dump-custom-IO-config-template={tmp_path / 't.yaml'}"]) == 2
     assert "-convert-to-fp16 would be ignored" in capsys.readouterr().err
+
+
+def test_template_message_names_the_flag(tmp_path, capsys):
+    from pathlib import Path
+    model = Path(__file__).resolve().parent.parent / "examples" / "digits_mobilenet.onnx"
+    assert main(["compile", f"-m={model}",
+                 f"-dump-custom-IO-config-template={tmp_path / 't.yaml'}"]) == 0
+    out = capsys.readouterr().out
+    assert "edit it and compile with -custom-IO-list-file" in out and "\u2039" not in out

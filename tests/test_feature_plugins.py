@@ -69,3 +69,34 @@ def test_the_plugin_pass_is_placed_by_its_declared_order(capsys):
     text = capsys.readouterr().out.strip()
     assert text == ("convert-fp16{all=true},fold-constants,fold-batchnorm,"
                     "scale-outputs{factor=3.0},cleanup")
+
+
+def _plugin_file(tmp_path, name, body):
+    (tmp_path / f"{name}.py").write_text("from aicc import hookimpl\n"
+                                         "from aicc.config import Option\n" + body)
+    toml = tmp_path / f"{name}.toml"
+    toml.write_text(f'[plugins]\npaths = ["."]\nmodules = ["{name}"]\n')
+    return toml
+
+
+@pytest.mark.parametrize("name,body,match", [
+    ("clash_key", "@hookimpl\ndef aicc_add_options(options):\n"
+     "    options.add(Option('fp16', bool))\n",
+     "option 'fp16' is declared twice: by plugin 'aicc.features.precision' and by plugin"),
+    ("clash_flag", "@hookimpl\ndef aicc_add_options(options):\n"
+     "    options.add(Option('mine', bool, flags=('-convert-to-fp16',)))\n",
+     "flag -convert-to-fp16 is declared twice: for 'fp16' and for 'mine'"),
+    ("raise_add", "@hookimpl\ndef aicc_add_options(options):\n"
+     "    raise RuntimeError('boom')\n",
+     "plugin 'raise_add' raised in aicc_add_options: RuntimeError: boom"),
+    ("raise_configure", "@hookimpl\ndef aicc_configure(config, request):\n"
+     "    raise KeyError('x')\n",
+     "plugin 'raise_configure' raised configuring the compile: KeyError"),
+])
+def test_a_plugin_that_clashes_or_raises_is_named(tmp_path, capsys, name, body, match):
+    import re
+    toml = _plugin_file(tmp_path, name, body)
+    assert main(["compile", f"-m={EXAMPLE}", f"--plugins={toml}", "-compile-only",
+                 f"-aic-binary-dir={tmp_path / 'q'}"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err) and err.count("\n") == 1, err

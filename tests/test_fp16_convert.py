@@ -290,3 +290,27 @@ def test_fp16_pipeline_prints_and_reads_back(tmp_path, example_model_path, capsy
                  f"-aic-binary-dir={tmp_path / 'q'}", "-compile-only"]) == 0
     meta = aicc.load(tmp_path / "q").program_meta["node_precision"]
     assert meta["fc"] == "float16"      # the named instance wins over its kept op type
+
+
+def test_scalar_constants_stay_scalars_in_fp16(tmp_path):
+    """A 0-d initializer converted to fp16 keeps rank 0 (np.ascontiguousarray made it [1], which
+    changed the rank of everything it broadcast with: Greater(ReduceSum(x), 0) became [1])."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    import onnxruntime as ort
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+         helper.make_node("Add", ["s", "bias"], ["y"])], "scalar",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+        [numpy_helper.from_array(np.array(0.5, np.float32), "bias")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    qpc = aicc.compile(model, target="interpreter", fp16=True, output=tmp_path / "q")
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) / 10
+    got = aicc.load(qpc).run({"x": x})["y"]
+    want = ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert got.shape == want.shape == ()
+    np.testing.assert_allclose(got, want, rtol=1e-3)
+    assert onnx.load(qpc / "default" / "model.onnx").graph.output[0].type.tensor_type.shape.dim \
+        .__len__() == 0

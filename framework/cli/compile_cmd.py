@@ -153,7 +153,8 @@ def listing(config: Any, plugins: list[str]) -> int:
 
     framework = config.get("operators_supported")
     if framework.lower() != "onnx":
-        raise UsageError(f"unknown framework {framework!r}", where=option_ref("operators_supported"),
+        raise UsageError(f"unknown framework {framework!r}",
+                         where=option_ref("operators_supported"),
                          hint="aicc compiles ONNX models: use -operators-supported=onnx")
     ignored = [k for k in config.given_keys() if k not in ("operators_supported", "target")]
     if ignored:  # a flag is never ignored: the listing compiles nothing

@@ -113,7 +113,8 @@ class _ModelIO:
 def _check_document(data: Any, path: Path) -> None:
     if not isinstance(data, list):
         raise ConfigError(f"expected a list of entries (- IOName: ...), got {type(data).__name__}",
-                          where=path, hint=f"see {option_ref('dump_custom_io_template')} for the format")
+                          where=path,
+                          hint=f"see {option_ref('dump_custom_io_template')} for the format")
     if not data:
         raise ConfigError("the file lists no entries", where=path,
                           hint="list the inputs and outputs to change, or drop the flag")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Option
-from ..errors import ConfigError, UsageError, option_ref
+from ..errors import ConfigError, UsageError, option_ref, render_options
 from ..hookspecs import hookimpl
 
 __all__ = ["OPTIONS", "profile_qparams"]
@@ -119,9 +119,9 @@ def _write_template(config: Any, template: str) -> int:
                                   calibration=config.get("quantization.calibration", None))
     entries = template_entries(program.model_inputs, program.model_outputs, qparams)
     write_template(path, entries, model=Path(str(model)).name)
-    print(f"wrote the custom I/O template {path} ({len(entries)} entries"
-          + (f", Scale/Offset from {profile}" if profile else "") + "); edit it and compile with "
-          + option_ref("custom_io"))
+    print(render_options(f"wrote the custom I/O template {path} ({len(entries)} entries"
+                         + (f", Scale/Offset from {profile}" if profile else "")
+                         + "); edit it and compile with " + option_ref("custom_io")))
     return 0
 
 

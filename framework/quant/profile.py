@@ -180,7 +180,8 @@ def parse_profile(data: Any, *, where: str, expected_graph_hash: str | None = No
         raise _err("profile belongs to another graph", where, "graph_hash",
                    f"profile hash {graph_hash[:16]}..., "
                    f"this graph {expected_graph_hash.lower()[:16]}...; "
-                   f"re-run calibration with {option_ref('quantization.dump_profile')} on this model")
+                   f"re-run calibration with {option_ref('quantization.dump_profile')} on this "
+                   "model")
     bins = _int(data["num_histogram_bins"], where, "num_histogram_bins", 1)
     if bins > MAX_HISTOGRAM_BINS:
         raise _err(f"{bins} bins is more than the maximum {MAX_HISTOGRAM_BINS}", where,
@@ -250,7 +251,8 @@ def merge_profiles(profiles: Iterable[Profile], *, where: str | None = None) -> 
             raise ConfigError(f"profile {i} has {p.num_histogram_bins} histogram bins, profile 0 "
                               f"{first.num_histogram_bins}", where=where,
                               field="num_histogram_bins",
-                              hint=f"calibrate every shard with the same {option_ref('quantization.num_bins')}")
+                              hint="calibrate every shard with the same "
+                                   f"{option_ref('quantization.num_bins')}")
         for name, st in p.tensors.items():
             if name in merged.tensors:
                 merged.tensors[name] = merged.tensors[name].merge(st)

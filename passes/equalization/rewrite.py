@@ -37,7 +37,7 @@ class Editor:
         return self.names.new(base)
 
     def const(self, base: str, values: np.ndarray) -> gs.Constant:
-        return gs.Constant(self.name(base), np.ascontiguousarray(values))
+        return gs.Constant(self.name(base), np.array(values, order="C"))
 
     def activation(self, link: Link, bound: np.ndarray | None, replace: bool) -> int:
         """Rewrite a bounded ReLU for the new scales (``bound``: per channel) or, with

@@ -43,7 +43,7 @@ class Emitter:
             arr = arr.astype(dtype)
         elif self.dtype is not None and arr.dtype.kind == "f":
             arr = arr.astype(self.dtype)
-        return gs.Constant(self.name(hint), np.ascontiguousarray(arr))
+        return gs.Constant(self.name(hint), np.array(arr, order="C"))
 
     def shared(self, hint: str, value: Any, dtype: Any = None) -> gs.Constant:
         """The constant made for ``hint`` the first time (weights every step reads)."""

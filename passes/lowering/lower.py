@@ -12,7 +12,9 @@ inside the same instruments and contract checks, shown as ``lower/NAME``):
   then the others, each group by name;
 - when both If and loops are lowered: an If inside a loop body surfaces once unrolled, its
   condition often depends on the iteration number (a constant after folding), so ``fold-if``
-  runs leniently before unrolling and strictly after a second folding.
+  runs leniently before unrolling and again after a second folding;
+- an If whose condition stays data is predicated (``predicate-if``: both branches and a Where)
+  after the last ``fold-if``, or refused naming the node when its branches disagree.
 
 It runs after ``specialize`` (each specialization's shapes bound) and before the passes that pick
 nodes or ranges (``convert-fp16``, ``fold-constants``, quantization), so they see the ops that
@@ -53,6 +55,14 @@ def lowering_sequence(ops: frozenset[str], passes_registry: Any) -> list[tuple[s
         at = names.index("unroll-loops") + 1
         steps[names.index("fold-if")] = ("fold-if", {"strict": False})
         steps[at:at] = [("fold-constants", {}), ("fold-if", {"strict": True})]
+    if "predicate-if" in names and "fold-if" in names:
+        # the Ifs left unfolded (their conditions are data) are predicated, after the last
+        # fold-if, which then leaves them instead of refusing them
+        predicate = steps.pop([n for n, _ in steps].index("predicate-if"))
+        steps = [("fold-if", {**o, "strict": False}) if n == "fold-if" else (n, o)
+                 for n, o in steps]
+        last = max(i for i, (n, _) in enumerate(steps) if n == "fold-if")
+        steps.insert(last + 1, predicate)
     return steps
 
 

@@ -335,7 +335,7 @@ def convert_nodes(graph: gs.Graph, selected: Iterable[gs.Node], ctx: PassContext
                 ctx.count("initializer values clipped to fp16 range", int(big.sum()))
                 values = np.where(big, np.sign(values) * FP16_MAX, values)
             out: gs.Tensor = gs.Constant(names.new(f"{t.name}_fp16"),
-                                         np.ascontiguousarray(values.astype(np.float16)))
+                                         np.array(values, dtype=np.float16, order="C"))
             ctx.count("initializers converted")
         elif (len(t.inputs) == 1 and t.inputs[0].op == "Cast" and t.inputs[0].inputs
               and ir.tensor_dtype(t.inputs[0].inputs[0]) == np.float16):
