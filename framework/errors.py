@@ -38,6 +38,7 @@ __all__ = [
 VOCABULARY: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("aicc_vocabulary")
 
 _REF = re.compile("\u2039([A-Za-z0-9_.]+)\u203a")
+_SAME_TWICE = re.compile(r"(?<![\w-])(-{1,2}[\w-]+) or \1(?![\w-])")
 
 
 def option_ref(key: str) -> str:
@@ -56,7 +57,8 @@ def render_options(text: str) -> str:
             return names[m.group(1)]      # a CLI vocabulary looks flags up on demand
         except KeyError:
             return m.group(1)
-    return _REF.sub(spell, text)
+    # two options one caller spells alike (aicc quantize's --input_dim binds shapes and symbols)
+    return _SAME_TWICE.sub(r"\1", _REF.sub(spell, text))
 
 
 class AiccError(Exception):

@@ -131,3 +131,13 @@ def test_features_do_not_depend_on_the_order_plugins_configure_in(tmp_path, opti
         default_pipeline(regs, requested=backward.passes)
     assert forward.backend == backward.backend
     assert forward.backend_options == backward.backend_options
+
+
+def test_two_options_one_command_spells_alike_are_named_once():
+    from aicc.errors import VOCABULARY, option_ref, render_options
+    token = VOCABULARY.set({"input_shapes": "--input_dim", "symbols": "--input_dim"})
+    try:
+        text = f"bind it with {option_ref('input_shapes')} or {option_ref('symbols')}"
+        assert render_options(text) == "bind it with --input_dim"
+    finally:
+        VOCABULARY.reset(token)
