@@ -87,8 +87,12 @@ class OptionTable:
         self._flag_owner: dict[str, str] = {}
         self.current_plugin = "<python>"
 
-    def add(self, option: Option) -> Option:
-        """Declare ``option`` (the hook ``aicc_add_options`` calls this once per option)."""
+    def add(self, *options: Option) -> None:
+        """Declare ``options`` (from the hook ``aicc_add_options``)."""
+        for option in options:
+            self._add(option)
+
+    def _add(self, option: Option) -> None:
         if not isinstance(option, Option):
             raise ConfigError(f"expected an aicc.config.Option, got {type(option).__name__}",
                               where=f"plugin '{self.current_plugin}'")
@@ -103,7 +107,6 @@ class OptionTable:
                               where=f"plugin '{self.current_plugin}'")
         self._claim(option.flags, option.key)
         self.options[option.key] = option
-        return option
 
     def alias(self, key: str, flags: Iterable[str], value: Any, help: str) -> None:
         """A flag that sets the option ``key`` to ``value`` (declared by any plugin)."""

@@ -57,8 +57,7 @@ OPTIONS = [
 def aicc_add_options(options):
     options.alias("target", ("-aic-hw", "--aic-hw"), "aic100",
                   "compile for the (simulated) Cloud AI 100 device instead of the host")
-    for option in OPTIONS:
-        options.add(option)
+    options.add(*OPTIONS)
 
 
 @hookimpl

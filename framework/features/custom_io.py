@@ -55,8 +55,7 @@ def aicc_add_options(options):
                        "precisions of this YAML file",
                        flags=("-custom-IO-list-file", "--custom-io-list-file"), path=True,
                        metavar="FILE"))
-    for option in OPTIONS:
-        options.add(option)
+    options.add(*OPTIONS)
 
 
 #: options that compile something; the template dump compiles nothing, so they are refused with it

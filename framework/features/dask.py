@@ -32,8 +32,7 @@ OPTIONS = [
 
 @hookimpl
 def aicc_add_options(options):
-    for option in OPTIONS:
-        options.add(option)
+    options.add(*OPTIONS)
 
 
 @hookimpl
