@@ -26,21 +26,10 @@ def _auto_pad_axis(size: int, eff: int, stride: int, auto_pad: str
 
 
 def conv_geometry(in_sp, kernel, strides, dilations, pads, auto_pad):
-    """Begin pads, end pads and output spatial shape of a Conv (ONNX auto_pad rules)."""
-    nd = len(in_sp)
-    begin, end, out = [], [], []
-    for i in range(nd):
-        eff = (kernel[i] - 1) * dilations[i] + 1
-        auto = _auto_pad_axis(in_sp[i], eff, strides[i], auto_pad)
-        if auto is not None:
-            b, e, o = auto
-        else:
-            b, e = (pads[i], pads[nd + i]) if pads else (0, 0)
-            o = (in_sp[i] + b + e - eff) // strides[i] + 1
-        begin.append(b)
-        end.append(e)
-        out.append(o)
-    return tuple(begin), tuple(end), tuple(out)
+    """Begin pads, end pads and output spatial shape of a Conv (ONNX auto_pad rules): a pooling
+    window's geometry without ceil_mode, whose end pads are then the declared ones."""
+    begin, end, _, out = pool_geometry(in_sp, kernel, strides, dilations, pads, auto_pad, False)
+    return begin, end, out
 
 
 def pool_geometry(in_sp, kernel, strides, dilations, pads, auto_pad, ceil_mode):

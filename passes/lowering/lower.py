@@ -112,6 +112,7 @@ class Lower(Pass):
         steps = lowering_sequence(ops, ctx.registries.passes)
         if "If" in ops:
             program = _fold_ifs(program, ctx)
+            steps = steps[1:]           # its last round folded constants already
         return PassResult(program=ctx.run_pipeline(steps, program))
 
 
