@@ -29,10 +29,9 @@ import onnx_graphsurgeon as gs
 from ..backend import Observers
 from ..errors import BackendError, ConfigError
 from .amp import Candidate, sqnr_db
+from .amp_groups import WEIGHTED, AmpGroup, amp_groups
 
 __all__ = ["QuantizedVariants", "OrtScorer", "write_bridge", "WEIGHTED"]
-
-WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 class QuantizedVariants:
@@ -40,7 +39,6 @@ class QuantizedVariants:
 
     def __init__(self, model: Any, *, registries: Any = None, **kwargs: Any):
         from .. import ir
-        from ..pipeline import Pipeline, run_pipeline
         from ..program import Program
         from ..quantization import _default_registries, quantize_pipeline
         if kwargs.get("overrides"):
@@ -63,59 +61,101 @@ class QuantizedVariants:
         loaded = ir.load_model(model if not isinstance(model, onnx.ModelProto)
                                else model.SerializeToString())
         self.original = loaded
-        prefix = Pipeline.build(steps[:-2], self.registries.passes, source="amp")
-        self.program = run_pipeline(prefix, Program.from_model(loaded),
-                                    registries=self.registries, analyses=self.analyses)
+        self.program = self._prefix(steps, Program.from_model(loaded))
         self.float_model = self.program.to_model()
         self.act_bw = int(steps[-2][1].get("act_bitwidth", 8))
         self.weight_bw = int(steps[-2][1].get("weight_bitwidth", 8))
-        graph = self.program.graph()
-        self.layers: dict[str, gs.Node] = {
-            n.name: n for n in graph.nodes if n.op in WEIGHTED and len(n.inputs) > 1
-            and isinstance(n.inputs[1], gs.Constant)
-            and np.asarray(n.inputs[1].values).dtype == np.float32}
-        if not self.layers:
-            raise ConfigError("the model has no Conv/Gemm/MatMul layer with constant weights "
-                              "for AMP to choose precisions for", field="amp")
+        self.groups = _groups_of(self.program.graph())
+        self._quantized: set[str] | None = None
+
+    def _prefix(self, steps: list[tuple[str, dict]], program: Any) -> Any:
+        """The float steps before ``quantize``, with the graph raised to the opset the quantize
+        options need before ``calibrate``: quantize would otherwise convert it after calibration,
+        and the tensors onnx's version converter adds (opset 13 spells an opset-12 Softmax with
+        a Flatten and a Reshape around it) would have no statistics when an fp16 group leaves
+        them without an integer neighbour to share an encoding with."""
+        from aicc.passes.quantization.opset import prepare_opset
+        from aicc.passes.quantization.settings import QuantSettings
+        from ..pipeline import Pipeline, run_pipeline
+        names = [name for name, _ in steps]
+        cut = names.index("calibrate") if "calibrate" in names else len(steps) - 2
+        passes = self.registries.passes
+        program = run_pipeline(Pipeline.build(steps[:cut], passes, source="amp"), program,
+                               registries=self.registries, analyses=self.analyses)
+        quantize = Pipeline.build(self.quantize_steps[:1], passes, source="amp").steps[0]
+        settings = QuantSettings.from_options(quantize.options)
+        for gname in list(program.graphs):
+            program.graphs[gname], _ = prepare_opset(program.graphs[gname], settings,
+                                                     where=f"graph '{gname}'",
+                                                     ir_version=program.ir_version)
+        return run_pipeline(Pipeline.build(steps[cut:-2], passes, source="amp"), program,
+                            registries=self.registries, analyses=self.analyses)
+
+    @property
+    def layers(self) -> dict[str, gs.Node]:
+        """Group name -> weighted layer, for the groups that have one."""
+        return {name: g.layer for name, g in self.groups.items() if g.layer is not None}
 
     def macs(self) -> dict[str, int]:
-        """Multiply-accumulates per layer (output elements x weight elements per output)."""
-        out = {}
-        for name, n in self.layers.items():
-            w = np.asarray(n.inputs[1].values)
-            shape = n.outputs[0].shape or []
-            spatial = int(np.prod([d for d in shape[2:] if isinstance(d, int)] or [1]))
-            rows = int(np.prod([d for d in shape[:-1] if isinstance(d, int)] or [1]))
-            out[name] = int(w.size * spatial) if n.op in ("Conv", "ConvTranspose") \
-                else int(w.size * max(1, rows))
-        return out
+        """The work of each group (``amp_groups.node_work`` summed over its nodes)."""
+        return {name: max(1, g.work) for name, g in self.groups.items()}
+
+    def quantized(self) -> set[str]:
+        """The activations the base precision quantizes (fused ones are not), found once."""
+        if self._quantized is None:
+            program = self._run(self.program.copy(), None)
+            acts = program.encodings.get("activations", {})
+            self._quantized = {n for n, e in acts.items() if e.get("dtype", "int") != "float"}
+        return self._quantized
 
     def table(self, choice: Mapping[str, Candidate]) -> dict[str, Any]:
-        """The overrides (``table_to_json`` form) of an assignment."""
+        """The overrides (``table_to_json`` form) of an assignment: a float candidate puts every
+        activation of the group and its layer's weight in float; an integer one gives the group's
+        quantized activations and the weight its bitwidths."""
         acts: dict[str, Any] = {}
         params: dict[str, Any] = {}
         for name, c in choice.items():
-            n = self.layers[name]
-            out, w = n.outputs[0].name, n.inputs[1].name
+            group = self.groups[name]
+            weight = group.layer.inputs[1].name if group.layer is not None else None
             if c.is_float:
-                acts[out] = {"dtype": "float", "bitwidth": c.act_bw}
-                params[w] = {"dtype": "float", "bitwidth": c.param_bw}
+                for t in group.outputs():
+                    acts[t] = {"dtype": "float", "bitwidth": c.act_bw}
+                if weight is not None:
+                    params[weight] = {"dtype": "float", "bitwidth": c.param_bw}
                 continue
             if c.act_bw != self.act_bw:
-                acts[out] = {"dtype": "int", "bitwidth": c.act_bw}
-            if c.param_bw != self.weight_bw:
-                params[w] = {"dtype": "int", "bitwidth": c.param_bw}
+                quantized = self.quantized()
+                for t in group.outputs():
+                    if t in quantized:
+                        acts[t] = {"dtype": "int", "bitwidth": c.act_bw}
+            if weight is not None and c.param_bw != self.weight_bw:
+                params[weight] = {"dtype": "int", "bitwidth": c.param_bw}
         return {"file": "amp", "activations": acts, "params": params, "excluded_layers": []}
+
+    def _run(self, program: Any, table: dict[str, Any] | None) -> Any:
+        from ..pipeline import Pipeline, run_pipeline
+        if table is not None:
+            program.encodings["overrides"] = table
+        pipeline = Pipeline.build(self.quantize_steps, self.registries.passes, source="amp")
+        return run_pipeline(pipeline, program, registries=self.registries,
+                            analyses=self.analyses.copy())
 
     def build(self, choice: Mapping[str, Candidate]) -> tuple[onnx.ModelProto, Any]:
         """The QDQ model (and its Program) of an assignment."""
-        from ..pipeline import Pipeline, run_pipeline
-        program = self.program.copy()
-        program.encodings["overrides"] = self.table(choice)
-        pipeline = Pipeline.build(self.quantize_steps, self.registries.passes, source="amp")
-        program = run_pipeline(pipeline, program, registries=self.registries,
-                               analyses=self.analyses.copy())
+        program = self._run(self.program.copy(), self.table(choice))
         return program.to_model(), program
+
+
+def _groups_of(graph: gs.Graph) -> dict[str, AmpGroup]:
+    """The groups, found on a copy with inferred shapes (for their work; names are the same)."""
+    from .. import ir
+    graph = graph.copy()
+    ir.infer_shapes(graph, where="AMP")
+    groups = {g.name: g for g in amp_groups(graph)}
+    if not any(g.layer is not None for g in groups.values()):
+        raise ConfigError("the model has no Conv/Gemm/MatMul layer with constant weights "
+                          "for AMP to choose precisions for", field="amp")
+    return groups
 
 
 #: the cpu backend's options for scoring: QDQ as written, no fusions (the reference numbers, and
