@@ -3,20 +3,23 @@ QDQ models of candidate assignments (one calibration, then one ``quantize`` run 
 their scores on evaluation samples, and the files that carry the chosen assignment to ``aicc
 compile`` out.
 
-Assignments become ``quantize`` overrides: a float candidate puts the group's output and weight in
-float (the layer then runs in fp16 or fp32 through ``convert-fp16``'s Cast lowering, QNN's mixed
-precision rule); an integer candidate whose bitwidths differ from the quantize options gives the
-output and weight those bitwidths (ranges still calibrated). Models are scored with onnxruntime.
+Assignments become ``quantize`` overrides on AMP's groups (``amp_groups``: a weighted layer and
+the nodes downstream of it up to the next one): a float candidate puts every activation the group
+computes and its layer's weight in float (the nodes then run in fp16 or fp32 through
+``convert-fp16``'s Cast lowering, QNN's mixed precision rule); an integer candidate whose
+bitwidths differ from the quantize options gives the group's quantized activations and its
+weight those bitwidths (ranges still calibrated). Models are scored with onnxruntime.
 
-The bridge (``write_bridge``): ``node_precision.yaml`` (``FP16NodeInstanceNames``: the layers the
-choice keeps in fp16, for ``-node-precision-info``) and ``encodings.json`` (AIMET 0.6.1 form: every
-encoding of the chosen QDQ model, float entries for the fp16 layers, for
-``-external-quantization``).
+The bridge (``write_bridge``): ``node_precision.yaml`` (``FP16NodeInstanceNames``: every node of
+the groups the choice keeps in fp16, named in the original model, for ``-node-precision-info``)
+and ``encodings.json`` (AIMET 0.6.1 form: every encoding of the chosen QDQ model, float entries
+for the fp16 tensors, for ``-external-quantization``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -31,7 +34,9 @@ from ..errors import BackendError, ConfigError
 from .amp import Candidate, sqnr_db
 from .amp_groups import WEIGHTED, AmpGroup, amp_groups
 
-__all__ = ["QuantizedVariants", "OrtScorer", "write_bridge", "WEIGHTED"]
+__all__ = ["QuantizedVariants", "OrtScorer", "write_bridge", "fp16_node_names", "WEIGHTED"]
+
+logger = logging.getLogger(__name__)
 
 
 class QuantizedVariants:
@@ -132,6 +137,20 @@ class QuantizedVariants:
                 params[weight] = {"dtype": "int", "bitwidth": c.param_bw}
         return {"file": "amp", "activations": acts, "params": params, "excluded_layers": []}
 
+    def fp16_interior(self, groups: Sequence[AmpGroup]) -> set[str]:
+        """The activations of fp16 ``groups`` that only fp16 nodes read (not graph outputs):
+        ``aicc compile``'s ``convert-fp16`` hands them from fp16 node to fp16 node without a Cast
+        back to float32, so they have no float32 tensor for an encoding to name."""
+        graph = self.program.graph()
+        fp16 = {n.name for g in groups for n in g.nodes}
+        readers: dict[str, list[str]] = {}
+        for n in graph.nodes:
+            for t in n.inputs:
+                readers.setdefault(t.name, []).append(n.name)
+        outputs = {t.name for t in graph.outputs}
+        return {t for g in groups for t in g.outputs() if t not in outputs and readers.get(t)
+                and all(r in fp16 for r in readers[t])}
+
     def _run(self, program: Any, table: dict[str, Any] | None) -> Any:
         from ..pipeline import Pipeline, run_pipeline
         if table is not None:
@@ -224,45 +243,77 @@ def _as_float(value: Any, where: Path, key: str) -> float:
     return out
 
 
-def fp16_node_names(original: onnx.ModelProto, layers: Sequence[str]) -> list[str]:
-    """The original model's nodes behind ``layers`` (names after BatchNorm folding): the layer
-    and the BatchNormalization folded into it, so that ``convert-fp16`` (which runs before the
-    fold in ``aicc compile``) lets the pair fold in fp16 as the quantize flow did."""
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in original.graph.node:
-        for t in n.input:
-            readers.setdefault(t, []).append(n)
-    by_name = {n.name: n for n in original.graph.node}
+def fp16_node_names(original: onnx.ModelProto, groups: Sequence[AmpGroup]) -> list[str]:
+    """The original model's nodes behind ``groups`` (found after BatchNorm folding), by first
+    output as ``FP16NodeInstanceNames`` names them, in the model's order: each weighted layer
+    (by node name) and the BatchNormalization folded into it, so that ``convert-fp16`` (which
+    runs before the fold in ``aicc compile``) lets the pair fold in fp16 as the quantize flow did;
+    and every other member by its first output. A member the original model has no node for
+    was made by a pass before quantization (onnx's version converter spells an opset-12 Softmax
+    as Flatten/Softmax/Reshape; the last keeps the Softmax's output name, so the Softmax is
+    listed); it is covered by that node. Nodes that cannot run in fp16 in the original model
+    are left out (debug log)."""
+    from aicc.passes.precision.convert_fp16 import fp16_capable
+    from .. import ir
+    graph = ir.import_graph(original)
+    ir.infer_shapes(graph, where="AMP bridge")      # dtypes, for which nodes can be fp16
+    by_name = {n.name: n for n in graph.nodes if n.name}
+    by_output = {n.outputs[0].name: n for n in graph.nodes if n.outputs}
+    readers: dict[str, list[gs.Node]] = {}
+    for n in graph.nodes:
+        for t in n.inputs:
+            readers.setdefault(t.name, []).append(n)
+    chosen: set[int] = set()
+    for group in groups:
+        for member in group.nodes:
+            if member is group.layer:
+                node = by_name.get(member.name)
+                if node is None:
+                    raise ConfigError(f"AMP chose layer '{member.name}' for fp16, but the "
+                                      "original model has no node of that name",
+                                      where="AMP bridge", hint="the node-precision file cannot "
+                                      "name it; use AMP's model")
+                chosen.add(id(node))
+                after = readers.get(node.outputs[0].name, [])
+                if len(after) == 1 and after[0].op == "BatchNormalization":
+                    chosen.add(id(after[0]))
+                continue
+            node = by_output.get(member.outputs[0].name) if member.outputs else None
+            if node is not None and node.op != "Constant":
+                chosen.add(id(node))
     out = []
-    for layer in layers:
-        node = by_name.get(layer)
-        if node is None:
-            raise ConfigError(f"AMP chose layer '{layer}' for fp16, but the original model has "
-                              "no node of that name", where="AMP bridge",
-                              hint="the node-precision file cannot name it; use AMP's model")
-        # FP16NodeInstanceNames name nodes by their first output (convert-fp16 reads it so)
-        out.append(node.output[0])
-        after = readers.get(node.output[0], [])
-        if len(after) == 1 and after[0].op_type == "BatchNormalization":
-            out.append(after[0].output[0])
+    for node in graph.nodes:
+        if id(node) not in chosen:
+            continue
+        if fp16_capable(node, graph.opset):
+            out.append(node.outputs[0].name)
+        else:
+            logger.debug("AMP bridge: %s '%s' cannot run in fp16; not listed", node.op,
+                         node.name)
     return out
 
 
-def write_bridge(folder: Path, choice: Mapping[str, Candidate], program: Any,
-                 original: onnx.ModelProto) -> list[Path]:
-    """``node_precision.yaml`` and ``encodings.json`` for ``aicc compile`` (see the docstring)."""
+def write_bridge(folder: Path, groups: Sequence[AmpGroup], program: Any,
+                 original: onnx.ModelProto, interior: set[str] = frozenset()
+                 ) -> tuple[list[Path], list[str]]:
+    """``node_precision.yaml`` and ``encodings.json`` for ``aicc compile`` (see the module
+    docstring) for the fp16 ``groups``; the float encodings of ``interior`` tensors (read by
+    fp16 nodes only, ``QuantizedVariants.fp16_interior``) are left out. Returns the files and
+    the names listed."""
     import yaml
 
     from aicc.passes.quantization.calibrate import write_text_atomic
     from aicc.passes.quantization.quantize import encodings_table
     from .aimet import export_aimet_encodings
     folder.mkdir(parents=True, exist_ok=True)
-    fp16 = fp16_node_names(original, sorted(n for n, c in choice.items()
-                                            if c.is_float and c.act_bw == 16))
+    fp16 = fp16_node_names(original, groups)
     npi = folder / "node_precision.yaml"
     write_text_atomic(npi, yaml.safe_dump({"FP16NodeInstanceNames": fp16}, sort_keys=False))
     table = encodings_table(program.encodings)
+    for name in interior:
+        if name in table.activations and table.activations[name].is_float:
+            del table.activations[name]
     data = export_aimet_encodings(table, form="0.6.1")
     enc = folder / "encodings.json"
     write_text_atomic(enc, json.dumps(data, indent=1) + "\n")
-    return [npi, enc]
+    return [npi, enc], fp16
