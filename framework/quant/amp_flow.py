@@ -123,7 +123,7 @@ class QuantizedVariants:
             group = self.groups[name]
             weight = group.layer.inputs[1].name if group.layer is not None else None
             if c.is_float:
-                for t in group.outputs():
+                for t in group.activations():
                     acts[t] = {"dtype": "float", "bitwidth": c.act_bw}
                 if weight is not None:
                     params[weight] = {"dtype": "float", "bitwidth": c.param_bw}

@@ -8,7 +8,8 @@ Softmax, reshapes and transposes that the layer's output flows through. A node w
 producers (a residual ``Add(block, skip)``, a Concat) joins the group of the producer latest in
 topological order, the one its own data came through last. A computing node none of whose
 producers is in a group (the model's input arithmetic before its first layer) starts a group of
-its own, named after it, which its downstream nodes join in the same way. Each group thus holds at
+its own, named after it, which its downstream nodes join in the same way. A float32 graph input
+that one group alone reads changes precision with it. Each group thus holds at
 most one weighted layer, and choosing fp16 for it covers the quantization error of everything it
 computes, not only of the layer's weight and output: on models built of elementwise expressions
 and attention (PP-OCRv4's recognizer) that is where most of the int8 error sits.
@@ -41,11 +42,18 @@ class AmpGroup:
     layer: gs.Node | None
     nodes: list[gs.Node]
     work: int = 0
+    #: float32 graph inputs only this group's nodes read
+    inputs: list[str] = dataclasses.field(default_factory=list)
 
     def outputs(self) -> list[str]:
-        """The float32 tensors the group's nodes compute (its activations)."""
+        """The float32 tensors the group's nodes compute."""
         return [t.name for n in self.nodes for t in n.outputs
                 if t.name and ir.tensor_dtype(t) == np.float32]
+
+    def activations(self) -> list[str]:
+        """What changes precision with the group: the graph inputs only it reads, and its
+        outputs."""
+        return self.inputs + self.outputs()
 
 
 def weighted_layer(node: gs.Node) -> bool:
@@ -131,4 +139,15 @@ def amp_groups(graph: gs.Graph) -> list[AmpGroup]:
         group.nodes.append(node)
         group.work += node_work(node)
         group_of[id(node)] = group
+    _claim_inputs(graph, group_of)
     return groups
+
+
+def _claim_inputs(graph: gs.Graph, group_of: dict[int, AmpGroup]) -> None:
+    """A float32 graph input read by one group's nodes alone goes with that group."""
+    for t in graph.inputs:
+        if ir.tensor_dtype(t) != np.float32:
+            continue
+        owners = {id(group_of.get(id(n))) for n in t.outputs}
+        if len(owners) == 1 and t.outputs and id(t.outputs[0]) in group_of:
+            group_of[id(t.outputs[0])].inputs.append(t.name)
