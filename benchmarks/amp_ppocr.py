@@ -91,7 +91,7 @@ def compiled(model: Path, folder: Path, lst: Path, backend: str, feeds) -> tuple
 
 def one(target: float, model: Path, work: Path, lst: Path, held, ref, chars, backends) -> None:
     folder = work / f"t{target:g}"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)          # a second run reuses phase 1 (q_amp/phase1_cache.json)
     out = folder / "q.onnx"
     cmd = [str(AICC), "quantize", "--input_model", str(model), "--input_list", str(lst),
            "--input_dim", "x", SHAPE, "--use_per_channel_quantization", "--output_model",

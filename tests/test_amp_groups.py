@@ -33,8 +33,11 @@ EXPECTED = {"pre_scale": ["pre_scale", "pre_bias"], "q": ["q"],
             "proj": ["proj", "res", "out"]}
 
 
-def attention_block(seed: int = 0) -> onnx.ModelProto:
-    """x[1,T,D] -> x*s+b -> q,k,v MatMuls -> softmax(q k^T) v -> proj -> +residual -> Tanh."""
+def attention_block(seed: int = 0, opset: int = 17) -> onnx.ModelProto:
+    """x[1,T,D] -> x*s+b -> q,k,v MatMuls -> softmax(q k^T) v -> proj -> +residual -> Tanh. At
+    opset 12 the Softmax takes axis 1 (over the flattened scores), which onnx's version converter
+    spells at opset 13 (per-channel weights need it) as Flatten/Softmax/Reshape: tensors the
+    model does not have."""
     rng = np.random.default_rng(seed)
     f = lambda *s: (rng.standard_normal(s) * 0.4).astype(np.float32)  # noqa: E731
     inits = [numpy_helper.from_array(f(D) + 1.0, "scale"), numpy_helper.from_array(f(D), "shift")]
@@ -47,7 +50,7 @@ def attention_block(seed: int = 0) -> onnx.ModelProto:
              node("MatMul", ["pre", "wv"], ["vv"], name="v"),
              node("Transpose", ["kv"], ["ktv"], name="kt", perm=[0, 2, 1]),
              node("MatMul", ["qv", "ktv"], ["sv"], name="scores"),
-             node("Softmax", ["sv"], ["av"], name="attn", axis=-1),
+             node("Softmax", ["sv"], ["av"], name="attn", axis=-1 if opset >= 13 else 1),
              node("MatMul", ["av", "vv"], ["cv"], name="ctx"),
              node("MatMul", ["cv", "wo"], ["pv"], name="proj"),
              node("Add", ["pv", "pre"], ["rv"], name="res"),
@@ -55,15 +58,13 @@ def attention_block(seed: int = 0) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, [1, T, D])], [helper.make_tensor_value_info(
             "y", TensorProto.FLOAT, [1, T, D])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     return onnx.shape_inference.infer_shapes(model, strict_mode=True)
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ampg")
-    model = attention_block()
+def _work(folder, opset: int) -> dict:
+    model = attention_block(opset=opset)
     path = folder / "attn.onnx"
     onnx.save(model, path)
     rng = np.random.default_rng(3)
@@ -73,9 +74,18 @@ def work(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def variants(work):
+def work(tmp_path_factory):
+    return _work(tmp_path_factory.mktemp("ampg"), 17)
+
+
+def _variants(work):
     return QuantizedVariants(work["model"], samples=iter(work["feeds"]), progress=False,
                              per_channel=True, calibration="None")
+
+
+@pytest.fixture(scope="module")
+def variants(work):
+    return _variants(work)
 
 
 def _run(model, feeds):
@@ -115,15 +125,19 @@ def test_every_group_at_fp16_leaves_nothing_quantized(variants, work):
     assert _sqnr(ref, _run(int8, work["feeds"])) < 40
 
 
-@pytest.fixture(scope="module")
-def bridge(variants, work):
-    """The attention group (k) in fp16, the rest int8: its QDQ model and exported files."""
-    choice = {g: HI if g == "k" else LO for g in variants.groups}
+def _bridge(variants, work, fp16_group: str):
+    """``fp16_group`` in fp16, the rest int8: the QDQ model and the exported files."""
+    choice = {g: HI if g == fp16_group else LO for g in variants.groups}
     model, program = variants.build(choice)
-    fp16 = [variants.groups["k"]]
+    fp16 = [variants.groups[fp16_group]]
     files, names = write_bridge(work["folder"] / "bridge", fp16, program, variants.original,
                                 variants.fp16_interior(fp16))
     return model, files, names
+
+
+@pytest.fixture(scope="module")
+def bridge(variants, work):
+    return _bridge(variants, work, "k")          # the attention group
 
 
 def test_the_node_precision_file_lists_the_activation_only_nodes(bridge):
@@ -133,6 +147,20 @@ def test_the_node_precision_file_lists_the_activation_only_nodes(bridge):
 
 
 def test_compile_reproduces_the_grouped_choice(bridge, work, tmp_path):
+    _compile_and_compare(bridge, work, tmp_path)
+
+
+def test_compile_reproduces_a_choice_made_after_an_opset_conversion(tmp_path):
+    """The converter's Flatten/Softmax/Reshape tensors are calibrated by AMP but are no tensors
+    of the model ``aicc compile`` reads: the encodings file leaves them out (it named them, and
+    compile refused the file)."""
+    work = _work(tmp_path, 12)
+    variants = _variants(work)
+    assert any(t.startswith("_v_") for t in variants.program.graph().tensors())
+    _compile_and_compare(_bridge(variants, work, "proj"), work, tmp_path)
+
+
+def _compile_and_compare(bridge, work, tmp_path):
     amp_model, files, _ = bridge
     ref = _run(work["path"], work["feeds"])
     amp_out = _run(amp_model, work["feeds"])
@@ -141,8 +169,8 @@ def test_compile_reproduces_the_grouped_choice(bridge, work, tmp_path):
         qpc = tmp_path / backend
         code = main(["compile", f"-m={work['path']}", f"-node-precision-info={files[0]}",
                      f"-external-quantization={files[1]}", f"-input-list-file={work['list']}",
-                     "-quantization-schema-activations=asymmetric", f"--backend={backend}",
-                     f"-aic-binary-dir={qpc}"])
+                     "-quantization-schema-activations=asymmetric", "-enable-channelwise",
+                     f"--backend={backend}", f"-aic-binary-dir={qpc}"])
         assert code == 0
         sess = aicc.load(qpc)
         results[backend] = np.concatenate([sess.run(f)["y"] for f in work["feeds"]])
@@ -169,3 +197,4 @@ def test_auto_precision_reports_layers_and_other_nodes_apart(work, tmp_path, cap
     names = yaml.safe_load((tmp_path / "q_amp" / "node_precision.yaml").read_text())
     assert f"{len(names['FP16NodeInstanceNames'])} nodes in the node-precision file" in line
     assert "of 4 weighted layers and" in line and "other nodes" in line
+    assert "-enable-channelwise" in stdout.splitlines()[-1]       # the compile command

@@ -123,7 +123,8 @@ def run_amp_flow(plan: dict[str, Any], output_model: str, **quantize_kwargs: Any
     folder = _folder(output_model)
     plain = {k: v for k, v in quantize_kwargs.items()
              if isinstance(v, (str, int, float, bool, list, tuple, dict, type(None)))}
-    members = {g: [n.name for n in group.nodes] for g, group in variants.groups.items()}
+    members = {g: [n.name for n in group.nodes] + group.activations()
+               for g, group in variants.groups.items()}
     key = "|".join([repr(sorted(plain.items())), plan["mode"], json.dumps(members),
                     _samples_digest(feeds), hashlib.sha256(variants.float_model.SerializeToString()).hexdigest()])
     result = run_amp(phase1, phase2, groups=list(variants.groups), macs=variants.macs(),
@@ -174,6 +175,11 @@ def _compile_command(kw: dict[str, Any], files: list[Path]) -> str:
     parts = ["aicc compile -m=MODEL", f"-node-precision-info={files[0]}",
              f"-external-quantization={files[1]}", f"-input-list-file={kw['input_list']}"]
     parts += [f"--input-shape={s}" for s in kw.get("input_shapes") or ()]
+    # the weights' layout (an opset-12 model is raised to opset 13 for per-channel scales)
+    if kw.get("per_channel"):
+        parts.append("-enable-channelwise")
+    if kw.get("per_row"):
+        parts.append("-enable-rowwise")
     if kw.get("act_quantizer", "tf") in ("tf", ""):
         parts.append("-quantization-schema-activations=asymmetric")
     return " ".join(parts)

@@ -298,8 +298,8 @@ def write_bridge(folder: Path, groups: Sequence[AmpGroup], program: Any,
                  ) -> tuple[list[Path], list[str]]:
     """``node_precision.yaml`` and ``encodings.json`` for ``aicc compile`` (see the module
     docstring) for the fp16 ``groups``; the float encodings of ``interior`` tensors (read by
-    fp16 nodes only, ``QuantizedVariants.fp16_interior``) are left out. Returns the files and
-    the names listed."""
+    fp16 nodes only, ``QuantizedVariants.fp16_interior``) and the encodings of tensors the
+    original model does not have are left out. Returns the files and the names listed."""
     import yaml
 
     from aicc.passes.quantization.calibrate import write_text_atomic
@@ -313,6 +313,16 @@ def write_bridge(folder: Path, groups: Sequence[AmpGroup], program: Any,
     for name in interior:
         if name in table.activations and table.activations[name].is_float:
             del table.activations[name]
+    # tensors a pass made before quantization (onnx's version converter names them _v_N) are
+    # not in the model ``aicc compile`` reads, which calibrates its own
+    known = {t.name for t in original.graph.input} | {o for n in original.graph.node
+                                                       for o in n.output}
+    made = [name for name in table.activations if name not in known]
+    for name in made:
+        del table.activations[name]
+    if made:
+        logger.debug("AMP bridge: %d activation encodings of tensors the model does not name "
+                     "left out: %s", len(made), ", ".join(made[:5]))
     data = export_aimet_encodings(table, form="0.6.1")
     enc = folder / "encodings.json"
     write_text_atomic(enc, json.dumps(data, indent=1) + "\n")
