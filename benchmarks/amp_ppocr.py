@@ -83,6 +83,7 @@ def compiled(model: Path, folder: Path, lst: Path, backend: str, feeds) -> tuple
                     f"-node-precision-info={folder / 'q_amp' / 'node_precision.yaml'}",
                     f"-external-quantization={folder / 'q_amp' / 'encodings.json'}",
                     f"-input-list-file={lst}", "-quantization-schema-activations=asymmetric",
+                    "-enable-channelwise",
                     f"--backend={backend}", f"-aic-binary-dir={qpc}"], check=True)
     seconds = time.perf_counter() - t0
     sess = aicc.load(qpc)
@@ -90,8 +91,9 @@ def compiled(model: Path, folder: Path, lst: Path, backend: str, feeds) -> tuple
 
 
 def one(target: float, model: Path, work: Path, lst: Path, held, ref, chars, backends) -> None:
-    folder = work / f"t{target:g}"
-    folder.mkdir(exist_ok=True)          # a second run reuses phase 1 (q_amp/phase1_cache.json)
+    # one folder for every target: phase 1 (q_amp/phase1_cache.json) runs once
+    folder = work / ("amp" if target > 0 else "int8")
+    folder.mkdir(exist_ok=True)
     out = folder / "q.onnx"
     cmd = [str(AICC), "quantize", "--input_model", str(model), "--input_list", str(lst),
            "--input_dim", "x", SHAPE, "--use_per_channel_quantization", "--output_model",
