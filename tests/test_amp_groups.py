@@ -198,3 +198,19 @@ def test_auto_precision_reports_layers_and_other_nodes_apart(work, tmp_path, cap
     assert f"{len(names['FP16NodeInstanceNames'])} nodes in the node-precision file" in line
     assert "of 4 weighted layers and" in line and "other nodes" in line
     assert "-enable-channelwise" in stdout.splitlines()[-1]       # the compile command
+
+
+def test_per_channel_encodings_raise_an_old_opset_without_the_channelwise_flag(tmp_path):
+    """Per-channel weight encodings from -external-quantization need DequantizeLinear's axis
+    (opset 13) whether or not -enable-channelwise is given: an opset-12 model used to reach the
+    backend with an axis its opset does not have, and onnxruntime refused the graph."""
+    work = _work(tmp_path, 12)
+    _, files, _ = _bridge(_variants(work), work, "proj")
+    code = main(["compile", f"-m={work['path']}", f"-external-quantization={files[1]}",
+                 f"-input-list-file={work['list']}", "--backend=cpu",
+                 f"-aic-binary-dir={tmp_path / 'qpc'}"])
+    assert code == 0
+    sess = aicc.load(tmp_path / "qpc")
+    ref = _run(work["path"], work["feeds"])
+    out = np.concatenate([sess.run(f)["y"] for f in work["feeds"]])
+    assert _sqnr(ref, out) > 15                       # an int8 model of the block
