@@ -27,7 +27,7 @@ from .grouping import activation_groups
 from .qdq import NON_DATA_INPUTS, OPSET_INT4_INT16, QdqWriter, ensure_opset, needs_opset21
 from .settings import Encoder, QuantSettings
 
-__all__ = ["GraphQuantizer", "QuantSettings"]
+__all__ = ["GraphQuantizer", "QuantSettings", "quantized_activations"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,28 @@ _FLOAT_KINDS = (np.dtype(np.float32),)
 def _is_float(t: gs.Tensor, profile: Profile | None) -> bool:
     dtype = ir.tensor_dtype(t)
     if dtype is None:
-        return profile is not None and t.name in profile
+        return profile is not None and (t.name in profile or t.name in profile.skipped)
     return dtype in _FLOAT_KINDS
+
+
+class _AnyFloat:
+    """Stands for a profile when planning before calibration: a tensor of unknown type may be
+    float (calibration will tell), so it counts as one."""
+
+    skipped: tuple[str, ...] = ()
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+def quantized_activations(graph: gs.Graph, s: QuantSettings, ctx: PassContext,
+                          where: str) -> set[str]:
+    """The float tensors ``quantize`` will read calibration statistics of under settings ``s``
+    (no overrides): the activations it encodes or converts. Tensors of unknown type count as
+    float. Fused interiors, shape computations and tensors nothing reads as data are not in it."""
+    q = GraphQuantizer(graph, s, _AnyFloat(), None, None, set(), ctx, where)  # type: ignore
+    q._decide_float_ops()
+    return set(q._activations())
 
 
 def _exact_helper(values: np.ndarray) -> bool:
@@ -204,6 +224,12 @@ class GraphQuantizer:
         return names
 
     def _stats(self, name: str) -> TensorStats:
+        if self.profile is not None and name in self.profile.skipped:
+            raise ConfigError(f"tensor '{name}': the calibration profile skipped it (calibrated "
+                              "for settings that do not quantize it)",
+                              where=self.profile.source or self.where, field=f"tensor '{name}'",
+                              hint="calibrate again with these settings, or with every tensor "
+                                   "observed")
         if self.profile is None or name not in self.profile:
             raise ConfigError(f"no calibration statistics for tensor '{name}'",
                               where=self.where,
@@ -211,7 +237,11 @@ class GraphQuantizer:
                                    "of this model (-load-profile), give its encoding in the "
                                    "overrides, or keep what they do not cover in float "
                                    "(--enable_float_fallback)")
-        return self.profile[name]
+        stats = self.profile[name]
+        reader = self.s.histogram_reader
+        if reader is not None:      # refused here, naming the profile file it came from
+            stats.require_histogram(reader, where=self.profile.source or self.where)
+        return stats
 
     def _groups(self, ints: list[str]) -> dict[str, list[str]]:
         return activation_groups(self.g, ints, self._override, float_ops=self.float_ops,
