@@ -219,60 +219,65 @@ def parse_profile(data: Any, *, where: str, expected_graph_hash: str | None = No
     profile = Profile(graph_hash, tools_version, bins, source=where,
                       skipped=_skipped(data.get("skipped", []), where))
     for i, entry in enumerate(tensors):
-        field = f"tensors[{i}]"
-        if not isinstance(entry, Mapping):
-            raise _err(f"expected a mapping, got {type(entry).__name__}", where, field)
-        name = entry.get("name")
-        if isinstance(name, str) and name:
-            field = f"tensors[{i}] ('{name}')"
-        for key in entry:
-            if key not in _TENSOR_KEYS:
-                raise _err(f"unknown key {key!r}", where, f"{field}.{key}",
-                           did_you_mean(str(key), _TENSOR_KEYS))
-        for key in ("name", "min", "max"):
-            if key not in entry:
-                raise _err(f"missing key '{key}'", where, field)
-        if "histogram" not in entry and "count" not in entry:
-            raise _err("missing key 'histogram' (or 'count', for a tensor calibrated without "
-                       "histograms)", where, field)
-        if "histogram" in entry and "count" in entry:
-            raise _err("both 'histogram' and 'count' given; a tensor has one or the other",
-                       where, field)
-        if not isinstance(name, str) or not name:
-            raise _err(f"name must be a non-empty string, got {name!r}", where, f"{field}.name")
-        if name in profile.tensors:
-            raise _err(f"tensor '{name}' listed twice", where, field)
-        lo = _number(entry["min"], where, f"{field}.min")
-        hi = _number(entry["max"], where, f"{field}.max")
-        if lo > hi:
-            raise _err(f"min {lo} > max {hi}", where, field)
-        nonfinite = _int(entry.get("nonfinite", 0), where, f"{field}.nonfinite", 0)
-        if "count" in entry:
-            count = _int(entry["count"], where, f"{field}.count", 0)
-            if count == 0 and (lo, hi) != (0.0, 0.0):
-                raise _err(f"count 0 with range [{lo}, {hi}]", where, f"{field}.count",
-                           "a tensor with no finite values has min 0 and max 0")
-            profile.tensors[name] = TensorStats(name, Histogram(lo, hi, [float(count)]),
-                                                nonfinite, binned=False)
-            continue
-        hist = entry["histogram"]
-        if not isinstance(hist, list):
-            raise _err(f"expected a list of counts, got {type(hist).__name__}", where,
-                       f"{field}.histogram")
-        if len(hist) != bins:
-            raise _err(f"histogram has {len(hist)} bins, num_histogram_bins is {bins}", where,
-                       f"{field}.histogram")
-        counts = np.empty(bins)
-        for j, c in enumerate(hist):
-            v = _number(c, where, f"{field}.histogram[{j}]")
-            if v < 0:
-                raise _err(f"negative count {c}", where, f"{field}.histogram[{j}]")
-            counts[j] = v
-        profile.tensors[name] = TensorStats(name, Histogram(lo, hi, counts), nonfinite)
+        st = _tensor_entry(entry, i, bins, where)
+        if st.name in profile.tensors:
+            raise _err(f"tensor '{st.name}' listed twice", where,
+                       f"tensors[{i}] ('{st.name}')")
+        profile.tensors[st.name] = st
     both = [n for n in profile.skipped if n in profile.tensors]
     if both:
         raise _err(f"tensor '{both[0]}' is both listed and skipped", where, "skipped")
     return profile
+
+
+def _tensor_entry(entry: Any, i: int, bins: int, where: str) -> TensorStats:
+    """One ``tensors`` entry, validated: a histogram of ``bins`` bins, or a count (range only)."""
+    field = f"tensors[{i}]"
+    if not isinstance(entry, Mapping):
+        raise _err(f"expected a mapping, got {type(entry).__name__}", where, field)
+    name = entry.get("name")
+    if isinstance(name, str) and name:
+        field = f"tensors[{i}] ('{name}')"
+    for key in entry:
+        if key not in _TENSOR_KEYS:
+            raise _err(f"unknown key {key!r}", where, f"{field}.{key}",
+                       did_you_mean(str(key), _TENSOR_KEYS))
+    for key in ("name", "min", "max"):
+        if key not in entry:
+            raise _err(f"missing key '{key}'", where, field)
+    if "histogram" not in entry and "count" not in entry:
+        raise _err("missing key 'histogram' (or 'count', for a tensor calibrated without "
+                   "histograms)", where, field)
+    if "histogram" in entry and "count" in entry:
+        raise _err("both 'histogram' and 'count' given; a tensor has one or the other",
+                   where, field)
+    if not isinstance(name, str) or not name:
+        raise _err(f"name must be a non-empty string, got {name!r}", where, f"{field}.name")
+    lo = _number(entry["min"], where, f"{field}.min")
+    hi = _number(entry["max"], where, f"{field}.max")
+    if lo > hi:
+        raise _err(f"min {lo} > max {hi}", where, field)
+    nonfinite = _int(entry.get("nonfinite", 0), where, f"{field}.nonfinite", 0)
+    if "count" in entry:
+        count = _int(entry["count"], where, f"{field}.count", 0)
+        if count == 0 and (lo, hi) != (0.0, 0.0):
+            raise _err(f"count 0 with range [{lo}, {hi}]", where, f"{field}.count",
+                       "a tensor with no finite values has min 0 and max 0")
+        return TensorStats(name, Histogram(lo, hi, [float(count)]), nonfinite, binned=False)
+    hist = entry["histogram"]
+    if not isinstance(hist, list):
+        raise _err(f"expected a list of counts, got {type(hist).__name__}", where,
+                   f"{field}.histogram")
+    if len(hist) != bins:
+        raise _err(f"histogram has {len(hist)} bins, num_histogram_bins is {bins}", where,
+                   f"{field}.histogram")
+    counts = np.empty(bins)
+    for j, c in enumerate(hist):
+        v = _number(c, where, f"{field}.histogram[{j}]")
+        if v < 0:
+            raise _err(f"negative count {c}", where, f"{field}.histogram[{j}]")
+        counts[j] = v
+    return TensorStats(name, Histogram(lo, hi, counts), nonfinite)
 
 
 def _skipped(value: Any, where: str) -> tuple[str, ...]:
