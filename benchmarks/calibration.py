@@ -18,7 +18,9 @@ Workloads:
 Methods: min-max (aicc ``None`` vs onnxruntime ``MinMax``), percentile 99.999 on both, and entropy
 (aicc ``KLMinimization`` vs onnxruntime ``Entropy``). Both tools read the samples from a generator
 one at a time and write a QDQ model file; the clock covers that whole call (calibration and
-quantization). Each measurement runs in a fresh process so that peak memory is its own: the
+quantization). Timed runs alternate between the tools (``--repeat`` rounds; the least time,
+CPU time and memory of each tool are kept), so a busy machine slows every tool alike. Each
+measurement runs in a fresh process so that peak memory is its own: the
 peak resident set during the call (VmHWM, reset just before it) minus the resident set at its
 start (libraries imported, data ready), and the peak of Python-traced
 allocations (tracemalloc, measured in a second run because tracing slows allocation). Output SQNR

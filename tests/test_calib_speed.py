@@ -204,13 +204,11 @@ def test_range_only_observer_matches_the_binned_one():
     assert (a.min, a.max, a.count, a.nonfinite) == (b.min, b.max, b.count, b.nonfinite)
     assert ranged.nbytes() == 0 and not b.binned
     other = TensorObserver("t", 64, binned=False)
-    other.update_range(-9.0, 2.0, 5)
+    other.update(np.array([-9.0, 2.0, 0.0, 1.0, 1.0], np.float32))
     ranged.merge(other)
     assert (ranged.min, ranged.max, ranged.stats().count) == (-9.0, a.max, a.count + 5)
     with pytest.raises(ValueError, match="range only"):
         binned.merge(other)
-    with pytest.raises(ValueError, match="needs the values"):
-        binned.update_range(0.0, 1.0, 1)
 
 
 def _profile_doc(**tensor):
@@ -246,3 +244,30 @@ def test_profiles_that_skipped_what_another_measured_do_not_merge():
                                where="c.yaml")
     merged = merge_profiles([binned, a])
     assert not merged["t"].binned and merged["t"].count == 6
+
+
+def test_compile_min_max_calibration_without_histograms_keeps_the_encodings(tmp_path,
+                                                                            monkeypatch):
+    """``aicc compile`` calibrating and quantizing in one run, min-max, no profile kept: ranges
+    only, the same encodings as with 512-bin histograms."""
+    import json
+
+    import aicc
+    import aicc.passes.quantization.calibrate as cal
+    from quant_builders import DIGITS, DIGITS_LIST
+    seen = []
+
+    def spy(*args, **kw):
+        seen.append(kw["histograms"])
+        return calibrate_program(*args, **kw)
+    monkeypatch.setattr(cal, "calibrate_program", spy)
+    common = dict(input_shapes=["image=1,1,8,8"], input_list=str(DIGITS_LIST))
+    aicc.compile(str(DIGITS), output=tmp_path / "fast",
+                 quantization=dict(calibrate=True, per_channel=True), **common)
+    aicc.compile(str(DIGITS), output=tmp_path / "full",
+                 quantization=dict(calibrate=True, per_channel=True, num_bins=512), **common)
+    assert seen == [False, True]
+    fast, full = (json.loads((tmp_path / d / "manifest.json").read_text())["program"]
+                  ["encodings"] for d in ("fast", "full"))
+    assert fast["activations"] and fast["activations"] == full["activations"]
+    assert fast["params"] == full["params"]

@@ -104,17 +104,6 @@ class TensorObserver:
         if v.size:
             self._add(v, float(v.min()), float(v.max()))
 
-    def update_range(self, lo: float, hi: float, count: int) -> None:
-        """Fold one batch known only by its range: ``count`` finite values, the least ``lo``
-        and the greatest ``hi`` (min-max calibration reducing tensors where they are made).
-        Range-only observers only: a histogram needs the values."""
-        if self.binned:
-            raise ValueError(f"tensor '{self.name}': a binned observer needs the values, "
-                             "not only their range")
-        self.batches += 1
-        if count:
-            self._widen(float(lo), float(hi), int(count))
-
     def _add(self, v: np.ndarray, lo: float, hi: float) -> None:
         if self.binned:
             self.lattice.add(v, lo, hi)
