@@ -4,80 +4,111 @@ both branches computed side by side and a ``Where`` per output selecting the tak
 This is if-conversion, as device compilers do for small branches: a device without control flow
 runs the graph, at the cost of computing the branch not taken. It is exact when both branches
 give each output the same static shape and type (ONNX ops have no side effects, and ``Where``
-ignores the values it does not select, so a NaN or inf in the untaken branch cannot leak); an If
-whose branches disagree on a shape, or hold control flow themselves, is refused naming the node
-and the reason. ``lower`` runs it after ``fold-if``, for the Ifs that could not be folded
-(openWakeWord's verifier heads: a score decides whether a second model runs).
+ignores the values it does not select, so a NaN or inf in the untaken branch cannot leak).
+``lower`` runs it after ``fold-if``, for the Ifs that could not be folded (openWakeWord's
+verifier heads: a score decides whether a second model runs; silero-vad: the sample rate input
+picks one of two networks).
+
+Branches may hold Ifs of their own (silero-vad's: conditions on shapes inside each network).
+The pass works from the outside in, one nesting level per round: the data-dependent Ifs of the
+top level are predicated, which brings their branches' Ifs to the top level; those whose
+conditions the now-known shapes decide are folded (``fold-constants`` and ``fold-if`` as nested
+passes, shapes inferred afresh), and the rest are predicated in the next round. Once no If is
+left, each ``Where`` is checked: its two values must agree on one static shape and type (a
+nested If can decide a shape, so the check waits for all of them). An If whose branches hold a
+Loop or Scan (at any depth) is refused naming both nodes, as is one whose branches disagree.
 """
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from aicc import Pass, hookimpl, ir
 from aicc.errors import ModelError, PassError
-from aicc.pass_base import PassContext
+from aicc.pass_base import PassContext, PassResult
 from aicc.passes.cleanup import detach_nodes, remove_dead_nodes, sort_nodes
+from aicc.passes.lowering.fold_if import fold_ifs_to_fixed_point, if_count
 from aicc.passes.lowering.inline import _fresh, all_names, body_nodes, inline_body
 from aicc.program import Program
 
 __all__ = ["PredicateIf"]
 
-_CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
+_LOOPS = frozenset({"Loop", "Scan"})
+_HINT = "a branch chosen by the data needs a backend that runs If (interpreter, cpu)"
 
 
 class PredicateIf(Pass):
     name = "predicate-if"
     description = "compute both branches of a data-dependent If and select them with Where"
-    scope = "graph"
+    scope = "program"
     semantics = "preserving"
     lowers = ("If",)
 
-    def run_graph(self, graph: gs.Graph, program: Program, ctx: PassContext) -> bool:
-        ifs = [n for n in graph.nodes if n.op == "If" and (n.domain or "") in ("", "ai.onnx")]
-        if not ifs:
-            return False
-        taken = all_names(graph)
-        added: list[gs.Node] = []
-        pairs: list[tuple[gs.Node, list[tuple[gs.Tensor, gs.Tensor, gs.Tensor]]]] = []
-        for node in ifs:
-            _refuse_nested(node)
-            nodes, selected = _predicate(graph, node, taken)
-            added += nodes
-            pairs.append((node, selected))
-        detach_nodes(ifs + [n for node in ifs for n in body_nodes(node)])
-        gone = {id(n) for n in ifs}
-        graph.nodes = [n for n in graph.nodes if id(n) not in gone] + added
-        remove_dead_nodes(graph)
-        sort_nodes(graph)
-        where = f"graph '{ctx.graph_name}' after predicate-if"
-        try:
-            ir.infer_shapes(graph, where=where, fresh=True)
-        except ModelError as e:
-            raise PassError(f"predicate-if: the branches of {', '.join(repr(n.name) for n in ifs)}"
-                            f" do not both type-check for the bound shapes: {e.message}",
-                            hint="a branch chosen by the data needs a backend that runs If "
-                                 "(interpreter, cpu)") from None
-        for node, selected in pairs:
-            _check_same(node, selected)
-        ctx.count("If nodes predicated", len(ifs))
-        return True
+    def run(self, program: Program, ctx: PassContext) -> PassResult:
+        if not if_count(program):
+            return PassResult(modified=False)
+        selects: dict[str, dict[str, str]] = {name: {} for name in program.graphs}
+        roots = [n.name for g in program.graphs.values() for n in g.nodes if _is_if(n)]
+        while if_count(program):    # one nesting level per round: finitely many rounds
+            for name, graph in program.graphs.items():
+                ctx.count("If nodes predicated", _predicate_level(graph, selects[name]))
+            if if_count(program):       # Ifs brought up from the branches
+                program = fold_ifs_to_fixed_point(program, ctx)
+        for name, graph in program.graphs.items():
+            _infer(graph, name, sorted(set(selects[name].values())))
+            try:
+                _check_selects(graph, selects[name])
+            except PassError as e:
+                raise _explain(e, graph, roots) from None
+        return PassResult(program=program)
 
 
-def _refuse_nested(node: gs.Node) -> None:
+def _is_if(node: gs.Node) -> bool:
+    return node.op == "If" and (node.domain or "") in ("", "ai.onnx")
+
+
+def _predicate_level(graph: gs.Graph, selects: dict[str, str]) -> int:
+    """Predicate the Ifs of ``graph``'s top level, in place; record each Where's name -> the
+    If it replaces in ``selects``; return how many Ifs."""
+    ifs = [n for n in graph.nodes if _is_if(n)]
+    if not ifs:
+        return 0
+    taken = all_names(graph)
+    added: list[gs.Node] = []
+    for node in ifs:
+        _refuse_loops(node)
+        nodes = _predicate(graph, node, taken)
+        selects.update((n.name, node.name) for n in nodes if n.op == "Where")
+        added += nodes
+    detach_nodes(ifs + [n for node in ifs for n in body_nodes(node)])
+    gone = {id(n) for n in ifs}
+    graph.nodes = [n for n in graph.nodes if id(n) not in gone] + added
+    remove_dead_nodes(graph)
+    sort_nodes(graph)
+    return len(ifs)
+
+
+def _refuse_loops(node: gs.Node) -> None:
+    """A Loop or Scan anywhere in the branches: unrolling runs before predication, so one
+    brought up by it would reach a backend that lacks it."""
     for key in ("then_branch", "else_branch"):
-        inner = sorted({n.op for n in node.attrs[key].nodes if n.op in _CONTROL_FLOW})
-        if inner:
-            raise PassError(f"predicate-if: node '{node.name}' (If): its {key} holds "
-                            f"{', '.join(inner)}; only branches without control flow are "
-                            "computed side by side",
-                            hint="a branch chosen by the data needs a backend that runs If "
-                                 "(interpreter, cpu)")
+        stack = [node.attrs[key]]
+        while stack:
+            g = stack.pop()
+            for inner in g.nodes:
+                if inner.op in _LOOPS:
+                    raise PassError(f"predicate-if: node '{node.name}' (If): its {key} holds "
+                                    f"node '{inner.name}' ({inner.op}); a loop inside a branch "
+                                    "chosen by the data is not computed side by side",
+                                    hint=_HINT)
+                stack.extend(v for v in inner.attrs.values() if isinstance(v, gs.Graph))
 
 
-def _predicate(graph: gs.Graph, node: gs.Node, taken: set[str]
-               ) -> tuple[list[gs.Node], list[tuple[gs.Tensor, gs.Tensor, gs.Tensor]]]:
-    """Both branches inlined and a Where per output: (nodes, (target, then, else) per output)."""
+def _predicate(graph: gs.Graph, node: gs.Node, taken: set[str]) -> list[gs.Node]:
+    """Both branches inlined and a Where per used output: the nodes to add."""
     then_branch, else_branch = node.attrs["then_branch"], node.attrs["else_branch"]
     if not len(then_branch.outputs) == len(else_branch.outputs) == len(node.outputs):
         raise PassError(f"predicate-if: node '{node.name}' (If): its branches have "
@@ -85,33 +116,91 @@ def _predicate(graph: gs.Graph, node: gs.Node, taken: set[str]
                         f"the node {len(node.outputs)}")
     nodes_t, results_t = inline_body(graph, then_branch, f"{node.name}/then", {}, taken)
     nodes_e, results_e = inline_body(graph, else_branch, f"{node.name}/else", {}, taken)
-    nodes, selected = nodes_t + nodes_e, []
-    cond = node.inputs[0]
+    nodes = nodes_t + nodes_e
+    cond = _scalar_condition(graph, node, nodes, taken)
     targets = list(node.outputs)
     node.outputs.clear()
     for i, (target, a, b) in enumerate(zip(targets, results_t, results_e)):
-        if target.is_empty():
+        if not target.is_empty():
+            nodes.append(gs.Node("Where", name=_fresh(f"{node.name}/select{i}", taken),
+                                 inputs=[cond, a, b], outputs=[target]))
+    return nodes
+
+
+def _scalar_condition(graph: gs.Graph, node: gs.Node, nodes: list[gs.Node],
+                      taken: set[str]) -> gs.Tensor:
+    """The If's condition as a rank-0 tensor: If accepts a one-element tensor of any rank, and
+    a condition of shape [1] would broadcast a scalar output of Where to [1]."""
+    cond = node.inputs[0]
+    if cond.shape is not None and len(cond.shape) == 0:
+        return cond
+    shape = gs.Constant(_fresh(f"{node.name}/scalar_shape", taken), np.zeros(0, np.int64))
+    scalar = gs.Variable(_fresh(f"{node.name}/cond_scalar", taken), dtype=np.bool_, shape=[])
+    nodes.append(gs.Node("Reshape", name=_fresh(f"{node.name}/cond_reshape", taken),
+                         inputs=[cond, shape], outputs=[scalar]))
+    return scalar
+
+
+def _infer(graph: gs.Graph, name: str, ifs: list[str]) -> None:
+    try:
+        ir.infer_shapes(graph, where=f"graph '{name}' after predicate-if", fresh=True)
+    except ModelError as e:
+        raise PassError(f"predicate-if: the branches of {', '.join(repr(n) for n in ifs)} do "
+                        f"not both type-check for the bound shapes: {e.message}",
+                        hint=_HINT) from None
+
+
+def _check_selects(graph: gs.Graph, selects: dict[str, str]) -> None:
+    """Each Where's two values must have one static shape and type: Where would otherwise
+    broadcast them into a shape neither branch gives. (A Where whose output nothing reads was
+    removed, and needs no check.)"""
+    for where in graph.nodes:
+        if where.op != "Where" or where.name not in selects:
             continue
-        nodes.append(gs.Node("Where", name=_fresh(f"{node.name}/select{i}", taken),
-                             inputs=[cond, a, b], outputs=[target]))
-        selected.append((target, a, b))
-    return nodes, selected
-
-
-def _check_same(node: gs.Node, selected: list[tuple[gs.Tensor, gs.Tensor, gs.Tensor]]) -> None:
-    """Each output's two branch values must have one static shape and type: Where would
-    otherwise broadcast them into a shape neither branch gives."""
-    for target, a, b in selected:
+        target, (_, a, b) = where.outputs[0], where.inputs
         shapes, types = (a.shape, b.shape), (a.dtype, b.dtype)
         static = all(s is not None and all(isinstance(d, int) and d >= 0 for d in s)
                      for s in shapes)
         if not static or list(shapes[0]) != list(shapes[1]) or types[0] != types[1]:
-            raise PassError(f"predicate-if: node '{node.name}' (If): output '{target.name}' is "
-                            f"{types[0]} {shapes[0]} from the then branch and {types[1]} "
-                            f"{shapes[1]} from the else branch; both branches can only be "
-                            "computed side by side when they agree and are static",
-                            hint="a branch chosen by the data needs a backend that runs If "
-                                 "(interpreter, cpu)")
+            raise PassError(f"predicate-if: node '{selects[where.name]}' (If): output "
+                            f"'{target.name}' is {types[0]} {shapes[0]} from the then branch "
+                            f"and {types[1]} {shapes[1]} from the else branch; both branches "
+                            "can only be computed side by side when they agree and are static",
+                            hint=_HINT)
+
+
+def _root_of(name: str, roots: list[str]) -> tuple[str, str, str] | None:
+    """(root If, branch key, name inside that branch) for a node brought up from the branches
+    of a root If (each inlining prefixes names with the If's name and the branch)."""
+    for root in roots:
+        for short, key in (("then", "then_branch"), ("else", "else_branch")):
+            mark = f"{root}/{short}/"
+            if name.startswith(mark):
+                return root, key, name[name.rindex(mark) + len(mark):]
+    return None
+
+
+def _explain(error: PassError, graph: gs.Graph, roots: list[str]) -> PassError:
+    """A disagreement between branches, said in terms of the If the user has: when strict shape
+    inference finds a node of a branch that cannot run with the bound shapes at all (silero-vad
+    at 8 kHz given the 16 kHz frame length: its LSTM gets a rank-5 input), that branch fails in
+    onnxruntime too on every input that takes it, and nothing can be selected side by side."""
+    try:
+        ir.infer_shapes(graph, strict=True, fresh=True)
+        return error
+    except ModelError as e:
+        found = re.search(r"\(op_type:(\w+), node name: ([^)]*)\): (.*)", e.message)
+    origin = _root_of(found.group(2), roots) if found else None
+    if origin is None:
+        return error
+    root, key, inner = origin
+    why = found.group(3).split("[ShapeInferenceError]")[-1].strip()
+    return PassError(f"predicate-if: node '{root}' (If): its {key} cannot run with the bound "
+                     f"shapes: node '{inner}' ({found.group(1)}): {why}; onnxruntime fails on "
+                     "every input that takes this branch, so the branches cannot be computed "
+                     "side by side",
+                     hint="bind input shapes that both branches accept, or use a backend that "
+                          "runs If (interpreter, cpu)")
 
 
 @hookimpl
