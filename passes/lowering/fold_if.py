@@ -27,7 +27,7 @@ from aicc.passes.lowering.inline import _fresh, all_names, body_nodes, inline_bo
 from aicc.passes.cleanup import detach_nodes, remove_dead_nodes, sort_nodes
 from aicc.program import Program
 
-__all__ = ["FoldIf", "fold_ifs_to_fixed_point", "if_count"]
+__all__ = ["FoldIf", "fold_ifs_to_fixed_point", "if_count", "inline_branch"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class FoldIf(Pass):
         if not ifs:
             return
         taken = all_names(graph)
-        folded, added = [], []
+        folded = []
         for node in ifs:
             cond = _constant_node_value(node.inputs[0])
             if not isinstance(cond, gs.Constant):
@@ -73,13 +73,15 @@ class FoldIf(Pass):
                 raise PassError(f"fold-if: node '{node.name}' (If): the condition "
                                 f"'{cond.name}' has {values.size} values, not one")
             branch = node.attrs["then_branch" if bool(values.reshape(-1)[0]) else "else_branch"]
-            added += _inline(graph, node, branch, taken)
+            # in the graph at once: a later If's body may read this If's outputs (inline_body
+            # must see them as outer tensors, now produced by the branch's Identities)
+            graph.nodes.extend(inline_branch(graph, node, branch, taken))
             folded.append(node)
             ctx.count("If nodes folded")
         if folded:
             detach_nodes(folded + [n for node in folded for n in body_nodes(node)])
             gone = {id(n) for n in folded}
-            graph.nodes = [n for n in graph.nodes if id(n) not in gone] + added
+            graph.nodes = [n for n in graph.nodes if id(n) not in gone]
             remove_dead_nodes(graph)
             sort_nodes(graph)
             ir.infer_shapes(graph, where=f"graph '{ctx.graph_name}' after fold-if")
@@ -128,7 +130,10 @@ def _value_sources(tensor: gs.Tensor) -> list[str]:
     return sorted(found)
 
 
-def _inline(graph: gs.Graph, node: gs.Node, branch: gs.Graph, taken: set[str]) -> list[gs.Node]:
+def inline_branch(graph: gs.Graph, node: gs.Node, branch: gs.Graph, taken: set[str]
+                  ) -> list[gs.Node]:
+    """The nodes that replace If ``node`` by ``branch``: its copy and an Identity per output
+    (the If's output tensors keep their names); ``node`` loses its outputs."""
     if len(branch.outputs) != len(node.outputs):
         raise PassError(f"fold-if: node '{node.name}' (If): the branch has "
                         f"{len(branch.outputs)} outputs, the node {len(node.outputs)}")

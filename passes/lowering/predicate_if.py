@@ -17,11 +17,16 @@ passes, shapes inferred afresh), and the rest are predicated in the next round. 
 left, each ``Where`` is checked: its two values must agree on one static shape and type (a
 nested If can decide a shape, so the check waits for all of them). An If whose branches hold a
 Loop or Scan (at any depth) is refused naming both nodes, as is one whose branches disagree.
+
+A branch that cannot run at all with the bound shapes (a node strict shape inference rejects:
+silero-vad's 8 kHz network given 16 kHz frames) is what onnxruntime fails on for every input
+taking it: that If keeps its other branch only, guarded at run time (``prune_branch``,
+``aicc.guards``), with a warning, and the predication starts over.
 """
 
 from __future__ import annotations
 
-import re
+import logging
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -32,9 +37,12 @@ from aicc.pass_base import PassContext, PassResult
 from aicc.passes.cleanup import detach_nodes, remove_dead_nodes, sort_nodes
 from aicc.passes.lowering.fold_if import fold_ifs_to_fixed_point, if_count
 from aicc.passes.lowering.inline import _fresh, all_names, body_nodes, inline_body
+from aicc.passes.lowering.prune_branch import Unrunnable, find_unrunnable, prune
 from aicc.program import Program
 
 __all__ = ["PredicateIf"]
+
+logger = logging.getLogger(__name__)
 
 _LOOPS = frozenset({"Loop", "Scan"})
 _HINT = "a branch chosen by the data needs a backend that runs If (interpreter, cpu)"
@@ -50,20 +58,57 @@ class PredicateIf(Pass):
     def run(self, program: Program, ctx: PassContext) -> PassResult:
         if not if_count(program):
             return PassResult(modified=False)
-        selects: dict[str, dict[str, str]] = {name: {} for name in program.graphs}
-        roots = [n.name for g in program.graphs.values() for n in g.nodes if _is_if(n)]
-        while if_count(program):    # one nesting level per round: finitely many rounds
-            for name, graph in program.graphs.items():
-                ctx.count("If nodes predicated", _predicate_level(graph, selects[name]))
-            if if_count(program):       # Ifs brought up from the branches
-                program = fold_ifs_to_fixed_point(program, ctx)
-        for name, graph in program.graphs.items():
-            _infer(graph, name, sorted(set(selects[name].values())))
+        pristine = program.copy()
+        prunes: list[Unrunnable] = []
+        while True:     # each round prunes another If: finitely many rounds
+            work = pristine.copy() if prunes else program
+            guards: dict[str, list[dict[str, str]]] = {}
+            for u in prunes:
+                guards.setdefault(u.graph, []).append(prune(work.graphs[u.graph], u))
+            if prunes:      # the kept branches' Ifs that the shapes decide
+                work = fold_ifs_to_fixed_point(work, ctx)
             try:
-                _check_selects(graph, selects[name])
-            except PassError as e:
-                raise _explain(e, graph, roots) from None
-        return PassResult(program=program)
+                work = _predicate_all(work, ctx)
+                break
+            except _BranchCannotRun as e:
+                logger.warning("predicate-if: node '%s' (If): its %s cannot run with the bound "
+                               "shapes (%s); the program keeps the %s only and refuses at run "
+                               "time the inputs that take the other (onnxruntime fails on "
+                               "them)", e.found.node, e.found.pruned, e.found.reason,
+                               e.found.kept)
+                prunes.append(e.found)
+        for name, records in guards.items():
+            work.guards.setdefault(name, []).extend(records)
+        ctx.count("If branches pruned (guarded at run time)", len(prunes))
+        return PassResult(program=work)
+
+
+class _BranchCannotRun(Exception):
+    def __init__(self, found: Unrunnable):
+        super().__init__(found.reason)
+        self.found = found
+
+
+def _predicate_all(program: Program, ctx: PassContext) -> Program:
+    """Predicate every If of ``program``, level by level (see the module docstring)."""
+    selects: dict[str, dict[str, str]] = {name: {} for name in program.graphs}
+    roots = {name: [n.name for n in g.nodes if _is_if(n)]
+             for name, g in program.graphs.items()}
+    while if_count(program):    # one nesting level per round: finitely many rounds
+        for name, graph in program.graphs.items():
+            ctx.count("If nodes predicated", _predicate_level(graph, selects[name]))
+        if if_count(program):       # Ifs brought up from the branches
+            program = fold_ifs_to_fixed_point(program, ctx)
+    for name, graph in program.graphs.items():
+        _infer(graph, name, sorted(set(selects[name].values())))
+        try:
+            _check_selects(graph, selects[name])
+        except PassError:
+            found = find_unrunnable(graph, name, roots[name])
+            if found is None:
+                raise
+            raise _BranchCannotRun(found) from None
+    return program
 
 
 def _is_if(node: gs.Node) -> bool:
@@ -77,15 +122,16 @@ def _predicate_level(graph: gs.Graph, selects: dict[str, str]) -> int:
     if not ifs:
         return 0
     taken = all_names(graph)
-    added: list[gs.Node] = []
     for node in ifs:
         _refuse_loops(node)
         nodes = _predicate(graph, node, taken)
         selects.update((n.name, node.name) for n in nodes if n.op == "Where")
-        added += nodes
+        # in the graph at once: a later If's body may read this If's outputs, which the copy
+        # of that body must see as outer tensors (inline_body), now produced by the Wheres
+        graph.nodes.extend(nodes)
     detach_nodes(ifs + [n for node in ifs for n in body_nodes(node)])
     gone = {id(n) for n in ifs}
-    graph.nodes = [n for n in graph.nodes if id(n) not in gone] + added
+    graph.nodes = [n for n in graph.nodes if id(n) not in gone]
     remove_dead_nodes(graph)
     sort_nodes(graph)
     return len(ifs)
@@ -167,40 +213,6 @@ def _check_selects(graph: gs.Graph, selects: dict[str, str]) -> None:
                             f"and {types[1]} {shapes[1]} from the else branch; both branches "
                             "can only be computed side by side when they agree and are static",
                             hint=_HINT)
-
-
-def _root_of(name: str, roots: list[str]) -> tuple[str, str, str] | None:
-    """(root If, branch key, name inside that branch) for a node brought up from the branches
-    of a root If (each inlining prefixes names with the If's name and the branch)."""
-    for root in roots:
-        for short, key in (("then", "then_branch"), ("else", "else_branch")):
-            mark = f"{root}/{short}/"
-            if name.startswith(mark):
-                return root, key, name[name.rindex(mark) + len(mark):]
-    return None
-
-
-def _explain(error: PassError, graph: gs.Graph, roots: list[str]) -> PassError:
-    """A disagreement between branches, said in terms of the If the user has: when strict shape
-    inference finds a node of a branch that cannot run with the bound shapes at all (silero-vad
-    at 8 kHz given the 16 kHz frame length: its LSTM gets a rank-5 input), that branch fails in
-    onnxruntime too on every input that takes it, and nothing can be selected side by side."""
-    try:
-        ir.infer_shapes(graph, strict=True, fresh=True)
-        return error
-    except ModelError as e:
-        found = re.search(r"\(op_type:(\w+), node name: ([^)]*)\): (.*)", e.message)
-    origin = _root_of(found.group(2), roots) if found else None
-    if origin is None:
-        return error
-    root, key, inner = origin
-    why = found.group(3).split("[ShapeInferenceError]")[-1].strip()
-    return PassError(f"predicate-if: node '{root}' (If): its {key} cannot run with the bound "
-                     f"shapes: node '{inner}' ({found.group(1)}): {why}; onnxruntime fails on "
-                     "every input that takes this branch, so the branches cannot be computed "
-                     "side by side",
-                     hint="bind input shapes that both branches accept, or use a backend that "
-                          "runs If (interpreter, cpu)")
 
 
 @hookimpl
