@@ -189,13 +189,16 @@ class GraphQuantizer:
         """Float tensors a Cast reads as integers (or booleans): ids, byte values, counts in a
         float tensor (tf2onnx's byte classifiers feed ``Cast(float bytes -> int32) -> OneHot``).
         Cast truncates, so a quantized 65.0 that dequantizes to 64.78 becomes byte 64, and
-        values past the calibrated range clip to another id: they stay exact."""
+        values past the calibrated range clip to another id: they stay exact. (Not the tensors
+        ``int32-sandwich`` casts on purpose, nor any with an override: those are quantized.)"""
         found: set[str] = set()
         for node in self.g.nodes:
             if node.op != "Cast" or not node.inputs or not node.inputs[0].name:
                 continue
-            if node.attrs.get("to") in _INTEGER_TYPES:
-                found.add(node.inputs[0].name)
+            name = node.inputs[0].name
+            if node.attrs.get("to") in _INTEGER_TYPES and name not in self.int32 \
+                    and self.ov.get(name) is None:
+                found.add(name)
         return found
 
     def _activations(self) -> list[str]:
