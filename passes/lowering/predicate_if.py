@@ -71,6 +71,8 @@ class PredicateIf(Pass):
                 work = _predicate_all(work, ctx)
                 break
             except _BranchCannotRun as e:
+                if e.found in prunes:       # its kept branch cannot run either
+                    raise e.error from None
                 logger.warning("predicate-if: node '%s' (If): its %s cannot run with the bound "
                                "shapes (%s); the program keeps the %s only and refuses at run "
                                "time the inputs that take the other (onnxruntime fails on "
@@ -84,9 +86,11 @@ class PredicateIf(Pass):
 
 
 class _BranchCannotRun(Exception):
-    def __init__(self, found: Unrunnable):
+    """A check failed because a branch cannot run (``found``); ``error`` is the check's."""
+
+    def __init__(self, found: Unrunnable, error: PassError):
         super().__init__(found.reason)
-        self.found = found
+        self.found, self.error = found, error
 
 
 def _predicate_all(program: Program, ctx: PassContext) -> Program:
@@ -103,11 +107,11 @@ def _predicate_all(program: Program, ctx: PassContext) -> Program:
         _infer(graph, name, sorted(set(selects[name].values())))
         try:
             _check_selects(graph, selects[name])
-        except PassError:
+        except PassError as e:
             found = find_unrunnable(graph, name, roots[name])
             if found is None:
                 raise
-            raise _BranchCannotRun(found) from None
+            raise _BranchCannotRun(found, e) from None
     return program
 
 
