@@ -22,12 +22,29 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from .errors import ContainerError, DataError
 
-__all__ = ["GUARD_PREFIX", "guard_names", "check_guards"]
+__all__ = ["GUARD_PREFIX", "guard_names", "check_guards", "read_guards"]
 
 #: prefix of the graph outputs that carry guards
 GUARD_PREFIX = "aicc_guard/"
+
+
+_KEYS = ("output", "node", "kept", "pruned", "reason")
+
+
+def read_guards(meta: Mapping[str, Any], where: Any) -> dict[str, list[dict[str, str]]]:
+    """``meta["guards"]`` of a container's manifest, checked (the manifest is untrusted input):
+    a ContainerError names what is malformed."""
+    guards = meta.get("guards", {})
+    ok = isinstance(guards, dict) and all(
+        isinstance(v, list) and all(isinstance(g, dict) and all(isinstance(g.get(k), str)
+                                                                for k in _KEYS) for g in v)
+        for v in guards.values())
+    if not ok:
+        raise ContainerError("malformed run-time guards", where=where, field="program.guards",
+                             hint="the container is damaged; recompile it")
+    return guards
 
 
 def guard_names(guards: Mapping[str, Sequence[Mapping[str, Any]]], graph: str) -> set[str]:

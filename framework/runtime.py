@@ -34,7 +34,7 @@ from .backend import Executable, Observers
 from .container import ContainerFiles, load_spec_model, read_manifest
 from .customio import HostConversions
 from .errors import AiccError, BackendError, ContainerError, DataError
-from .guards import check_guards, guard_names
+from .guards import check_guards, guard_names, read_guards
 from .options import build_options
 from .plugins import Registries, load_registries
 from .program import TensorDesc
@@ -123,7 +123,7 @@ class Session:
                 spec.inputs = self._host_io.interface(spec.inputs)
                 spec.outputs = self._host_io.interface(spec.outputs)
         # Guard outputs (aicc.guards) are checked on every run and never returned
-        self._guards: dict[str, list] = self.program_meta.get("guards", {})
+        self._guards = read_guards(self.program_meta, self.path / "manifest.json")
         for spec in self.specs:
             hidden = guard_names(self._guards, spec.name)
             if hidden:

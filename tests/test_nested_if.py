@@ -207,3 +207,13 @@ def test_silero_vad_runs_on_aic100_at_both_sample_rates(tmp_path):
         for name, ref in want.items():
             np.testing.assert_allclose(got[name], ref, rtol=0,
                                        atol=_FP16_REL * np.abs(ref).max(), err_msg=f"{sr} {name}")
+
+
+def test_a_malformed_guard_in_the_manifest_is_refused(tmp_path):
+    import json
+    qpc = aicc.compile(_nested_model(1), target="cpu", output=tmp_path / "q")
+    manifest = json.loads((qpc / "manifest.json").read_text())
+    manifest["program"]["guards"] = {"default": [{"output": 3}]}
+    (qpc / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(aicc.errors.ContainerError, match="program.guards"):
+        aicc.load(qpc)
