@@ -8,10 +8,6 @@ Each becomes the aic100 backend option of the same name (``aicc backends`` lists
 the aic100 target they are refused, since they would do nothing. The version, the card and the
 core count are checked against the hardware descriptions when the backend is built, before any
 work. An option also given as ``backend_options`` is refused as a contradiction.
-
-The target also adds ``fold-conv-affine`` to the default pipeline: a constant scale or shift
-after a convolution is folded into its weights, so the device rounds one result instead of three
-(an explicit pipeline runs only what it lists).
 """
 
 from __future__ import annotations
@@ -76,7 +72,3 @@ def aicc_configure(config, request):
         return
     for name in given:
         request.set_backend_option(name, config.get(name), key=name)
-    # as the device compiler does: a constant scale/shift after a convolution becomes part of
-    # it (an optimization of the default pipeline; an explicit pipeline runs what it lists)
-    if not (config.given("pipeline") or config.given("passes")):
-        request.add_pass("fold-conv-affine", by="target")
