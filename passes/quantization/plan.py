@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from aicc import ir
@@ -35,6 +36,10 @@ _WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _CONST_OPERAND_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "PRelu",
                                 "Concat", "MatMul", "Gemm"})
 _FLOAT_KINDS = (np.dtype(np.float32),)
+_T = onnx.TensorProto
+#: ONNX element types a Cast reads its input as integers into
+_INTEGER_TYPES = frozenset({_T.BOOL, _T.INT8, _T.UINT8, _T.INT16, _T.UINT16, _T.INT32, _T.UINT32,
+                            _T.INT64, _T.UINT64, _T.INT4, _T.UINT4})
 
 
 def _is_float(t: gs.Tensor, profile: Profile | None) -> bool:
@@ -200,6 +205,22 @@ class GraphQuantizer:
                 derived.update(t.name for t in node.outputs if t.name)
         return derived
 
+    def _integer_reads(self) -> set[str]:
+        """Float tensors a Cast reads as integers (or booleans): ids, byte values, counts in a
+        float tensor (tf2onnx's byte classifiers feed ``Cast(float bytes -> int32) -> OneHot``).
+        Cast truncates, so a quantized 65.0 that dequantizes to 64.78 becomes byte 64, and
+        values past the calibrated range clip to another id: they stay exact. (Not the tensors
+        ``int32-sandwich`` casts on purpose, nor any with an override: those are quantized.)"""
+        found: set[str] = set()
+        for node in self.g.nodes:
+            if node.op != "Cast" or not node.inputs or not node.inputs[0].name:
+                continue
+            name = node.inputs[0].name
+            if node.attrs.get("to") in _INTEGER_TYPES and name not in self.int32 \
+                    and self.ov.get(name) is None:
+                found.add(name)
+        return found
+
     def _activations(self) -> list[str]:
         names, seen = [], set()
         fused = self._fused()
@@ -207,6 +228,10 @@ class GraphQuantizer:
         self.ctx.count("shape computations kept exact",
                        sum(1 for n in exact if n in self.tensors
                            and _is_float(self.tensors[n], self.profile)))
+        integers = {n for n in self._integer_reads() - exact
+                    if n in self.tensors and _is_float(self.tensors[n], self.profile)}
+        self.ctx.count("tensors read as integers kept exact", len(integers))
+        exact |= integers
         seen.update(exact)
         candidates = list(self.g.inputs) + [t for n in self.g.nodes if n.op != "Constant"
                                             for t in n.outputs]
