@@ -1,5 +1,5 @@
 # `make demo` and `make test` work on a fresh machine: they create .venv when missing and install
-# aicc (editable) with its dev and dask extras, every package pinned by requirements.lock.
+# aicc (editable) with its dev, dask and plot extras, every package pinned by requirements.lock.
 # `make test-latest` runs the same suite in .venv-latest against the newest versions that
 # pyproject.toml's ranges allow; `make lock` rewrites requirements.lock from such a resolution.
 PYTHON ?= python3
@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aicc-installed
 PIP_FLAGS := --quiet --disable-pip-version-check
-EXTRAS := dev,dask
+EXTRAS := dev,dask,plot
 PYTEST_ARGS ?= -q -n 2
 
 .PHONY: demo test test-latest test-blas lock zoo bench install clean

@@ -1,7 +1,8 @@
 """Input makers of the model zoo: realistic inputs for third-party models, from a seeded rng.
 
 Images look like photos or text lines (smooth shading, strokes, texture) in the range the model's
-preprocessing produces; audio is speech-like (harmonics under a syllable envelope, some noise) at
+preprocessing produces; a text detector gets a page of rendered text lines (a detector shown noise
+answers with the sigmoid's tail only, which hid a wrong fp16 answer on PP-OCRv4 det); audio is speech-like (harmonics under a syllable envelope, some noise) at
 the scale the model's caller feeds (floats in [-1, 1] or int16-scaled); features are smooth over
 the last axis with a given mean and spread; file bytes are the bytes of text-like source code.
 Each maker is ``(shape, rng) -> array``; see ``zoo_lib.MODELS`` for which model gets which.
@@ -14,7 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["Maker", "image", "audio", "features", "file_bytes", "zeros", "constant"]
+__all__ = ["Maker", "image", "text_page", "audio", "features", "file_bytes", "zeros",
+           "constant"]
 
 #: An input maker: (shape, rng) -> array.
 Maker = Callable[[tuple[int, ...], np.random.Generator], np.ndarray]
@@ -36,6 +38,30 @@ def image(lo: float, hi: float) -> Maker:
                 plane = base + 0.3 * rng.standard_normal() + 0.15 * rng.standard_normal((h, w))
                 plane = (plane - plane.min()) / max(np.ptp(plane), 1e-6)
                 out[b, ch] = lo + (hi - lo) * plane
+        return out
+    return make
+
+
+def text_page(mean: tuple[float, ...], std: tuple[float, ...]) -> Maker:
+    """A light page with dark text lines rendered at random places (``ocr_lines.py``, Pillow),
+    normalized per channel as ``(x - mean) / std`` for x in [0, 1]."""
+    from ocr_lines import lines
+
+    def make(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        n, c, h, w = shape
+        out = np.empty(shape, np.float32)
+        for b in range(n):
+            page = np.full((c, h, w), rng.uniform(0.85, 1.0), np.float32)
+            _, rendered = lines(int(rng.integers(3, 8)), seed=int(rng.integers(2 ** 31)))
+            for line in rendered:
+                line = (line[0, :c] + 1.0) / 2.0                    # [-1, 1] -> [0, 1]
+                used = np.flatnonzero(np.abs(line - 0.5).max(axis=(0, 1)) > 1e-6)
+                lh, lw = line.shape[1], min(int(used[-1]) + 1 if used.size else 1, w)
+                if lh > h:
+                    continue
+                y, x = int(rng.integers(0, h - lh + 1)), int(rng.integers(0, w - lw + 1))
+                page[:, y:y + lh, x:x + lw] = line[:, :, :lw]
+            out[b] = (page - np.reshape(mean, (c, 1, 1))) / np.reshape(std, (c, 1, 1))
         return out
     return make
 

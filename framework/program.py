@@ -69,6 +69,8 @@ class Program:
     spec_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     spec_symbols: dict[str, dict[str, int]] = field(default_factory=dict)
     repeated_outputs: list[str] = field(default_factory=list)
+    #: graph -> run-time guards on input values (``aicc.guards``)
+    guards: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def from_model(cls, model: onnx.ModelProto) -> "Program":
@@ -112,6 +114,7 @@ class Program:
             "spec_options": copy.deepcopy(self.spec_options),
             "spec_symbols": copy.deepcopy(self.spec_symbols),
             "repeated_outputs": list(self.repeated_outputs),
+            "guards": copy.deepcopy(self.guards),
         }
 
     @classmethod
@@ -129,4 +132,5 @@ class Program:
             spec_options=copy.deepcopy(meta.get("spec_options", {})),
             spec_symbols=copy.deepcopy(meta.get("spec_symbols", {})),
             repeated_outputs=list(meta.get("repeated_outputs", [])),
+            guards=copy.deepcopy(meta.get("guards", {})),
         )

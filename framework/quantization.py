@@ -51,9 +51,13 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
                       adaround: Mapping[str, Any] | None = None,
                       adaround_samples_given: bool = False,
                       dask: str | None = None, dask_ship_data: bool = False,
+                      only_quantized: bool = False,
                       **options: Any) -> list[tuple[str, dict]]:
     """The (pass, options) list ``quantize_model`` runs; ``options`` go to ``quantize``.
-    ``adaround`` runs on the input list unless samples of its own are given."""
+    ``adaround`` runs on the input list unless samples of its own are given. Min-max
+    calibration (``calibration`` None, no ``enhanced`` mode, no ``num_bins``) measures ranges
+    only; ``only_quantized`` observes only what ``quantize`` with ``options`` encodes (the
+    caller provides ``options`` as the analysis ``QUANTIZE_OPTIONS``)."""
     steps: list[tuple[str, dict]] = []
     if input_shapes:
         steps.append(("input-shape", {"shapes": list(input_shapes)}))
@@ -77,8 +81,10 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
         if num_bins is not None:
             cal["num_bins"] = num_bins
         elif _minmax_only(options):
-            cal["num_bins"] = 1      # min-max reads no histogram: skip the binning (most of
-            #                          calibration's time on large models)
+            cal["histograms"] = False    # min-max reads no histogram: skip the binning (most
+            #                              of calibration's time on large models)
+        if only_quantized:
+            cal["only_quantized"] = True
         if dask:
             cal["dask"] = dask
         if dask_ship_data:
@@ -154,6 +160,9 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
     else:
         loaded = ir.load_model(model)
     overrides = _encodings_file(overrides)
+    # observe only what quantize encodes: its settings decide that, so not with overrides
+    # (AMP re-quantizes one calibration under other overrides: it calibrates everything)
+    only = (samples is not None or input_list is not None) and overrides is None
     steps = quantize_pipeline(input_list=input_list, calibrate=samples is not None,
                               profile=profile, overrides=overrides, int32=_has_int32(overrides),
                               input_shapes=input_shapes, algorithms=algorithms,
@@ -161,11 +170,13 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
                               adaround=adaround,
                               adaround_samples_given=adaround_samples is not None,
                               dask=dask if isinstance(dask, str) else None,
-                              dask_ship_data=dask_ship_data, **options)
+                              dask_ship_data=dask_ship_data, only_quantized=only, **options)
     pipeline = Pipeline.build(steps, registries.passes, source="quantize_model")
     from aicc.passes.quantization.analyses import (ADAROUND_SAMPLES, CALIBRATION_SAMPLES,
-                                                   DASK_CLIENT)
+                                                   DASK_CLIENT, QUANTIZE_OPTIONS)
     provided: dict[Any, Any] = {}
+    if only:
+        provided[QUANTIZE_OPTIONS] = dict(steps[-2][1])
     if samples is not None:
         provided[CALIBRATION_SAMPLES] = samples
     if adaround_samples is not None:

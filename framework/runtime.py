@@ -34,6 +34,7 @@ from .backend import Executable, Observers
 from .container import ContainerFiles, load_spec_model, read_manifest
 from .customio import HostConversions
 from .errors import AiccError, BackendError, ContainerError, DataError
+from .guards import check_guards, guard_names, read_guards
 from .options import build_options
 from .plugins import Registries, load_registries
 from .program import TensorDesc
@@ -121,6 +122,14 @@ class Session:
                 spec.graph_inputs, spec.graph_outputs = spec.inputs, spec.outputs
                 spec.inputs = self._host_io.interface(spec.inputs)
                 spec.outputs = self._host_io.interface(spec.outputs)
+        # Guard outputs (aicc.guards) are checked on every run and never returned
+        self._guards = read_guards(self.program_meta, self.path / "manifest.json")
+        for spec in self.specs:
+            hidden = guard_names(self._guards, spec.name)
+            if hidden:
+                if spec.graph_outputs is None:
+                    spec.graph_outputs = list(spec.outputs)
+                spec.outputs = [d for d in spec.outputs if d.name not in hidden]
         #: (input X, output X_RetainedState) pairs the session feeds back (-retained-state)
         self.retained: list[tuple[str, str]] = self._retained_pairs()
         self._state: dict[str, np.ndarray] = {}
@@ -241,6 +250,10 @@ class Session:
             full = self._host_io.convert(full)
         results = exe.run(full)
         self._check_outputs(spec, results)
+        if spec.name in self._guards:
+            check_guards(self._guards[spec.name], results)
+            hidden = guard_names(self._guards, spec.name)
+            results = {k: v for k, v in results.items() if k not in hidden}
         if self._fp16 and spec.name not in self.nonfinite:
             self._diagnose_nonfinite(spec, full, results)
         if self._host_io is not None and self._host_io.host:

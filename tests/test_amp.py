@@ -114,7 +114,7 @@ def test_auto_precision_meets_its_target_and_writes_the_bridge(auto_precision, c
                                capsys)
     assert code == 0, err
     assert "phase 1 from cache" in out and "relative bit-ops" in out
-    assert "matplotlib is not installed" in out or (folder / "pareto.png").is_file()
+    assert (folder / "pareto.png").read_bytes()[:4] == b"\x89PNG"   # `make test` installs plot
 
 
 def test_compile_reproduces_the_amp_choice_on_cpu_and_interpreter(auto_precision, tmp_path):

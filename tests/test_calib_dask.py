@@ -55,6 +55,20 @@ def test_sharded_profile_is_the_one_process_profile(client, cnn):
     assert dump_profile_yaml(sharded) == dump_profile_yaml(one)
 
 
+def test_sharded_ranges_of_some_tensors_are_the_one_process_ones(client, cnn):
+    """Range-only calibration of a subset (min-max ``aicc quantize``): the same profile, with
+    the same tensors skipped."""
+    model, feeds = cnn
+    some = {"x", "r1", "mp", "res", "y"}
+    one = calibrate_program(_program(model), feeds, progress=False, histograms=False,
+                            observe=some)
+    sharded = calibrate_sharded(_program(model), array_items(feeds), client, total=len(feeds),
+                                num_bins=512, shard_size=64, progress=False, histograms=False,
+                                observe=some)
+    assert set(sharded.tensors) == some and sharded.skipped
+    assert dump_profile_yaml(sharded) == dump_profile_yaml(one)
+
+
 @pytest.mark.parametrize("method", ["None", "Percentile", "MSE"])
 def test_quantized_model_is_byte_identical(client, cnn, method):
     model, feeds = cnn

@@ -272,7 +272,7 @@ def test_initializers_beyond_fp16_are_clipped_with_a_warning(caplog):
     model.ir_version = 8
     with caplog.at_level(logging.WARNING):
         program = run_pass(model, "convert-fp16", {"all": True})
-    assert "initializer 'big' has 1 value(s) beyond the fp16 range" in caplog.text
+    assert "constant 'big' has 1 value(s) beyond the fp16 range" in caplog.text
     mul = next(n for n in program.graphs["default"].nodes if n.op == "Mul")
     assert np.asarray(mul.inputs[1].values).tolist() == [65504.0, 2.0]
 

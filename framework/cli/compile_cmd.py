@@ -14,6 +14,7 @@ from typing import Any
 from ..compiler import CompileRequest, compile_model, configure, prepare
 from ..config import CompileConfig
 from ..errors import VOCABULARY, UsageError, option_ref
+from ..guards import guard_names
 from ..instruments import random_feeds
 from ..plugins import load_registries
 from ..program import describe_tensor
@@ -124,7 +125,8 @@ def _run_once(req: CompileRequest, program: Any, executables: dict[str, Any]) ->
         ms = (time.perf_counter() - t0) * 1e3
         check_backend_outputs(f"backend '{req.backend}'",
                               [describe_tensor(t) for t in program.graphs[name].outputs], outputs)
-        shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in outputs.items())
+        hidden = guard_names(program.guards, name)    # checked by sessions, not shown here
+        shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in outputs.items() if k not in hidden)
         print(f"ran graph '{name}' once on {what}: {ms:.3f} ms -> {shapes}")
         for line in exe.stats().get("report") or ():  # e.g. a simulated device's figures
             print(line)

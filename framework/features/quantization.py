@@ -212,6 +212,8 @@ def _calibrate_options(config: Any) -> dict[str, Any]:
         cal["dump_profile"] = str(dump)
     if config.given(G + ".num_bins"):
         cal["num_bins"] = _q(config, "num_bins")
+    elif not dump and (_q(config, "calibration") or "None") == "None":
+        cal["histograms"] = False   # min-max reads ranges only, and no profile is kept
     if config.given("dask"):        # calibration runs in shards on the same cluster
         cal["dask"] = config.get("dask")
         if config.get("dask_ship_data", None):

@@ -127,9 +127,12 @@ def select_range(stats: TensorStats | Histogram, method: str | None = "None", *,
 
     ``symmetric=True`` tells MSE / SQNR the range will be encoded symmetrically, so they search
     symmetric candidates. Degenerate statistics (nothing seen, a constant) return their (min, max)
-    and are noted; the encoding rules then widen them.
+    and are noted; the encoding rules then widen them. Statistics without a histogram
+    (``TensorStats.binned`` False) serve min-max only; other methods refuse them.
     """
     method = parse_calibration_method(method)
+    if method != "None" and isinstance(stats, TensorStats):
+        stats.require_histogram(f"calibration method '{method}'")
     h = _hist(stats)
     if name is None and isinstance(stats, TensorStats):
         name = stats.name

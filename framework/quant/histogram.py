@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError, option_ref
+
 __all__ = ["Histogram", "TensorStats", "DEFAULT_NUM_BINS", "FLOAT32_MAX", "finite_range",
            "finite_values"]
 
@@ -211,11 +213,17 @@ class Histogram:
 @dataclasses.dataclass(eq=False)
 class TensorStats:
     """What calibration learned about one tensor: its histogram (hence min and max) and how many
-    non-finite values (NaN, ±Inf) it saw and left out."""
+    non-finite values (NaN, ±Inf) it saw and left out.
+
+    ``binned=False``: calibrated without histograms (min-max calibration needs none); the
+    histogram is then one bin over ``[min, max]`` holding the count, the range and count are
+    exact, and range methods that read the distribution refuse it (``require_histogram``).
+    """
 
     name: str
     histogram: Histogram
     nonfinite: int = 0
+    binned: bool = True
 
     @property
     def min(self) -> float:
@@ -232,8 +240,27 @@ class TensorStats:
         return int(round(self.histogram.total))
 
     def merge(self, other: TensorStats) -> TensorStats:
-        return TensorStats(self.name, self.histogram.merge(other.histogram),
-                           self.nonfinite + other.nonfinite)
+        """The statistics of both data sets; range only unless both have histograms."""
+        if self.binned and other.binned:
+            return TensorStats(self.name, self.histogram.merge(other.histogram),
+                               self.nonfinite + other.nonfinite)
+        parts = [h for h in (self.histogram, other.histogram) if h.total]
+        lo = min((h.min for h in parts), default=0.0)
+        hi = max((h.max for h in parts), default=0.0)
+        return TensorStats(self.name, Histogram(lo, hi, [sum(h.total for h in parts)]),
+                           self.nonfinite + other.nonfinite, binned=False)
+
+    def require_histogram(self, needed_by: str, where: str | None = None) -> None:
+        """ConfigError unless these statistics have a histogram (``needed_by`` names what reads
+        it: a range method or a QNN mode)."""
+        if self.binned:
+            return
+        raise ConfigError(f"tensor '{self.name}': the calibration profile has only its range "
+                          f"(calibrated without histograms), and {needed_by} needs its "
+                          "histogram", where=where, field=f"tensor '{self.name}'",
+                          hint="calibrate again with histograms (a profile written with "
+                               f"{option_ref('quantization.dump_profile')} has them), or use "
+                               "min-max calibration")
 
 
 def finite_values(values: Any) -> tuple[np.ndarray, dict[str, int]]:

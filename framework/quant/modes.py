@@ -165,8 +165,11 @@ def adjusted_encoding(lo: Any, hi: Any, bitwidth: int = 8, *, signed: bool = Fal
 
 def _histogram_of(values: Any = None, stats: TensorStats | Histogram | None = None,
                   num_bins: int = DEFAULT_NUM_BINS) -> Histogram:
+    if isinstance(stats, TensorStats):
+        stats.require_histogram("the enhanced mode")
+        return stats.histogram
     if stats is not None:
-        return stats.histogram if isinstance(stats, TensorStats) else stats
+        return stats
     return Histogram.from_values(values, num_bins)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from aicc import ir
-from aicc.errors import PassError, option_ref
+from aicc.errors import ModelError, PassError, option_ref
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext
@@ -27,7 +27,7 @@ from aicc.passes.lowering.inline import _fresh, all_names, body_nodes, inline_bo
 from aicc.passes.cleanup import detach_nodes, remove_dead_nodes, sort_nodes
 from aicc.program import Program
 
-__all__ = ["FoldIf"]
+__all__ = ["FoldIf", "fold_ifs_to_fixed_point", "if_count", "inline_branch"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class FoldIf(Pass):
         if not ifs:
             return
         taken = all_names(graph)
-        folded, added = [], []
+        folded = []
         for node in ifs:
             cond = _constant_node_value(node.inputs[0])
             if not isinstance(cond, gs.Constant):
@@ -73,13 +73,15 @@ class FoldIf(Pass):
                 raise PassError(f"fold-if: node '{node.name}' (If): the condition "
                                 f"'{cond.name}' has {values.size} values, not one")
             branch = node.attrs["then_branch" if bool(values.reshape(-1)[0]) else "else_branch"]
-            added += _inline(graph, node, branch, taken)
+            # in the graph at once: a later If's body may read this If's outputs (inline_body
+            # must see them as outer tensors, now produced by the branch's Identities)
+            graph.nodes.extend(inline_branch(graph, node, branch, taken))
             folded.append(node)
             ctx.count("If nodes folded")
         if folded:
             detach_nodes(folded + [n for node in folded for n in body_nodes(node)])
             gone = {id(n) for n in folded}
-            graph.nodes = [n for n in graph.nodes if id(n) not in gone] + added
+            graph.nodes = [n for n in graph.nodes if id(n) not in gone]
             remove_dead_nodes(graph)
             sort_nodes(graph)
             ir.infer_shapes(graph, where=f"graph '{ctx.graph_name}' after fold-if")
@@ -128,7 +130,10 @@ def _value_sources(tensor: gs.Tensor) -> list[str]:
     return sorted(found)
 
 
-def _inline(graph: gs.Graph, node: gs.Node, branch: gs.Graph, taken: set[str]) -> list[gs.Node]:
+def inline_branch(graph: gs.Graph, node: gs.Node, branch: gs.Graph, taken: set[str]
+                  ) -> list[gs.Node]:
+    """The nodes that replace If ``node`` by ``branch``: its copy and an Identity per output
+    (the If's output tensors keep their names); ``node`` loses its outputs."""
     if len(branch.outputs) != len(node.outputs):
         raise PassError(f"fold-if: node '{node.name}' (If): the branch has "
                         f"{len(branch.outputs)} outputs, the node {len(node.outputs)}")
@@ -141,6 +146,43 @@ def _inline(graph: gs.Graph, node: gs.Node, branch: gs.Graph, taken: set[str]) -
         nodes.append(gs.Node("Identity", name=_fresh(f"{node.name}/out{i}", taken),
                              inputs=[result], outputs=[target]))
     return nodes
+
+
+#: most rounds of folding an If that makes another's condition constant
+MAX_IF_ROUNDS = 16
+
+
+def if_count(program: Program) -> int:
+    """How many Ifs (default domain) the program's graphs hold at their top level."""
+    return sum(1 for g in program.graphs.values() for n in g.nodes
+               if n.op == "If" and (n.domain or "") in ("", "ai.onnx"))
+
+
+def fold_ifs_to_fixed_point(program: Program, ctx: PassContext) -> Program:
+    """Fold the Ifs whose conditions shapes decide, to a fixed point: an If's taken branch can
+    fix the shape another If's condition reads (silero-vad's decoder), and a Pad's pads that
+    folding made constant fix the shapes after it. Each round infers shapes afresh from the
+    bound inputs, folds constants and folds the Ifs that became constant (as nested passes of
+    the running pipeline), until a round changes nothing; the Ifs left have conditions the
+    data decides (or need more than ``MAX_IF_ROUNDS`` rounds)."""
+    before = None
+    for _ in range(MAX_IF_ROUNDS):
+        _infer_fresh(program)
+        program = ctx.run_pipeline([("fold-constants", {}), ("fold-if", {"strict": False})],
+                                   program)
+        after = (if_count(program), sum(len(g.nodes) for g in program.graphs.values()))
+        if after[0] == 0 or after == before:
+            break
+        before = after
+    return program
+
+
+def _infer_fresh(program: Program) -> None:
+    for name, graph in program.graphs.items():
+        try:
+            ir.infer_shapes(graph, where=f"graph '{name}'", fresh=True)
+        except ModelError as e:       # keep the declared shapes; fold-if says what is left
+            logger.debug("fold-if: fresh shape inference failed: %s", e)
 
 
 @hookimpl

@@ -27,9 +27,10 @@ import dataclasses
 import logging
 from typing import Any
 
-from aicc import Pass, hookimpl, ir, option
-from aicc.errors import ConfigError, ModelError
+from aicc import Pass, hookimpl, option
+from aicc.errors import ConfigError
 from aicc.pass_base import PassResult
+from aicc.passes.lowering.fold_if import fold_ifs_to_fixed_point
 
 __all__ = ["Lower", "lowering_sequence"]
 
@@ -66,34 +67,6 @@ def lowering_sequence(ops: frozenset[str], passes_registry: Any) -> list[tuple[s
     return steps
 
 
-#: most rounds of folding an If that makes another's condition constant
-MAX_IF_ROUNDS = 8
-
-
-def _if_count(program: Any) -> int:
-    return sum(1 for g in program.graphs.values() for n in g.nodes
-               if n.op == "If" and (n.domain or "") in ("", "ai.onnx"))
-
-
-def _fold_ifs(program: Any, ctx: Any) -> Any:
-    """Fold the Ifs whose conditions shapes decide, to a fixed point: an If's taken branch can
-    fix the shape another If's condition reads (silero-vad's decoder). Each round infers shapes
-    afresh from the bound inputs, folds constants and folds the Ifs that became constant; the
-    Ifs left are refused by the strict ``fold-if`` of the lowering sequence, naming them."""
-    for _ in range(MAX_IF_ROUNDS):
-        before = _if_count(program)
-        for name, graph in program.graphs.items():
-            try:
-                ir.infer_shapes(graph, where=f"graph '{name}'", fresh=True)
-            except ModelError as e:       # keep the declared shapes; fold-if says what is left
-                logger.debug("lower: fresh shape inference failed: %s", e)
-        program = ctx.run_pipeline([("fold-constants", {}), ("fold-if", {"strict": False})],
-                                   program)
-        if _if_count(program) in (0, before):
-            break
-    return program
-
-
 class Lower(Pass):
     name = "lower"
     description = "rewrite op types the backend lacks with the passes that declare them"
@@ -111,7 +84,7 @@ class Lower(Pass):
             return PassResult(modified=False)
         steps = lowering_sequence(ops, ctx.registries.passes)
         if "If" in ops:
-            program = _fold_ifs(program, ctx)
+            program = fold_ifs_to_fixed_point(program, ctx)
             steps = steps[1:]           # its last round folded constants already
         return PassResult(program=ctx.run_pipeline(steps, program))
 

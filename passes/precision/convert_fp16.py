@@ -20,7 +20,10 @@ graph's I/O and fp32 readers are unchanged, while fp16 readers take the fp16 ten
 Cast pairs back to back; a ``Cast(int -> float)`` becomes ``Cast(int -> float16)``). Integer
 tensors (shapes, indices) are never touched, nor are other Casts, Q/DQ, control-flow and random
 ops. Afterwards every Cast's ``to`` is checked against its output's
-declared type and the graph must pass strict ONNX type inference.
+declared type and the graph must pass strict ONNX type inference. Constants (initializers and
+``Constant`` nodes alike) beyond the fp16 range are clipped to +-65504 with a warning, except a
+BatchNormalization's parameters: such a layer runs as the same scale and shift
+(``_affine_batchnorm``), since a clipped variance would change its function.
 
 This pass runs **before** ``fold-batchnorm`` in the default pipeline (stage ``bind``): instance
 names refer to the model as given (folding renames a Conv's output to its BatchNormalization's),
@@ -330,11 +333,11 @@ def convert_nodes(graph: gs.Graph, selected: Iterable[gs.Node], ctx: PassContext
     def to16(t: gs.Tensor) -> gs.Tensor:
         if id(t) in cache:
             return cache[id(t)]
-        if isinstance(t, gs.Constant):
-            values = np.asarray(t.values)
+        values = constant_values(t)
+        if values is not None:     # an initializer, or a Constant node's value: copied as fp16
             big = np.isfinite(values) & (np.abs(values) > FP16_MAX)
             if big.any():
-                logger.warning("convert-fp16: initializer '%s' has %d value(s) beyond the fp16 "
+                logger.warning("convert-fp16: constant '%s' has %d value(s) beyond the fp16 "
                                "range (max |x| %.4g); they are clipped to +-65504", t.name,
                                int(big.sum()), float(np.abs(values[big]).max()))
                 ctx.count("initializer values clipped to fp16 range", int(big.sum()))
@@ -354,6 +357,8 @@ def convert_nodes(graph: gs.Graph, selected: Iterable[gs.Node], ctx: PassContext
         return out
 
     for node in selected:
+        if node.op == "BatchNormalization":
+            _affine_batchnorm(node, names, ctx)
         plan, why = _fp16_plan(node, graph.opset)
         if plan is None:
             logger.debug("convert-fp16: '%s' (%s) stays: %s", node.name, node.op, why)
@@ -378,6 +383,44 @@ def convert_nodes(graph: gs.Graph, selected: Iterable[gs.Node], ctx: PassContext
     remove_dead_nodes(graph)
     sort_nodes(graph)
     return converted
+
+
+def constant_values(t: gs.Tensor) -> np.ndarray | None:
+    """The values of an initializer, or of a ``Constant`` node's ``value`` (how Paddle and other
+    exporters hold weights); None for anything computed."""
+    if isinstance(t, gs.Constant):
+        return np.asarray(t.values)
+    if len(t.inputs) == 1 and t.inputs[0].op == "Constant":
+        value = t.inputs[0].attrs.get("value")
+        if isinstance(value, gs.Constant):
+            return np.asarray(value.values)
+    return None
+
+
+def _affine_batchnorm(bn: gs.Node, names: Names, ctx: PassContext) -> None:
+    """Give an inference BatchNormalization whose parameters leave the fp16 range (a variance of
+    1e8 is common after a layer with large outputs) the same function in fp16-friendly numbers:
+    scale ``gamma / sqrt(var + eps)``, shift ``beta - mean * scale``, mean 0 and variance
+    ``1 - eps``, computed in float64. Clipping the variance to 65504 instead would change the
+    layer's scale (PP-OCRv4 det: by 38x, every output wrong). Left as is when the parameters fit
+    fp16, or when they are not constants."""
+    params = [constant_values(t) for t in bn.inputs[1:5]]
+    if len(params) != 4 or len([o for o in bn.outputs if o.name]) != 1 or \
+            any(v is None for v in params):
+        return
+    gamma, beta, mean, var = (np.asarray(v, np.float64) for v in params)
+    if all(np.all(np.abs(v[np.isfinite(v)]) <= FP16_MAX) for v in (gamma, beta, mean, var)):
+        return
+    eps = float(bn.attrs.get("epsilon", 1e-5))
+    scale = gamma / np.sqrt(var + eps)
+    values = (scale, beta - mean * scale, np.zeros_like(mean), np.full_like(var, 1.0 - eps))
+    dtype = np.asarray(params[0]).dtype
+    for i, (what, v) in enumerate(zip(("scale", "shift", "mean", "var"), values), start=1):
+        bn.inputs[i] = gs.Constant(names.new(f"{bn.name}_{what}"), v.astype(dtype))
+    logger.warning("convert-fp16: BatchNormalization '%s' has parameters beyond the fp16 range; "
+                   "it runs as the same scale and shift (largest |scale| %.3g, |shift| %.3g)",
+                   bn.name, float(np.abs(scale).max()), float(np.abs(values[1]).max()))
+    ctx.count("batchnorms rewritten as scale and shift for fp16")
 
 
 @hookimpl

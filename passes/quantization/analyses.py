@@ -7,7 +7,7 @@ from __future__ import annotations
 from aicc.analyses import Analysis
 
 __all__ = ["CALIBRATION_SAMPLES", "ADAROUND_SAMPLES", "DASK_CLIENT", "CALIBRATION_PROFILE",
-           "ADAROUND_ROUNDING"]
+           "ADAROUND_ROUNDING", "QUANTIZE_OPTIONS"]
 
 #: an iterable of feed dicts (the Python API's calibration samples)
 CALIBRATION_SAMPLES = Analysis("calibration samples", program_bound=False)
@@ -19,3 +19,6 @@ DASK_CLIENT = Analysis("dask client", program_bound=False)
 CALIBRATION_PROFILE = Analysis("calibration profile")
 #: the ``AdaRounder`` whose learned roundings ``quantize`` applies
 ADAROUND_ROUNDING = Analysis("adaround rounding")
+#: the options of the ``quantize`` step that reads this run's calibration (a mapping, as given
+#: to that pass): ``calibrate`` with ``only_quantized`` observes only what they encode
+QUANTIZE_OPTIONS = Analysis("quantize options", program_bound=False)

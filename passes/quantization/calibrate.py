@@ -20,6 +20,16 @@ feed one set of observers keyed by tensor name, so the result is one profile (cl
 names). With custom I/O converted on the host, samples are given in the custom format and
 converted as the runtime Session would.
 
+What is measured: with ``histograms`` (the default) every observed tensor's histogram, which
+every range method can read; without, only each tensor's range and count (min-max calibration
+reads nothing more; the binning is most of calibration's time on large models). With
+``only_quantized``, only the tensors the pipeline's ``quantize`` step will encode are observed
+(its options come through the analysis ``QUANTIZE_OPTIONS``; without overrides): the insides of
+fused elementwise expressions and shape computations, most of a real model's tensors, are
+neither copied out of onnxruntime nor reduced. The profile records what it lacks (tensors
+without a histogram, the tensors skipped), so a dumped profile refuses a later setting that
+needs what it does not have.
+
 The profile goes to the analysis ``CALIBRATION_PROFILE`` (the ``quantize`` pass reads it there)
 and, with ``dump_profile``, to a YAML file written atomically. Its ``graph_hash`` is
 ``program_hash``: see ``graph_hash`` for what it covers and why.
@@ -37,13 +47,15 @@ import numpy as np
 from aicc.backend import Observers
 from aicc.errors import ConfigError, option_ref
 from aicc.hookspecs import hookimpl
-from aicc.options import option
+from aicc.options import build_options, option
 from aicc.pass_base import Pass, PassContext, PassResult
 from aicc.program import Program
 from aicc.quant import DEFAULT_NUM_BINS, dump_profile_yaml
 from aicc.quant.profile import MAX_HISTOGRAM_BINS
 
-from aicc.passes.quantization.analyses import CALIBRATION_PROFILE, CALIBRATION_SAMPLES, DASK_CLIENT
+from aicc.passes.quantization.analyses import (CALIBRATION_PROFILE, CALIBRATION_SAMPLES,
+                                               DASK_CLIENT, QUANTIZE_OPTIONS)
+from aicc.passes.quantization.plan import QuantSettings, quantized_activations
 from aicc.passes.quantization.runner import (ENGINES, calibrate_program, graph_hash, host_conversion,
                             input_list_samples, json_input_samples, program_hash,
                             write_text_atomic)
@@ -82,6 +94,12 @@ class Calibrate(Pass):
                                      "the graph, else the interpreter), interpreter (the numpy "
                                      "reference) or cpu (onnxruntime)", choices=ENGINES)
         progress: bool = option(True, "show a progress bar on a terminal")
+        histograms: bool = option(True, "bin values into histograms; off: each tensor's range "
+                                        "only (all min-max calibration reads)")
+        only_quantized: bool = option(False, "observe only the tensors the quantize step will "
+                                             "encode (its options given as the analysis "
+                                             "QUANTIZE_OPTIONS); the profile lists the others "
+                                             "as skipped")
         dask: str = option("", "calibrate on Dask: local, local:N or a scheduler address "
                                "(--dask); empty: in this process")
         dask_ship_data: bool = option(False, "with dask: the client reads the input list's "
@@ -108,10 +126,11 @@ class Calibrate(Pass):
             raise ConfigError("dask_ship_data and shard_size apply to calibration on Dask, and "
                               "no dask address was given", field="pass 'calibrate'",
                               hint="add --dask local:N (or a scheduler address)")
+        observe = _observed(program, ctx) if opts.only_quantized else None
         if dask:
-            profile = self._sharded(program, opts, python_samples, dask)
+            profile = self._sharded(program, opts, python_samples, dask, observe)
         else:
-            profile = self._local(program, opts, python_samples, ctx.observers)
+            profile = self._local(program, opts, python_samples, ctx.observers, observe)
         ctx.analyses.put(CALIBRATION_PROFILE, profile)
         ctx.count("tensors profiled", len(profile.tensors))
         if opts.dump_profile:
@@ -121,7 +140,8 @@ class Calibrate(Pass):
 
 
     @staticmethod
-    def _local(program: Program, opts: Any, python_samples: Any, backends: Observers) -> Any:
+    def _local(program: Program, opts: Any, python_samples: Any, backends: Observers,
+               observe: set[str] | None) -> Any:
         total: int | None = None
         if opts.input_list:
             if len(program.graphs) > 1:
@@ -143,10 +163,12 @@ class Calibrate(Pass):
             samples = (convert(dict(f)) for f in samples)
         return calibrate_program(program, samples, num_bins=opts.num_bins, total=total,
                                  progress=opts.progress, max_samples=opts.max_samples,
-                                 batch=opts.batch, engine=opts.engine, backends=backends)
+                                 batch=opts.batch, engine=opts.engine, backends=backends,
+                                 histograms=opts.histograms, observe=observe)
 
     @staticmethod
-    def _sharded(program: Program, opts: Any, python_samples: Any, dask: Any) -> Any:
+    def _sharded(program: Program, opts: Any, python_samples: Any, dask: Any,
+                 observe: set[str] | None) -> Any:
         """The same profile, calibrated in shards on Dask (see ``_calib_dask``)."""
         from aicc.passes.quantization.dask_shards import array_items, calibrate_sharded, list_items
 
@@ -165,7 +187,29 @@ class Calibrate(Pass):
         return calibrate_sharded(program, items, dask, total=total, num_bins=opts.num_bins,
                                  batch=opts.batch, engine=opts.engine,
                                  max_samples=opts.max_samples, shard_size=opts.shard_size,
-                                 progress=opts.progress)
+                                 progress=opts.progress, histograms=opts.histograms,
+                                 observe=observe)
+
+
+def _observed(program: Program, ctx: PassContext) -> set[str]:
+    """The tensors the pipeline's quantize step will read statistics of (``only_quantized``)."""
+    given = ctx.analyses.peek(QUANTIZE_OPTIONS)
+    if given is None or ctx.registries is None:
+        raise ConfigError("only_quantized needs the quantize step's options (the analysis "
+                          "QUANTIZE_OPTIONS)", field="pass 'calibrate': option 'only_quantized'",
+                          hint="give them with run_pipeline(..., provided=...), or drop "
+                               "only_quantized")
+    if program.encodings.get("overrides") or program.encodings.get("int32"):
+        raise ConfigError("only_quantized plans without overrides, and this program has them",
+                          field="pass 'calibrate': option 'only_quantized'",
+                          hint="drop only_quantized")
+    cls = ctx.registries.passes.get("quantize").cls
+    s = QuantSettings.from_options(build_options(cls.Options, given, owner="pass 'quantize'"))
+    scratch = PassContext(options=None, logger=logger)    # its counters are quantize's to keep
+    names: set[str] = set()
+    for gname, graph in program.graphs.items():
+        names |= quantized_activations(graph, s, scratch, f"graph '{gname}'")
+    return names
 
 
 @hookimpl

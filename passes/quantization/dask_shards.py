@@ -128,6 +128,8 @@ def _identity(value: Any) -> Any:
 
 def _shrink(observer: TensorObserver) -> TensorObserver:
     """Counts in the smallest integer type that holds them (what travels back is small)."""
+    if observer.lattice is None:        # range only: nothing to shrink
+        return observer
     counts = observer.lattice.counts
     observer.lattice.counts = counts.astype(np.min_scalar_type(int(counts.max(initial=0))))
     return observer
@@ -137,7 +139,8 @@ def run_shard(payload: Any, key: str, start: int, items: list, options: dict) ->
     """Calibrate one shard on a worker: its observers, samples per graph and sample count."""
     program, engines = _worker_program(payload, key)
     cal = Calibration(program, num_bins=options["num_bins"], batch=options["batch"],
-                      engine=options["engine"], engines=engines)
+                      engine=options["engine"], engines=engines,
+                      histograms=options["histograms"], observe=options["observe"])
     convert = host_conversion(program)
     for offset, feeds in enumerate(_shard_feeds(program, items)):
         cal.add(start + offset, convert(dict(feeds)) if convert is not None else feeds)
@@ -168,7 +171,8 @@ class _Merger:
         for o in part["observers"]:
             mine = self.observers.get(o.name)
             if mine is None:
-                o.lattice.counts = o.lattice.counts.astype(np.int64)
+                if o.lattice is not None:
+                    o.lattice.counts = o.lattice.counts.astype(np.int64)
                 self.observers[o.name] = o
             else:
                 mine.merge(o)
@@ -180,12 +184,14 @@ class _Merger:
 def calibrate_sharded(program: Program, items: Iterator, client_spec: Any, *,
                       total: int | None = None, num_bins: int, batch: int = 0,
                       engine: str = "auto", max_samples: int = 0,
-                      shard_size: int = 0, progress: bool = True) -> Profile:
+                      shard_size: int = 0, progress: bool = True, histograms: bool = True,
+                      observe: Iterable[str] | None = None) -> Profile:
     """The profile of ``items`` (from ``list_items`` / ``array_items``) calibrated on Dask.
 
     ``client_spec``: ``local``, ``local:N``, a scheduler address or a ``distributed.Client``.
     ``shard_size``: samples per shard, rounded up to whole blocks (0: ``default_shard_size``).
     At most two shards per worker are in flight, so a generator is read as the work goes.
+    ``histograms`` and ``observe``: as ``calibrate_program``'s.
     """
     from aicc.distributed import DaskProgress, dask_client, import_distributed
 
@@ -198,7 +204,9 @@ def calibrate_sharded(program: Program, items: Iterator, client_spec: Any, *,
     for name in sorted(body["models"]):
         digest.update(name.encode() + b"\0" + body["models"][name])
     key = digest.hexdigest()        # the worker's program cache: exactly this program
-    options = {"num_bins": num_bins, "batch": batch, "engine": engine}
+    options = {"num_bins": num_bins, "batch": batch, "engine": engine,
+               "histograms": histograms,
+               "observe": None if observe is None else sorted(observe)}
     merger = _Merger()
     with dask_client(client_spec) as client:
         workers = max(1, len(client.scheduler_info().get("workers", {})))
@@ -239,7 +247,8 @@ def calibrate_sharded(program: Program, items: Iterator, client_spec: Any, *,
         names += [n for n in _float_activations(graph) if n not in names]
     counts = {n: merger.counts.get(n, 0) for n in program.graphs}
     observers = [merger.observers[n] for n in names if n in merger.observers]
-    return profile_of(program, observers, counts, merger.seen)
+    skipped = [n for n in names if observe is not None and n not in observe]
+    return profile_of(program, observers, counts, merger.seen, skipped)
 
 
 def _collect(fut: Any, merger: _Merger, bar: Any, in_flight: list) -> None:

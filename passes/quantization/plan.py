@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from aicc import ir
@@ -27,7 +28,7 @@ from .grouping import activation_groups
 from .qdq import NON_DATA_INPUTS, OPSET_INT4_INT16, QdqWriter, ensure_opset, needs_opset21
 from .settings import Encoder, QuantSettings
 
-__all__ = ["GraphQuantizer", "QuantSettings"]
+__all__ = ["GraphQuantizer", "QuantSettings", "quantized_activations"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +36,37 @@ _WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _CONST_OPERAND_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "PRelu",
                                 "Concat", "MatMul", "Gemm"})
 _FLOAT_KINDS = (np.dtype(np.float32),)
+_T = onnx.TensorProto
+#: ONNX element types a Cast reads its input as integers into
+_INTEGER_TYPES = frozenset({_T.BOOL, _T.INT8, _T.UINT8, _T.INT16, _T.UINT16, _T.INT32, _T.UINT32,
+                            _T.INT64, _T.UINT64, _T.INT4, _T.UINT4})
 
 
 def _is_float(t: gs.Tensor, profile: Profile | None) -> bool:
     dtype = ir.tensor_dtype(t)
     if dtype is None:
-        return profile is not None and t.name in profile
+        return profile is not None and (t.name in profile or t.name in profile.skipped)
     return dtype in _FLOAT_KINDS
+
+
+class _AnyFloat:
+    """Stands for a profile when planning before calibration: a tensor of unknown type may be
+    float (calibration will tell), so it counts as one."""
+
+    skipped: tuple[str, ...] = ()
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+def quantized_activations(graph: gs.Graph, s: QuantSettings, ctx: PassContext,
+                          where: str) -> set[str]:
+    """The float tensors ``quantize`` will read calibration statistics of under settings ``s``
+    (no overrides): the activations it encodes or converts. Tensors of unknown type count as
+    float. Fused interiors, shape computations and tensors nothing reads as data are not in it."""
+    q = GraphQuantizer(graph, s, _AnyFloat(), None, None, set(), ctx, where)  # type: ignore
+    q._decide_float_ops()
+    return set(q._activations())
 
 
 def _exact_helper(values: np.ndarray) -> bool:
@@ -180,6 +205,22 @@ class GraphQuantizer:
                 derived.update(t.name for t in node.outputs if t.name)
         return derived
 
+    def _integer_reads(self) -> set[str]:
+        """Float tensors a Cast reads as integers (or booleans): ids, byte values, counts in a
+        float tensor (tf2onnx's byte classifiers feed ``Cast(float bytes -> int32) -> OneHot``).
+        Cast truncates, so a quantized 65.0 that dequantizes to 64.78 becomes byte 64, and
+        values past the calibrated range clip to another id: they stay exact. (Not the tensors
+        ``int32-sandwich`` casts on purpose, nor any with an override: those are quantized.)"""
+        found: set[str] = set()
+        for node in self.g.nodes:
+            if node.op != "Cast" or not node.inputs or not node.inputs[0].name:
+                continue
+            name = node.inputs[0].name
+            if node.attrs.get("to") in _INTEGER_TYPES and name not in self.int32 \
+                    and self.ov.get(name) is None:
+                found.add(name)
+        return found
+
     def _activations(self) -> list[str]:
         names, seen = [], set()
         fused = self._fused()
@@ -187,6 +228,10 @@ class GraphQuantizer:
         self.ctx.count("shape computations kept exact",
                        sum(1 for n in exact if n in self.tensors
                            and _is_float(self.tensors[n], self.profile)))
+        integers = {n for n in self._integer_reads() - exact
+                    if n in self.tensors and _is_float(self.tensors[n], self.profile)}
+        self.ctx.count("tensors read as integers kept exact", len(integers))
+        exact |= integers
         seen.update(exact)
         candidates = list(self.g.inputs) + [t for n in self.g.nodes if n.op != "Constant"
                                             for t in n.outputs]
@@ -204,6 +249,12 @@ class GraphQuantizer:
         return names
 
     def _stats(self, name: str) -> TensorStats:
+        if self.profile is not None and name in self.profile.skipped:
+            raise ConfigError(f"tensor '{name}': the calibration profile skipped it (calibrated "
+                              "for settings that do not quantize it)",
+                              where=self.profile.source or self.where, field=f"tensor '{name}'",
+                              hint="calibrate again with these settings, or with every tensor "
+                                   "observed")
         if self.profile is None or name not in self.profile:
             raise ConfigError(f"no calibration statistics for tensor '{name}'",
                               where=self.where,
@@ -211,7 +262,11 @@ class GraphQuantizer:
                                    "of this model (-load-profile), give its encoding in the "
                                    "overrides, or keep what they do not cover in float "
                                    "(--enable_float_fallback)")
-        return self.profile[name]
+        stats = self.profile[name]
+        reader = self.s.histogram_reader
+        if reader is not None:      # refused here, naming the profile file it came from
+            stats.require_histogram(reader, where=self.profile.source or self.where)
+        return stats
 
     def _groups(self, ints: list[str]) -> dict[str, list[str]]:
         return activation_groups(self.g, ints, self._override, float_ops=self.float_ops,

@@ -27,7 +27,11 @@ Gemm/MatMul (``per_channel`` or ``per_row``) are encoded per output channel. For
 ConvTranspose, Gemm and MatMul a float output, weight or bias makes all three float (QNN's rule);
 the bias of such an op takes ``float_bias_bitwidth`` when it has no override of its own. Ops listed
 in the overrides' ``excluded_layers`` (node names or first output names) stay float at
-``float_bitwidth``. INT32 activation overrides are left to ``int32-sandwich``.
+``float_bitwidth``. INT32 activation overrides are left to ``int32-sandwich``. Tensors computed
+from shapes only (Shape -> Cast -> Mul -> Reshape chains), scalar or integer-valued helper
+constants of elementwise ops, and float tensors a Cast reads as integers (byte values or ids
+feeding ``Cast(int32) -> OneHot``: Cast truncates, so a quantized 65.0 read back as 64.78 is byte
+64) stay exact.
 
 What was used is recorded in ``Program.encodings`` (JSON-able; goes into the container manifest)::
 

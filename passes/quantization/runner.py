@@ -11,11 +11,9 @@ onnxruntime (``engine=cpu``), or ``auto`` (onnxruntime where it runs the graph).
 from __future__ import annotations
 
 import logging
-import sys
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import onnx
@@ -31,11 +29,13 @@ from aicc.quant import DEFAULT_NUM_BINS, Profile, TensorObserver
 from aicc.quant.profile import MAX_HISTOGRAM_BINS
 
 from aicc.passes.quantization.graph_hash import graph_hash, program_hash
+from aicc.passes.quantization.progress import ProgressBar as _ProgressBar
 from aicc.passes.quantization.samples import (host_conversion, input_list_samples,
                                               json_input_samples)
 
-__all__ = ["calibrate_program", "Calibration", "profile_of", "BLOCK", "check_calibration_args", "graph_hash", "program_hash", "input_list_samples",
-           "json_input_samples", "host_conversion", "write_text_atomic", "ENGINES"]
+__all__ = ["calibrate_program", "Calibration", "profile_of", "BLOCK", "check_calibration_args",
+           "graph_hash", "program_hash", "input_list_samples", "json_input_samples",
+           "host_conversion", "write_text_atomic", "ENGINES"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,46 +43,14 @@ logger = logging.getLogger(__name__)
 _CHUNK_ELEMENTS = 1 << 16
 
 
-# ------------------------------------------------------------------------------ progress
-class _ProgressBar:
-    """``calibrating [#####.....] 12/32`` on a terminal (stderr), redrawn at most 10 times a
-    second; silent when stderr is not a terminal (pipes, CI logs)."""
-
-    def __init__(self, total: int | None, stream: TextIO | None = None, enabled: bool = True):
-        self.total = total
-        self.stream = stream or sys.stderr
-        self.active = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.count = 0
-        self._last = 0.0
-
-    def step(self) -> None:
-        self.count += 1
-        if not self.active:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.1 and self.count != self.total:
-            return
-        self._last = now
-        if self.total:
-            filled = int(30 * self.count / self.total)
-            bar = "#" * filled + "." * (30 - filled)
-            self.stream.write(f"\rcalibrating [{bar}] {self.count}/{self.total}")
-        else:
-            self.stream.write(f"\rcalibrating: {self.count} samples")
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.active:
-            self.stream.write("\r" + " " * 60 + "\r")
-            self.stream.flush()
-
-
 # ------------------------------------------------------------------------------ the runner
 class _Collector:
-    """Observers by tensor name, fed in chunks of at least ``_CHUNK_ELEMENTS`` values."""
+    """Observers by tensor name, fed in chunks of at least ``_CHUNK_ELEMENTS`` values (range-only
+    observers, ``binned=False``, take each array as it comes: a range needs no buffering)."""
 
-    def __init__(self, names: Iterable[str], num_bins: int):
-        self.observers = {n: TensorObserver(n, num_bins) for n in names}
+    def __init__(self, names: Iterable[str], num_bins: int, binned: bool = True):
+        self.binned = binned
+        self.observers = {n: TensorObserver(n, num_bins, binned=binned) for n in names}
         self.pending: dict[str, list[np.ndarray]] = {}
         self.pending_size: dict[str, int] = {}
 
@@ -90,7 +58,7 @@ class _Collector:
         obs = self.observers.get(name)
         if obs is None or not isinstance(array, np.ndarray) or array.dtype.kind != "f":
             return
-        if array.size >= _CHUNK_ELEMENTS:
+        if array.size >= _CHUNK_ELEMENTS or not self.binned:
             self._flush(name)
             obs.update(array)
             return
@@ -251,12 +219,13 @@ class _GraphRunner:
     def __init__(self, program: Program, name: str, collector: _Collector, batch: int,
                  engine: str = "auto", engines: dict | None = None,
                  backends: Observers | None = None):
-        cached = engines.get((name, engine, batch != 1)) if engines is not None else None
+        key = (name, engine, batch != 1, tuple(collector.observers))
+        cached = engines.get(key) if engines is not None else None
         if cached is None:
             backends = backends or Observers()
             graph = program.graphs[name]
             model = program.to_model(name)
-            wanted = _float_activations(graph)
+            wanted = [n for n in _float_activations(graph) if n in collector.observers]
             if engine == "auto":
                 float32 = _float32_only(graph, model, wanted)
             if batch != 1:
@@ -268,7 +237,7 @@ class _GraphRunner:
             del model
             cached = (built, list(built.names))
             if engines is not None:
-                engines[(name, engine, batch != 1)] = cached
+                engines[key] = cached
         self.engine, self.names = cached
         self.collector = collector
         self.batch = batch
@@ -397,16 +366,23 @@ class Calibration:
     boundary computes exactly what one process computes for those samples. ``engines`` may be a
     cache kept across calibrations of the same program (a worker's shards); ``backends`` are
     the observing backends by name (``PassContext.observers``; default: the built-in ones).
+    ``histograms=False`` keeps only each tensor's range (min-max calibration); ``observe``
+    limits the observed tensors to those names (None: every float tensor), the others being
+    recorded as skipped.
     """
 
     def __init__(self, program: Program, *, num_bins: int, batch: int, engine: str,
-                 engines: dict | None = None, backends: Observers | None = None):
+                 engines: dict | None = None, backends: Observers | None = None,
+                 histograms: bool = True, observe: Iterable[str] | None = None):
         self.program = program
         names: list[str] = []
         for graph in program.graphs.values():
             names += [n for n in _float_activations(graph) if n not in names]
-        self.names = names
-        self.collector = _Collector(names, num_bins)
+        wanted = None if observe is None else set(observe)
+        self.names = [n for n in names if wanted is None or n in wanted]
+        #: float tensors left unobserved (``observe``), recorded in the profile
+        self.skipped = [n for n in names if wanted is not None and n not in wanted]
+        self.collector = _Collector(self.names, num_bins, binned=histograms)
         self.runners: dict[str, _GraphRunner] = {}
         self.counts = dict.fromkeys(program.graphs, 0)
         self.batch, self.engine, self.engines = batch, engine, engines
@@ -446,7 +422,7 @@ class Calibration:
 
 
 def profile_of(program: Program, observers: Iterable[TensorObserver], counts: dict[str, int],
-               seen: int) -> Profile:
+               seen: int, skipped: Iterable[str] = ()) -> Profile:
     """The profile of a finished calibration; refuses no samples or a graph left without one."""
     if seen == 0:
         raise DataError("no calibration samples", hint="give at least one sample")
@@ -458,13 +434,14 @@ def profile_of(program: Program, observers: Iterable[TensorObserver], counts: di
     logger.info("calibrated %d tensors over %d samples (%s)", len(observers), seen,
                 ", ".join(f"{k}: {v}" for k, v in counts.items()))
     return Profile.from_observers(observers, graph_hash=program_hash(program),
-                                  tools_version=aicc.__version__)
+                                  tools_version=aicc.__version__, skipped=skipped)
 
 
 def calibrate_program(program: Program, samples: Iterable[Mapping[str, np.ndarray]], *,
                       num_bins: int = DEFAULT_NUM_BINS, total: int | None = None,
                       progress: bool = True, max_samples: int = 0, batch: int = 0,
-                      engine: str = "auto", backends: Observers | None = None) -> Profile:
+                      engine: str = "auto", backends: Observers | None = None,
+                      histograms: bool = True, observe: Iterable[str] | None = None) -> Profile:
     """Run ``samples`` (feed dicts) through every graph of ``program`` with observers on every
     float tensor and return the profile (the Python API of calibration).
 
@@ -475,9 +452,12 @@ def calibrate_program(program: Program, samples: Iterable[Mapping[str, np.ndarra
     ``auto`` (the default: ``cpu`` where onnxruntime loads and runs the graph, else the
     interpreter). Both engines give the same profile up to float rounding. ``backends`` finds the
     engines by name (a pass's ``ctx.observers``; default: the built-in backends).
+    ``histograms=False``: ranges only (what min-max calibration reads; the profile says so);
+    ``observe``: only these tensors (the profile lists the others as skipped).
     """
     check_calibration_args(engine, num_bins)
-    cal = Calibration(program, num_bins=num_bins, batch=batch, engine=engine, backends=backends)
+    cal = Calibration(program, num_bins=num_bins, batch=batch, engine=engine, backends=backends,
+                      histograms=histograms, observe=observe)
     bar = _ProgressBar(total if not max_samples else min(total or max_samples, max_samples),
                        enabled=progress)
     try:
@@ -489,7 +469,7 @@ def calibrate_program(program: Program, samples: Iterable[Mapping[str, np.ndarra
         observers = cal.finish()
     finally:
         bar.done()
-    return profile_of(program, observers, cal.counts, cal.seen)
+    return profile_of(program, observers, cal.counts, cal.seen, cal.skipped)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -45,6 +45,14 @@ class QuantSettings:
     #: op types whose nodes keep their original (float) precision
     keep_op_types: tuple[str, ...] = ()
 
+    @property
+    def histogram_reader(self) -> str | None:
+        """What reads activation histograms under these settings (for an error naming it), or
+        None when each activation's range is enough (min-max calibration)."""
+        if self.act_mode == "enhanced":
+            return "act_quantizer 'enhanced'"
+        return None if self.method == "None" else f"calibration method '{self.method}'"
+
     @classmethod
     def from_options(cls, o: Any) -> QuantSettings:
         where = "pass 'quantize'"
