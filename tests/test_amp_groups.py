@@ -214,3 +214,15 @@ def test_per_channel_encodings_raise_an_old_opset_without_the_channelwise_flag(t
     ref = _run(work["path"], work["feeds"])
     out = np.concatenate([sess.run(f)["y"] for f in work["feeds"]])
     assert _sqnr(ref, out) > 15                       # an int8 model of the block
+
+
+def test_an_integer_candidate_changes_only_the_quantized_activations_of_a_group(variants):
+    """A16/W8 for the input arithmetic: the input and the group's output get 16 bits; ``xs``,
+    which int8 leaves inside the fused ``x * scale + shift``, stays unquantized (an override
+    would split the kernel)."""
+    a16 = Candidate(16, "int", 8, "int")
+    table = variants.table({g: a16 if g in ("pre_scale", "k") else LO for g in variants.groups})
+    assert "xs" not in variants.quantized()
+    assert {"x", "pre"} <= set(table["activations"]) and "xs" not in table["activations"]
+    assert {"kv", "sv", "cv"} <= set(table["activations"]) and not table["params"]
+    assert all(e == {"dtype": "int", "bitwidth": 16} for e in table["activations"].values())

@@ -130,7 +130,7 @@ class QuantizedVariants:
                 continue
             if c.act_bw != self.act_bw:
                 quantized = self.quantized()
-                for t in group.outputs():
+                for t in group.activations():
                     if t in quantized:
                         acts[t] = {"dtype": "int", "bitwidth": c.act_bw}
             if weight is not None and c.param_bw != self.weight_bw:
