@@ -226,3 +226,12 @@ def test_an_integer_candidate_changes_only_the_quantized_activations_of_a_group(
     assert {"x", "pre"} <= set(table["activations"]) and "xs" not in table["activations"]
     assert {"kv", "sv", "cv"} <= set(table["activations"]) and not table["params"]
     assert all(e == {"dtype": "int", "bitwidth": 16} for e in table["activations"].values())
+
+
+def test_groups_of_nodes_with_one_name_are_told_apart():
+    graph = ir.import_graph(attention_block())
+    for node in graph.nodes:
+        if node.name in ("q", "k", "v", "pre_scale"):
+            node.name = "mm" if node.name != "pre_scale" else "mm#2"
+    names = [g.name for g in amp_groups(graph)]
+    assert names == ["mm#2", "mm", "mm#3", "mm#4", "proj"]

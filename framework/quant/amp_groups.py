@@ -117,8 +117,10 @@ def amp_groups(graph: gs.Graph) -> list[AmpGroup]:
 
     def start(node: gs.Node, layer: gs.Node | None) -> AmpGroup:
         name = base = node.name or node.outputs[0].name
+        count = 1
         while name in names:                    # unnamed or repeated node names
-            name = f"{base}#{len(names)}"
+            count += 1
+            name = f"{base}#{count}"
         names.add(name)
         groups.append(AmpGroup(name, layer, []))
         return groups[-1]
