@@ -28,6 +28,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .. import ir
+from .exact import shape_computations
 
 __all__ = ["AmpGroup", "WEIGHTED", "amp_groups", "weighted_layer"]
 
@@ -61,18 +62,6 @@ def weighted_layer(node: gs.Node) -> bool:
     return (node.op in WEIGHTED and len(node.inputs) > 1
             and isinstance(node.inputs[1], gs.Constant)
             and np.asarray(node.inputs[1].values).dtype == np.float32)
-
-
-def _shape_computations(graph: gs.Graph) -> set[str]:
-    derived: set[str] = set()
-    for node in graph.nodes:
-        if node.op in ("Shape", "Size"):
-            derived.update(t.name for t in node.outputs if t.name)
-            continue
-        variables = [t for t in node.inputs if t.name and not isinstance(t, gs.Constant)]
-        if variables and all(t.name in derived for t in variables):
-            derived.update(t.name for t in node.outputs if t.name)
-    return derived
 
 
 def _computing(node: gs.Node, shapes: set[str]) -> bool:
@@ -109,7 +98,7 @@ def node_work(node: gs.Node) -> int:
 
 def amp_groups(graph: gs.Graph) -> list[AmpGroup]:
     """The groups of ``graph`` (see the module docstring), in the order they start."""
-    shapes = _shape_computations(graph)
+    shapes = shape_computations(graph)
     order = {id(n): i for i, n in enumerate(graph.nodes)}
     group_of: dict[int, AmpGroup] = {}        # id(node) -> its group
     groups: list[AmpGroup] = []
