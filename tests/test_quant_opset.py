@@ -145,3 +145,26 @@ def test_a_converted_layernorm_still_fuses_and_calibration_covers_it(bits):
     got = ort.InferenceSession(model.SerializeToString(),
                                providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert 10 * np.log10(np.sum(ref ** 2) / np.sum((ref - got) ** 2)) > 20
+
+
+def test_a_bias_the_int32_grid_cannot_hold_widens_its_weight_channel():
+    """16-bit weights of 1e-3 on inputs of 1e-2 give a bias grid of ~1e-12: a bias of 0.5 needs
+    ~4e11 steps. Before, it was clipped to 2^31 - 1 steps (an output offset of 0.003 instead of
+    0.5, exit 0); now the channel's weight scale grows until the bias fits."""
+    rng = np.random.default_rng(5)
+    w = helper.make_tensor("w", TP.FLOAT, [2, 3, 1, 1], (rng.standard_normal(6) * 1e-3).tolist())
+    b = helper.make_tensor("b", TP.FLOAT, [2], [0.5, -0.25])
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")],
+                              "g", [helper.make_tensor_value_info("x", TP.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TP.FLOAT, [1, 2, 4, 4])], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    samples = [{"x": rng.uniform(0, 0.01, (1, 3, 4, 4)).astype(np.float32)} for _ in range(4)]
+    q, program = quantize_model(model, samples=samples, progress=False, per_channel=True,
+                                weight_bitwidth=16)
+    x = samples[0]["x"]
+    ref = ort.InferenceSession(model.SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort.InferenceSession(q.SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, ref, atol=4e-3)  # the 8-bit output grid: 0.75 / 255

@@ -9,6 +9,7 @@ is int32 with zero point 0 and the product of its input's and weight's scales.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,8 @@ from .modes import MIN_RANGE, MODES, range_encoding, encoding_for_mode
 from .histogram import finite_range
 from .schemas import schema_encoding
 
-__all__ = ["per_channel_encoding", "weight_channel_axis", "bias_encoding"]
+__all__ = ["per_channel_encoding", "weight_channel_axis", "bias_encoding",
+           "widen_for_bias"]
 
 
 def per_channel_encoding(weights: Any, axis: int, bitwidth: int = 8, *, mode: str = "symmetric",
@@ -122,3 +124,34 @@ def bias_encoding(input_scale: float, weight: Encoding, *, bitwidth: int = 32,
     s = float(scales[0])
     return Encoding(bitwidth=bitwidth, signed=True, scale=s, zero_point=0, symmetric=True,
                     min=-half * s, max=(half - 1) * s)
+
+
+def widen_for_bias(weight: Encoding, bias: np.ndarray, input_scale: float, *,
+                   bitwidth: int = 32) -> tuple[Encoding, int]:
+    """``(weight encoding, channels widened)``: each channel's weight scale raised just enough
+    that its bias fits the ``bitwidth`` grid of scale ``input_scale x weight scale``. With fine
+    weight grids (16-bit weights: scales ~1e-5) and a fine input grid, a bias of 1 needs more
+    than 2^31 steps; clipping it instead moves the channel's output (PP-OCRv4 rec, 16-bit
+    weights: one Conv's bias clipped, 15 points of decoded strings lost). The integer endpoints
+    of the weight grid stay, so its range grows by the same factor; only channels that need it
+    change. onnxruntime and QNN make the same adjustment."""
+    if weight.is_float or not weight.is_resolved:
+        return weight, 0
+    scales = np.atleast_1d(np.asarray(weight.scale, dtype=np.float64))
+    b = np.abs(np.asarray(bias, dtype=np.float64).reshape(-1))
+    if scales.size not in (1, b.size):
+        return weight, 0
+    steps = float((1 << (bitwidth - 1)) - 1)
+    need = (b if scales.size == b.size else b.max(initial=0.0)) / (steps * float(input_scale))
+    new = np.where(need > scales, need * (1 + 1e-6), scales)
+    widened = int(np.count_nonzero(new != scales))
+    if not widened:
+        return weight, 0
+    factor = new / scales
+    lo = np.atleast_1d(np.asarray(weight.min, dtype=np.float64)) * factor
+    hi = np.atleast_1d(np.asarray(weight.max, dtype=np.float64)) * factor
+    if weight.per_channel:
+        return dataclasses.replace(weight, scale=tuple(new.tolist()), min=tuple(lo.tolist()),
+                                   max=tuple(hi.tolist())), widened
+    return dataclasses.replace(weight, scale=float(new[0]), min=float(lo[0]),
+                               max=float(hi[0])), widened

@@ -20,6 +20,7 @@ from aicc.errors import ConfigError, did_you_mean
 from aicc.pass_base import PassContext
 from aicc.quant import Encoding, EncodingsTable, Profile, TensorStats, bias_encoding, \
     weight_channel_axis
+from aicc.quant.weights import widen_for_bias
 from aicc.quant.exact import exact_helper, integer_reads, shape_computations
 
 from .analyses import ADAROUND_ROUNDING
@@ -380,6 +381,27 @@ class GraphQuantizer:
         x = node.inputs[0].name
         return act_enc.get(x) or conv_enc.get(x)
 
+    def _fit_bias(self, node: gs.Node, t: gs.Constant, w_enc: Encoding,
+                  act_enc: dict[str, Encoding], conv_enc: dict[str, Encoding]) -> Encoding:
+        """``w_enc`` with channel scales widened where the node's 32-bit bias would not fit its
+        grid (``widen_for_bias``); a weight encoding the overrides give is kept as given."""
+        b = node.inputs[2] if node.op in ("Conv", "ConvTranspose", "Gemm") and \
+            len(node.inputs) > 2 else None
+        in_enc = self._input_encoding(node, act_enc, conv_enc)
+        given = self.ov.get(t.name)
+        if not isinstance(b, gs.Constant) or in_enc is None or in_enc.is_float or \
+                not in_enc.is_resolved or (given is not None and given.is_resolved):
+            return w_enc
+        e = self.ov.get(b.name)
+        if (e.bitwidth if e is not None else self.s.bias_bw) != 32 or np.ndim(b.values) != 1:
+            return w_enc
+        new, widened = widen_for_bias(w_enc, np.asarray(b.values), float(in_enc.scale))
+        if widened:
+            self.ctx.count("weight channels widened to fit int32 biases", widened)
+            logger.info("%s: %s '%s': %d weight channel scale(s) widened so the int32 bias "
+                        "fits", self.where, node.op, node.name, widened)
+        return new
+
     def _plan_params(self, act_enc: dict[str, Encoding], conv_enc: dict[str, Encoding]
                      ) -> list[tuple[gs.Node, int, gs.Constant, Encoding, str]]:
         """(node, input index, constant, encoding, record key) of every quantized parameter."""
@@ -405,7 +427,8 @@ class GraphQuantizer:
                 if self.s.float_fallback and not self._covered(node, role, t, act_enc, w_enc):
                     continue
                 if role == "weight":
-                    enc = w_enc = self._weight_encoding(node, t, values)
+                    enc = w_enc = self._fit_bias(node, t, self._weight_encoding(node, t, values),
+                                                 act_enc, conv_enc)
                     self._learn_rounding(node, t, values, enc)
                 elif role == "bias":
                     enc = self._bias_encoding(node, t, values,
