@@ -116,3 +116,18 @@ def test_an_overflow_hidden_from_the_outputs_is_named(tmp_path, caplog, target):
     assert "non-finite values inside (its outputs are finite but may be wrong)" in caplog.text
     assert "the first node to produce one is 'square'" in caplog.text
     assert session.nonfinite["default"]["first"]["node"] == "square"
+
+
+@pytest.mark.parametrize("target", ["interpreter", "aic100"])
+def test_a_computed_constant_beyond_fp16_keeps_its_reader_in_fp32(tmp_path, caplog, target):
+    """x / (1e4 * 1e4): in fp16 the product is inf and x / inf = 0 everywhere (finite, wrong,
+    no warning before). The product folds in fp32 and the Div reading it stays fp32."""
+    nodes = [helper.make_node("Mul", ["a", "b"], ["ab"], name="mul_consts"),
+             helper.make_node("Div", ["x", "ab"], ["y"], name="div")]
+    model = _model(nodes, {"a": 1e4, "b": 1e4}, [1, 8], as_constant_nodes=False)
+    x = (np.random.default_rng(4).standard_normal((1, 8)) * 1e4).astype(np.float32)
+    with caplog.at_level(logging.WARNING):
+        _, got = _compile_run(model, target, tmp_path, x)
+    np.testing.assert_allclose(got, _reference(model, x), rtol=1e-3)
+    assert "node 'div' (Div) stays in fp32: it reads constant 'ab' (|x| up to 1e+08)" \
+        in caplog.text
