@@ -20,6 +20,7 @@ so ``use_all_amp_candidates`` true or false both use every candidate.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from pathlib import Path
@@ -122,35 +123,50 @@ def run_amp_flow(plan: dict[str, Any], output_model: str, **quantize_kwargs: Any
     folder = _folder(output_model)
     plain = {k: v for k, v in quantize_kwargs.items()
              if isinstance(v, (str, int, float, bool, list, tuple, dict, type(None)))}
-    key = "|".join([repr(sorted(plain.items())), plan["mode"],
+    members = {g: [n.name for n in group.nodes] + group.activations()
+               for g, group in variants.groups.items()}
+    key = "|".join([repr(sorted(plain.items())), plan["mode"], json.dumps(members),
                     _samples_digest(feeds), hashlib.sha256(variants.float_model.SerializeToString()).hexdigest()])
-    result = run_amp(phase1, phase2, groups=list(variants.layers), macs=variants.macs(),
+    result = run_amp(phase1, phase2, groups=list(variants.groups), macs=variants.macs(),
                      candidates=cands, target=target, baseline=baseline, algo=plan["algo"],
                      reverse=plan["reverse"],
                      cache=folder / f"{plan.get('cache_name') or 'phase1_cache'}.json",
                      cache_key=key, clean_start=plan["clean"])
     model, program = variants.build(result.choice)
     table = front_table(result)
-    lines = [f"amp: {len(variants.layers)} groups, candidates "
-             f"{', '.join(c.label for c in cands)}; target metric {target:.4f}"
+    lines = [f"amp: {len(variants.groups)} groups ({len(variants.layers)} weighted layers), "
+             f"candidates {', '.join(c.label for c in cands)}; target metric {target:.4f}"
              + (f" (float {baseline:.4f})" if math.isfinite(baseline) else "")
              + ("; phase 1 from cache" if result.cached else ""), table]
     if not result.met:
-        raise ConfigError(f"even every layer at {cands[0].label} gives {result.metric:.4f}, "
+        raise ConfigError(f"even every group at {cands[0].label} gives {result.metric:.4f}, "
                           f"below the target {target:.4f}", field="amp",
                           hint="lower the target or raise the candidates")
     folder.mkdir(parents=True, exist_ok=True)
     from aicc.passes.quantization.calibrate import write_text_atomic
     write_text_atomic(folder / "pareto.txt", table + "\n")
-    files = write_bridge(folder, result.choice, program, variants.original)
+    fp16 = [variants.groups[g] for g, c in result.choice.items()
+            if c.is_float and c.act_bw == 16]
+    files, names = write_bridge(folder, fp16, program, variants.original,
+                                variants.fp16_interior(fp16))
     lines.append(_plot(result, folder))
-    changed = sorted(g for g, c in result.choice.items() if c != cands[-1])
-    lines.append(f"amp: chose {len(changed)} of {len(result.choice)} layers above "
-                 f"{cands[-1].label} ({', '.join(changed) or 'none'}), relative bit-ops "
-                 f"{result.cost:.3f}, metric {result.metric:.4f}, "
-                 f"{time.perf_counter() - start:.1f}s; wrote {', '.join(map(str, files))}")
+    lines.append(_summary(variants, result, cands, names) +
+                 f", {time.perf_counter() - start:.1f}s; wrote {', '.join(map(str, files))}")
     lines.append("amp: to compile this choice: " + _compile_command(quantize_kwargs, files))
     return model, program, lines
+
+
+def _summary(variants: Any, result: Any, cands: list, names: list[str]) -> str:
+    """What the choice raised: groups, weighted layers (Conv/Gemm/MatMul with weights) and the
+    other nodes of those groups, counted apart; the names listed for the node-precision file."""
+    raised = sorted(g for g, c in result.choice.items() if c != cands[-1])
+    layers = [g for g in raised if variants.groups[g].layer is not None]
+    others = sum(len(variants.groups[g].nodes) - (variants.groups[g].layer is not None)
+                 for g in raised)
+    return (f"amp: chose {len(raised)} of {len(result.choice)} groups above {cands[-1].label} "
+            f"({', '.join(raised) or 'none'}): {len(layers)} of {len(variants.layers)} weighted "
+            f"layers and {others} other nodes; {len(names)} nodes in the node-precision file; "
+            f"relative bit-ops {result.cost:.3f}, metric {result.metric:.4f}")
 
 
 def _compile_command(kw: dict[str, Any], files: list[Path]) -> str:
@@ -159,6 +175,11 @@ def _compile_command(kw: dict[str, Any], files: list[Path]) -> str:
     parts = ["aicc compile -m=MODEL", f"-node-precision-info={files[0]}",
              f"-external-quantization={files[1]}", f"-input-list-file={kw['input_list']}"]
     parts += [f"--input-shape={s}" for s in kw.get("input_shapes") or ()]
+    # the weights' layout (an opset-12 model is raised to opset 13 for per-channel scales)
+    if kw.get("per_channel"):
+        parts.append("-enable-channelwise")
+    if kw.get("per_row"):
+        parts.append("-enable-rowwise")
     if kw.get("act_quantizer", "tf") in ("tf", ""):
         parts.append("-quantization-schema-activations=asymmetric")
     return " ".join(parts)

@@ -3,20 +3,23 @@ QDQ models of candidate assignments (one calibration, then one ``quantize`` run 
 their scores on evaluation samples, and the files that carry the chosen assignment to ``aicc
 compile`` out.
 
-Assignments become ``quantize`` overrides: a float candidate puts the group's output and weight in
-float (the layer then runs in fp16 or fp32 through ``convert-fp16``'s Cast lowering, QNN's mixed
-precision rule); an integer candidate whose bitwidths differ from the quantize options gives the
-output and weight those bitwidths (ranges still calibrated). Models are scored with onnxruntime.
+Assignments become ``quantize`` overrides on AMP's groups (``amp_groups``: a weighted layer and
+the nodes downstream of it up to the next one): a float candidate puts every activation the group
+computes and its layer's weight in float (the nodes then run in fp16 or fp32 through
+``convert-fp16``'s Cast lowering, QNN's mixed precision rule); an integer candidate whose
+bitwidths differ from the quantize options gives the group's quantized activations and its
+weight those bitwidths (ranges still calibrated). Models are scored with onnxruntime.
 
-The bridge (``write_bridge``): ``node_precision.yaml`` (``FP16NodeInstanceNames``: the layers the
-choice keeps in fp16, for ``-node-precision-info``) and ``encodings.json`` (AIMET 0.6.1 form: every
-encoding of the chosen QDQ model, float entries for the fp16 layers, for
-``-external-quantization``).
+The bridge (``write_bridge``): ``node_precision.yaml`` (``FP16NodeInstanceNames``: every node of
+the groups the choice keeps in fp16, named in the original model, for ``-node-precision-info``)
+and ``encodings.json`` (AIMET 0.6.1 form: every encoding of the chosen QDQ model, float entries
+for the fp16 tensors, for ``-external-quantization``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,10 +32,11 @@ import onnx_graphsurgeon as gs
 from ..backend import Observers
 from ..errors import BackendError, ConfigError
 from .amp import Candidate, sqnr_db
+from .amp_groups import WEIGHTED, AmpGroup, amp_groups
 
-__all__ = ["QuantizedVariants", "OrtScorer", "write_bridge", "WEIGHTED"]
+__all__ = ["QuantizedVariants", "OrtScorer", "write_bridge", "fp16_node_names", "WEIGHTED"]
 
-WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+logger = logging.getLogger(__name__)
 
 
 class QuantizedVariants:
@@ -40,7 +44,6 @@ class QuantizedVariants:
 
     def __init__(self, model: Any, *, registries: Any = None, **kwargs: Any):
         from .. import ir
-        from ..pipeline import Pipeline, run_pipeline
         from ..program import Program
         from ..quantization import _default_registries, quantize_pipeline
         if kwargs.get("overrides"):
@@ -63,59 +66,115 @@ class QuantizedVariants:
         loaded = ir.load_model(model if not isinstance(model, onnx.ModelProto)
                                else model.SerializeToString())
         self.original = loaded
-        prefix = Pipeline.build(steps[:-2], self.registries.passes, source="amp")
-        self.program = run_pipeline(prefix, Program.from_model(loaded),
-                                    registries=self.registries, analyses=self.analyses)
+        self.program = self._prefix(steps, Program.from_model(loaded))
         self.float_model = self.program.to_model()
         self.act_bw = int(steps[-2][1].get("act_bitwidth", 8))
         self.weight_bw = int(steps[-2][1].get("weight_bitwidth", 8))
-        graph = self.program.graph()
-        self.layers: dict[str, gs.Node] = {
-            n.name: n for n in graph.nodes if n.op in WEIGHTED and len(n.inputs) > 1
-            and isinstance(n.inputs[1], gs.Constant)
-            and np.asarray(n.inputs[1].values).dtype == np.float32}
-        if not self.layers:
-            raise ConfigError("the model has no Conv/Gemm/MatMul layer with constant weights "
-                              "for AMP to choose precisions for", field="amp")
+        self.groups = _groups_of(self.program.graph())
+        self._quantized: set[str] | None = None
+
+    def _prefix(self, steps: list[tuple[str, dict]], program: Any) -> Any:
+        """The float steps before ``quantize``, with the graph raised to the opset the quantize
+        options need before ``calibrate``: quantize would otherwise convert it after calibration,
+        and the tensors onnx's version converter adds (opset 13 spells an opset-12 Softmax with
+        a Flatten and a Reshape around it) would have no statistics when an fp16 group leaves
+        them without an integer neighbour to share an encoding with."""
+        from aicc.passes.quantization.opset import prepare_opset
+        from aicc.passes.quantization.settings import QuantSettings
+        from ..pipeline import Pipeline, run_pipeline
+        names = [name for name, _ in steps]
+        cut = names.index("calibrate") if "calibrate" in names else len(steps) - 2
+        passes = self.registries.passes
+        program = run_pipeline(Pipeline.build(steps[:cut], passes, source="amp"), program,
+                               registries=self.registries, analyses=self.analyses)
+        quantize = Pipeline.build(self.quantize_steps[:1], passes, source="amp").steps[0]
+        settings = QuantSettings.from_options(quantize.options)
+        for gname in list(program.graphs):
+            program.graphs[gname], _ = prepare_opset(program.graphs[gname], settings,
+                                                     where=f"graph '{gname}'",
+                                                     ir_version=program.ir_version)
+        return run_pipeline(Pipeline.build(steps[cut:-2], passes, source="amp"), program,
+                            registries=self.registries, analyses=self.analyses)
+
+    @property
+    def layers(self) -> dict[str, gs.Node]:
+        """Group name -> weighted layer, for the groups that have one."""
+        return {name: g.layer for name, g in self.groups.items() if g.layer is not None}
 
     def macs(self) -> dict[str, int]:
-        """Multiply-accumulates per layer (output elements x weight elements per output)."""
-        out = {}
-        for name, n in self.layers.items():
-            w = np.asarray(n.inputs[1].values)
-            shape = n.outputs[0].shape or []
-            spatial = int(np.prod([d for d in shape[2:] if isinstance(d, int)] or [1]))
-            rows = int(np.prod([d for d in shape[:-1] if isinstance(d, int)] or [1]))
-            out[name] = int(w.size * spatial) if n.op in ("Conv", "ConvTranspose") \
-                else int(w.size * max(1, rows))
-        return out
+        """The work of each group (``amp_groups.node_work`` summed over its nodes)."""
+        return {name: max(1, g.work) for name, g in self.groups.items()}
+
+    def quantized(self) -> set[str]:
+        """The activations the base precision quantizes (fused ones are not), found once."""
+        if self._quantized is None:
+            program = self._run(self.program.copy(), None)
+            acts = program.encodings.get("activations", {})
+            self._quantized = {n for n, e in acts.items() if e.get("dtype", "int") != "float"}
+        return self._quantized
 
     def table(self, choice: Mapping[str, Candidate]) -> dict[str, Any]:
-        """The overrides (``table_to_json`` form) of an assignment."""
+        """The overrides (``table_to_json`` form) of an assignment: a float candidate puts every
+        activation of the group and its layer's weight in float; an integer one gives the group's
+        quantized activations and the weight its bitwidths."""
         acts: dict[str, Any] = {}
         params: dict[str, Any] = {}
         for name, c in choice.items():
-            n = self.layers[name]
-            out, w = n.outputs[0].name, n.inputs[1].name
+            group = self.groups[name]
+            weight = group.layer.inputs[1].name if group.layer is not None else None
             if c.is_float:
-                acts[out] = {"dtype": "float", "bitwidth": c.act_bw}
-                params[w] = {"dtype": "float", "bitwidth": c.param_bw}
+                for t in group.activations():
+                    acts[t] = {"dtype": "float", "bitwidth": c.act_bw}
+                if weight is not None:
+                    params[weight] = {"dtype": "float", "bitwidth": c.param_bw}
                 continue
             if c.act_bw != self.act_bw:
-                acts[out] = {"dtype": "int", "bitwidth": c.act_bw}
-            if c.param_bw != self.weight_bw:
-                params[w] = {"dtype": "int", "bitwidth": c.param_bw}
+                quantized = self.quantized()
+                for t in group.activations():
+                    if t in quantized:
+                        acts[t] = {"dtype": "int", "bitwidth": c.act_bw}
+            if weight is not None and c.param_bw != self.weight_bw:
+                params[weight] = {"dtype": "int", "bitwidth": c.param_bw}
         return {"file": "amp", "activations": acts, "params": params, "excluded_layers": []}
+
+    def fp16_interior(self, groups: Sequence[AmpGroup]) -> set[str]:
+        """The activations of fp16 ``groups`` that only fp16 nodes read (not graph outputs):
+        ``aicc compile``'s ``convert-fp16`` hands them from fp16 node to fp16 node without a Cast
+        back to float32, so they have no float32 tensor for an encoding to name."""
+        graph = self.program.graph()
+        fp16 = {n.name for g in groups for n in g.nodes}
+        readers: dict[str, list[str]] = {}
+        for n in graph.nodes:
+            for t in n.inputs:
+                readers.setdefault(t.name, []).append(n.name)
+        outputs = {t.name for t in graph.outputs}
+        return {t for g in groups for t in g.outputs() if t not in outputs and readers.get(t)
+                and all(r in fp16 for r in readers[t])}
+
+    def _run(self, program: Any, table: dict[str, Any] | None) -> Any:
+        from ..pipeline import Pipeline, run_pipeline
+        if table is not None:
+            program.encodings["overrides"] = table
+        pipeline = Pipeline.build(self.quantize_steps, self.registries.passes, source="amp")
+        return run_pipeline(pipeline, program, registries=self.registries,
+                            analyses=self.analyses.copy())
 
     def build(self, choice: Mapping[str, Candidate]) -> tuple[onnx.ModelProto, Any]:
         """The QDQ model (and its Program) of an assignment."""
-        from ..pipeline import Pipeline, run_pipeline
-        program = self.program.copy()
-        program.encodings["overrides"] = self.table(choice)
-        pipeline = Pipeline.build(self.quantize_steps, self.registries.passes, source="amp")
-        program = run_pipeline(pipeline, program, registries=self.registries,
-                               analyses=self.analyses.copy())
+        program = self._run(self.program.copy(), self.table(choice))
         return program.to_model(), program
+
+
+def _groups_of(graph: gs.Graph) -> dict[str, AmpGroup]:
+    """The groups, found on a copy with inferred shapes (for their work; names are the same)."""
+    from .. import ir
+    graph = graph.copy()
+    ir.infer_shapes(graph, where="AMP")
+    groups = {g.name: g for g in amp_groups(graph)}
+    if not any(g.layer is not None for g in groups.values()):
+        raise ConfigError("the model has no Conv/Gemm/MatMul layer with constant weights "
+                          "for AMP to choose precisions for", field="amp")
+    return groups
 
 
 #: the cpu backend's options for scoring: QDQ as written, no fusions (the reference numbers, and
@@ -184,45 +243,87 @@ def _as_float(value: Any, where: Path, key: str) -> float:
     return out
 
 
-def fp16_node_names(original: onnx.ModelProto, layers: Sequence[str]) -> list[str]:
-    """The original model's nodes behind ``layers`` (names after BatchNorm folding): the layer
-    and the BatchNormalization folded into it, so that ``convert-fp16`` (which runs before the
-    fold in ``aicc compile``) lets the pair fold in fp16 as the quantize flow did."""
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in original.graph.node:
-        for t in n.input:
-            readers.setdefault(t, []).append(n)
-    by_name = {n.name: n for n in original.graph.node}
+def fp16_node_names(original: onnx.ModelProto, groups: Sequence[AmpGroup]) -> list[str]:
+    """The original model's nodes behind ``groups`` (found after BatchNorm folding), by first
+    output as ``FP16NodeInstanceNames`` names them, in the model's order: each weighted layer
+    (by node name) and the BatchNormalization folded into it, so that ``convert-fp16`` (which
+    runs before the fold in ``aicc compile``) lets the pair fold in fp16 as the quantize flow did;
+    and every other member by its first output. A member the original model has no node for
+    was made by a pass before quantization (onnx's version converter spells an opset-12 Softmax
+    as Flatten/Softmax/Reshape; the last keeps the Softmax's output name, so the Softmax is
+    listed); it is covered by that node. Nodes that cannot run in fp16 in the original model
+    are left out (debug log)."""
+    from aicc.passes.precision.convert_fp16 import fp16_capable
+    from .. import ir
+    graph = ir.import_graph(original)
+    ir.infer_shapes(graph, where="AMP bridge")      # dtypes, for which nodes can be fp16
+    by_name = {n.name: n for n in graph.nodes if n.name}
+    by_output = {n.outputs[0].name: n for n in graph.nodes if n.outputs}
+    readers: dict[str, list[gs.Node]] = {}
+    for n in graph.nodes:
+        for t in n.inputs:
+            readers.setdefault(t.name, []).append(n)
+    chosen: set[int] = set()
+    for group in groups:
+        for member in group.nodes:
+            if member is group.layer:
+                node = by_name.get(member.name)
+                if node is None:
+                    raise ConfigError(f"AMP chose layer '{member.name}' for fp16, but the "
+                                      "original model has no node of that name",
+                                      where="AMP bridge", hint="the node-precision file cannot "
+                                      "name it; use AMP's model")
+                chosen.add(id(node))
+                after = readers.get(node.outputs[0].name, [])
+                if len(after) == 1 and after[0].op == "BatchNormalization":
+                    chosen.add(id(after[0]))
+                continue
+            node = by_output.get(member.outputs[0].name) if member.outputs else None
+            if node is not None and node.op != "Constant":
+                chosen.add(id(node))
     out = []
-    for layer in layers:
-        node = by_name.get(layer)
-        if node is None:
-            raise ConfigError(f"AMP chose layer '{layer}' for fp16, but the original model has "
-                              "no node of that name", where="AMP bridge",
-                              hint="the node-precision file cannot name it; use AMP's model")
-        # FP16NodeInstanceNames name nodes by their first output (convert-fp16 reads it so)
-        out.append(node.output[0])
-        after = readers.get(node.output[0], [])
-        if len(after) == 1 and after[0].op_type == "BatchNormalization":
-            out.append(after[0].output[0])
+    for node in graph.nodes:
+        if id(node) not in chosen:
+            continue
+        if fp16_capable(node, graph.opset):
+            out.append(node.outputs[0].name)
+        else:
+            logger.debug("AMP bridge: %s '%s' cannot run in fp16; not listed", node.op,
+                         node.name)
     return out
 
 
-def write_bridge(folder: Path, choice: Mapping[str, Candidate], program: Any,
-                 original: onnx.ModelProto) -> list[Path]:
-    """``node_precision.yaml`` and ``encodings.json`` for ``aicc compile`` (see the docstring)."""
+def write_bridge(folder: Path, groups: Sequence[AmpGroup], program: Any,
+                 original: onnx.ModelProto, interior: set[str] = frozenset()
+                 ) -> tuple[list[Path], list[str]]:
+    """``node_precision.yaml`` and ``encodings.json`` for ``aicc compile`` (see the module
+    docstring) for the fp16 ``groups``; the float encodings of ``interior`` tensors (read by
+    fp16 nodes only, ``QuantizedVariants.fp16_interior``) and the encodings of tensors the
+    original model does not have are left out. Returns the files and the names listed."""
     import yaml
 
     from aicc.passes.quantization.calibrate import write_text_atomic
     from aicc.passes.quantization.quantize import encodings_table
     from .aimet import export_aimet_encodings
     folder.mkdir(parents=True, exist_ok=True)
-    fp16 = fp16_node_names(original, sorted(n for n, c in choice.items()
-                                            if c.is_float and c.act_bw == 16))
+    fp16 = fp16_node_names(original, groups)
     npi = folder / "node_precision.yaml"
     write_text_atomic(npi, yaml.safe_dump({"FP16NodeInstanceNames": fp16}, sort_keys=False))
     table = encodings_table(program.encodings)
+    for name in interior:
+        if name in table.activations and table.activations[name].is_float:
+            del table.activations[name]
+    # tensors a pass made before quantization (onnx's version converter names them _v_N) are
+    # not in the model ``aicc compile`` reads, which calibrates its own
+    known = {t.name for t in original.graph.input} | {o for n in original.graph.node
+                                                       for o in n.output}
+    made = [name for name in table.activations if name not in known]
+    for name in made:
+        del table.activations[name]
+    if made:
+        logger.debug("AMP bridge: %d activation encodings of tensors the model does not name "
+                     "left out: %s", len(made), ", ".join(made[:5]))
     data = export_aimet_encodings(table, form="0.6.1")
     enc = folder / "encodings.json"
     write_text_atomic(enc, json.dumps(data, indent=1) + "\n")
-    return [npi, enc]
+    return [npi, enc], fp16

@@ -72,7 +72,7 @@ from aicc.passes.precision.constant_range import constant_values, kept_for_const
 from aicc.passes.precision.overflow import FP16_MAX, fp16_overflow_report, overflow_check, read_samples
 from aicc.graph_casts import Names, fold_cast_pairs, has_subgraph, schema_of, type_slots, verify_types
 
-__all__ = ["ConvertFP16", "FP16_MAX", "NodePrecisionFile", "load_node_precision_info", "check_op_types",
+__all__ = ["ConvertFP16", "FP16_MAX", "fp16_capable", "NodePrecisionFile", "load_node_precision_info", "check_op_types",
            "fp16_overflow_report", "read_samples"]
 
 logger = logging.getLogger(__name__)
@@ -286,6 +286,11 @@ def _select(graph: gs.Graph, all_: bool, instances: list[str], op_types: list[st
                             "runs in fp16 although its op type is kept", node.name, node.op)
             selected.append(node)
     return selected
+
+
+def fp16_capable(node: gs.Node, opset: int) -> bool:
+    """Whether ``node`` has float32 computation that ``convert-fp16`` can run in float16."""
+    return _fp16_plan(node, opset)[0] is not None
 
 
 def _fp16_plan(node: gs.Node, opset: int) -> tuple[tuple[list[int], list[int]] | None, str]:

@@ -4,7 +4,8 @@ encoding of every tensor (and the QDQ graph written through ``qdq``) out.
 Not a plugin (nothing registers here): ``quantize`` (``passes/quantization/quantize.py``, which
 documents the rules) runs ``GraphQuantizer`` on each graph and records what it returns. Its helpers:
 ``settings`` (options -> settings, statistics -> encodings), ``grouping`` (activations that share
-an encoding), ``fusion`` (tensors inside fused kernels, left unquantized), ``qdq`` (the writer), ``float_ops`` (ops kept in float).
+an encoding), ``fusion`` (tensors inside fused kernels, left unquantized), ``qdq`` (the writer),
+``float_ops`` (ops kept in float) and ``aicc.quant.exact`` (float tensors kept exact).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 
 from aicc import ir
@@ -20,6 +20,7 @@ from aicc.errors import ConfigError, did_you_mean
 from aicc.pass_base import PassContext
 from aicc.quant import Encoding, EncodingsTable, Profile, TensorStats, bias_encoding, \
     weight_channel_axis
+from aicc.quant.exact import exact_helper, integer_reads, shape_computations
 
 from .analyses import ADAROUND_ROUNDING
 from .float_ops import lower_float_ops
@@ -36,10 +37,6 @@ _WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _CONST_OPERAND_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "PRelu",
                                 "Concat", "MatMul", "Gemm"})
 _FLOAT_KINDS = (np.dtype(np.float32),)
-_T = onnx.TensorProto
-#: ONNX element types a Cast reads its input as integers into
-_INTEGER_TYPES = frozenset({_T.BOOL, _T.INT8, _T.UINT8, _T.INT16, _T.UINT16, _T.INT32, _T.UINT32,
-                            _T.INT64, _T.UINT64, _T.INT4, _T.UINT4})
 
 
 def _is_float(t: gs.Tensor, profile: Profile | None) -> bool:
@@ -67,16 +64,6 @@ def quantized_activations(graph: gs.Graph, s: QuantSettings, ctx: PassContext,
     q = GraphQuantizer(graph, s, _AnyFloat(), None, None, set(), ctx, where)  # type: ignore
     q._decide_float_ops()
     return set(q._activations())
-
-
-def _exact_helper(values: np.ndarray) -> bool:
-    """A constant operand of an elementwise op that is a scalar (``x * 6``, ``x + 3``: a
-    broadcast helper, exact in float and meaningless as an 8-bit range of one value) or holds
-    only integers (masks, counts, index arithmetic): kept exact, not quantized."""
-    if values.size <= 1:
-        return True
-    finite = np.isfinite(values)
-    return bool(finite.all() and np.array_equal(values, np.round(values)))
 
 
 class GraphQuantizer:
@@ -191,44 +178,15 @@ class GraphQuantizer:
             fused |= inner
         return fused
 
-    def _shape_computations(self) -> set[str]:
-        """Tensors computed from shapes only: outputs of Shape/Size and of every node whose
-        non-constant inputs all are such tensors (Shape -> Cast -> Div -> Concat -> Reshape
-        chains). They index and size, so they stay exact (float) whatever their dtype."""
-        derived: set[str] = set()
-        for node in self.g.nodes:                      # nodes are in topological order
-            if node.op in ("Shape", "Size"):
-                derived.update(t.name for t in node.outputs if t.name)
-                continue
-            variables = [t for t in node.inputs if t.name and not isinstance(t, gs.Constant)]
-            if variables and all(t.name in derived for t in variables):
-                derived.update(t.name for t in node.outputs if t.name)
-        return derived
-
-    def _integer_reads(self) -> set[str]:
-        """Float tensors a Cast reads as integers (or booleans): ids, byte values, counts in a
-        float tensor (tf2onnx's byte classifiers feed ``Cast(float bytes -> int32) -> OneHot``).
-        Cast truncates, so a quantized 65.0 that dequantizes to 64.78 becomes byte 64, and
-        values past the calibrated range clip to another id: they stay exact. (Not the tensors
-        ``int32-sandwich`` casts on purpose, nor any with an override: those are quantized.)"""
-        found: set[str] = set()
-        for node in self.g.nodes:
-            if node.op != "Cast" or not node.inputs or not node.inputs[0].name:
-                continue
-            name = node.inputs[0].name
-            if node.attrs.get("to") in _INTEGER_TYPES and name not in self.int32 \
-                    and self.ov.get(name) is None:
-                found.add(name)
-        return found
-
     def _activations(self) -> list[str]:
         names, seen = [], set()
         fused = self._fused()
-        exact = self._shape_computations()
+        exact = shape_computations(self.g)
         self.ctx.count("shape computations kept exact",
                        sum(1 for n in exact if n in self.tensors
                            and _is_float(self.tensors[n], self.profile)))
-        integers = {n for n in self._integer_reads() - exact
+        reads = integer_reads(self.g, self.int32, lambda n: self.ov.get(n) is not None)
+        integers = {n for n in reads - exact
                     if n in self.tensors and _is_float(self.tensors[n], self.profile)}
         self.ctx.count("tensors read as integers kept exact", len(integers))
         exact |= integers
@@ -453,7 +411,7 @@ class GraphQuantizer:
                     enc = self._bias_encoding(node, t, values,
                                               self._input_encoding(node, act_enc, conv_enc),
                                               w_enc)
-                elif self.ov.get(t.name) is None and _exact_helper(values):
+                elif self.ov.get(t.name) is None and exact_helper(values):
                     self.ctx.count("scalar/integer helper constants kept exact")
                     continue
                 else:

@@ -229,10 +229,16 @@ class Quantize(Pass):
         record: dict[str, Any] = {"activations": {}, "params": {}, "conversions": {}}
         float_ops: dict[str, int] = {}
         raised = False
+        # per-channel encodings given in the overrides need DequantizeLinear's axis as much as
+        # per-channel weights computed here (quantized as given: only the opset follows them)
+        given = table is not None and not (s.per_channel or s.per_row) and \
+            any(e.per_channel for e in table.params.values())
+        s_opset = dataclasses.replace(s, per_channel=True) if given else s
         for gname in list(program.graphs):
             where_g = f"graph '{gname}'"
-            graph, s_g = prepare_opset(program.graphs[gname], s, where=where_g,
+            graph, s_g = prepare_opset(program.graphs[gname], s_opset, where=where_g,
                                        ir_version=program.ir_version)
+            s_g = s if given else s_g
             program.graphs[gname] = graph
             if any(ir.tensor_dtype(t) is None for n in graph.nodes for t in n.outputs
                    if t.name):
