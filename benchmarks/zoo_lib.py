@@ -405,17 +405,21 @@ def step_fp16(spec: ModelSpec, backend: str, work: Path) -> dict[str, object]:
             self.lines.append(record.getMessage().splitlines()[0])
 
     seen = Collect()
-    logging.getLogger("aicc").addHandler(seen)
     shapes = [f"{name}={','.join(map(str, shape))}" for name, (shape, _) in spec.inputs.items()
               if shape]
     extra = {"num_cores": 4} if backend == "aic100" else {}
-    t0 = time.perf_counter()
-    qpc = aicc.compile(str(model_path(spec)), target=backend, fp16=True, input_shapes=shapes,
-                       output=work / f"fp16-{backend}.qpc", **extra)
-    compile_s = time.perf_counter() - t0
-    session = aicc.load(qpc)
-    feeds = make_feeds(spec, 0)
-    outs, run_s = _timed_runs(lambda: session.run(feeds), 1 if backend == "interpreter" else 3)
+    logging.getLogger("aicc").addHandler(seen)
+    try:
+        t0 = time.perf_counter()
+        qpc = aicc.compile(str(model_path(spec)), target=backend, fp16=True,
+                           input_shapes=shapes, output=work / f"fp16-{backend}.qpc", **extra)
+        compile_s = time.perf_counter() - t0
+        session = aicc.load(qpc)
+        feeds = make_feeds(spec, 0)
+        outs, run_s = _timed_runs(lambda: session.run(feeds),
+                                  1 if backend == "interpreter" else 3)
+    finally:
+        logging.getLogger("aicc").removeHandler(seen)
     note = (f"{len(seen.lines)} warning(s): " + " | ".join(seen.lines[:3])) if seen.lines else ""
     return {"ok": True, "compile_s": compile_s, "run_s": run_s, "outputs": outs, "note": note}
 
