@@ -240,7 +240,8 @@ def _keep_for_constants(program: Program, graph: gs.Graph, selected: list[gs.Nod
                        name, by_name[name].op, why)
         ctx.count("nodes kept in fp32 (constant beyond fp16)")
         program.node_precision[name] = "float32"
-    ctx.count("constant-only nodes left to fold in fp32", len(folded))
+    if folded:
+        ctx.count("constant-only nodes left to fold in fp32", len(folded))
     return [n for n in selected if n.name not in folded and n.name not in readers]
 
 
