@@ -101,3 +101,47 @@ def test_the_per_channel_bump_is_named_as_such(caplog):
                        progress=False, per_channel=True)
     raised = [r.getMessage() for r in caplog.records if "raised from 12 to 13" in r.getMessage()]
     assert raised and all("per-channel" in m and "4/16-bit" not in m for m in raised), raised
+
+
+def _layernorm_model() -> onnx.ModelProto:
+    """Conv -> a LayerNorm spelled out (ReduceMean with ``axes`` as an attribute, opset 12) ->
+    Conv: onnx's version converter moves the axes to an input (a Constant node) at opset 18."""
+    rng = np.random.default_rng(3)
+    w1, w2 = (helper.make_tensor(n, TP.FLOAT, [4, 4, 1, 1], rng.standard_normal(16).tolist())
+              for n in ("w1", "w2"))
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1"),
+             helper.make_node("ReduceMean", ["c"], ["m"], name="mean", axes=[1]),
+             helper.make_node("Sub", ["c", "m"], ["d"], name="sub"),
+             helper.make_node("Mul", ["d", "d"], ["d2"], name="sq"),
+             helper.make_node("ReduceMean", ["d2"], ["v"], name="var", axes=[1]),
+             helper.make_node("Add", ["v", "eps"], ["ve"], name="addeps"),
+             helper.make_node("Sqrt", ["ve"], ["s"], name="sqrt"),
+             helper.make_node("Div", ["d", "s"], ["n"], name="div"),
+             helper.make_node("Conv", ["n", "w2"], ["y"], name="conv2")]
+    graph = helper.make_graph(nodes, "ln", [helper.make_tensor_value_info("x", TP.FLOAT,
+                                                                          [1, 4, 6, 6])],
+                              [helper.make_tensor_value_info("y", TP.FLOAT, [1, 4, 6, 6])],
+                              [w1, w2, helper.make_tensor("eps", TP.FLOAT, [], [1e-5])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 7
+    return model
+
+
+@pytest.mark.parametrize("bits", [{}, {"weight_bitwidth": 16}, {"act_bitwidth": 16}],
+                         ids=["int8", "w16", "a16"])
+def test_a_converted_layernorm_still_fuses_and_calibration_covers_it(bits):
+    """Regression: the converter's Constant-node axes made ReduceMean read a second 'source', so
+    at opset 21 the LayerNorm no longer fused, quantize wanted tensors calibration had skipped
+    ('the calibration profile skipped it'), and 16-bit PP-OCRv4 rec failed."""
+    rng = np.random.default_rng(0)
+    samples = [{"x": rng.standard_normal((1, 4, 6, 6)).astype(np.float32)} for _ in range(8)]
+    model, program = quantize_model(_layernorm_model(), samples=samples, progress=False,
+                                    per_channel=True, **bits)
+    quantized = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    assert {"c", "n"} <= quantized and not quantized & {"m", "d", "d2", "v", "ve", "s"}
+    x = samples[0]["x"]
+    ref = ort.InferenceSession(_layernorm_model().SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort.InferenceSession(model.SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert 10 * np.log10(np.sum(ref ** 2) / np.sum((ref - got) ** 2)) > 20

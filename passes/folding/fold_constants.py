@@ -49,7 +49,7 @@ from .evaluate import batches, evaluate, should_evaluate
 from .sizes import too_large_nodes
 from .static_shapes import gathered_shape, shape_of, sliced_shape
 
-__all__ = ["FoldConstants"]
+__all__ = ["FoldConstants", "lower_constant_nodes"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class FoldConstants(Pass):
                          ctx.graph_name)
             return
         if graph.functions or any(True for _ in graph.subgraphs()):
-            _lower_constant_nodes(graph)  # with ONNX's dtypes, before graph-surgeon's own
+            lower_constant_nodes(graph)  # with ONNX's dtypes, before graph-surgeon's own
             risky = _too_large_foldable(graph, ctx.options.max_intermediate_bytes)
             if risky:  # graph-surgeon's folding cannot leave one node out: fold nothing
                 logger.warning("fold-constants: graph '%s' not folded: node '%s' (%s) would "
@@ -172,7 +172,7 @@ def _foldable(node: gs.Node) -> bool:
 def _fold(graph: gs.Graph, *, fold_shapes: bool, size_threshold: int | None,
           limit: int = 1 << 30, backends: Observers | None = None) -> int:
     """Fold ``graph`` in place (dead nodes stay for cleanup); return the sessions created."""
-    _lower_constant_nodes(graph)
+    lower_constant_nodes(graph)
     too_large = too_large_nodes(graph, limit)
     if fold_shapes:
         outputs = {t.name for t in graph.outputs}
@@ -235,7 +235,7 @@ _CONSTANT_DTYPES = {"value_float": np.float32, "value_floats": np.float32,
                     "value_int": np.int64, "value_ints": np.int64}
 
 
-def _lower_constant_nodes(graph: gs.Graph) -> None:
+def lower_constant_nodes(graph: gs.Graph) -> None:
     """Turn the output of every ``Constant`` node into a Constant tensor."""
     for node in list(graph.nodes):
         if node.op != "Constant":

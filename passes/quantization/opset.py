@@ -25,6 +25,8 @@ from aicc import ir
 
 from aicc.errors import ModelError
 
+from aicc.passes.cleanup import remove_dead_nodes
+from aicc.passes.folding.fold_constants import lower_constant_nodes
 from aicc.passes.quantization.qdq import OPSET_INT4_INT16, ensure_opset
 
 __all__ = ["prepare_opset", "OPSET_AXIS"]
@@ -55,7 +57,14 @@ def _convert(graph: gs.Graph, opset: int, ir_version: int) -> gs.Graph:
     model = ir.export_model(graph, ir_version=max(ir_version, 7))
     converted = version_converter.convert_version(model, opset)
     onnx.checker.check_model(converted)
-    return ir.import_graph(converted)
+    new = ir.import_graph(converted)
+    # the converter spells new constant inputs (ReduceMean's axes from opset 18) as Constant
+    # nodes; the planner reads constants as tensors, as fold-constants left the rest of the graph
+    # (otherwise a LayerNorm's ReduceMean reads a second "source" and its expression no longer
+    # fuses: PP-OCRv4 rec at 16 bits lost fusion and quantized tensors calibration had skipped)
+    lower_constant_nodes(new)
+    remove_dead_nodes(new)
+    return new
 
 
 def prepare_opset(graph: gs.Graph, s, *, where: str, ir_version: int = 8):

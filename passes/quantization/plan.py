@@ -208,8 +208,8 @@ class GraphQuantizer:
 
     def _stats(self, name: str) -> TensorStats:
         if self.profile is not None and name in self.profile.skipped:
-            raise ConfigError(f"tensor '{name}': the calibration profile skipped it (calibrated "
-                              "for settings that do not quantize it)",
+            raise ConfigError("the calibration profile skipped this tensor (calibrated for "
+                              "settings that do not quantize it)",
                               where=self.profile.source or self.where, field=f"tensor '{name}'",
                               hint="calibrate again with these settings, or with every tensor "
                                    "observed")
