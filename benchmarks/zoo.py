@@ -11,7 +11,13 @@ whose reference moves more than that between onnxruntime with and without its ow
 optimizations (column "ort noise": fused kernels round differently; PP-OCR's detector moves by
 2e-3) is held to twice that noise instead.
 
-Run: ``.venv/bin/python benchmarks/zoo.py [KEY ...] [--only cpu,interpreter,aic100,int8]``.
+``--fp16-no-samples`` adds three columns: ``aicc.compile(model, target=T, fp16=True,
+input_shapes=...)`` with no sample data (how most users compile), loaded and run on sample 0, for
+T in interpreter, aic100 and cpu (onnxruntime computes some fp16 ops in fp32), held to 5e-2; the
+warnings aicc logged for them are listed under "notes" (a wrong answer must at least warn).
+
+Run: ``.venv/bin/python benchmarks/zoo.py [KEY ...] [--only cpu,interpreter,aic100,int8]
+[--fp16-no-samples]``.
 The cache of wheels and extracted models is ``$AICC_ZOO_CACHE`` (default ``~/.cache/aicc-zoo``).
 """
 
@@ -28,7 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo_lib  # noqa: E402
 
 STEPS = ("cpu", "interpreter", "aic100", "int8")
-TARGETS = {"cpu": 1e-4, "interpreter": 1e-3, "aic100": 5e-2}
+#: ``--fp16-no-samples``: ``aicc.compile(..., fp16=True)`` with no sample data, per target
+FP16_STEPS = ("fp16-interpreter", "fp16-aic100", "fp16-cpu")
+TARGETS = {"cpu": 1e-4, "interpreter": 1e-3, "aic100": 5e-2,
+           **{s: 5e-2 for s in FP16_STEPS}}
 
 
 def _cell(step: str, res: zoo_lib.Result, ref: zoo_lib.Result, noise: float) -> str:
@@ -71,6 +80,8 @@ def run(keys: list[str], steps: tuple[str, ...], work: Path) -> int:
         trow = [key, f"{ref.compile_s:.2f}s/{ref.run_s * 1e3:.1f}ms"]
         for step in steps:
             res = (zoo_lib.run_quantize(spec, work / key / step) if step == "int8"
+                   else zoo_lib.run_fp16(spec, step[len("fp16-"):], work / key / step)
+                   if step in FP16_STEPS
                    else zoo_lib.run_backend(spec, step, work / key / step))
             row.append(_cell(step, res, ref, noise))
             trow.append(_times(res))
@@ -82,7 +93,7 @@ def run(keys: list[str], steps: tuple[str, ...], work: Path) -> int:
         times.append(trow)
     _table(header, rows)
     print("\nrelative error = max|y - ort| / max|ort| over outputs ('!' misses the target: "
-          "cpu 1e-4, interpreter 1e-3, aic100 5e-2, or twice the ort noise if larger); int8 = "
+          "cpu 1e-4, interpreter 1e-3, aic100 and fp16-* 5e-2, or twice the ort noise if larger); int8 = "
           "SQNR vs ort;\nort noise = the same measure between onnxruntime with and without its "
           "graph optimizations")
     print("\ncompile / run times (onnxruntime: session creation / run):")
@@ -112,11 +123,17 @@ def main(argv: list[str] | None = None) -> int:
                         + ", ".join(zoo_lib.BY_KEY))
     parser.add_argument("--only", default=",".join(STEPS), help="steps to run: cpu,interpreter,"
                         "aic100,int8")
+    parser.add_argument("--fp16-no-samples", action="store_true",
+                        help="also compile with fp16=True and no sample data (the Python API, "
+                             "as most users do) for the interpreter, aic100 and cpu: columns "
+                             + ", ".join(FP16_STEPS))
     parser.add_argument("--work", help="folder for containers and samples (default: temporary)")
     args = parser.parse_args(argv)
     unknown = [k for k in args.models if k not in zoo_lib.BY_KEY]
     steps = tuple(s for s in args.only.split(",") if s)
-    if unknown or any(s not in STEPS for s in steps):
+    if args.fp16_no_samples:
+        steps += tuple(s for s in FP16_STEPS if s not in steps)
+    if unknown or any(s not in STEPS + FP16_STEPS for s in steps):
         parser.error(f"unknown model or step: {unknown or steps}")
     keys = args.models or list(zoo_lib.BY_KEY)
     if args.work:

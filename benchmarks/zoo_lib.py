@@ -34,8 +34,8 @@ from zoo_inputs import (Maker, audio, constant, features, file_bytes, image,  # 
                         text_page, zeros)
 
 __all__ = ["Wheel", "ModelSpec", "Result", "MODELS", "cache_dir", "model_path", "make_feeds",
-           "step_backend", "step_quantize",
-           "run_onnxruntime", "run_backend", "run_quantize", "relative_error", "sqnr_db",
+           "step_backend", "step_quantize", "step_fp16",
+           "run_onnxruntime", "run_backend", "run_quantize", "run_fp16", "relative_error", "sqnr_db",
            "BACKENDS"]
 
 CACHE_ENV = "AICC_ZOO_CACHE"
@@ -322,6 +322,13 @@ def run_quantize(spec: ModelSpec, work: Path, *, samples: int = 16, timeout: flo
     return _child(["quantize", spec.key, str(samples), str(work)], timeout)
 
 
+def run_fp16(spec: ModelSpec, backend: str, work: Path, *, timeout: float = 900) -> Result:
+    """``aicc.compile(model, target=backend, fp16=True, input_shapes=...)`` with no sample data
+    (how most users compile), loaded and run on sample 0; the warnings it logged are its note."""
+    work.mkdir(parents=True, exist_ok=True)
+    return _child(["fp16", spec.key, backend, str(work)], timeout)
+
+
 # -- child-process steps -----------------------------------------------------------------------
 
 def step_backend(spec: ModelSpec, backend: str, work: Path) -> dict[str, object]:
@@ -381,12 +388,49 @@ def step_quantize(spec: ModelSpec, samples: int, work: Path) -> dict[str, object
     return {"ok": True, "compile_s": compile_s, "run_s": run_s, "outputs": dict(zip(names, outs))}
 
 
+def step_fp16(spec: ModelSpec, backend: str, work: Path) -> dict[str, object]:
+    """In this process: the Python API with ``fp16=True`` and no samples for ``backend``, load,
+    run on sample 0 (same keys as ``step_backend``). The note counts the warnings aicc logged
+    while compiling and running (clipped constants, nodes kept in fp32, non-finite values)."""
+    import logging
+
+    import aicc
+
+    class Collect(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage().splitlines()[0])
+
+    seen = Collect()
+    shapes = [f"{name}={','.join(map(str, shape))}" for name, (shape, _) in spec.inputs.items()
+              if shape]
+    extra = {"num_cores": 4} if backend == "aic100" else {}
+    logging.getLogger("aicc").addHandler(seen)
+    try:
+        t0 = time.perf_counter()
+        qpc = aicc.compile(str(model_path(spec)), target=backend, fp16=True,
+                           input_shapes=shapes, output=work / f"fp16-{backend}.qpc", **extra)
+        compile_s = time.perf_counter() - t0
+        session = aicc.load(qpc)
+        feeds = make_feeds(spec, 0)
+        outs, run_s = _timed_runs(lambda: session.run(feeds),
+                                  1 if backend == "interpreter" else 3)
+    finally:
+        logging.getLogger("aicc").removeHandler(seen)
+    note = (f"{len(seen.lines)} warning(s): " + " | ".join(seen.lines[:3])) if seen.lines else ""
+    return {"ok": True, "compile_s": compile_s, "run_s": run_s, "outputs": outs, "note": note}
+
+
 def _child_main(argv: list[str]) -> int:
     kind, key = argv[0], argv[1]
     spec = BY_KEY[key]
     work = Path(argv[-1])
     try:
         report = (step_backend(spec, argv[2], work) if kind == "step"
+                  else step_fp16(spec, argv[2], work) if kind == "fp16"
                   else step_quantize(spec, int(argv[2]), work))
     except Exception as e:  # report the failure as a table cell, not a traceback
         report = {"ok": False, "error": f"{type(e).__name__}: {_first_line(str(e))}"}

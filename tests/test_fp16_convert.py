@@ -263,18 +263,32 @@ def test_a_named_node_without_float_math_is_refused():
         run_pass(seed_model(), "convert-fp16", {})
 
 
-def test_initializers_beyond_fp16_are_clipped_with_a_warning(caplog):
-    graph = helper.make_graph([helper.make_node("Mul", ["x", "big"], ["y"], name="mul")], "g",
+def _big_constant_model(op: str) -> onnx.ModelProto:
+    graph = helper.make_graph([helper.make_node(op, ["x", "big"], ["y"], name="n")], "g",
                               [helper.make_tensor_value_info("x", TP.FLOAT, [2])],
                               [helper.make_tensor_value_info("y", TP.FLOAT, [2])],
                               [numpy_helper.from_array(np.array([1e5, 2.0], np.float32), "big")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    return model
+
+
+def test_a_node_reading_a_constant_beyond_fp16_stays_fp32(caplog):
     with caplog.at_level(logging.WARNING):
-        program = run_pass(model, "convert-fp16", {"all": True})
-    assert "constant 'big' has 1 value(s) beyond the fp16 range" in caplog.text
+        program = run_pass(_big_constant_model("Mul"), "convert-fp16", {"all": True})
+    assert "node 'n' (Mul) stays in fp32: it reads constant 'big' (|x| up to 1e+05)" \
+        in caplog.text
     mul = next(n for n in program.graphs["default"].nodes if n.op == "Mul")
-    assert np.asarray(mul.inputs[1].values).tolist() == [65504.0, 2.0]
+    assert np.asarray(mul.inputs[1].values).tolist() == [1e5, 2.0]
+    assert program.node_precision["n"] == "float32"
+
+
+def test_a_bound_beyond_fp16_is_clipped_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        program = run_pass(_big_constant_model("Min"), "convert-fp16", {"all": True})
+    assert "constant 'big' has 1 value(s) beyond the fp16 range" in caplog.text
+    node = next(n for n in program.graphs["default"].nodes if n.op == "Min")
+    assert np.asarray(node.inputs[1].values).tolist() == [65504.0, 2.0]
 
 
 def test_fp16_pipeline_prints_and_reads_back(tmp_path, example_model_path, capsys):

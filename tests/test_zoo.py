@@ -43,6 +43,17 @@ def test_small_zoo_models_run_on_every_backend(zoo, key, tmp_path):
     assert zoo.sqnr_db(res["outputs"], ref.outputs) >= 10.0
 
 
+@pytest.mark.parametrize("backend", ["interpreter", "aic100", "cpu"])
+def test_fp16_without_samples_step(zoo, backend, tmp_path):
+    """``zoo.py --fp16-no-samples``: ``aicc.compile(..., fp16=True)`` with no sample data, run on
+    sample 0, within the fp16 target of onnxruntime on the original model."""
+    spec = zoo.BY_KEY["oww-alexa"]
+    ref = zoo.run_onnxruntime(zoo.model_path(spec), zoo.make_feeds(spec, 0), repeats=0)
+    res = zoo.step_fp16(spec, backend, tmp_path)
+    assert res["ok"] and res["note"] == ""          # no warning: nothing leaves fp16's range
+    assert zoo.relative_error(res["outputs"], ref.outputs) <= TARGETS["aic100"]
+
+
 def test_feeds_are_realistic_and_reproducible(zoo):
     image = zoo.make_feeds(zoo.BY_KEY["ocr-det"], 3)["x"]
     assert image.shape == (1, 3, 320, 320) and image.dtype == np.float32

@@ -126,6 +126,12 @@ class Aic100Executable(Executable):
     def stats_batchsize(self) -> int:
         return self.options.stats_batchsize or max(1, self.plan.low.batch)
 
+    def first_nonfinite(self) -> dict[str, Any] | None:
+        """The first node whose fp16 output held inf/NaN so far (the simulator watches every
+        node's fp16 results, as the device report counts them)."""
+        first = self.runner.first_fp16
+        return dict(first) if first is not None else None
+
     def plan_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(self._json))
 

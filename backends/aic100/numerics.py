@@ -248,6 +248,10 @@ class Runner:
         #: fp16 results that are not finite, by node: {"nonfinite": values that are inf or nan,
         #: "overflow": of those, inf values the node made from finite inputs}; over all runs
         self.fp16: dict[str, dict[str, int]] = {}
+        #: the first node (in execution order) whose fp16 output held inf or nan, as
+        #: ``aicc.nonfinite.NonfiniteWatch.found``: the run's diagnosis even when that value
+        #: vanished before the outputs (a LayerNorm whose variance overflowed returns its bias)
+        self.first_fp16: dict[str, object] | None = None
         self._kernels: dict[int, object] = {}
         self._versions: dict[int, int] = {}
         self._attrs = [_attrs(n) for n in low.nodes]
@@ -370,6 +374,11 @@ class Runner:
             bad += int(y.size - np.count_nonzero(finite))
             if all(a is None or a.dtype.kind != "f" or np.isfinite(a).all() for a in args):
                 over += int(np.count_nonzero(np.isinf(y)))
+        if bad and self.first_fp16 is None:
+            tensor = next(o for o, y in zip(node.output, outputs) if y is not None
+                          and y.dtype == np.float16 and not np.isfinite(y).all())
+            self.first_fp16 = {"node": node.name or tensor, "op": node.op_type, "tensor": tensor,
+                               "count": bad, "max_abs_input": _max_finite(args)}
         if bad:
             entry = self.fp16.setdefault(node.name or node.output[0],
                                          {"nonfinite": 0, "overflow": 0})
@@ -471,3 +480,14 @@ class Runner:
         if p.act is not None:  # the fused Relu/Clip: bounds on the quantized grid
             y = np.clip(y, p.act_lo, p.act_hi).astype(p.y_dtype)
         env[p.y] = y
+
+
+def _max_finite(arrays: Sequence) -> float:
+    """The largest finite magnitude among the float arrays (0.0 when there is none)."""
+    peak = 0.0
+    for a in arrays:
+        if a is not None and a.dtype.kind == "f" and a.size:
+            finite = np.abs(a[np.isfinite(a)])
+            if finite.size:
+                peak = max(peak, float(finite.max()))
+    return peak

@@ -21,9 +21,12 @@ Cast pairs back to back; a ``Cast(int -> float)`` becomes ``Cast(int -> float16)
 tensors (shapes, indices) are never touched, nor are other Casts, Q/DQ, control-flow and random
 ops. Afterwards every Cast's ``to`` is checked against its output's
 declared type and the graph must pass strict ONNX type inference. Constants (initializers and
-``Constant`` nodes alike) beyond the fp16 range are clipped to +-65504 with a warning, except a
-BatchNormalization's parameters: such a layer runs as the same scale and shift
-(``_affine_batchnorm``), since a clipped variance would change its function.
+``Constant`` nodes alike) beyond the fp16 range keep the node reading them in fp32 with a
+warning, and nodes computing from constants only stay in fp32 to be folded so
+(``constant_range``); a BatchNormalization's parameters instead make the layer run as the same
+scale and shift (``_affine_batchnorm``), since a clipped variance would change its function; a
+constant acting as a bound or fill (``Clip``, ``Where``, an ``Add`` of a -1e9 mask) is clipped to
++-65504 with a warning.
 
 This pass runs **before** ``fold-batchnorm`` in the default pipeline (stage ``bind``): instance
 names refer to the model as given (folding renames a Conv's output to its BatchNormalization's),
@@ -65,6 +68,7 @@ from aicc.program import Program
 from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
 
 from aicc.passes.custom_io import CustomIOFile
+from aicc.passes.precision.constant_range import constant_values, kept_for_constants
 from aicc.passes.precision.overflow import FP16_MAX, fp16_overflow_report, overflow_check, read_samples
 from aicc.graph_casts import Names, fold_cast_pairs, has_subgraph, schema_of, type_slots, verify_types
 
@@ -209,6 +213,7 @@ class ConvertFP16(Pass):
                 selected = [n for n in selected if n.name not in kept]
                 for name in kept:
                     program.node_precision[name] = "float32"
+            selected = _keep_for_constants(program, graph, selected, ctx)
             _warn_split_pairs(graph, selected, ctx)
             converted = convert_nodes(graph, selected, ctx, where=where)
             for node in graph.nodes:
@@ -218,6 +223,26 @@ class ConvertFP16(Pass):
                     program.node_precision.setdefault(node.name, "original")
             verify_types(graph, who=f"pass 'convert-fp16' ({where})",
                          ir_version=program.ir_version)
+
+
+def _keep_for_constants(program: Program, graph: gs.Graph, selected: list[gs.Node],
+                        ctx: PassContext) -> list[gs.Node]:
+    """``selected`` less the nodes that stay in fp32 for their constants (see
+    ``constant_range``): those computed from constants only (folded in fp32), and, with a
+    warning, those reading a constant beyond the fp16 range."""
+    if any(ir.tensor_dtype(t) is None for n in graph.nodes for t in n.outputs if t.name):
+        ir.infer_shapes(graph, where=f"graph '{graph.name}'")
+    plans = {n.name for n in selected if _fp16_plan(n, graph.opset)[0] is not None}
+    folded, readers = kept_for_constants(graph, selected, ctx, plans)
+    by_name = {n.name: n for n in selected}
+    for name, why in readers.items():
+        logger.warning("convert-fp16: node '%s' (%s) stays in fp32: %s, beyond fp16's 65504",
+                       name, by_name[name].op, why)
+        ctx.count("nodes kept in fp32 (constant beyond fp16)")
+        program.node_precision[name] = "float32"
+    if folded:
+        ctx.count("constant-only nodes left to fold in fp32", len(folded))
+    return [n for n in selected if n.name not in folded and n.name not in readers]
 
 
 def _select(graph: gs.Graph, all_: bool, instances: list[str], op_types: list[str],
@@ -383,18 +408,6 @@ def convert_nodes(graph: gs.Graph, selected: Iterable[gs.Node], ctx: PassContext
     remove_dead_nodes(graph)
     sort_nodes(graph)
     return converted
-
-
-def constant_values(t: gs.Tensor) -> np.ndarray | None:
-    """The values of an initializer, or of a ``Constant`` node's ``value`` (how Paddle and other
-    exporters hold weights); None for anything computed."""
-    if isinstance(t, gs.Constant):
-        return np.asarray(t.values)
-    if len(t.inputs) == 1 and t.inputs[0].op == "Constant":
-        value = t.inputs[0].attrs.get("value")
-        if isinstance(value, gs.Constant):
-            return np.asarray(value.values)
-    return None
 
 
 def _affine_batchnorm(bn: gs.Node, names: Names, ctx: PassContext) -> None:
