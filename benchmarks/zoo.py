@@ -93,8 +93,8 @@ def run(keys: list[str], steps: tuple[str, ...], work: Path) -> int:
         times.append(trow)
     _table(header, rows)
     print("\nrelative error = max|y - ort| / max|ort| over outputs ('!' misses the target: "
-          "cpu 1e-4, interpreter 1e-3, aic100 and fp16-* 5e-2, or twice the ort noise if larger); int8 = "
-          "SQNR vs ort;\nort noise = the same measure between onnxruntime with and without its "
+          "cpu 1e-4, interpreter 1e-3, aic100 and fp16-* 5e-2, or twice the ort noise if larger); "
+          "int8 = SQNR vs ort;\nort noise = the same measure between onnxruntime with and without its "
           "graph optimizations")
     print("\ncompile / run times (onnxruntime: session creation / run):")
     _table(["model", "ort", *steps], times)

@@ -2,8 +2,8 @@
 
 Images look like photos or text lines (smooth shading, strokes, texture) in the range the model's
 preprocessing produces; a text detector gets a page of rendered text lines (a detector shown noise
-answers with the sigmoid's tail only, which hid a wrong fp16 answer on PP-OCRv4 det); audio is speech-like (harmonics under a syllable envelope, some noise) at
-the scale the model's caller feeds (floats in [-1, 1] or int16-scaled); features are smooth over
+answers with the sigmoid's tail only, which hid a wrong fp16 answer on PP-OCRv4 det); audio is
+speech-like (harmonics under a syllable envelope, some noise) at the scale the model's caller feeds (floats in [-1, 1] or int16-scaled); features are smooth over
 the last axis with a given mean and spread; file bytes are the bytes of text-like source code.
 Each maker is ``(shape, rng) -> array``; see ``zoo_lib.MODELS`` for which model gets which.
 """

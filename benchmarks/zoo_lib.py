@@ -35,7 +35,8 @@ from zoo_inputs import (Maker, audio, constant, features, file_bytes, image,  # 
 
 __all__ = ["Wheel", "ModelSpec", "Result", "MODELS", "cache_dir", "model_path", "make_feeds",
            "step_backend", "step_quantize", "step_fp16",
-           "run_onnxruntime", "run_backend", "run_quantize", "run_fp16", "relative_error", "sqnr_db",
+           "run_onnxruntime", "run_backend", "run_quantize", "run_fp16", "relative_error",
+           "sqnr_db",
            "BACKENDS"]
 
 CACHE_ENV = "AICC_ZOO_CACHE"

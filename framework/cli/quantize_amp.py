@@ -126,7 +126,8 @@ def run_amp_flow(plan: dict[str, Any], output_model: str, **quantize_kwargs: Any
     members = {g: [n.name for n in group.nodes] + group.activations()
                for g, group in variants.groups.items()}
     key = "|".join([repr(sorted(plain.items())), plan["mode"], json.dumps(members),
-                    _samples_digest(feeds), hashlib.sha256(variants.float_model.SerializeToString()).hexdigest()])
+                    _samples_digest(feeds),
+                    hashlib.sha256(variants.float_model.SerializeToString()).hexdigest()])
     result = run_amp(phase1, phase2, groups=list(variants.groups), macs=variants.macs(),
                      candidates=cands, target=target, baseline=baseline, algo=plan["algo"],
                      reverse=plan["reverse"],

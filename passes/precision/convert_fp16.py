@@ -69,11 +69,13 @@ from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
 
 from aicc.passes.custom_io import CustomIOFile
 from aicc.passes.precision.constant_range import constant_values, kept_for_constants
-from aicc.passes.precision.overflow import FP16_MAX, fp16_overflow_report, overflow_check, read_samples
-from aicc.graph_casts import Names, fold_cast_pairs, has_subgraph, schema_of, type_slots, verify_types
+from aicc.passes.precision.overflow import (FP16_MAX, fp16_overflow_report, overflow_check,
+                                            read_samples)
+from aicc.graph_casts import (Names, fold_cast_pairs, has_subgraph, schema_of, type_slots,
+                              verify_types)
 
-__all__ = ["ConvertFP16", "FP16_MAX", "fp16_capable", "NodePrecisionFile", "load_node_precision_info", "check_op_types",
-           "fp16_overflow_report", "read_samples"]
+__all__ = ["ConvertFP16", "FP16_MAX", "fp16_capable", "NodePrecisionFile",
+           "load_node_precision_info", "check_op_types", "fp16_overflow_report", "read_samples"]
 
 logger = logging.getLogger(__name__)
 
