@@ -4,9 +4,9 @@ and the Pareto front of (cost, metric) points the search evaluated, out.
 
 A quantizer group is a set of nodes that change precision together (on aicc's flow: a weighted
 layer and the nodes downstream of it up to the next one, ``amp_groups``). A candidate is
-``[[act_bw, act_dtype], [param_bw, param_dtype]]`` as in AIMET's templates. The cost of an assignment is bit-operations: per group,
-its work (multiply-accumulates, one per output element for elementwise nodes) x activation bits x
-parameter bits, relative to every group at the most
+``[[act_bw, act_dtype], [param_bw, param_dtype]]`` as in AIMET's templates. The cost of an
+assignment is bit-operations: per group, its work (multiply-accumulates, one per output element
+for elementwise nodes) x activation bits x parameter bits, relative to every group at the most
 precise candidate (1.0).
 
 Phase 1 measures each group's sensitivity: the metric of the model with every group at the most
