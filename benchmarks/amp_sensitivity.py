@@ -28,6 +28,15 @@ Measured (2026-12-05, 16 held-out lines; all-int8 fake-quantized: 20.1 dB, 62.5 
   k=0 20.1 dB, 5 20.0, 10 18.5, 20 15.7, 40 14.7, 148 15.9 dB; with params float: k=0 16.9,
   10 17.3, 40 24.6, 80 32.7, 120 49.3 dB. Leaving any one activation float in the int8 model
   gains at most 2.3 dB (batch_norm_2.tmp_2), every other one under 0.2 dB.
+- why: the output SQNR (of the softmax probabilities) and the strings are set by a few CTC
+  steps whose argmax flips: with batch_norm_2.tmp_2 alone quantized, the lines' SQNR ranges
+  from 9 to 50 dB, and the low ones have 1 to 20 of 40 steps whose probability moves by more
+  than 0.1 (up to 1.0, a different class). A flip costs the same whatever noise caused it, so
+  sources do not add up, and leaving a few tensors in float does not remove the flips.
+- no tensor is quantized that should not be: one group in int8 quantizes its own outputs, its
+  layer's weight and bias, and its input (a conversion from the fp16 group before it); nothing
+  else (e.g. group Conv.5: depthwise_conv2d_2.tmp_0, p2o.Add.39, conv2d_161.w_0/b_0, input
+  p2o.Add.31). AdaRound (``adaround={}``) does not help: int8 16.3 dB, 70.8 % on 48 lines.
 """
 
 from __future__ import annotations
