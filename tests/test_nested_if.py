@@ -164,18 +164,22 @@ def _silero_path() -> Path | None:
     return found[-1] if found else None
 
 
+def _silero_on_aic100(tmp_path, frame: int):
+    """(the model, its session compiled for aic100 in fp16 with ``frame``-sample frames)."""
+    path = _silero_path()
+    if path is None:
+        pytest.skip("silero-vad is not in the zoo cache (make zoo fetches it)")
+    qpc = aicc.compile(str(path), target="aic100", fp16=True, output=tmp_path / "q",
+                       input_shapes=[f"input=1,{frame}", "state=2,1,128"])
+    return onnx.load(path), aicc.load(qpc)
+
+
 @pytest.mark.slow
 def test_silero_vad_at_16k_frames_runs_and_refuses_8k(tmp_path):
     """512-sample frames, which only its 16 kHz network accepts (onnxruntime fails on sr = 8000
     with them): the 8 kHz branch is pruned, sr = 16000 gives onnxruntime's answer, sr = 8000 is
     refused."""
-    path = _silero_path()
-    if path is None:
-        pytest.skip("silero-vad is not in the zoo cache (make zoo fetches it)")
-    model = onnx.load(path)
-    qpc = aicc.compile(str(path), target="aic100", fp16=True, output=tmp_path / "q",
-                       input_shapes=["input=1,512", "state=2,1,128"])
-    session = aicc.load(qpc)
+    model, session = _silero_on_aic100(tmp_path, 512)
     rng = np.random.default_rng(8)
     feeds = {"input": (0.3 * rng.standard_normal((1, 512))).astype(np.float32),
              "state": (0.1 * rng.standard_normal((2, 1, 128))).astype(np.float32),
@@ -191,13 +195,7 @@ def test_silero_vad_at_16k_frames_runs_and_refuses_8k(tmp_path):
 def test_silero_vad_runs_on_aic100_at_both_sample_rates(tmp_path):
     """The real model, 256-sample frames (which both of its networks accept): each sample rate
     gives onnxruntime's answer through the predicated program."""
-    path = _silero_path()
-    if path is None:
-        pytest.skip("silero-vad is not in the zoo cache (make zoo fetches it)")
-    model = onnx.load(path)
-    qpc = aicc.compile(str(path), target="aic100", fp16=True, output=tmp_path / "q",
-                       input_shapes=["input=1,256", "state=2,1,128"])
-    session = aicc.load(qpc)
+    model, session = _silero_on_aic100(tmp_path, 256)
     rng = np.random.default_rng(3)
     for sr in (16000, 8000):
         feeds = {"input": (0.3 * rng.standard_normal((1, 256))).astype(np.float32),
