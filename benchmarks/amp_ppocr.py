@@ -25,7 +25,7 @@ not add up (every group int8: 16.7 dB, 79.2 %; the six most sensitive early grou
 dB, 83.3 % on 48 lines), because the output SQNR and the strings move with a few CTC steps whose
 argmax flips under any perturbation (``benchmarks/amp_sensitivity.py`` ranks single tensors).
 The other way round (every group int8, 18.6 dB and 68.8 % on those 16 lines, one raised to
-fp16): 13.2 dB (Conv.6) to 20.0 dB (Conv.21), 38 of 47 below the all-int8 figure; QDQ with the
+fp16): 13.2 dB (Conv.6) to 20.0 dB (Conv.21), 38 of 47 at 18.5 dB or less; QDQ with the
 all-int8 encodings and the same tensors float gives the same picture (Conv.6: 16.2 dB,
 Conv.21: 19.1 dB), so the mixed models are written as intended: the metric is not monotone.
 """
