@@ -56,3 +56,17 @@ def test_parse_errors():
             parse_input_shapes([bad])
     with pytest.raises(ConfigError, match="two shapes"):
         parse_input_shapes(["x=1", "x=2"])
+
+
+def test_a_bad_shape_is_named_as_the_caller_gave_it(tmp_path, capsys):
+    """The Python API names the keyword, the CLI the flag typed (not always the flag)."""
+    import aicc
+    from aicc.cli import main
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(small_cnn(batch="N").SerializeToString())
+    with pytest.raises(ConfigError, match=r"^input_shapes: 'x:1' is not NAME=D0,D1"):
+        aicc.compile(model, output=tmp_path / "q", input_shapes=["x:1"])
+    assert main(["compile", f"-m={model}", "--input-shape=x:1",
+                 f"-aic-binary-dir={tmp_path / 'q'}"]) == 2
+    assert "--input-shape: 'x:1' is not NAME=D0,D1" in capsys.readouterr().err

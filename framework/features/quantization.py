@@ -55,7 +55,7 @@ def _percentile(value: float) -> float:
 
 def _shapes(items: list[str]) -> list[str]:
     from aicc.passes.input_shape import parse_input_shapes
-    parse_input_shapes(items)
+    parse_input_shapes(items, where="")     # the configuration names the option as it was given
     return list(items)
 
 
