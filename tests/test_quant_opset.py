@@ -168,3 +168,17 @@ def test_a_bias_the_int32_grid_cannot_hold_widens_its_weight_channel():
     got = ort.InferenceSession(q.SerializeToString(),
                                providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, ref, atol=4e-3)  # the 8-bit output grid: 0.75 / 255
+
+
+def test_calibration_observes_what_quantize_plans_after_the_opset_conversion(monkeypatch):
+    """Calibration plans what to observe on the graph quantize will see, the converted one too:
+    with the converter's Constant nodes left as nodes (so the LayerNorm no longer fuses at opset
+    21), the tensors quantize then encodes are still calibrated, not refused as skipped."""
+    import aicc.passes.quantization.opset as opset_module
+    monkeypatch.setattr(opset_module, "lower_constant_nodes", lambda graph: None)
+    rng = np.random.default_rng(1)
+    samples = [{"x": rng.standard_normal((1, 4, 6, 6)).astype(np.float32)} for _ in range(8)]
+    model, _ = quantize_model(_layernorm_model(), samples=samples, progress=False,
+                              per_channel=True, weight_bitwidth=16)
+    quantized = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    assert "m" in quantized            # the unfused ReduceMean output, calibrated

@@ -55,6 +55,7 @@ from aicc.quant.profile import MAX_HISTOGRAM_BINS
 
 from aicc.passes.quantization.analyses import (CALIBRATION_PROFILE, CALIBRATION_SAMPLES,
                                                DASK_CLIENT, QUANTIZE_OPTIONS)
+from aicc.passes.quantization.opset import needs_new_opset, prepare_opset
 from aicc.passes.quantization.plan import QuantSettings, quantized_activations
 from aicc.passes.quantization.runner import (ENGINES, calibrate_program, graph_hash, host_conversion,
                             input_list_samples, json_input_samples, program_hash,
@@ -208,7 +209,15 @@ def _observed(program: Program, ctx: PassContext) -> set[str]:
     scratch = PassContext(options=None, logger=logger)    # its counters are quantize's to keep
     names: set[str] = set()
     for gname, graph in program.graphs.items():
-        names |= quantized_activations(graph, s, scratch, f"graph '{gname}'")
+        where = f"graph '{gname}'"
+        names |= quantized_activations(graph, s, scratch, where)
+        if needs_new_opset(graph, s):
+            # quantize plans on the graph at the opset its settings need: what onnx's version
+            # converter rewrites there (ReduceMean's axes become an input at 18, ...) must not
+            # leave it a tensor this calibration skipped
+            seen, s_seen = prepare_opset(graph.copy(), s, where=where,
+                                         ir_version=program.ir_version, quiet=True)
+            names |= quantized_activations(seen, s_seen, scratch, where)
     return names
 
 

@@ -29,7 +29,7 @@ from aicc.passes.cleanup import remove_dead_nodes
 from aicc.passes.folding.fold_constants import lower_constant_nodes
 from aicc.passes.quantization.qdq import OPSET_INT4_INT16, ensure_opset
 
-__all__ = ["prepare_opset", "OPSET_AXIS"]
+__all__ = ["prepare_opset", "needs_new_opset", "OPSET_AXIS"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +67,25 @@ def _convert(graph: gs.Graph, opset: int, ir_version: int) -> gs.Graph:
     return new
 
 
-def prepare_opset(graph: gs.Graph, s, *, where: str, ir_version: int = 8):
+def needs_new_opset(graph: gs.Graph, s) -> bool:
+    """Whether quantizing ``graph`` under settings ``s`` raises or converts its opset."""
+    opset = _needed(s)[0]
+    return bool(opset) and (graph.opset or 1) < opset
+
+
+def prepare_opset(graph: gs.Graph, s, *, where: str, ir_version: int = 8, quiet: bool = False):
     """(graph to quantize, settings to use): ``graph`` itself or its conversion to the opset that
-    ``s`` needs, and ``s`` itself or, if per-channel weights cannot be had, per-tensor settings."""
+    ``s`` needs, and ``s`` itself or, if per-channel weights cannot be had, per-tensor settings.
+    ``quiet`` logs what was done at debug level (a preview of what ``quantize`` will do)."""
     opset, why, instead = _needed(s)
     old = graph.opset or 1
     if not opset or old >= opset:
         return graph, s
+    log = logger.debug if quiet else logger.warning
     try:
         if ensure_opset(graph, opset, where=where, why=why, instead=instead):
-            logger.warning("%s: opset raised from %d to %d for %s (every node means the same "
-                           "there)", where, old, opset, why)
+            log("%s: opset raised from %d to %d for %s (every node means the same there)",
+                where, old, opset, why)
             return graph, s
     except ModelError:
         pass
@@ -86,14 +94,14 @@ def prepare_opset(graph: gs.Graph, s, *, where: str, ir_version: int = 8):
     except Exception as e:       # the converter's own errors are of many types
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         if opset == OPSET_AXIS:
-            logger.warning("%s: per-channel weights need opset %d and onnx's version converter "
-                           "could not convert this opset-%d model (%s): weights quantized per "
-                           "tensor", where, opset, old, reason)
+            log("%s: per-channel weights need opset %d and onnx's version converter could not "
+                "convert this opset-%d model (%s): weights quantized per tensor", where, opset,
+                old, reason)
             return graph, dataclasses.replace(s, per_channel=False, per_row=False)
         raise ModelError(f"opset {opset} is needed for {why}, and onnx's version converter could "
                          f"not convert this opset-{old} model: {reason}", where=where,
                          hint=f"export the model at opset {opset} or later, or {instead}"
                          ) from None
-    logger.warning("%s: converted from opset %d to %d with onnx's version converter for %s",
-                   where, old, opset, why)
+    log("%s: converted from opset %d to %d with onnx's version converter for %s", where, old,
+        opset, why)
     return new, s
