@@ -319,8 +319,11 @@ def _candidates(h: Histogram, grid: int, symmetric: bool) -> tuple[np.ndarray, n
 
 def _noise(h: Histogram, lo: np.ndarray, hi: np.ndarray, bitwidth: int, gamma: float,
            nudge: bool) -> np.ndarray:
-    """Expected quantization noise of each candidate range over the histogram (bin centers):
-    ``step^2 / 12`` per value inside, ``gamma * (x - clip(x))^2`` per value outside.
+    """Expected quantization noise of each candidate range over the histogram (values uniform
+    inside each bin): ``step^2 / 12`` per value inside, ``gamma * (x - clip(x))^2`` per value
+    outside, the part of a bin that a range end cuts off included. (Taking each bin's values at
+    its center, a range cut inside the outermost bins clipped nothing: at 16 bits ``Auto`` chose
+    such ranges, and clipping up to ~60 steps cost PP-OCRv4 rec 34 dB.)
 
     Prefix sums of n, n*c and n*c^2 make each candidate O(log bins).
     """
@@ -331,17 +334,27 @@ def _noise(h: Histogram, lo: np.ndarray, hi: np.ndarray, bitwidth: int, gamma: f
         zp = np.clip(np.round(-lo / step), 0, levels)
         lo = -zp * step
         hi = lo + levels * step
-    c = h.centers
-    n = h.counts
+    c, n, e = h.centers, h.counts, h.edges
+    w2 = h.bin_width ** 2 / 12.0                   # a bin's own spread around its center
     p0 = np.concatenate([[0.0], np.cumsum(n)])
     p1 = np.concatenate([[0.0], np.cumsum(n * c)])
-    p2 = np.concatenate([[0.0], np.cumsum(n * c * c)])
-    k_lo = np.searchsorted(c, lo, side="left")     # bins [0, k_lo) lie below lo
-    k_hi = np.searchsorted(c, hi, side="right")    # bins [k_hi, N) lie above hi
+    p2 = np.concatenate([[0.0], np.cumsum(n * (c * c + w2))])
+    k_lo = np.searchsorted(e[1:], lo, side="right")    # bins [0, k_lo) lie wholly below lo
+    k_hi = np.searchsorted(e[:-1], hi, side="left")    # bins [k_hi, N) lie wholly above hi
     below = p2[k_lo] - 2 * lo * p1[k_lo] + lo * lo * p0[k_lo]
     above = (p2[-1] - p2[k_hi]) - 2 * hi * (p1[-1] - p1[k_hi]) + hi * hi * (p0[-1] - p0[k_hi])
+    below = np.maximum(below, 0) + _cut(n, e, k_lo, lo - e[np.minimum(k_lo, n.size - 1)])
+    above = np.maximum(above, 0) + _cut(n, e, k_hi - 1, e[np.maximum(k_hi, 1)] - hi)
     inside = p0[k_hi] - p0[k_lo]
-    return inside * step ** 2 / 12.0 + gamma * (np.maximum(below, 0) + np.maximum(above, 0))
+    return inside * step ** 2 / 12.0 + gamma * (below + above)
+
+
+def _cut(n: np.ndarray, e: np.ndarray, k: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """Clipping noise of cutting ``depth`` off bin ``k`` (values uniform in it): n d^3 / (3 w)."""
+    width = e[1] - e[0]
+    ok = (k >= 0) & (k < n.size) & (depth > 0) & (depth < width)
+    kk = np.clip(k, 0, n.size - 1)
+    return np.where(ok, n[kk] * np.clip(depth, 0, width) ** 3 / (3 * width), 0.0)
 
 
 def _search(h: Histogram, bitwidth: int, *, symmetric: bool, gamma: float, grid: int,

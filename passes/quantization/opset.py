@@ -8,7 +8,10 @@ onnx's version converter (which rewrites the nodes whose schema changed: Squeeze
 attribute becomes an input, and so on); either is logged as a warning naming both opsets. When
 conversion fails too, per-channel and per-row fall back to per-tensor weights with a warning; the
 4/16-bit types have no fallback and the error says what needed the opset and why it could not be
-had. Messages name the cause: 4/16-bit types or per-channel ``axis``.
+had. Messages name the cause: 4/16-bit types or per-channel ``axis``. Encodings given in an
+overrides table (AMP's integer candidates, ``-external-quantization``) count as much as the
+settings: a 16-bit activation or weight given there needs opset 21 on an 8-bit run
+(``table_needs_opset21``).
 
 Not a plugin: the ``quantize`` pass calls :func:`prepare_opset` on each graph.
 """
@@ -27,9 +30,9 @@ from aicc.errors import ModelError
 
 from aicc.passes.cleanup import remove_dead_nodes
 from aicc.passes.folding.fold_constants import lower_constant_nodes
-from aicc.passes.quantization.qdq import OPSET_INT4_INT16, ensure_opset
+from aicc.passes.quantization.qdq import OPSET_INT4_INT16, ensure_opset, needs_opset21
 
-__all__ = ["prepare_opset", "needs_new_opset", "OPSET_AXIS"]
+__all__ = ["prepare_opset", "needs_new_opset", "table_needs_opset21", "OPSET_AXIS"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +40,21 @@ logger = logging.getLogger(__name__)
 OPSET_AXIS = 13
 
 
-def _needed(s) -> tuple[int, str, str]:
+def table_needs_opset21(table, s) -> bool:
+    """Whether an overrides table (``EncodingTable``) gives an integer encoding whose type needs
+    opset 21 (16-bit, 4-bit activations, packed 4-bit weights under settings ``s``)."""
+    return table is not None and (
+        any(needs_opset21(e, activation=True, packed=True) for e in table.activations.values())
+        or any(needs_opset21(e, activation=False, packed=s.pack_4bit)
+               for e in table.params.values()))
+
+
+def _needed(s, wide: bool = False) -> tuple[int, str, str]:
     """(opset the settings need, why, what else the user can do); (0, '', '') when any opset
-    will do."""
+    will do. ``wide``: the overrides give 4/16-bit encodings."""
+    if wide:
+        return (OPSET_INT4_INT16, "the 4/16-bit encodings the overrides give",
+                "give those tensors 8-bit encodings")
     if s.act_bw in (4, 16) or s.weight_bw == 16 or s.bias_bw == 16 or \
             (s.weight_bw == 4 and s.pack_4bit):
         return (OPSET_INT4_INT16, "4/16-bit QuantizeLinear/DequantizeLinear types",
@@ -73,11 +88,13 @@ def needs_new_opset(graph: gs.Graph, s) -> bool:
     return bool(opset) and (graph.opset or 1) < opset
 
 
-def prepare_opset(graph: gs.Graph, s, *, where: str, ir_version: int = 8, quiet: bool = False):
+def prepare_opset(graph: gs.Graph, s, *, where: str, ir_version: int = 8, quiet: bool = False,
+                  wide: bool = False):
     """(graph to quantize, settings to use): ``graph`` itself or its conversion to the opset that
-    ``s`` needs, and ``s`` itself or, if per-channel weights cannot be had, per-tensor settings.
-    ``quiet`` logs what was done at debug level (a preview of what ``quantize`` will do)."""
-    opset, why, instead = _needed(s)
+    ``s`` needs (opset 21 with ``wide``: the overrides give 4/16-bit encodings), and ``s`` itself
+    or, if per-channel weights cannot be had, per-tensor settings. ``quiet`` logs what was done
+    at debug level (a preview of what ``quantize`` will do)."""
+    opset, why, instead = _needed(s, wide)
     old = graph.opset or 1
     if not opset or old >= opset:
         return graph, s

@@ -71,7 +71,7 @@ from aicc.quant import (CALIBRATION_METHODS, DEFAULT_PERCENTILE, MODES, SCHEMAS,
                         load_aimet_file, merge_profiles)
 from aicc.quant.profile import parse_profile
 
-from aicc.passes.quantization.opset import prepare_opset
+from aicc.passes.quantization.opset import prepare_opset, table_needs_opset21
 from aicc.passes.quantization.plan import GraphQuantizer, QuantSettings
 from aicc.passes.quantization.analyses import ADAROUND_ROUNDING, CALIBRATION_PROFILE
 from aicc.passes.quantization.calibrate import program_hash, write_text_atomic
@@ -234,10 +234,13 @@ class Quantize(Pass):
         given = table is not None and not (s.per_channel or s.per_row) and \
             any(e.per_channel for e in table.params.values())
         s_opset = dataclasses.replace(s, per_channel=True) if given else s
+        # so do 16-bit encodings given there on an 8-bit run (AMP's integer candidates): the
+        # graph is converted as a 16-bit run's would be (ReduceMean's axes become an input...)
+        wide = table_needs_opset21(table, s)
         for gname in list(program.graphs):
             where_g = f"graph '{gname}'"
             graph, s_g = prepare_opset(program.graphs[gname], s_opset, where=where_g,
-                                       ir_version=program.ir_version)
+                                       ir_version=program.ir_version, wide=wide)
             s_g = s if given else s_g
             program.graphs[gname] = graph
             if any(ir.tensor_dtype(t) is None for n in graph.nodes for t in n.outputs
