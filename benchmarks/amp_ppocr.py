@@ -97,8 +97,9 @@ def compiled(model: Path, folder: Path, lst: Path, backend: str, feeds) -> tuple
     import aicc
     qpc = folder / f"qpc_{backend}"
     t0 = time.perf_counter()
+    npi = folder / "q_amp" / "node_precision.yaml"       # none when no node is in fp16
     subprocess.run([str(AICC), "compile", f"-m={model}", f"--input-shape=x={SHAPE}",
-                    f"-node-precision-info={folder / 'q_amp' / 'node_precision.yaml'}",
+                    *([f"-node-precision-info={npi}"] if npi.exists() else []),
                     f"-external-quantization={folder / 'q_amp' / 'encodings.json'}",
                     f"-input-list-file={lst}", "-quantization-schema-activations=asymmetric",
                     "-enable-channelwise",
@@ -108,28 +109,81 @@ def compiled(model: Path, folder: Path, lst: Path, backend: str, feeds) -> tuple
     return [next(iter(sess.run({"x": x}).values())) for x in feeds], seconds
 
 
-def one(target: float, model: Path, work: Path, lst: Path, held, ref, chars, backends) -> None:
-    # one folder for every target: phase 1 (q_amp/phase1_cache.json) runs once
-    folder = work / ("amp" if target > 0 else "int8")
+def calibration_lines(count: int = 64, seed: int = 0) -> list[tuple[np.ndarray, list[str]]]:
+    """The AMP config's labeled loader: one item, (the calibration lines as a batch, the float
+    model's decoded strings of them)."""
+    model = ocr_lines.model_path()
+    _, lines = ocr_lines.lines(count, seed=seed)
+    return [(np.concatenate(lines), decode(run_ort(model, lines), ocr_lines.dictionary(model)))]
+
+
+def strings_equal(outputs: np.ndarray, labels: list[str]) -> float:
+    """The AMP config's phase-2 metric: the share of decoded strings equal to the labels."""
+    chars = ocr_lines.dictionary(ocr_lines.model_path())
+    got = ocr_lines.ctc_decode(outputs, chars)
+    return float(np.mean([a == b for a, b in zip(got, labels)]))
+
+
+def parse_candidates(text: str) -> list[list[list]]:
+    """``fp16,A16W8,A8W8`` -> the config's ``[[[16, 'float'], [16, 'float']], ...]``."""
+    out = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        if item.startswith("fp"):
+            out.append([[int(item[2:]), "float"], [int(item[2:]), "float"]])
+        else:
+            act, _, weight = item[1:].partition("W")
+            out.append([[int(act), "int"], [int(weight), "int"]])
+    return out
+
+
+def amp_config(folder: Path, candidates: str, drop: float, search: str, reverse: bool) -> Path:
+    """The seed's AMP YAML: the calibration lines with the float strings as labels, phase 2 the
+    share of strings kept (phase 1: output SQNR, aicc's default without a callback)."""
+    here = Path(__file__).resolve()
+    cfg = {"datasets": {"lines": {"dataloader_callback": f"{here}:calibration_lines"}},
+           "amp": {"dataset": "lines", "candidates": parse_candidates(candidates),
+                   "allowed_accuracy_drop": drop,
+                   "eval_callback_for_phase2": f"{here}:strings_equal",
+                   "optional_amp_args": {"amp_search_algo": search, "phase2_reverse": reverse}}}
+    path = folder / "amp.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def one(target: float, model: Path, work: Path, lst: Path, held, ref, chars, backends,
+        amp: dict | None = None) -> None:
+    # one folder for every target of a candidate set: phase 1 (q_amp/phase1_cache.json) runs once
+    name = ("amp" if target > 0 else "int8") if amp is None else \
+        "amp_" + amp["candidates"].replace(",", "_") + ("_rev" if amp["reverse"] else "")
+    folder = work / name
     folder.mkdir(exist_ok=True)
     out = folder / "q.onnx"
     cmd = [str(AICC), "quantize", "--input_model", str(model), "--input_list", str(lst),
            "--input_dim", "x", SHAPE, "--use_per_channel_quantization", "--output_model",
            str(out)]
-    if target > 0:
+    if amp is not None:
+        cmd += ["--apply_algorithms", "amp", "--config",
+                str(amp_config(folder, amp["candidates"], target, amp["search"], amp["reverse"]))]
+    elif target > 0:
         cmd += ["--auto_precision", str(target)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     print(proc.stdout[-4000:], proc.stderr[-2000:])
+    what = f"target {target:g}" if amp is None else f"{amp['candidates']} drop {target:g}"
     if proc.returncode != 0:
-        print(f"target {target}: quantize failed ({proc.returncode})")
+        print(f"{what}: quantize failed ({proc.returncode})")
         return
     q = quality(ref, run_ort(out, held), chars)
-    line = f"target {target:g}: {100 * q['strings']:.1f} % strings, {q['sqnr']:.2f} dB, {seconds:.0f} s"
-    if target > 0:
-        npi = yaml.safe_load((folder / "q_amp" / "node_precision.yaml").read_text())
-        names = set(npi["FP16NodeInstanceNames"])
+    line = f"{what}: {100 * q['strings']:.1f} % strings, {q['sqnr']:.2f} dB, {seconds:.0f} s"
+    per = [s.split("weighted layers per candidate: ")[1].split(";")[0]
+           for s in proc.stdout.splitlines() if "weighted layers per candidate" in s]
+    if per:
+        line += f"; layers: {per[0]}"
+    if target > 0 or amp is not None:
+        npi = folder / "q_amp" / "node_precision.yaml"
+        names = set(yaml.safe_load(npi.read_text())["FP16NodeInstanceNames"]) \
+            if npi.exists() else set()
         weighted = weighted_outputs(model)
         line += (f"; fp16: {len(names & set(weighted))}/{len(weighted)} weighted layers, "
                  f"{len(names - set(weighted))} other nodes")
@@ -146,7 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default="0,20")
     parser.add_argument("--backends", default="cpu,interpreter")
     parser.add_argument("--work", help="folder to keep the outputs in (default: a temporary one)")
+    parser.add_argument("--candidates", help="run the seed's AMP (--apply_algorithms amp "
+                        "--config) with these candidates, e.g. fp16,A16W16,A8W8; --targets are "
+                        "then allowed drops of the share of strings on the calibration lines")
+    parser.add_argument("--search", default="Binary", help="amp_search_algo")
+    parser.add_argument("--reverse", action="store_true", help="phase2_reverse")
     args = parser.parse_args(argv)
+    amp = None if not args.candidates else {"candidates": args.candidates,
+                                            "search": args.search, "reverse": args.reverse}
     model = ocr_lines.model_path()
     if not model.exists():
         raise SystemExit(f"{model} is missing: run `make zoo` first")
@@ -160,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         lst = write_list(work, cal)
         backends = [b for b in args.backends.split(",") if b]
         for t in args.targets.split(","):
-            one(float(t), model, work, lst, held, ref, chars, backends)
+            one(float(t), model, work, lst, held, ref, chars, backends, amp)
     return 0
 
 

@@ -87,7 +87,9 @@ def run_amp_flow(plan: dict[str, Any], output_model: str, **quantize_kwargs: Any
     if not Path(output_model).resolve().parent.is_dir():
         raise ConfigError(f"folder '{Path(output_model).parent}' does not exist",
                           where=output_model)
-    variants = QuantizedVariants(quantize_kwargs.pop("input_model"), **quantize_kwargs)
+    wide = any(c.wide for c in plan["candidates"] or ())
+    variants = QuantizedVariants(quantize_kwargs.pop("input_model"), wide=wide,
+                                 **quantize_kwargs)
     base = Candidate(variants.act_bw, "int", variants.weight_bw, "int")
     cands = plan["candidates"] or [Candidate(16, "float", 16, "float"), base]
     if plan["mode"] == "sqnr":
@@ -164,17 +166,23 @@ def _summary(variants: Any, result: Any, cands: list, names: list[str]) -> str:
     layers = [g for g in raised if variants.groups[g].layer is not None]
     others = sum(len(variants.groups[g].nodes) - (variants.groups[g].layer is not None)
                  for g in raised)
+    per = {c.label: sum(1 for g, x in result.choice.items() if x == c
+                        and variants.groups[g].layer is not None) for c in cands}
     return (f"amp: chose {len(raised)} of {len(result.choice)} groups above {cands[-1].label} "
             f"({', '.join(raised) or 'none'}): {len(layers)} of {len(variants.layers)} weighted "
-            f"layers and {others} other nodes; {len(names)} nodes in the node-precision file; "
+            f"layers and {others} other nodes; weighted layers per candidate: "
+            + ", ".join(f"{k} {v}" for k, v in per.items())
+            + f"; {len(names)} nodes in the node-precision file; "
             f"relative bit-ops {result.cost:.3f}, metric {result.metric:.4f}")
 
 
 def _compile_command(kw: dict[str, Any], files: list[Path]) -> str:
     """The ``aicc compile`` flags that reproduce the choice (fp16 -> integer conversions are
     calibrated again there: AIMET JSON holds one encoding per tensor, the float one)."""
-    parts = ["aicc compile -m=MODEL", f"-node-precision-info={files[0]}",
-             f"-external-quantization={files[1]}", f"-input-list-file={kw['input_list']}"]
+    parts = ["aicc compile -m=MODEL"]
+    parts += [f"-node-precision-info={f}" for f in files if f.suffix == ".yaml"]
+    parts += [f"-external-quantization={f}" for f in files if f.suffix == ".json"]
+    parts.append(f"-input-list-file={kw['input_list']}")
     parts += [f"--input-shape={s}" for s in kw.get("input_shapes") or ()]
     # the weights' layout (an opset-12 model is raised to opset 13 for per-channel scales)
     if kw.get("per_channel"):

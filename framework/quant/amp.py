@@ -12,7 +12,9 @@ precise candidate (1.0).
 Phase 1 measures each group's sensitivity: the metric of the model with every group at the most
 precise candidate except that one, at each cheaper candidate. Phase 2 orders these moves from the
 least to the most harmful and searches along the path "the first i moves applied" for the largest
-i whose metric still meets the target (``Binary``: bisection, assuming the metric falls along the
+i whose metric still meets the target (a move is applied only when it lowers the group's bits:
+with fp16 and A16/W16 both given, the one listed second in precision order is never chosen over
+the first at the same cost) (``Binary``: bisection, assuming the metric falls along the
 path; ``Interpolation``: the split point interpolated between the metrics at both ends;
 ``BruteForce``: every point). With ``phase2_reverse`` the path starts from every group at the
 cheapest candidate and raises the most sensitive groups first, searching for the fewest raises.
@@ -61,6 +63,11 @@ class Candidate:
     @property
     def is_float(self) -> bool:
         return self.act_dtype == "float" or self.param_dtype == "float"
+
+    @property
+    def wide(self) -> bool:
+        """An integer candidate with 4/16-bit activations or 16-bit weights (opset-21 types)."""
+        return not self.is_float and (self.act_bw in (4, 16) or self.param_bw == 16)
 
 
 def parse_candidates(data: Sequence[Any], *, where: str | Path, field: str) -> list[Candidate]:
@@ -196,7 +203,7 @@ def run_amp(evaluate_phase1: Callable[[dict[str, Candidate]], float],
     def forward(i: int) -> dict[str, Candidate]:
         choice = {g: top for g in groups}
         for _, g, c in moves[:i]:
-            if c.bits <= choice[g].bits:
+            if c.bits < choice[g].bits:       # a move that saves nothing is not taken
                 choice[g] = c
         return choice
 

@@ -7,13 +7,18 @@ Assignments become ``quantize`` overrides on AMP's groups (``amp_groups``: a wei
 the nodes downstream of it up to the next one): a float candidate puts every activation the group
 computes and its layer's weight in float (the nodes then run in fp16 or fp32 through
 ``convert-fp16``'s Cast lowering, QNN's mixed precision rule); an integer candidate whose
-bitwidths differ from the quantize options gives the group's quantized activations and its
-weight those bitwidths (ranges still calibrated). Models are scored with onnxruntime.
+bitwidths differ from the quantize options gives the group's quantized activations those
+bits and its layer's weight and the other constants its nodes read that the base quantizes at
+the weight bitwidth (a LayerNorm's scale and shift, a MatMul's bias Add) the parameter bits
+(ranges still calibrated, at those bits). With a 16-bit integer candidate (``wide``) the graph
+is raised to opset 21 before calibration, once, as a 16-bit run would be. Models are scored
+with onnxruntime.
 
 The bridge (``write_bridge``): ``node_precision.yaml`` (``FP16NodeInstanceNames``: every node of
 the groups the choice keeps in fp16, named in the original model, for ``-node-precision-info``)
 and ``encodings.json`` (AIMET 0.6.1 form: every encoding of the chosen QDQ model, float entries
-for the fp16 tensors, for ``-external-quantization``).
+for the fp16 tensors, 16-bit ones for the groups at 16-bit integer candidates, for
+``-external-quantization``, which converts the graph to opset 21 when it gives 16-bit ones).
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ logger = logging.getLogger(__name__)
 class QuantizedVariants:
     """Calibrate once; quantize again for each assignment of candidates to groups."""
 
-    def __init__(self, model: Any, *, registries: Any = None, **kwargs: Any):
+    def __init__(self, model: Any, *, registries: Any = None, wide: bool = False,
+                 **kwargs: Any):
         from .. import ir
         from ..program import Program
         from ..quantization import _default_registries, quantize_pipeline
@@ -55,6 +61,7 @@ class QuantizedVariants:
         steps = quantize_pipeline(calibrate=samples is not None,
                                   adaround_samples_given=ada_samples is not None, **kwargs)
         self.quantize_steps = steps[-2:]                     # quantize, cleanup
+        self.wide = wide
         from aicc.passes.quantization.analyses import ADAROUND_SAMPLES, CALIBRATION_SAMPLES
         from ..analyses import AnalysisCache
         #: what the float prefix measured (profile, learned rounding), reused by every trial
@@ -72,6 +79,7 @@ class QuantizedVariants:
         self.weight_bw = int(steps[-2][1].get("weight_bitwidth", 8))
         self.groups = _groups_of(self.program.graph())
         self._quantized: set[str] | None = None
+        self._base_params: set[str] = set()
 
     def _prefix(self, steps: list[tuple[str, dict]], program: Any) -> Any:
         """The float steps before ``quantize``, with the graph raised to the opset the quantize
@@ -92,7 +100,8 @@ class QuantizedVariants:
         for gname in list(program.graphs):
             program.graphs[gname], _ = prepare_opset(program.graphs[gname], settings,
                                                      where=f"graph '{gname}'",
-                                                     ir_version=program.ir_version)
+                                                     ir_version=program.ir_version,
+                                                     wide=self.wide)
         return run_pipeline(Pipeline.build(steps[cut:-2], passes, source="amp"), program,
                             registries=self.registries, analyses=self.analyses)
 
@@ -106,12 +115,24 @@ class QuantizedVariants:
         return {name: max(1, g.work) for name, g in self.groups.items()}
 
     def quantized(self) -> set[str]:
-        """The activations the base precision quantizes (fused ones are not), found once."""
+        """The activations the base precision quantizes (fused ones are not), found once; the
+        parameters it quantizes at the weight bitwidth go to ``_base_params``."""
         if self._quantized is None:
             program = self._run(self.program.copy(), None)
             acts = program.encodings.get("activations", {})
             self._quantized = {n for n, e in acts.items() if e.get("dtype", "int") != "float"}
+            self._base_params = {n for n, e in program.encodings.get("params", {}).items()
+                                 if e.get("dtype", "int") != "float"
+                                 and int(e.get("bitwidth", 0)) == self.weight_bw}
         return self._quantized
+
+    def _params_of(self, group: AmpGroup) -> list[str]:
+        """The group's constants that the base quantizes at the weight bitwidth, the layer's
+        weight first (when the base quantizes it)."""
+        self.quantized()
+        names = [t.name for n in group.nodes for t in n.inputs
+                 if isinstance(t, gs.Constant) and t.name in self._base_params]
+        return list(dict.fromkeys(names))
 
     def table(self, choice: Mapping[str, Candidate]) -> dict[str, Any]:
         """The overrides (``table_to_json`` form) of an assignment: a float candidate puts every
@@ -133,8 +154,9 @@ class QuantizedVariants:
                 for t in group.activations():
                     if t in quantized:
                         acts[t] = {"dtype": "int", "bitwidth": c.act_bw}
-            if weight is not None and c.param_bw != self.weight_bw:
-                params[weight] = {"dtype": "int", "bitwidth": c.param_bw}
+            if c.param_bw != self.weight_bw:
+                for name in self._params_of(group):
+                    params[name] = {"dtype": "int", "bitwidth": c.param_bw}
         return {"file": "amp", "activations": acts, "params": params, "excluded_layers": []}
 
     def fp16_interior(self, groups: Sequence[AmpGroup]) -> set[str]:
@@ -299,7 +321,9 @@ def write_bridge(folder: Path, groups: Sequence[AmpGroup], program: Any,
     """``node_precision.yaml`` and ``encodings.json`` for ``aicc compile`` (see the module
     docstring) for the fp16 ``groups``; the float encodings of ``interior`` tensors (read by
     fp16 nodes only, ``QuantizedVariants.fp16_interior``) and the encodings of tensors the
-    original model does not have are left out. Returns the files and the names listed."""
+    original model does not have are left out. Returns the files and the names listed; with no
+    node in fp16 (integer candidates only) no node-precision file is written (``aicc compile``
+    refuses an empty one) and the encodings alone carry the choice."""
     import yaml
 
     from aicc.passes.quantization.calibrate import write_text_atomic
@@ -308,7 +332,11 @@ def write_bridge(folder: Path, groups: Sequence[AmpGroup], program: Any,
     folder.mkdir(parents=True, exist_ok=True)
     fp16 = fp16_node_names(original, groups)
     npi = folder / "node_precision.yaml"
-    write_text_atomic(npi, yaml.safe_dump({"FP16NodeInstanceNames": fp16}, sort_keys=False))
+    files = [npi] if fp16 else []
+    if fp16:
+        write_text_atomic(npi, yaml.safe_dump({"FP16NodeInstanceNames": fp16}, sort_keys=False))
+    elif npi.exists():       # an earlier run's, which would describe another choice
+        npi.unlink()
     table = encodings_table(program.encodings)
     for name in interior:
         if name in table.activations and table.activations[name].is_float:
@@ -326,4 +354,4 @@ def write_bridge(folder: Path, groups: Sequence[AmpGroup], program: Any,
     data = export_aimet_encodings(table, form="0.6.1")
     enc = folder / "encodings.json"
     write_text_atomic(enc, json.dumps(data, indent=1) + "\n")
-    return [npi, enc], fp16
+    return files + [enc], fp16
