@@ -124,6 +124,27 @@ def strings_equal(outputs: np.ndarray, labels: list[str]) -> float:
     return float(np.mean([a == b for a, b in zip(got, labels)]))
 
 
+#: ``output_sqnr`` is in units of this many dB, capped at 1 (the float model's value), so that
+#: ``allowed_accuracy_drop`` (a fraction) of 1 - T / SQNR_CAP keeps T dB
+SQNR_CAP = 100.0
+
+
+def float_outputs(count: int = 64, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A labeled loader for ``output_sqnr``: (the calibration lines, the float model's outputs)."""
+    model = ocr_lines.model_path()
+    _, lines = ocr_lines.lines(count, seed=seed)
+    return [(np.concatenate(lines), np.concatenate(run_ort(model, lines)))]
+
+
+def output_sqnr(outputs: np.ndarray, labels: np.ndarray) -> float:
+    """The AMP config's phase-2 metric with ``--metric sqnr``: output SQNR against the float
+    outputs in units of ``SQNR_CAP`` dB, at most 1 (the float model's own value)."""
+    a, b = labels.astype(np.float64), outputs.astype(np.float64)
+    noise = float(np.sum((a - b) ** 2))
+    db = SQNR_CAP if noise == 0 else 10 * float(np.log10(np.sum(a ** 2) / noise))
+    return min(1.0, db / SQNR_CAP)
+
+
 def parse_candidates(text: str) -> list[list[list]]:
     """``fp16,A16W8,A8W8`` -> the config's ``[[[16, 'float'], [16, 'float']], ...]``."""
     out = []
@@ -136,14 +157,18 @@ def parse_candidates(text: str) -> list[list[list]]:
     return out
 
 
-def amp_config(folder: Path, candidates: str, drop: float, search: str, reverse: bool) -> Path:
-    """The seed's AMP YAML: the calibration lines with the float strings as labels, phase 2 the
-    share of strings kept (phase 1: output SQNR, aicc's default without a callback)."""
+def amp_config(folder: Path, candidates: str, drop: float, search: str, reverse: bool,
+               metric: str = "strings") -> Path:
+    """The seed's AMP YAML: the calibration lines labeled with the float strings, phase 2 the
+    share of strings kept (``metric`` strings), or labeled with the float outputs, phase 2 the
+    capped output SQNR (sqnr); phase 1: output SQNR, aicc's default without a callback."""
     here = Path(__file__).resolve()
-    cfg = {"datasets": {"lines": {"dataloader_callback": f"{here}:calibration_lines"}},
+    loader, evaluate = (("calibration_lines", "strings_equal") if metric == "strings" else
+                        ("float_outputs", "output_sqnr"))
+    cfg = {"datasets": {"lines": {"dataloader_callback": f"{here}:{loader}"}},
            "amp": {"dataset": "lines", "candidates": parse_candidates(candidates),
                    "allowed_accuracy_drop": drop,
-                   "eval_callback_for_phase2": f"{here}:strings_equal",
+                   "eval_callback_for_phase2": f"{here}:{evaluate}",
                    "optional_amp_args": {"amp_search_algo": search, "phase2_reverse": reverse}}}
     path = folder / "amp.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -162,15 +187,20 @@ def one(target: float, model: Path, work: Path, lst: Path, held, ref, chars, bac
            "--input_dim", "x", SHAPE, "--use_per_channel_quantization", "--output_model",
            str(out)]
     if amp is not None:
+        drop = target if amp["metric"] == "strings" else 1 - target / SQNR_CAP
         cmd += ["--apply_algorithms", "amp", "--config",
-                str(amp_config(folder, amp["candidates"], target, amp["search"], amp["reverse"]))]
+                str(amp_config(folder, amp["candidates"], drop, amp["search"], amp["reverse"],
+                               amp["metric"]))]
     elif target > 0:
         cmd += ["--auto_precision", str(target)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     print(proc.stdout[-4000:], proc.stderr[-2000:])
-    what = f"target {target:g}" if amp is None else f"{amp['candidates']} drop {target:g}"
+    what = f"target {target:g}" if amp is None else \
+        f"{amp['candidates']} {amp['metric']} " + \
+        (f"drop {target:g}" if amp["metric"] == "strings" else f"target {target:g} dB") + \
+        (" reverse" if amp["reverse"] else "")
     if proc.returncode != 0:
         print(f"{what}: quantize failed ({proc.returncode})")
         return
@@ -202,12 +232,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", help="folder to keep the outputs in (default: a temporary one)")
     parser.add_argument("--candidates", help="run the seed's AMP (--apply_algorithms amp "
                         "--config) with these candidates, e.g. fp16,A16W16,A8W8; --targets are "
-                        "then allowed drops of the share of strings on the calibration lines")
+                        "then allowed drops of the share of strings on the calibration lines "
+                        "(or dB with --metric sqnr)")
     parser.add_argument("--search", default="Binary", help="amp_search_algo")
     parser.add_argument("--reverse", action="store_true", help="phase2_reverse")
+    parser.add_argument("--metric", default="strings", choices=("strings", "sqnr"),
+                        help="phase 2 of --candidates: the share of strings kept (--targets "
+                             "are allowed drops), or output SQNR (--targets in dB)")
     args = parser.parse_args(argv)
     amp = None if not args.candidates else {"candidates": args.candidates,
-                                            "search": args.search, "reverse": args.reverse}
+                                            "search": args.search, "reverse": args.reverse,
+                                            "metric": args.metric}
     model = ocr_lines.model_path()
     if not model.exists():
         raise SystemExit(f"{model} is missing: run `make zoo` first")

@@ -152,7 +152,10 @@ def test_a_move_that_saves_no_bits_is_not_taken():
     harm = {(g, c): h for g, c, h in [("a", FP16, 0.0), ("b", FP16, 0.0), ("c", FP16, 0.0),
                                        ("a", A8W8, 1.0), ("b", A8W8, 5.0), ("c", A8W8, 0.5)]}
 
+    calls = []
+
     def metric(choice):
+        calls.append(tuple(sorted(choice.items())))
         return 10.0 - sum(harm.get((g, c), 0.0) for g, c in choice.items())
     cands = parse_candidates([[[16, "float"], [16, "float"]], [[16, "int"], [16, "int"]],
                               [[8, "int"], [8, "int"]]], where="test", field="candidates")
@@ -160,3 +163,5 @@ def test_a_move_that_saves_no_bits_is_not_taken():
     res = run_amp(metric, metric, groups=groups, macs={g: 1 for g in groups},
                   candidates=cands, target=8.4, baseline=10.0)
     assert res.choice == {"a": A8W8, "b": A16W16, "c": A8W8}
+    phase2 = calls[len(groups) * 2:]
+    assert len(phase2) == len(set(phase2)) == len(res.front)    # one model scored once

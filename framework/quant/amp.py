@@ -127,14 +127,18 @@ class _Search:
         self.cands, self.target = cands, target
         self.front: list[dict[str, Any]] = []
         self.seen: dict[int, float] = {}
+        #: assignment -> metric: path points that apply no move in between are one model
+        self.scored: dict[tuple, float] = {}
 
     def point(self, i: int, choice: dict[str, Candidate], changed: int) -> float:
         if i not in self.seen:
-            metric = self.evaluate(choice)
-            self.seen[i] = metric
-            self.front.append({"changed": changed, "cost": _cost(choice, self.macs,
-                                                                  self.cands[0]),
-                               "metric": metric, "index": i})
+            key = tuple(sorted(choice.items()))
+            if key not in self.scored:
+                self.scored[key] = self.evaluate(choice)
+                self.front.append({"changed": changed, "cost": _cost(choice, self.macs,
+                                                                      self.cands[0]),
+                                   "metric": self.scored[key], "index": i})
+            self.seen[i] = self.scored[key]
         return self.seen[i]
 
     def largest_ok(self, n: int, at: Callable[[int], float], algo: str) -> int:

@@ -14,6 +14,11 @@ the weight bitwidth (a LayerNorm's scale and shift, a MatMul's bias Add) the par
 is raised to opset 21 before calibration, once, as a 16-bit run would be. Models are scored
 with onnxruntime.
 
+Not done: a float tensor that an integer group reads is converted at the quantize options'
+activation bitwidth, not at that group's: an fp16 group next to a 16-bit integer one feeds it
+8-bit conversions (phase 1 on PP-OCRv4 rec, every other group at A16/W16: Conv.1 in fp16
+15.9 dB, at A8/W8 14.2 dB), and the AIMET file, one encoding per tensor, cannot say otherwise.
+
 The bridge (``write_bridge``): ``node_precision.yaml`` (``FP16NodeInstanceNames``: every node of
 the groups the choice keeps in fp16, named in the original model, for ``-node-precision-info``)
 and ``encodings.json`` (AIMET 0.6.1 form: every encoding of the chosen QDQ model, float entries
