@@ -59,9 +59,8 @@ command wall time, calibration included; later targets reuse phase 1: 25-77 s). 
 97.9 % / 21.63 dB. Every group in fp16: about 42 dB on the calibration lines, 97.9 % strings.
 After the calibration fix (2026-12-05), target 30 dB: 93.8 % strings, 24.91 dB, 34/47 weighted
 layers and 241 other nodes in fp16, 345 s; compiled cpu 93.8 % / 24.93 dB, interpreter
-95.8 % / 26.35 dB.
-One group left in int8 with the rest in fp16 (2026-12-05, 16 held-out lines, all fp16 45.2 dB): Conv.0/1/6 13-17 dB, 20 more Conv
-groups 21-29 dB, the others 32-46 dB (the transformer's MatMuls 41-46 dB, but MatMul.8
+95.8 % / 26.35 dB. One group left in int8 with the rest in fp16 (2026-12-05, 16 held-out lines,
+all fp16 45.2 dB): Conv.0/1/6 13-17 dB, 20 more Conv groups 21-29 dB, the others 32-46 dB (the transformer's MatMuls 41-46 dB, but MatMul.8
 25 dB, the classifier MatMul.24 35 dB); the costs do not add up (every group int8: 16.7 dB,
 79.2 %; the six most sensitive early groups in fp16: 17.2 dB, 83.3 % on 48 lines), because
 the output SQNR and the strings move with a few CTC steps whose argmax flips under any

@@ -165,3 +165,55 @@ def test_a_move_that_saves_no_bits_is_not_taken():
     assert res.choice == {"a": A8W8, "b": A16W16, "c": A8W8}
     phase2 = calls[len(groups) * 2:]
     assert len(phase2) == len(set(phase2)) == len(res.front)    # one model scored once
+
+
+LOADERS = '''
+import numpy as np
+import onnxruntime as ort
+
+def labeled(model, inputs):
+    x = np.load(inputs)
+    s = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return [(x, np.concatenate([s.run(None, {"x": x[i:i + 1]})[0] for i in range(len(x))]))]
+
+def closeness(output, target):
+    return 1.0 - float(np.linalg.norm(output - target) / np.linalg.norm(target))
+'''
+
+
+def test_the_seed_config_with_integer_candidates_round_trips(work, tmp_path, capsys):
+    """``--apply_algorithms amp --config`` with AutoQuant's integer candidates: the choice is
+    written as 16-bit encodings alone (no node-precision file), and the compile command AMP
+    prints reproduces AMP's model."""
+    (tmp_path / "loaders.py").write_text(LOADERS)
+    np.save(tmp_path / "x.npy", np.concatenate([f["x"] for f in work["feeds"]]))
+    cfg = tmp_path / "amp.yaml"
+    cfg.write_text(f"""
+datasets:
+    lines:
+        dataloader_callback: 'loaders.py:labeled'
+        dataloader_kwargs: {{model: '{work['path']}', inputs: '{tmp_path / 'x.npy'}'}}
+amp:
+    dataset: lines
+    candidates: [[[16, 'int'], [16, 'int']], [[16, 'int'], [8, 'int']], [[8, 'int'], [8, 'int']]]
+    allowed_accuracy_drop: 0.01
+    eval_callback_for_phase2: 'loaders.py:closeness'
+""")
+    out = tmp_path / "q.onnx"
+    code = main(["quantize", "--input_model", str(work["path"]), "--input_list",
+                 str(work["list"]), "--use_per_channel_quantization", "--output_model", str(out),
+                 "--apply_algorithms", "amp", "--config", str(cfg)])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    model = onnx.load(out)
+    assert 16 in _bits(model).values() and 8 in _bits(model).values()      # mixed
+    folder = tmp_path / "q_amp"
+    assert not (folder / "node_precision.yaml").exists()
+    command = stdout.splitlines()[-1].split("to compile this choice: ")[1].split()
+    assert not [a for a in command if a.startswith("-node-precision-info")]
+    qpc = tmp_path / "qpc"
+    assert command[:3] == ["aicc", "compile", "-m=MODEL"]
+    assert main(["compile", f"-m={work['path']}", *command[3:], "--backend=interpreter",
+                 f"-aic-binary-dir={qpc}"]) == 0
+    got = np.concatenate([aicc.load(qpc).run(f)["y"] for f in work["feeds"]])
+    assert _sqnr(_run(out, work["feeds"]), got) > 60
