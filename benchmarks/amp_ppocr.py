@@ -58,17 +58,17 @@ command wall time, calibration included; later targets reuse phase 1: 25-77 s). 
 32/47 weighted layers and 229 other nodes; compiled cpu 95.8 % / 21.72 dB, interpreter
 97.9 % / 21.63 dB. Every group in fp16: about 42 dB on the calibration lines, 97.9 % strings.
 After the calibration fix (2026-12-05), target 30 dB: 93.8 % strings, 24.91 dB, 34/47 weighted
-layers and 241 other nodes in fp16, 345 s; compiled cpu 93.8 % / 24.93 dB, interpreter
-95.8 % / 26.35 dB. One group left in int8 with the rest in fp16 (2026-12-05, 16 held-out lines,
-all fp16 45.2 dB): Conv.0/1/6 13-17 dB, 20 more Conv groups 21-29 dB, the others 32-46 dB (the transformer's MatMuls 41-46 dB, but MatMul.8
-25 dB, the classifier MatMul.24 35 dB); the costs do not add up (every group int8: 16.7 dB,
-79.2 %; the six most sensitive early groups in fp16: 17.2 dB, 83.3 % on 48 lines), because
-the output SQNR and the strings move with a few CTC steps whose argmax flips under any
-perturbation (``benchmarks/amp_sensitivity.py`` ranks single tensors).
-The other way round (every group int8, 18.6 dB and 68.8 % on those 16 lines, one raised to
-fp16): 13.2 dB (Conv.6) to 20.0 dB (Conv.21), 38 of 47 at 18.5 dB or less; QDQ with the
-all-int8 encodings and the same tensors float gives the same picture (Conv.6: 16.2 dB,
-Conv.21: 19.1 dB), so the mixed models are written as intended: the metric is not monotone.
+layers and 241 other nodes in fp16, 345 s; compiled cpu 93.8 % / 24.93 dB, interpreter 95.8 % /
+26.35 dB. One group left in int8 with the rest in fp16 (2026-12-05, 16 held-out lines, all fp16
+45.2 dB): Conv.0/1/6 13-17 dB, 20 more Conv groups 21-29 dB, the others 32-46 dB (the transformer's
+MatMuls 41-46 dB, but MatMul.8 25 dB, the classifier MatMul.24 35 dB); the costs do not add up
+(every group int8: 16.7 dB, 79.2 %; the six most sensitive early groups in fp16: 17.2 dB, 83.3 % on
+48 lines), because the output SQNR and the strings move with a few CTC steps whose argmax flips
+under any perturbation (``benchmarks/amp_sensitivity.py`` ranks single tensors). The other way
+round (every group int8, 18.6 dB and 68.8 % on those 16 lines, one raised to fp16): 13.2 dB
+(Conv.6) to 20.0 dB (Conv.21), 38 of 47 at 18.5 dB or less; QDQ with the all-int8 encodings and the
+same tensors float gives the same picture (Conv.6: 16.2 dB, Conv.21: 19.1 dB), so the mixed models
+are written as intended: the metric is not monotone.
 """
 
 from __future__ import annotations
