@@ -41,7 +41,7 @@ from aicc.quant import Encoding
 from aicc.passes.quantization.adaround import (input_sum, layer_matrix, pass_samples,
                                                weight_digest, weighted_layers)
 from aicc.passes.quantization.analyses import BIAS_CORRECTION
-from aicc.passes.quantization.runner import ENGINES
+from aicc.passes.quantization.runner import ENGINES, engine_observation
 
 __all__ = ["BiasCorrection", "BiasCorrector", "bias_shift"]
 
@@ -110,8 +110,8 @@ class BiasCorrection(Pass):
         input_list: str = option("", "a QNN input list of samples (else the Python API's "
                                      "samples)")
         num_batches: int = option(0, "use at most this many samples (0: all)", minimum=0)
-        engine: str = option("interpreter", "what runs the samples: the numpy interpreter "
-                                            "(also for auto), or cpu (onnxruntime)",
+        engine: str = option("auto", "what runs the samples: auto (onnxruntime where it runs "
+                                     "the graph, else the interpreter), interpreter or cpu",
                              choices=ENGINES)
 
     def run(self, program: Program, ctx: PassContext) -> PassResult:
@@ -132,7 +132,7 @@ class BiasCorrection(Pass):
 def collect_means(program: Program, gname: str,
                   found: dict[str, tuple[gs.Node, np.ndarray]],
                   samples: Iterable[Mapping[str, np.ndarray]], *, limit: int,
-                  engine: str = "interpreter",
+                  engine: str = "auto",
                   backends: Observers | None = None) -> dict[str, _Means]:
     """Run the float graph on ``samples`` and sum each layer's input rows (every one)."""
     by_input: dict[str, list[gs.Node]] = {}
@@ -141,8 +141,7 @@ def collect_means(program: Program, gname: str,
         by_input.setdefault(node.inputs[0].name, []).append(node)
         k = layer_matrix(node, w)[0]
         means[name] = _Means(weight_digest(w), np.zeros((k.shape[0], k.shape[2])))
-    runner = (backends or Observers()).observation(
-        "cpu" if engine == "cpu" else "interpreter", program.to_model(gname), list(by_input))
+    runner = engine_observation(backends or Observers(), program, gname, list(by_input), engine)
 
     def observe(tensor: str, array: np.ndarray) -> None:
         for node in by_input.get(tensor, ()):
