@@ -365,10 +365,10 @@ def run_quantize(argv: Sequence[str]) -> int:
     if args["engine"] and not args["input_list"]:
         raise UsageError("--calibration_engine runs calibration samples; give --input_list",
                          where="--calibration_engine")
-    _check_sources(args, opts)
     if args["bias_correction"] and not args["input_list"]:
         raise UsageError("--bias_correction measures the layers' inputs on --input_list, and "
                          "none was given", where="--bias_correction")
+    _check_sources(args, opts)
     dask = quantize_dask.calibrate_options(args, "aicc quantize")
     if dask and not args["input_list"]:
         raise UsageError("--dask runs calibration; give --input_list", where="--dask")
