@@ -213,3 +213,23 @@ def test_cli_corrects_and_says_so(tmp_path, capsys):
     qmodel = onnx.load(tmp_path / "q.onnx")
     half_step = 0.5 * _dequantized(qmodel, "dw")[2]
     assert np.all(np.abs(_layer_mean_error(model, qmodel, "dw", cal)) <= half_step + 1e-6)
+
+
+def test_compile_option_adds_the_pass_and_says_what_it_did(tmp_path, capsys):
+    import json
+    qpc = tmp_path / "qpc"
+    assert main(["compile", f"-m={DIGITS}", "--input-shape=image=1,1,8,8",
+                 f"-input-list-file={DIGITS_LIST}", "-convert-to-quantize", "-bias-correction",
+                 f"-aic-binary-dir={qpc}", "-compile-only"]) == 0
+    manifest = json.loads((qpc / "manifest.json").read_text())
+    assert "bias-correction{" in manifest["pipeline"]
+    layers = manifest["program"]["encodings"]["bias_correction"]["layers"]
+    assert {"conv0", "fc"} <= set(layers)
+
+
+def test_compile_option_without_calibration_is_refused(tmp_path, capsys):
+    code = main(["compile", f"-m={DIGITS}", "--input-shape=image=1,1,8,8", "-bias-correction",
+                 f"-aic-binary-dir={tmp_path / 'qpc'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "-bias-correction" in err and "-convert-to-quantize" in err
+    assert "Traceback" not in err and not (tmp_path / "qpc").exists()
