@@ -108,7 +108,8 @@ def compiled(model: Path, folder: Path, lst: Path, backend: str, feeds) -> tuple
     return [next(iter(sess.run({"x": x}).values())) for x in feeds], seconds
 
 
-def one(target: float, model: Path, work: Path, lst: Path, held, ref, chars, backends) -> None:
+def one(target: float, model: Path, work: Path, lst: Path, held, ref, chars, backends,
+        extra: list[str] = ()) -> None:
     # one folder for every target: phase 1 (q_amp/phase1_cache.json) runs once
     folder = work / ("amp" if target > 0 else "int8")
     folder.mkdir(exist_ok=True)
@@ -116,6 +117,7 @@ def one(target: float, model: Path, work: Path, lst: Path, held, ref, chars, bac
     cmd = [str(AICC), "quantize", "--input_model", str(model), "--input_list", str(lst),
            "--input_dim", "x", SHAPE, "--use_per_channel_quantization", "--output_model",
            str(out)]
+    cmd += list(extra)
     if target > 0:
         cmd += ["--auto_precision", str(target)]
     t0 = time.perf_counter()
@@ -146,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default="0,20")
     parser.add_argument("--backends", default="cpu,interpreter")
     parser.add_argument("--work", help="folder to keep the outputs in (default: a temporary one)")
+    parser.add_argument("--quantize-flags", default="", help="more aicc quantize flags for "
+                        "every target, e.g. '--bias_correction'")
     args = parser.parse_args(argv)
     model = ocr_lines.model_path()
     if not model.exists():
@@ -160,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         lst = write_list(work, cal)
         backends = [b for b in args.backends.split(",") if b]
         for t in args.targets.split(","):
-            one(float(t), model, work, lst, held, ref, chars, backends)
+            one(float(t), model, work, lst, held, ref, chars, backends,
+                args.quantize_flags.split())
     return 0
 
 
