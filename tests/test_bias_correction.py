@@ -233,3 +233,14 @@ def test_compile_option_without_calibration_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "-bias-correction" in err and "-convert-to-quantize" in err
     assert "Traceback" not in err and not (tmp_path / "qpc").exists()
+
+
+def test_non_finite_samples_keep_the_biases_and_say_so(caplog):
+    model, cal = _model(), _samples(4)
+    cal[1]["x"][0, 0, 0, 0] = np.nan
+    plain, _ = q.quantize_model(model, samples=cal, **OPTS)
+    with caplog.at_level("WARNING"):
+        fixed, program = q.quantize_model(model, samples=cal, bias_correction={}, **OPTS)
+    assert program.encodings["bias_correction"]["layers"] == {}
+    assert "the mean input on the samples is not finite" in caplog.text
+    np.testing.assert_array_equal(_dequantized(plain, "dw")[1], _dequantized(fixed, "dw")[1])

@@ -88,7 +88,11 @@ class BiasCorrector:
         w_hat = enc.dequantize(enc.quantize(values) if q is None else q, dtype=np.float64)
         shift = bias_shift(node, values, w_hat, m.total / m.rows)
         b = np.asarray(bias.values)
-        if b.shape != shift.shape or not np.all(np.isfinite(shift)):
+        if b.shape != shift.shape:
+            return False
+        if not np.all(np.isfinite(shift)):
+            logger.warning("bias-correction: '%s': the mean input on the samples is not finite "
+                           "(NaN or Inf in the data); bias kept", node.name)
             return False
         bias.values = (b.astype(np.float64) - shift).astype(b.dtype)
         self.report[node.name] = {"max_shift": float(np.abs(shift).max(initial=0.0)),
