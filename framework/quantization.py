@@ -6,10 +6,10 @@ a QDQ ONNX model out. ``aicc quantize`` is a thin command line over ``quantize_m
                                       per_channel=True)
 
 The pipeline it runs is ``[input-shape] fold-constants fold-batchnorm [cle] [quant-overrides]
-[int32-sandwich] [adaround] [bias-correction] [calibrate] quantize cleanup``: the same simplifications as ``aicc compile``'s
-default pipeline before calibration, so a profile dumped by one can be loaded by the other.
-Samples are any iterable of feed dicts (streamed: a generator is read once, one sample at a time),
-or an input list file. Shards calibrated apart merge with ``aicc.quant.merge_profiles`` (or give
+[int32-sandwich] [adaround] [bias-correction] [calibrate] quantize cleanup``: the same
+simplifications as ``aicc compile``'s default pipeline before calibration, so a profile dumped
+by one can be loaded by the other. Samples are any iterable of feed dicts (streamed: a generator
+is read once, one sample at a time), or an input list file. Shards calibrated apart merge with ``aicc.quant.merge_profiles`` (or give
 several ``profile`` files).
 """
 
