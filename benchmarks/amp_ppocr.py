@@ -25,6 +25,10 @@ groups 21-29 dB, the others 32-46 dB (the transformer's MatMuls 41-46 dB, but Ma
 79.2 %; the six most sensitive early groups in fp16: 17.2 dB, 83.3 % on 48 lines), because
 the output SQNR and the strings move with a few CTC steps whose argmax flips under any
 perturbation (``benchmarks/amp_sensitivity.py`` ranks single tensors).
+With ``--quantize-flags=--bias_correction`` (2026-12-05, no compile: ``-external-quantization``
+carries no corrected biases): base 81.2 % strings, 14.18 dB, 39 s; target 25 dB: 97.9 % strings,
+22.46 dB, 31/47 weighted layers and 222 other nodes in fp16, 358 s. AdaRound's and bias
+correction's effect on the int8 base: ``benchmarks/amp_sensitivity.py``.
 The other way round (every group int8, 18.6 dB and 68.8 % on those 16 lines, one raised to
 fp16): 13.2 dB (Conv.6) to 20.0 dB (Conv.21), 38 of 47 at 18.5 dB or less; QDQ with the
 all-int8 encodings and the same tensors float gives the same picture (Conv.6: 16.2 dB,
