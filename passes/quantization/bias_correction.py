@@ -123,8 +123,8 @@ class BiasCorrection(Pass):
         gname, found, skipped = weighted_layers(program, "bias-correction")
         with_bias = {k: v for k, v in found.items()
                      if len(v[0].inputs) > 2 and isinstance(v[0].inputs[2], gs.Constant)}
-        ctx.count("bias-correction layers without a constant bias",
-                  skipped + len(found) - len(with_bias))
+        ctx.count("bias-correction layers skipped (no constant bias, or a weight form "
+                  "adaround's layer_matrix does not know)", skipped + len(found) - len(with_bias))
         samples = pass_samples(program, ctx, None, "bias-correction")
         means = collect_means(program, gname, with_bias, samples, limit=o.num_batches,
                               engine=o.engine, backends=ctx.observers)
