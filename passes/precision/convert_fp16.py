@@ -69,6 +69,7 @@ from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
 
 from aicc.passes.custom_io import CustomIOFile
 from aicc.passes.precision.accuracy import accuracy_check
+from aicc.passes.precision.fold_pairs import fold_fp16_pairs
 from aicc.passes.precision.constant_range import constant_values, kept_for_constants
 from aicc.passes.precision.overflow import (FP16_MAX, fp16_overflow_report, overflow_check,
                                             read_samples)
@@ -218,6 +219,7 @@ class ConvertFP16(Pass):
                                source=opts.node_precision_info.path
                                if opts.node_precision_info is not None
                                else "pass 'convert-fp16': option 'nodes'")
+            selected, folded = fold_fp16_pairs(graph, selected, ctx)
             if opts.sample_inputs:
                 kept = overflow_check(program, gname, graph, selected, ctx)
                 selected = [n for n in selected if n.name not in kept]
@@ -234,6 +236,8 @@ class ConvertFP16(Pass):
                     program.node_precision[node.name] = "float16"
                 elif keep and node.op in keep and _fp16_plan(node, graph.opset)[0] is not None:
                     program.node_precision.setdefault(node.name, "original")
+            for bn, layer in folded.items():     # a folded BatchNormalization runs as its layer
+                program.node_precision[bn] = program.node_precision.get(layer, "float32")
             verify_types(graph, who=f"pass 'convert-fp16' ({where})",
                          ir_version=program.ir_version)
 
