@@ -114,7 +114,7 @@ def test_named_fp16_instances_are_never_overridden(tmp_path, caplog):
     precision = session.program_meta["node_precision"]
     assert precision["shift_up"] == precision["shift_down"] == "float16"
     assert "and keeping every other node in fp32 still gives" in caplog.text
-    assert "(the fp16 instances you named stay fp16: down, up)" in caplog.text
+    assert "(the fp16 instances you named stay fp16: shift_down, shift_up)" in caplog.text
 
 
 @pytest.mark.parametrize("value", ["bogus", "0", "1.5", "-0.1", "nan"])

@@ -173,9 +173,10 @@ def accuracy_check(program: Program, gname: str, graph: gs.Graph, selected: list
                    protected: set[str], samples: Sequence[dict], ctx: PassContext,
                    convert: Convert) -> set[str]:
     """Names of the ``selected`` nodes to keep in fp32 so that the output error on ``samples``
-    is at most ``ctx.options.tolerance`` (see the module docstring); nodes whose first output is
-    in ``protected`` (the fp16 instances the user named) are never among them. ``convert(graph, nodes, ctx)``
-    converts a trial copy. Warns when nodes are kept, and when the tolerance cannot be met."""
+    is at most ``ctx.options.tolerance`` (see the module docstring); the nodes named in
+    ``protected`` (the fp16 instances the user asked for) are never among them.
+    ``convert(graph, nodes, ctx)`` converts a trial copy. Warns when nodes are kept, and when
+    the tolerance cannot be met."""
     tolerance = float(ctx.options.tolerance)
     by_key = {_key(n): n for n in selected if n.outputs}
     everyone = frozenset(by_key)
@@ -194,7 +195,7 @@ def accuracy_check(program: Program, gname: str, graph: gs.Graph, selected: list
         logger.info("convert-fp16: graph '%s': fp16 output error %.3g on %d sample(s), within "
                     "the tolerance %g", gname, before, used, tolerance)
         return set()
-    candidates = [k for k in by_key if k not in protected]
+    candidates = [k for k, n in by_key.items() if n.name not in protected]
     # with no named instance, every candidate in fp32 is the float program itself: error 0
     floor = (0.0 if len(candidates) == len(everyone) else
              probe.error(everyone - frozenset(candidates)) if candidates else before)

@@ -43,6 +43,14 @@ each with the range seen, and ``Program.node_precision`` records it as ``float32
 ``overflow=warn`` only warns, ``overflow=error`` refuses. Values inside one op (a Conv's
 accumulator) are not observable; only op outputs are checked. Without samples, a run that meets a
 non-finite value names the node that first produced it (``aicc.nonfinite``).
+
+The samples also check the result (``tolerance``, default ``DEFAULT_TOLERANCE``; 0 is off): when
+the fp16 program's output error on them (max |fp16 - fp32| / max |fp32| per output, on the
+interpreter) exceeds it, a bisection finds nodes to keep in fp32 until it does, with a warning
+giving the error before and after; they are recorded as ``float32`` and the instances named
+in ``nodes``/``node_precision_info`` are never among them (``accuracy``). A Conv, ConvTranspose
+or Gemm going to fp16 together with its BatchNormalization is folded with it in float64 first,
+from the float32 parameters, as the device compiler does (``fold_pairs``).
 """
 
 from __future__ import annotations
@@ -219,6 +227,7 @@ class ConvertFP16(Pass):
                                source=opts.node_precision_info.path
                                if opts.node_precision_info is not None
                                else "pass 'convert-fp16': option 'nodes'")
+            named = {n.name for n in selected if n.outputs and n.outputs[0].name in instances}
             selected, folded = fold_fp16_pairs(graph, selected, ctx)
             if opts.sample_inputs:
                 kept = overflow_check(program, gname, graph, selected, ctx)
@@ -227,8 +236,7 @@ class ConvertFP16(Pass):
                     program.node_precision[name] = "float32"
             selected = _keep_for_constants(program, graph, selected, ctx)
             if opts.sample_inputs and opts.tolerance > 0:
-                selected = _keep_for_accuracy(program, gname, graph, selected, set(instances),
-                                              ctx)
+                selected = _keep_for_accuracy(program, gname, graph, selected, named, ctx)
             _warn_split_pairs(graph, selected, ctx)
             converted = convert_nodes(graph, selected, ctx, where=where)
             for node in graph.nodes:
