@@ -133,3 +133,18 @@ def test_cli_refuses_a_bad_tolerance(tmp_path, capsys, value):
 def test_python_refuses_a_bad_tolerance_naming_the_keyword(tmp_path):
     with pytest.raises(UsageError, match="fp16_tolerance.*expected a relative error"):
         aicc.compile(cancelling_model(), output=tmp_path / "q", fp16=True, fp16_tolerance=2)
+
+
+@pytest.mark.parametrize("flags, message", [
+    ([], "error: -fp16-tolerance bounds the error of an fp16 program, and nothing runs in fp16"),
+    (["-convert-to-fp16"], "error: -fp16-tolerance is measured on sample inputs, and none were "
+                           "given"),
+])
+def test_cli_refuses_a_tolerance_it_would_ignore(tmp_path, capsys, flags, message):
+    model = tmp_path / "m.onnx"
+    onnx.save(cancelling_model(), model)
+    code = main(["compile", f"-m={model}", f"-aic-binary-dir={tmp_path / 'q'}", "-compile-only",
+                 *flags, "-fp16-tolerance=0.05"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(message)
+    assert not (tmp_path / "q").exists()

@@ -82,6 +82,21 @@ def aicc_add_options(options):
                        check=_tolerance, metavar="ERROR|off"))
 
 
+def _check_tolerance_use(config, converting: bool) -> None:
+    """``fp16_tolerance`` acts on an fp16 program compiled with input data; refuse it anywhere
+    else rather than ignore it."""
+    if not config.given("fp16_tolerance"):
+        return
+    if not converting:
+        raise UsageError(f"{option_ref('fp16_tolerance')} bounds the error of an fp16 program, "
+                         "and nothing runs in fp16",
+                         hint=f"add {option_ref('fp16')} or {option_ref('node_precision_info')}")
+    if not (config.get("json_input_file", None) or config.get("input_list", None)):
+        raise UsageError(f"{option_ref('fp16_tolerance')} is measured on sample inputs, and "
+                         "none were given",
+                         hint=f"add {option_ref('input_list')} or {option_ref('json_input_file')}")
+
+
 @hookimpl
 def aicc_configure(config, request):
     fp16, npi = config.get("fp16"), config.get("node_precision_info")
@@ -92,6 +107,7 @@ def aicc_configure(config, request):
                          "original precision while the rest is lowered, and nothing is lowered",
                          hint=f"add {option_ref('fp16')} or {option_ref('node_precision_info')} "
                               f"(fp16), or quantize")
+    _check_tolerance_use(config, bool(fp16 or npi or exe16))
     if not (fp16 or npi or exe16):
         return
     options: dict[str, Any] = {"all": bool(fp16)}
