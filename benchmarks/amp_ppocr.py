@@ -25,6 +25,10 @@ groups 21-29 dB, the others 32-46 dB (the transformer's MatMuls 41-46 dB, but Ma
 79.2 %; the six most sensitive early groups in fp16: 17.2 dB, 83.3 % on 48 lines), because
 the output SQNR and the strings move with a few CTC steps whose argmax flips under any
 perturbation (``benchmarks/amp_sensitivity.py`` ranks single tensors).
+With ``--quantize-flags=--bias_correction`` (2026-12-05, no compile: ``-external-quantization``
+carries no corrected biases): base 81.2 % strings, 14.18 dB, 39 s; target 25 dB: 97.9 % strings,
+22.46 dB, 31/47 weighted layers and 222 other nodes in fp16, 358 s. AdaRound's and bias
+correction's effect on the int8 base: ``benchmarks/amp_sensitivity.py``.
 The other way round (every group int8, 18.6 dB and 68.8 % on those 16 lines, one raised to
 fp16): 13.2 dB (Conv.6) to 20.0 dB (Conv.21), 38 of 47 at 18.5 dB or less; QDQ with the
 all-int8 encodings and the same tensors float gives the same picture (Conv.6: 16.2 dB,
@@ -108,7 +112,8 @@ def compiled(model: Path, folder: Path, lst: Path, backend: str, feeds) -> tuple
     return [next(iter(sess.run({"x": x}).values())) for x in feeds], seconds
 
 
-def one(target: float, model: Path, work: Path, lst: Path, held, ref, chars, backends) -> None:
+def one(target: float, model: Path, work: Path, lst: Path, held, ref, chars, backends,
+        extra: list[str] = ()) -> None:
     # one folder for every target: phase 1 (q_amp/phase1_cache.json) runs once
     folder = work / ("amp" if target > 0 else "int8")
     folder.mkdir(exist_ok=True)
@@ -116,6 +121,7 @@ def one(target: float, model: Path, work: Path, lst: Path, held, ref, chars, bac
     cmd = [str(AICC), "quantize", "--input_model", str(model), "--input_list", str(lst),
            "--input_dim", "x", SHAPE, "--use_per_channel_quantization", "--output_model",
            str(out)]
+    cmd += list(extra)
     if target > 0:
         cmd += ["--auto_precision", str(target)]
     t0 = time.perf_counter()
@@ -146,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default="0,20")
     parser.add_argument("--backends", default="cpu,interpreter")
     parser.add_argument("--work", help="folder to keep the outputs in (default: a temporary one)")
+    parser.add_argument("--quantize-flags", default="", help="more aicc quantize flags for "
+                        "every target, e.g. '--bias_correction'")
     args = parser.parse_args(argv)
     model = ocr_lines.model_path()
     if not model.exists():
@@ -160,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         lst = write_list(work, cal)
         backends = [b for b in args.backends.split(",") if b]
         for t in args.targets.split(","):
-            one(float(t), model, work, lst, held, ref, chars, backends)
+            one(float(t), model, work, lst, held, ref, chars, backends,
+                args.quantize_flags.split())
     return 0
 
 

@@ -6,10 +6,10 @@ a QDQ ONNX model out. ``aicc quantize`` is a thin command line over ``quantize_m
                                       per_channel=True)
 
 The pipeline it runs is ``[input-shape] fold-constants fold-batchnorm [cle] [quant-overrides]
-[int32-sandwich] [adaround] [calibrate] quantize cleanup``: the same simplifications as ``aicc compile``'s
-default pipeline before calibration, so a profile dumped by one can be loaded by the other.
-Samples are any iterable of feed dicts (streamed: a generator is read once, one sample at a time),
-or an input list file. Shards calibrated apart merge with ``aicc.quant.merge_profiles`` (or give
+[int32-sandwich] [adaround] [bias-correction] [calibrate] quantize cleanup``: the same
+simplifications as ``aicc compile``'s default pipeline before calibration, so a profile dumped
+by one can be loaded by the other. Samples are any iterable of feed dicts (streamed: a generator
+is read once, one sample at a time), or an input list file. Shards calibrated apart merge with ``aicc.quant.merge_profiles`` (or give
 several ``profile`` files).
 """
 
@@ -50,11 +50,13 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
                       progress: bool = True, engine: str = "auto",
                       adaround: Mapping[str, Any] | None = None,
                       adaround_samples_given: bool = False,
+                      bias_correction: Mapping[str, Any] | None = None,
                       dask: str | None = None, dask_ship_data: bool = False,
                       only_quantized: bool = False,
                       **options: Any) -> list[tuple[str, dict]]:
     """The (pass, options) list ``quantize_model`` runs; ``options`` go to ``quantize``.
-    ``adaround`` runs on the input list unless samples of its own are given. Min-max
+    ``adaround`` runs on the input list unless samples of its own are given, and so does
+    ``bias_correction`` (a dict of the ``bias-correction`` pass options). Min-max
     calibration (``calibration`` None, no ``enhanced`` mode, no ``num_bins``) measures ranges
     only; ``only_quantized`` observes only what ``quantize`` with ``options`` encodes (the
     caller provides ``options`` as the analysis ``QUANTIZE_OPTIONS``)."""
@@ -74,6 +76,11 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
         if input_list is not None and not adaround_samples_given:
             ada.setdefault("input_list", str(input_list))
         steps.append(("adaround", ada))
+    if bias_correction is not None:
+        bc = {"engine": engine, **bias_correction}
+        if input_list is not None:
+            bc.setdefault("input_list", str(input_list))
+        steps.append(("bias-correction", bc))
     if input_list is not None or calibrate:
         cal: dict[str, Any] = {"progress": progress, "engine": engine}
         if input_list is not None:
@@ -135,13 +142,17 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
                    engine: str = "auto", registries: Registries | None = None,
                    adaround: Mapping[str, Any] | None = None,
                    adaround_samples: Iterable[Mapping[str, np.ndarray]] | None = None,
+                   bias_correction: Mapping[str, Any] | None = None,
                    dask: Any = None, dask_ship_data: bool = False,
                    **options: Any) -> tuple[onnx.ModelProto, Program]:
     """Quantize ``model``; returns the QDQ model and the Program (``program.encodings`` holds
     the encodings used). ``options`` are the ``quantize`` pass options (``per_channel=True``,
     ``act_bitwidth=16``, ``calibration="Percentile"``, ...); ``adaround`` (a dict of the
     ``adaround`` pass options, ``{}`` for the defaults) rounds Conv/Gemm/MatMul weights with
-    AdaRound on the calibration samples, or on ``adaround_samples``; ``engine`` runs the calibration
+    AdaRound on the calibration samples, or on ``adaround_samples``; ``bias_correction`` (a dict
+    of the ``bias-correction`` pass options, ``{}`` for the defaults) shifts each Conv/Gemm bias
+    by the mean output error its quantized weights make on the calibration samples (after
+    AdaRound's rounding when both are given); ``engine`` runs the calibration
     samples (``auto``: onnxruntime where it runs the graph, else ``interpreter``, the
     reference; or ``cpu``: onnxruntime). ``dask`` calibrates in
     shards on Dask: ``"local"``, ``"local:N"``, a scheduler address or a ``distributed.Client``
@@ -155,6 +166,11 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
         if algo not in registries.passes:
             raise ConfigError(f"algorithm '{algo}' is not available (no pass '{algo}' is "
                               "registered)", field="algorithms")
+    if isinstance(bias_correction, bool):        # True: the defaults; False: none
+        bias_correction = {} if bias_correction else None
+    elif bias_correction is not None and not isinstance(bias_correction, Mapping):
+        raise ConfigError(f"expected a dict of bias-correction options or a bool, got "
+                          f"{type(bias_correction).__name__}", field="bias_correction")
     if isinstance(model, onnx.ModelProto):
         loaded = ir.load_model(model.SerializeToString())
     else:
@@ -169,6 +185,7 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
                               num_bins=num_bins, progress=progress, engine=engine,
                               adaround=adaround,
                               adaround_samples_given=adaround_samples is not None,
+                              bias_correction=bias_correction,
                               dask=dask if isinstance(dask, str) else None,
                               dask_ship_data=dask_ship_data, only_quantized=only, **options)
     pipeline = Pipeline.build(steps, registries.passes, source="quantize_model")

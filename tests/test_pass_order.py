@@ -70,10 +70,11 @@ def test_the_built_in_features_order(registries):
     """The default pipeline with every built-in feature's passes, in the order the vendor flow
     needs (the order the retired stage table gave)."""
     asked = ["specialize", "custom-io", "convert-fp16", "input-shape", "quant-overrides",
-             "int32-sandwich", "calibrate", "adaround", "quantize", "cle", "lower"]
+             "int32-sandwich", "calibrate", "adaround", "bias-correction", "quantize", "cle",
+             "lower"]
     steps = default_pipeline(registries, symbols=["batch=1"],
                              requested=[Requested(n) for n in asked])
     assert [name for name, _ in steps] == [
         "bind-symbols", "input-shape", "quant-overrides", "specialize", "lower", "convert-fp16",
         "fold-constants", "fold-batchnorm", "cle", "custom-io", "int32-sandwich", "calibrate",
-        "adaround", "quantize", "cleanup"]
+        "adaround", "bias-correction", "quantize", "cleanup"]

@@ -86,6 +86,10 @@ QUANTIZE_FLAGS = [
          help="write the encodings used as AIMET JSON (0.6.1 form)", metavar="FILE"),
     Flag(("--algorithms",), "algorithms", "repeat",
          help="pre-quantization algorithms: cle", metavar="NAME"),
+    Flag(("--bias_correction",), "bias_correction", "switch",
+         help="aicc's (not QNN's): shift each Conv/Gemm bias by the mean output error its "
+              "quantized weights make on the --input_list samples (after AdaRound's rounding "
+              "with --apply_algorithms adaround)"),
     Flag(("--calibration_engine",), "engine",
          help="what runs the calibration samples: auto (default: onnxruntime where it runs the "
               "model, else the interpreter), interpreter (the numpy reference) or cpu "
@@ -300,6 +304,11 @@ def _summary(args: dict[str, Any], enc: dict[str, Any], amp_lines: list[str]) ->
           + (f", {floats} tensors left in float" if floats else ""))
     for line in amp_lines:
         print(line)
+    corrected = enc.get("bias_correction")
+    if corrected is not None:
+        layers = corrected["layers"].values()
+        print(f"bias correction: {len(layers)} layers, largest shift "
+              f"{max((r['max_shift'] for r in layers), default=0.0):.3g}")
     rounding = enc.get("rounding")
     if rounding:
         layers = rounding["layers"].values()
@@ -356,12 +365,20 @@ def run_quantize(argv: Sequence[str]) -> int:
     if args["engine"] and not args["input_list"]:
         raise UsageError("--calibration_engine runs calibration samples; give --input_list",
                          where="--calibration_engine")
+    if args["bias_correction"] and not args["input_list"]:
+        raise UsageError("--bias_correction measures the layers' inputs on --input_list, and "
+                         "none was given", where="--bias_correction")
     _check_sources(args, opts)
     dask = quantize_dask.calibrate_options(args, "aicc quantize")
     if dask and not args["input_list"]:
         raise UsageError("--dask runs calibration; give --input_list", where="--dask")
     extra = algorithm_arguments(args, opts, input_shapes)
-    if dask and set(extra) - {"adaround"}:
+    if args["bias_correction"]:
+        if "autoquant" in extra:
+            raise UsageError("autoquant chooses its own steps; --bias_correction is not one of "
+                             "them", where="--bias_correction", hint="drop one of the two")
+        extra["bias_correction"] = {}
+    if dask and set(extra) - {"adaround", "bias_correction"}:
         raise UsageError("--dask calibrates one model; AMP and AutoQuant re-quantize many",
                          where="--dask", hint="drop --dask, or use --apply_algorithms adaround")
     model, program, amp_lines = run_algorithms(

@@ -2,8 +2,9 @@
 (``-load-profile``, ``-dump-profile``, ``-convert-to-quantize``, ``-external-quantization``, the
 schema, calibration and precision flags) and the data options ``input_list``
 (``-input-list-file``) and ``input_shapes`` (``--input-shape``), turned into the passes
-``input-shape``, ``quant-overrides``, ``int32-sandwich``, ``calibrate`` and ``quantize`` (placed by
-their declared order).
+``input-shape``, ``quant-overrides``, ``int32-sandwich``, ``calibrate``, ``bias-correction`` and
+``quantize`` (placed by their declared order). ``bias_correction`` (``-bias-correction``) is
+aicc's, not the vendor's: see ``passes/quantization/bias_correction.py``.
 
 Modes, as in the vendor's flow:
 
@@ -107,6 +108,9 @@ OPTIONS = [
            group=G, flags=("-enable-channelwise", "--enable-channelwise")),
     Option("per_row", bool, "per-row weights for Gemm and MatMul", group=G,
            flags=("-enable-rowwise", "--enable-rowwise")),
+    Option("bias_correction", bool, "aicc's: shift each Conv/Gemm bias by the mean output "
+           "error of its quantized weights on the input_list samples (pass bias-correction)",
+           group=G, flags=("-bias-correction", "--bias-correction")),
     # read once here (a bad file fails before any work); the passes receive the instance
     Option("encodings", EncodingsFile, "AIMET encodings JSON to quantize with (full or "
            "partial)", group=G, flags=("-external-quantization", "--external-quantization"),
@@ -221,6 +225,18 @@ def _calibrate_options(config: Any) -> dict[str, Any]:
     return cal
 
 
+def _add_bias_correction(config: Any, request: Any, calibrating: bool) -> None:
+    """``bias-correction`` measures the layers' inputs on the input list that calibrates."""
+    if not calibrating or not config.get("input_list"):
+        raise UsageError(f"{option_ref(G + '.bias_correction')} measures the layers' inputs on "
+                         f"the calibration samples of {option_ref('input_list')}, and nothing "
+                         "is calibrated from them",
+                         hint=f"add {option_ref('input_list')} and "
+                              f"{option_ref(G + '.calibrate')}")
+    opts: dict[str, Any] = {"input_list": str(config.get("input_list"))}
+    request.add_pass("bias-correction", opts, by=G)
+
+
 def _add_encodings(request: Any, ext: EncodingsFile) -> None:
     """The file was read once (the option's type); every pass gets that instance."""
     request.add_pass("quant-overrides", {"file": ext}, by=G)
@@ -253,6 +269,8 @@ def aicc_configure(config, request):
         _add_encodings(request, _q(config, "encodings"))
     if calibrating:
         request.add_pass("calibrate", _calibrate_options(config), by=G)
+    if _q(config, "bias_correction"):
+        _add_bias_correction(config, request, quantizing and calibrating)
     if quantizing:
         request.add_pass("quantize", opts, by=G)
     dump = _q(config, "dump_profile")

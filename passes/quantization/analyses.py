@@ -7,7 +7,7 @@ from __future__ import annotations
 from aicc.analyses import Analysis
 
 __all__ = ["CALIBRATION_SAMPLES", "ADAROUND_SAMPLES", "DASK_CLIENT", "CALIBRATION_PROFILE",
-           "ADAROUND_ROUNDING", "QUANTIZE_OPTIONS"]
+           "ADAROUND_ROUNDING", "BIAS_CORRECTION", "QUANTIZE_OPTIONS"]
 
 #: an iterable of feed dicts (the Python API's calibration samples)
 CALIBRATION_SAMPLES = Analysis("calibration samples", program_bound=False)
@@ -19,6 +19,8 @@ DASK_CLIENT = Analysis("dask client", program_bound=False)
 CALIBRATION_PROFILE = Analysis("calibration profile")
 #: the ``AdaRounder`` whose learned roundings ``quantize`` applies
 ADAROUND_ROUNDING = Analysis("adaround rounding")
+#: the ``BiasCorrector`` (``bias-correction``) whose bias shifts ``quantize`` applies
+BIAS_CORRECTION = Analysis("bias correction")
 #: the options of the ``quantize`` step that reads this run's calibration (a mapping, as given
 #: to that pass): ``calibrate`` with ``only_quantized`` observes only what they encode
 QUANTIZE_OPTIONS = Analysis("quantize options", program_bound=False)

@@ -1,3 +1,4 @@
+# size: the planner of one graph (activations, parameters, overrides, float ops) in one class
 """Quantization planning for one graph: settings, calibration statistics and overrides in, the
 encoding of every tensor (and the QDQ graph written through ``qdq``) out.
 
@@ -23,7 +24,7 @@ from aicc.quant import Encoding, EncodingsTable, Profile, TensorStats, bias_enco
 from aicc.quant.weights import widen_for_bias
 from aicc.quant.exact import exact_helper, integer_reads, shape_computations
 
-from .analyses import ADAROUND_ROUNDING
+from .analyses import ADAROUND_ROUNDING, BIAS_CORRECTION
 from .float_ops import lower_float_ops
 from .fusion import activation_fused, elementwise_interior
 from .grouping import activation_groups
@@ -452,14 +453,17 @@ class GraphQuantizer:
 
     def _learn_rounding(self, node: gs.Node, t: gs.Constant, values: np.ndarray,
                         enc: Encoding) -> None:
-        """Integers a rounding algorithm (``adaround``, through the analysis cache) chose."""
+        """Integers a rounding algorithm (``adaround``, through the analysis cache) chose; then
+        the node's bias shifted for those integers (``bias-correction``)."""
         rounder = self.ctx.analyses.peek(ADAROUND_ROUNDING)
-        if rounder is None or enc.is_float:
-            return
-        q = rounder.round(node, values, enc)
+        q = rounder.round(node, values, enc) if rounder is not None and not enc.is_float \
+            else None
         if q is not None:
             self.learned[(id(node), t.name)] = q
             self.ctx.count("weights adarounded")
+        corrector = self.ctx.analyses.peek(BIAS_CORRECTION)
+        if corrector is not None and corrector.correct(node, values, enc, q):
+            self.ctx.count("biases corrected")
 
     def _write(self, acts: list[str], act_enc: dict[str, Encoding],
                conv_enc: dict[str, Encoding],

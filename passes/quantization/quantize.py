@@ -73,7 +73,8 @@ from aicc.quant.profile import parse_profile
 
 from aicc.passes.quantization.opset import prepare_opset
 from aicc.passes.quantization.plan import GraphQuantizer, QuantSettings
-from aicc.passes.quantization.analyses import ADAROUND_ROUNDING, CALIBRATION_PROFILE
+from aicc.passes.quantization.analyses import (ADAROUND_ROUNDING, BIAS_CORRECTION,
+                                               CALIBRATION_PROFILE)
 from aicc.passes.quantization.calibrate import program_hash, write_text_atomic
 
 __all__ = ["Quantize", "QuantSettings", "encoding_to_json", "encoding_from_json",
@@ -149,7 +150,8 @@ class Quantize(Pass):
     name = "quantize"
     description = "lower a float graph to QDQ with calibrated or given encodings"
     scope = "program"
-    after = ("calibrate", "adaround", "int32-sandwich", "custom-io", "convert-fp16", "cle")
+    after = ("calibrate", "adaround", "bias-correction", "int32-sandwich", "custom-io",
+             "convert-fp16", "cle")
     semantics = "approximating"
 
     @dataclasses.dataclass(frozen=True)
@@ -258,6 +260,9 @@ class Quantize(Pass):
         if rounder is not None:    # learned rounding (passes/quantization/adaround.py): what it gave
             program.encodings["rounding"] = {"method": "adaround",
                                              "layers": dict(rounder.report)}
+        corrector = ctx.analyses.peek(BIAS_CORRECTION)
+        if corrector is not None:  # passes/quantization/bias_correction.py: the shifts applied
+            program.encodings["bias_correction"] = {"layers": dict(corrector.report)}
         ctx.count("activations quantized", len(record["activations"]))
         ctx.count("parameters quantized", len(record["params"]))
         if opts.export_encodings:

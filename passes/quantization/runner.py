@@ -35,7 +35,7 @@ from aicc.passes.quantization.samples import (host_conversion, input_list_sample
 
 __all__ = ["calibrate_program", "Calibration", "profile_of", "BLOCK", "check_calibration_args",
            "graph_hash", "program_hash", "input_list_samples", "json_input_samples",
-           "host_conversion", "write_text_atomic", "ENGINES"]
+           "host_conversion", "write_text_atomic", "ENGINES", "engine_observation"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +140,17 @@ def _float32_only(graph: gs.Graph, model: onnx.ModelProto, names: Iterable[str])
         if dtype is not None and dtype != np.float32:
             return False
     return not has_fp16(model)
+
+
+def engine_observation(backends: Observers, program: Program, gname: str, names: list[str],
+                       engine: str) -> Observation:
+    """An observation of ``names`` on graph ``gname`` by ``engine``: ``auto`` is onnxruntime
+    where it runs the graph (float32 only), else the interpreter, as for calibration."""
+    if engine != "auto":
+        return backends.observation(engine, program.to_model(gname), names)
+    model = program.to_model(gname)
+    return _AutoObservation(backends, model, names,
+                            _float32_only(program.graphs[gname], model, names))
 
 
 class _AutoObservation(Observation):
