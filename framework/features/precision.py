@@ -75,8 +75,8 @@ def aicc_add_options(options):
     options.add(Option("execute_nodes_in_fp16", list[str], "op types whose every node runs in "
                        "fp16", flags=("-execute-nodes-in-fp16", "--execute-nodes-in-fp16"),
                        separator=",", check=_op_types, metavar="OP[,OP]"))
-    options.add(Option("fp16_tolerance", float | str, "with fp16 and input data: the largest output "
-                       "error (max |fp16 - fp32| / max |fp32| per output, over the samples) "
+    options.add(Option("fp16_tolerance", float | str, "with fp16 and input data: the largest "
+                       "output error (max |fp16 - fp32| / max |fp32| per output, over the samples) "
                        f"before nodes stay in fp32 for accuracy; default {DEFAULT_TOLERANCE}, "
                        "'off' skips the check", flags=("-fp16-tolerance", "--fp16-tolerance"),
                        check=_tolerance, metavar="ERROR|off"))
