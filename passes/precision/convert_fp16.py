@@ -229,14 +229,16 @@ class ConvertFP16(Pass):
                                else "pass 'convert-fp16': option 'nodes'")
             named = {n.name for n in selected if n.outputs and n.outputs[0].name in instances}
             selected, folded = fold_fp16_pairs(graph, selected, ctx)
+            reference: list[dict[str, np.ndarray]] = []     # the float outputs, per sample
             if opts.sample_inputs:
-                kept = overflow_check(program, gname, graph, selected, ctx)
+                kept = overflow_check(program, gname, graph, selected, ctx, reference)
                 selected = [n for n in selected if n.name not in kept]
                 for name in kept:
                     program.node_precision[name] = "float32"
             selected = _keep_for_constants(program, graph, selected, ctx)
             if opts.sample_inputs and opts.tolerance > 0:
-                selected = _keep_for_accuracy(program, gname, graph, selected, named, ctx)
+                selected = _keep_for_accuracy(program, gname, graph, selected, named, ctx,
+                                              reference)
             _warn_split_pairs(graph, selected, ctx)
             converted = convert_nodes(graph, selected, ctx, where=where)
             for node in graph.nodes:
@@ -251,9 +253,11 @@ class ConvertFP16(Pass):
 
 
 def _keep_for_accuracy(program: Program, gname: str, graph: gs.Graph, selected: list[gs.Node],
-                       protected: set[str], ctx: PassContext) -> list[gs.Node]:
+                       protected: set[str], ctx: PassContext,
+                       reference: list[dict[str, np.ndarray]]) -> list[gs.Node]:
     """``selected`` less the nodes the accuracy check keeps in fp32 (``accuracy``), recorded
-    as ``float32`` in ``Program.node_precision``."""
+    as ``float32`` in ``Program.node_precision``; ``reference``: the float outputs the overflow
+    check saw, per sample (run again when missing)."""
     opts = ctx.options
     samples = read_samples(opts.sample_inputs, [describe_tensor(t) for t in graph.inputs],
                            opts.sample_custom_io, [describe_tensor(t) for t in graph.outputs])
@@ -262,7 +266,8 @@ def _keep_for_accuracy(program: Program, gname: str, graph: gs.Graph, selected: 
         convert_nodes(copy, nodes, quiet, where=f"graph '{gname}' (accuracy trial)")
 
     capable = [n for n in selected if _fp16_plan(n, graph.opset)[0] is not None]
-    kept = accuracy_check(program, gname, graph, capable, protected, samples, ctx, convert)
+    kept = accuracy_check(program, gname, graph, capable, protected, samples, ctx, convert,
+                          reference if len(reference) == len(samples) else None)
     for name in kept:
         program.node_precision[name] = "float32"
     return [n for n in selected if n.name not in kept]
