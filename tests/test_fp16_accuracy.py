@@ -148,3 +148,17 @@ def test_cli_refuses_a_tolerance_it_would_ignore(tmp_path, capsys, flags, messag
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith(message)
     assert not (tmp_path / "q").exists()
+
+
+def test_cli_warning_says_how_to_keep_fp16(tmp_path, caplog):
+    """The warning that nodes stay in fp32 names the flag that turns the check off, spelled as
+    the CLI user types it."""
+    model = tmp_path / "m.onnx"
+    onnx.save(cancelling_model(), model)
+    with caplog.at_level(logging.WARNING):
+        code = main(["compile", f"-m={model}", f"-aic-binary-dir={tmp_path / 'q'}",
+                     "-convert-to-fp16", f"-input-list-file={_input_list(tmp_path)}"])
+    err = caplog.text
+    assert code == 0
+    assert "2 of 3 node(s) stay in fp32" in err
+    assert "A looser -fp16-tolerance keeps fewer in fp32; 'off' keeps every node fp16" in err

@@ -45,7 +45,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from aicc import ir
-from aicc.errors import BackendError, PluginError
+from aicc.errors import BackendError, PluginError, option_ref, render_options
 from aicc.pass_base import PassContext
 from aicc.program import Program
 
@@ -231,8 +231,10 @@ def accuracy_check(program: Program, gname: str, graph: gs.Graph, selected: list
     more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
     logger.warning("convert-fp16: graph '%s': fp16 output error %.3g on %d sample(s) exceeds the "
                    "tolerance %g (max |fp16 - fp32| / max |fp32| per output); %d of %d node(s) "
-                   "stay in fp32, error now %.3g: %s%s", gname, before, used, tolerance,
-                   len(kept), len(everyone), after, ", ".join(names[:_SHOWN]), more)
+                   "stay in fp32, error now %.3g: %s%s. %s", gname, before, used, tolerance,
+                   len(kept), len(everyone), after, ", ".join(names[:_SHOWN]), more,
+                   render_options(f"A looser {option_ref('fp16_tolerance')} keeps fewer in "
+                                  "fp32; 'off' keeps every node fp16"))
     logger.info("convert-fp16: graph '%s': kept in fp32 for accuracy: %s (%d trial programs)",
                 gname, ", ".join(names), probe.trials)
     ctx.count("nodes kept in fp32 (fp16 accuracy)", len(kept))
