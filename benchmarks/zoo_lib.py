@@ -355,7 +355,7 @@ def step_backend(spec: ModelSpec, backend: str, work: Path) -> dict[str, object]
     outs, run_s = _timed_runs(lambda: session.run(feeds), 1 if backend == "interpreter" else 3)
     kept = sorted(n for n, p in session.program_meta.get("node_precision", {}).items()
                   if p == "float32")
-    note = (f"{len(kept)} node(s) kept in fp32 (fp16 overflow on the samples): "
+    note = (f"{len(kept)} node(s) kept in fp32 (fp16 overflow or accuracy on the samples): "
             + ", ".join(kept[:4]) + (" ..." if len(kept) > 4 else "")) if kept else ""
     return {"ok": True, "compile_s": compile_s, "run_s": run_s, "outputs": outs, "note": note}
 

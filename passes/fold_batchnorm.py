@@ -21,7 +21,7 @@ from aicc.pass_base import Pass, PassContext, Tolerance
 from aicc.passes.cleanup import detach_nodes, remove_dead_nodes
 from aicc.program import Program
 
-__all__ = ["FoldBatchNorm"]
+__all__ = ["FoldBatchNorm", "FOLDED_BATCHNORM", "fold_into_layer"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,24 +57,12 @@ class FoldBatchNorm(Pass):
         for bn in graph.nodes:
             if bn.op != "BatchNormalization":
                 continue
-            reason = self._why_not(bn, graph_outputs)
-            if reason:
-                logger.debug("fold-batchnorm: skip '%s': %s", bn.name, reason)
+            folded = fold_into_layer(bn, graph_outputs)
+            if isinstance(folded, str):
+                logger.debug("fold-batchnorm: skip '%s': %s", bn.name, folded)
                 ctx.count("skipped")
                 continue
-            layer = bn.inputs[0].inputs[0]
-            gamma, beta, mean, var = (_const(t).astype(np.float64) for t in bn.inputs[1:5])
-            eps = float(bn.attrs.get("epsilon", 1e-5))
-            scale = gamma / np.sqrt(var + eps)
-            shift = beta - mean * scale
-            if not self._fold_into(layer, scale, shift):
-                logger.debug("fold-batchnorm: skip '%s': layer '%s' has non-constant weights",
-                             bn.name, layer.name)
-                ctx.count("skipped")
-                continue
-            kept[layer.name] = {"gamma": gamma.tolist(), "beta": beta.tolist(), "bn": bn.name}
-            layer.outputs[0] = bn.outputs[0]
-            bn.outputs.clear()
+            kept.update(folded)
             removed.append(bn)
             ctx.count("batchnorms folded")
         if removed:
@@ -139,6 +127,26 @@ class FoldBatchNorm(Pass):
         _set_input(layer, 1, f"{layer.name}_bnfold_w", new_w.astype(dtype))
         _set_input(layer, 2, f"{layer.name}_bnfold_b", new_b.astype(dtype))
         return True
+
+
+def fold_into_layer(bn: gs.Node, graph_outputs: set[str]) -> dict[str, dict] | str:
+    """Fold ``bn`` into the Conv, ConvTranspose or Gemm that feeds it, in float64 from the
+    parameters as they are: the layer takes the BN's output tensor and ``bn`` is left with no
+    outputs (the caller removes it). Returns the ``FOLDED_BATCHNORM`` entry
+    ``{layer name: {"gamma", "beta", "bn"}}``, or why it cannot fold."""
+    reason = FoldBatchNorm._why_not(bn, graph_outputs)
+    if reason:
+        return reason
+    layer = bn.inputs[0].inputs[0]
+    gamma, beta, mean, var = (_const(t).astype(np.float64) for t in bn.inputs[1:5])
+    eps = float(bn.attrs.get("epsilon", 1e-5))
+    scale = gamma / np.sqrt(var + eps)
+    shift = beta - mean * scale
+    if not FoldBatchNorm._fold_into(layer, scale, shift):
+        return f"layer '{layer.name}' has non-constant weights"
+    layer.outputs[0] = bn.outputs[0]
+    bn.outputs.clear()
+    return {layer.name: {"gamma": gamma.tolist(), "beta": beta.tolist(), "bn": bn.name}}
 
 
 def _set_input(node: gs.Node, index: int, name: str, values: np.ndarray) -> None:

@@ -43,6 +43,14 @@ each with the range seen, and ``Program.node_precision`` records it as ``float32
 ``overflow=warn`` only warns, ``overflow=error`` refuses. Values inside one op (a Conv's
 accumulator) are not observable; only op outputs are checked. Without samples, a run that meets a
 non-finite value names the node that first produced it (``aicc.nonfinite``).
+
+The samples also check the result (``tolerance``, default ``DEFAULT_TOLERANCE``; 0 is off): when
+the fp16 program's output error on them (max |fp16 - fp32| / max |fp32| per output, on the
+interpreter) exceeds it, a bisection finds nodes to keep in fp32 until it does, with a warning
+giving the error before and after; they are recorded as ``float32`` and the instances named
+in ``nodes``/``node_precision_info`` are never among them (``accuracy``). A Conv, ConvTranspose
+or Gemm going to fp16 together with its BatchNormalization is folded with it in float64 first,
+from the float32 parameters, as the device compiler does (``fold_pairs``).
 """
 
 from __future__ import annotations
@@ -64,17 +72,19 @@ from aicc.errors import ConfigError, did_you_mean, option_ref
 from aicc.hookspecs import hookimpl
 from aicc.options import FileValue, option
 from aicc.pass_base import Pass, PassContext
-from aicc.program import Program
+from aicc.program import Program, describe_tensor
 from aicc.passes.cleanup import remove_dead_nodes, sort_nodes
 
 from aicc.passes.custom_io import CustomIOFile
+from aicc.passes.precision.accuracy import accuracy_check
+from aicc.passes.precision.fold_pairs import fold_fp16_pairs
 from aicc.passes.precision.constant_range import constant_values, kept_for_constants
 from aicc.passes.precision.overflow import (FP16_MAX, fp16_overflow_report, overflow_check,
                                             read_samples)
 from aicc.graph_casts import (Names, fold_cast_pairs, has_subgraph, schema_of, type_slots,
                               verify_types)
 
-__all__ = ["ConvertFP16", "FP16_MAX", "fp16_capable", "NodePrecisionFile",
+__all__ = ["ConvertFP16", "DEFAULT_TOLERANCE", "FP16_MAX", "fp16_capable", "NodePrecisionFile",
            "load_node_precision_info", "check_op_types", "fp16_overflow_report", "read_samples"]
 
 logger = logging.getLogger(__name__)
@@ -88,6 +98,9 @@ _NEVER = frozenset({
     "RandomUniformLike", "Multinomial", "Bernoulli", "EyeLike", "Shape", "Size",
 })
 _LAYERS = ("Conv", "ConvTranspose", "Gemm")
+#: the output error allowed by default before nodes stay in fp32 for accuracy (``tolerance``):
+#: the model zoo's aic100 target (5e-2) with margin for inputs unlike the samples
+DEFAULT_TOLERANCE = 0.02
 
 
 class NodePrecisionFile(FileValue):
@@ -186,6 +199,10 @@ class ConvertFP16(Pass):
         overflow: Literal["keep-fp32", "warn", "error"] = option(
             "keep-fp32", "what an fp16 overflow found on the samples does: keep the nodes whose "
                          "values leave the fp16 range in fp32, only warn, or fail")
+        tolerance: float = option(
+            DEFAULT_TOLERANCE, "with samples: the largest output error (max |fp16 - fp32| / "
+                               "max |fp32| per output) before nodes are kept in fp32 for "
+                               "accuracy; 0 turns the check off", minimum=0.0)
 
     def run(self, program: Program, ctx: PassContext) -> None:
         opts = ctx.options
@@ -210,12 +227,18 @@ class ConvertFP16(Pass):
                                source=opts.node_precision_info.path
                                if opts.node_precision_info is not None
                                else "pass 'convert-fp16': option 'nodes'")
+            named = {n.name for n in selected if n.outputs and n.outputs[0].name in instances}
+            selected, folded = fold_fp16_pairs(graph, selected, ctx)
+            reference: list[dict[str, np.ndarray]] = []     # the float outputs, per sample
             if opts.sample_inputs:
-                kept = overflow_check(program, gname, graph, selected, ctx)
+                kept = overflow_check(program, gname, graph, selected, ctx, reference)
                 selected = [n for n in selected if n.name not in kept]
                 for name in kept:
                     program.node_precision[name] = "float32"
             selected = _keep_for_constants(program, graph, selected, ctx)
+            if opts.sample_inputs and opts.tolerance > 0:
+                selected = _keep_for_accuracy(program, gname, graph, selected, named, ctx,
+                                              reference)
             _warn_split_pairs(graph, selected, ctx)
             converted = convert_nodes(graph, selected, ctx, where=where)
             for node in graph.nodes:
@@ -223,8 +246,31 @@ class ConvertFP16(Pass):
                     program.node_precision[node.name] = "float16"
                 elif keep and node.op in keep and _fp16_plan(node, graph.opset)[0] is not None:
                     program.node_precision.setdefault(node.name, "original")
+            for bn, layer in folded.items():     # a folded BatchNormalization runs as its layer
+                program.node_precision[bn] = program.node_precision.get(layer, "float32")
             verify_types(graph, who=f"pass 'convert-fp16' ({where})",
                          ir_version=program.ir_version)
+
+
+def _keep_for_accuracy(program: Program, gname: str, graph: gs.Graph, selected: list[gs.Node],
+                       protected: set[str], ctx: PassContext,
+                       reference: list[dict[str, np.ndarray]]) -> list[gs.Node]:
+    """``selected`` less the nodes the accuracy check keeps in fp32 (``accuracy``), recorded
+    as ``float32`` in ``Program.node_precision``; ``reference``: the float outputs the overflow
+    check saw, per sample (run again when missing)."""
+    opts = ctx.options
+    samples = read_samples(opts.sample_inputs, [describe_tensor(t) for t in graph.inputs],
+                           opts.sample_custom_io, [describe_tensor(t) for t in graph.outputs])
+
+    def convert(copy: gs.Graph, nodes: list[gs.Node], quiet: object) -> None:
+        convert_nodes(copy, nodes, quiet, where=f"graph '{gname}' (accuracy trial)")
+
+    capable = [n for n in selected if _fp16_plan(n, graph.opset)[0] is not None]
+    kept = accuracy_check(program, gname, graph, capable, protected, samples, ctx, convert,
+                          reference if len(reference) == len(samples) else None)
+    for name in kept:
+        program.node_precision[name] = "float32"
+    return [n for n in selected if n.name not in kept]
 
 
 def _keep_for_constants(program: Program, graph: gs.Graph, selected: list[gs.Node],

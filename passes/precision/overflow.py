@@ -68,14 +68,17 @@ def read_samples(input_list: str | Path, inputs: list[Any],
 
 def fp16_overflow_report(model: onnx.ModelProto, samples: Iterable[Mapping[str, np.ndarray]], *,
                          nodes: Collection[str] | None = None,
-                         backends: Observers | None = None) -> list[dict[str, Any]]:
+                         backends: Observers | None = None,
+                         outputs: list[dict[str, np.ndarray]] | None = None
+                         ) -> list[dict[str, Any]]:
     """Run a float model on ``samples``; list node outputs whose magnitude exceeds fp16's range.
 
     Returns ``[{"node", "op", "tensor", "max_abs"}]`` in graph order (graph inputs appear with
     node ``None``), limited to the nodes named in ``nodes`` when given. Observes every tensor on
     the ``interpreter`` backend, or its float tensors on the ``cpu`` backend (onnxruntime) if
     the interpreter cannot run the model; both found in ``backends`` (a pass's
-    ``ctx.observers``; default: the built-in backends).
+    ``ctx.observers``; default: the built-in backends). ``outputs``, when given, receives the
+    graph outputs of each sample (the float reference the accuracy check compares with).
     """
     producer: dict[str, tuple[str | None, str]] = {i.name: (None, "input")
                                                    for i in model.graph.input}
@@ -95,15 +98,16 @@ def fp16_overflow_report(model: onnx.ModelProto, samples: Iterable[Mapping[str, 
 
     samples = list(samples)
     backends = backends or Observers()
+    results: list[dict[str, np.ndarray]] = []
     try:
         run = backends.observation("interpreter", model)
-        for feeds in samples:
-            run.run(dict(feeds), observe)
+        results = [run.run(dict(feeds), observe) for feeds in samples]
     except (BackendError, PluginError):
         run = backends.observation("cpu", model, _float_tensors(model, set(producer)),
                                    options={"optimization_level": "disable"})
-        for feeds in samples:
-            run.run(dict(feeds), observe)
+        results = [run.run(dict(feeds), observe) for feeds in samples]
+    if outputs is not None:
+        outputs.extend(results)
     report = [{"node": producer[t][0], "op": producer[t][1], "tensor": t, "max_abs": v}
               for t, v in peak.items() if v > FP16_MAX]
     return sorted(report, key=lambda r: order[r["tensor"]])
@@ -121,18 +125,19 @@ def _float_tensors(model: onnx.ModelProto, wanted: set[str]) -> list[str]:
 
 
 def overflow_check(program: Program, gname: str, graph: gs.Graph, selected: list[gs.Node],
-                    ctx: PassContext) -> set[str]:
+                    ctx: PassContext, outputs: list[dict[str, np.ndarray]] | None = None
+                    ) -> set[str]:
     """Run the float program on the samples; warn about (or refuse) selected nodes whose values
     leave the fp16 range. Returns the nodes to keep in fp32 (``overflow=keep-fp32``): those whose
     output overflows and those reading an overflowing tensor (a Cast to fp16 in front of them
-    would overflow just the same)."""
+    would overflow just the same). ``outputs`` receives the graph outputs of each sample."""
     opts = ctx.options
     inputs = [describe_tensor(t) for t in graph.inputs]
     outputs = [describe_tensor(t) for t in graph.outputs]
     samples = read_samples(opts.sample_inputs, inputs, opts.sample_custom_io, outputs)
     model = ir.export_model(graph, ir_version=program.ir_version)
     try:
-        report = fp16_overflow_report(model, samples, backends=ctx.observers)
+        report = fp16_overflow_report(model, samples, backends=ctx.observers, outputs=outputs)
     except AiccError:
         raise
     except Exception as e:  # a backend failing on user data: say which check failed
