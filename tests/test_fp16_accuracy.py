@@ -162,3 +162,13 @@ def test_cli_warning_says_how_to_keep_fp16(tmp_path, caplog):
     assert code == 0
     assert "2 of 3 node(s) stay in fp32" in err
     assert "A looser -fp16-tolerance keeps fewer in fp32; 'off' keeps every node fp16" in err
+
+
+def test_error_is_relative_to_the_outputs_scale_over_all_samples():
+    """A sample whose output is tiny is judged against the output's range over the samples: an
+    fp16-sized error on a near-zero probability is not a 10% error."""
+    refs = [{"p": np.array([0.9], np.float32)}, {"p": np.array([0.001], np.float32)}]
+    gots = [{"p": np.array([0.9], np.float32)}, {"p": np.array([0.0011], np.float32)}]
+    assert output_error(gots, refs) == pytest.approx(1e-4 / 0.9, rel=1e-3)
+    assert output_error(gots[1], refs[1]) == pytest.approx(0.1, rel=1e-3)
+    assert output_error([{"p": np.array([np.inf], np.float32)}], refs[:1]) == float("inf")
