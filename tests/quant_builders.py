@@ -119,3 +119,14 @@ def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
     noise = float(np.sum((ref.astype(np.float64) - got) ** 2))
     signal = float(np.sum(ref.astype(np.float64) ** 2))
     return float("inf") if noise == 0 else 10 * np.log10(signal / noise)
+
+
+def run_unoptimized(model, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """The first output of ``model`` (a ModelProto or a path) on each feed dict, concatenated,
+    from onnxruntime with its graph optimizations off (QDQ as written)."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    s = ort.InferenceSession(model.SerializeToString() if isinstance(model, onnx.ModelProto)
+                             else str(model), opts, providers=["CPUExecutionProvider"])
+    return np.concatenate([s.run(None, f)[0] for f in feeds])

@@ -7,11 +7,9 @@ model on the cpu and interpreter backends."""
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import yaml
 from onnx import TensorProto, helper, numpy_helper
@@ -23,7 +21,7 @@ from aicc.quant.amp import Candidate
 from aicc.quant.amp_flow import QuantizedVariants, write_bridge
 from aicc.quant.amp_groups import amp_groups
 
-from quant_builders import write_input_list
+from quant_builders import run_unoptimized, sqnr_db, write_input_list
 
 HI, LO = Candidate(16, "float", 16, "float"), Candidate(8, "int", 8, "int")
 T, D = 8, 16
@@ -88,20 +86,6 @@ def variants(work):
     return _variants(work)
 
 
-def _run(model, feeds):
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    s = ort.InferenceSession(model.SerializeToString() if isinstance(model, onnx.ModelProto)
-                             else str(model), opts, providers=["CPUExecutionProvider"])
-    return np.concatenate([s.run(None, f)[0] for f in feeds])
-
-
-def _sqnr(ref, got):
-    noise = float(np.sum((ref.astype(np.float64) - got) ** 2))
-    return math.inf if noise == 0 else 10 * math.log10(float(np.sum(ref.astype(np.float64)
-                                                                     ** 2)) / noise)
-
-
 def test_groups_cover_the_nodes_downstream_of_each_layer():
     graph = ir.import_graph(attention_block())
     groups = amp_groups(graph)
@@ -119,10 +103,10 @@ def test_every_group_at_fp16_leaves_nothing_quantized(variants, work):
     assert sorted(variants.groups) == sorted(EXPECTED)
     model, _ = variants.build({g: HI for g in variants.groups})
     assert not [n.name for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    ref = _run(variants.float_model, work["feeds"])
-    assert _sqnr(ref, _run(model, work["feeds"])) > 50          # fp16 rounding only
+    ref = run_unoptimized(variants.float_model, work["feeds"])
+    assert sqnr_db(ref, run_unoptimized(model, work["feeds"])) > 50          # fp16 rounding only
     int8, _ = variants.build({g: LO for g in variants.groups})
-    assert _sqnr(ref, _run(int8, work["feeds"])) < 40
+    assert sqnr_db(ref, run_unoptimized(int8, work["feeds"])) < 40
 
 
 def _bridge(variants, work, fp16_group: str):
@@ -162,8 +146,8 @@ def test_compile_reproduces_a_choice_made_after_an_opset_conversion(tmp_path):
 
 def _compile_and_compare(bridge, work, tmp_path):
     amp_model, files, _ = bridge
-    ref = _run(work["path"], work["feeds"])
-    amp_out = _run(amp_model, work["feeds"])
+    ref = run_unoptimized(work["path"], work["feeds"])
+    amp_out = run_unoptimized(amp_model, work["feeds"])
     results = {}
     for backend in ("cpu", "interpreter"):
         qpc = tmp_path / backend
@@ -179,10 +163,10 @@ def _compile_and_compare(bridge, work, tmp_path):
     # step at the fp16 -> int8 conversion, and the int8 projection after it spreads the step
     agree = np.abs(results["cpu"] - results["interpreter"]) <= 2e-2
     assert agree.mean() >= 0.98
-    assert _sqnr(results["cpu"], results["interpreter"]) >= 30
+    assert sqnr_db(results["cpu"], results["interpreter"]) >= 30
     for out in results.values():
         # conversions fp16 -> int8 are calibrated again by the compile flow: within 1 dB
-        assert abs(_sqnr(ref, out) - _sqnr(ref, amp_out)) <= 1.0
+        assert abs(sqnr_db(ref, out) - sqnr_db(ref, amp_out)) <= 1.0
 
 
 def test_auto_precision_reports_layers_and_other_nodes_apart(work, tmp_path, capsys):
@@ -192,7 +176,7 @@ def test_auto_precision_reports_layers_and_other_nodes_apart(work, tmp_path, cap
                  "--auto_precision", "45"])
     stdout, err = capsys.readouterr()
     assert code == 0, err
-    assert _sqnr(_run(work["path"], work["feeds"]), _run(out, work["feeds"])) >= 45
+    assert sqnr_db(run_unoptimized(work["path"], work["feeds"]), run_unoptimized(out, work["feeds"])) >= 45
     line = next(s for s in stdout.splitlines() if s.startswith("amp: chose"))
     names = yaml.safe_load((tmp_path / "q_amp" / "node_precision.yaml").read_text())
     assert f"{len(names['FP16NodeInstanceNames'])} nodes in the node-precision file" in line
@@ -211,9 +195,9 @@ def test_per_channel_encodings_raise_an_old_opset_without_the_channelwise_flag(t
                  f"-aic-binary-dir={tmp_path / 'qpc'}"])
     assert code == 0
     sess = aicc.load(tmp_path / "qpc")
-    ref = _run(work["path"], work["feeds"])
+    ref = run_unoptimized(work["path"], work["feeds"])
     out = np.concatenate([sess.run(f)["y"] for f in work["feeds"]])
-    assert _sqnr(ref, out) > 15                       # an int8 model of the block
+    assert sqnr_db(ref, out) > 15                       # an int8 model of the block
 
 
 def test_an_integer_candidate_changes_only_the_quantized_activations_of_a_group(variants):

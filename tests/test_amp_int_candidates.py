@@ -8,11 +8,9 @@ backends. The search never takes a move that saves no bits (fp16 and A16/W16 cos
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -21,7 +19,7 @@ from aicc.cli import main
 from aicc.quant.amp import Candidate, parse_candidates, run_amp
 from aicc.quant.amp_flow import QuantizedVariants, write_bridge
 
-from quant_builders import write_input_list
+from quant_builders import run_unoptimized, sqnr_db, write_input_list
 
 A8W8, A16W8 = Candidate(8, "int", 8, "int"), Candidate(16, "int", 8, "int")
 A8W16, A16W16 = Candidate(8, "int", 16, "int"), Candidate(16, "int", 16, "int")
@@ -82,20 +80,6 @@ def _bits(model: onnx.ModelProto) -> dict[str, int]:
     return out
 
 
-def _run(model, feeds):
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    s = ort.InferenceSession(model.SerializeToString() if isinstance(model, onnx.ModelProto)
-                             else str(model), opts, providers=["CPUExecutionProvider"])
-    return np.concatenate([s.run(None, f)[0] for f in feeds])
-
-
-def _sqnr(ref, got):
-    noise = float(np.sum((ref.astype(np.float64) - got) ** 2))
-    return math.inf if noise == 0 else 10 * math.log10(float(np.sum(ref.astype(np.float64)
-                                                                     ** 2)) / noise)
-
-
 def test_the_graph_reaches_opset_21_before_calibration(variants):
     assert sorted(variants.groups) == ["mm1", "mm2"]
     assert variants.program.graph().opset == 21
@@ -117,10 +101,10 @@ def test_a8w16_gives_the_groups_constants_16_bits(variants):
 
 
 def test_a16w16_everywhere_is_a_16_bit_model(variants, work):
-    ref = _run(variants.float_model, work["feeds"])
+    ref = run_unoptimized(variants.float_model, work["feeds"])
     wide, _ = variants.build({g: A16W16 for g in variants.groups})
     narrow, _ = variants.build({g: A8W8 for g in variants.groups})
-    assert _sqnr(ref, _run(wide, work["feeds"])) > _sqnr(ref, _run(narrow, work["feeds"])) + 30
+    assert sqnr_db(ref, run_unoptimized(wide, work["feeds"])) > sqnr_db(ref, run_unoptimized(narrow, work["feeds"])) + 30
 
 
 def test_compile_reproduces_an_integer_choice(variants, work, tmp_path):
@@ -129,8 +113,8 @@ def test_compile_reproduces_an_integer_choice(variants, work, tmp_path):
     model, program = variants.build({"mm1": A16W16, "mm2": A8W8})
     files, names = write_bridge(tmp_path / "bridge", [], program, variants.original)
     assert names == [] and [f.name for f in files] == ["encodings.json"]     # no fp16 node
-    ref = _run(work["path"], work["feeds"])
-    amp_out = _run(model, work["feeds"])
+    ref = run_unoptimized(work["path"], work["feeds"])
+    amp_out = run_unoptimized(model, work["feeds"])
     results = {}
     for backend in ("cpu", "interpreter"):
         qpc = tmp_path / backend
@@ -141,8 +125,8 @@ def test_compile_reproduces_an_integer_choice(variants, work, tmp_path):
         assert code == 0
         results[backend] = np.concatenate([aicc.load(qpc).run(f)["y"] for f in work["feeds"]])
         # the same encodings: the compiled model is AMP's up to float rounding order
-        assert _sqnr(amp_out, results[backend]) > 60
-    assert _sqnr(ref, results["cpu"]) == pytest.approx(_sqnr(ref, amp_out), abs=0.1)
+        assert sqnr_db(amp_out, results[backend]) > 60
+    assert sqnr_db(ref, results["cpu"]) == pytest.approx(sqnr_db(ref, amp_out), abs=0.1)
 
 
 def test_a_move_that_saves_no_bits_is_not_taken():
@@ -216,4 +200,4 @@ amp:
     assert main(["compile", f"-m={work['path']}", *command[3:], "--backend=interpreter",
                  f"-aic-binary-dir={qpc}"]) == 0
     got = np.concatenate([aicc.load(qpc).run(f)["y"] for f in work["feeds"]])
-    assert _sqnr(_run(out, work["feeds"]), got) > 60
+    assert sqnr_db(run_unoptimized(out, work["feeds"]), got) > 60

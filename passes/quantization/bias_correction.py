@@ -24,6 +24,7 @@ layers, and weights changed between the two passes are left as they are (counted
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -152,9 +153,7 @@ def collect_means(program: Program, gname: str,
             total, rows = input_sum(node, np.asarray(array, np.float64), found[node.name][1].shape)
             means[node.name].total += total
             means[node.name].rows += rows
-    for i, feeds in enumerate(samples):
-        if limit and i >= limit:
-            break
+    for feeds in itertools.islice(samples, limit or None):
         runner.run(feeds, observe)
     return means
 
