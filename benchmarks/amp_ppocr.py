@@ -61,9 +61,9 @@ rounded to 8 bits (what the int8 model and an fp16 group's 8-bit conversion do) 
 15.8 dB; uniform noise on it of a quarter 8-bit step 83-85 %, of a full step or a 16-bit step
 48-58 %: two regimes, not a trend. And every string lost (all-int8; the first 1-4 groups at
 A16/W16; the first two at A16/W8, A8/W16 or float) differs from the float string only in
-leading, trailing or doubled spaces (whitespace-normalized: 100 %): a
-space class winning over blank in the padding steps (output SQNR of those steps 10.9 dB with
-the first two groups at A16/W16, 50.7 dB at int8; the steps with text 11.3 vs 14.9 dB). Strings on 64 lines overfit
+leading, trailing or doubled spaces (whitespace-normalized: 100 %): a space class winning over
+blank in the padding steps (output SQNR of those steps 10.9 dB with the first two groups at
+A16/W16, 50.7 dB at int8; the steps with text 11.3 vs 14.9 dB). Strings on 64 lines overfit
 (calibration 95-98 %, held-out 88-94 %); output SQNR at 30 dB is the robust phase-2 metric. The
 compiled programs carry AMP's encodings and weights exactly (148 activation quantizers, 104
 weights, compared by name); their outputs differ from AMP's model by float arithmetic only (cpu vs
