@@ -117,6 +117,18 @@ def test_auto_precision_meets_its_target_and_writes_the_bridge(auto_precision, c
     assert (folder / "pareto.png").read_bytes()[:4] == b"\x89PNG"   # `make test` installs plot
 
 
+def test_amp_with_bias_correction_says_the_bridge_drops_the_corrected_biases(tmp_path, capsys):
+    """The encodings file carries no biases: the printed compile command cannot reproduce a
+    bias-corrected model, and the run says so rather than imply it does."""
+    code, out, err = _quantize(["--output_model", tmp_path / "q.onnx", "--weight_bw", "4",
+                                "--use_per_channel_quantization", "--auto_precision", "25",
+                                "--bias_correction"], capsys)
+    assert code == 0, err
+    assert "amp: to compile this choice: aicc compile" in out
+    assert "amp: note: the encodings file carries no biases; the compiled program has the " \
+           "original ones, not the bias-corrected ones of this model" in out
+
+
 def test_compile_reproduces_the_amp_choice_on_cpu_and_interpreter(auto_precision, tmp_path):
     folder = auto_precision.with_name("q_amp")
     x = np.load(DIGITS_TEST)[:40]

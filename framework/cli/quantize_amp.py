@@ -156,6 +156,9 @@ def run_amp_flow(plan: dict[str, Any], output_model: str, **quantize_kwargs: Any
     lines.append(_summary(variants, result, cands, names) +
                  f", {time.perf_counter() - start:.1f}s; wrote {', '.join(map(str, files))}")
     lines.append("amp: to compile this choice: " + _compile_command(quantize_kwargs, files))
+    if quantize_kwargs.get("bias_correction") not in (None, False):
+        lines.append("amp: note: the encodings file carries no biases; the compiled program "
+                     "has the original ones, not the bias-corrected ones of this model")
     return model, program, lines
 
 

@@ -10,7 +10,7 @@ instances still run in fp16, as the mixed-precision seed combines them) and/or t
 quantizing: the quantization feature passes it to ``quantize{keep_op_types}``); without either it
 is refused. Input data (``json_input_file`` or ``input_list``) feeds the fp16 overflow report
 and the accuracy check: ``fp16_tolerance`` (``-fp16-tolerance``, default 0.02, ``off`` to skip)
-is the largest output error, ``max |fp16 - fp32| / max |fp32|`` per output and sample, before
+is the largest output error, ``max |fp16 - fp32| / max |fp32|`` per output over the samples, before
 ``convert-fp16`` keeps nodes in fp32 for accuracy (``passes/precision/accuracy.py``).
 Files and op-type lists are checked before any work; names are checked against the model by the
 pass.
