@@ -155,10 +155,7 @@ def run_amp_flow(plan: dict[str, Any], output_model: str, **quantize_kwargs: Any
     lines.append(_plot(result, folder))
     lines.append(_summary(variants, result, cands, names) +
                  f", {time.perf_counter() - start:.1f}s; wrote {', '.join(map(str, files))}")
-    lines.append("amp: to compile this choice: " + _compile_command(quantize_kwargs, files))
-    if quantize_kwargs.get("bias_correction") not in (None, False):
-        lines.append("amp: note: the encodings file carries no biases; the compiled program "
-                     "has the original ones, not the bias-corrected ones of this model")
+    lines.extend(_compile_lines(quantize_kwargs, files))
     return model, program, lines
 
 
@@ -177,6 +174,15 @@ def _summary(variants: Any, result: Any, cands: list, names: list[str]) -> str:
             + ", ".join(f"{k} {v}" for k, v in per.items())
             + f"; {len(names)} nodes in the node-precision file; "
             f"relative bit-ops {result.cost:.3f}, metric {result.metric:.4f}")
+
+
+def _compile_lines(kw: dict[str, Any], files: list[Path]) -> list[str]:
+    """The report's lines on compiling the choice: the command, and what it cannot carry."""
+    lines = ["amp: to compile this choice: " + _compile_command(kw, files)]
+    if kw.get("bias_correction") not in (None, False):
+        lines.append("amp: note: the encodings file carries no biases; the compiled program "
+                     "has the original ones, not the bias-corrected ones of this model")
+    return lines
 
 
 def _compile_command(kw: dict[str, Any], files: list[Path]) -> str:
