@@ -1,0 +1,213 @@
+"""The error budget of PP-OCRv4's recognizer at int8 with aicc's own quantizer: from the int8
+per-channel base (``aicc quantize --use_per_channel_quantization`` defaults, 64 calibration lines,
+seed 0; optionally with bias correction and/or AdaRound), raise one AMP group (a weighted layer and
+the nodes downstream of it, ``aicc.quant.amp_groups``) to a higher precision (fp16, A16/W16,
+A16/W8) and measure what that one move gains on held-out lines (share of CTC-decoded strings equal
+to the float model's, output SQNR); check whether the gains add up (noise powers); search the best
+sets of at most k raised groups greedily; and score fixed sets.
+
+Models are built in-process by AMP's own builder (``QuantizedVariants``: calibrate once, one
+``quantize`` run per assignment, exactly the QDQ models ``--auto_precision`` and the seed's AMP
+score) and run on onnxruntime with graph optimizations off. Results are cached in ``--work`` (one
+JSON per base and line set), so a rerun only measures what is new.
+
+Run (``make zoo`` first)::
+
+    .venv/bin/python benchmarks/amp_budget.py singles [--base bc] [--moves fp16,A16W16]
+    .venv/bin/python benchmarks/amp_budget.py greedy --k 4 [--pool 12] [--moves fp16]
+    .venv/bin/python benchmarks/amp_budget.py sets 'p2o.Conv.1=fp16+p2o.Conv.14=A16W8' ...
+    .venv/bin/python benchmarks/amp_budget.py act16 batch_norm_2.tmp_2,depthwise_conv2d_0.tmp_0
+
+``--lines N --seed S`` choose the scoring lines (default 48 held-out lines, seed 1; ``--seed 2`` is
+a second held-out set to check that a set chosen on seed 1 generalizes). ``act16`` gives the named
+activations 16-bit encodings (calibrated at 16 bits) with everything else at the base.
+
+Measured: see the table at the end of this docstring (filled in by the runs of 2026-12-05).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import amp_ppocr  # noqa: E402
+import ocr_lines  # noqa: E402
+
+MOVES = {"fp16": (16, "float", 16, "float"), "A16W16": (16, "int", 16, "int"),
+         "A16W8": (16, "int", 8, "int"), "A8W16": (8, "int", 16, "int")}
+BASES = {"plain": {}, "bc": {"bias_correction": {}}, "ada": {"adaround": {}},
+         "ada_bc": {"adaround": {}, "bias_correction": {}}}
+
+
+class Bench:
+    """One base (calibrated once) scored on one set of lines; every score cached in JSON."""
+
+    def __init__(self, base: str, work: Path, lines: int, seed: int):
+        from aicc.quant.amp_flow import QuantizedVariants
+        self.model = ocr_lines.model_path()
+        if not self.model.exists():
+            raise SystemExit(f"{self.model} is missing: run `make zoo` first")
+        self.chars = ocr_lines.dictionary(self.model)
+        work.mkdir(parents=True, exist_ok=True)
+        self.work = work
+        _, cal = ocr_lines.lines(64, seed=0)
+        _, self.held = ocr_lines.lines(lines, seed=seed)
+        self.ref = amp_ppocr.run_ort(self.model, self.held)
+        a = np.concatenate(self.ref).astype(np.float64)
+        self.signal = float(np.sum(a ** 2))
+        self.cache_path = work / f"budget_{base}_s{seed}_n{lines}.json"
+        self.cache = json.loads(self.cache_path.read_text()) if self.cache_path.exists() else {}
+        lst = amp_ppocr.write_list(work, cal)
+        t0 = time.perf_counter()
+        # the options ``aicc quantize --use_per_channel_quantization`` gives (quantize_cmd.py);
+        # wide: the graph at opset 21 before calibration, as AMP does with 16-bit candidates
+        self.v = QuantizedVariants(
+            str(self.model), input_list=str(lst), input_shapes=[f"x={amp_ppocr.SHAPE}"],
+            algorithms=[], num_bins=None, engine="auto", act_quantizer="tf",
+            param_quantizer="tf", act_bitwidth=8, weight_bitwidth=8, bias_bitwidth=32,
+            per_channel=True, per_row=False, calibration="Auto", wide=True, **BASES[base])
+        print(f"base {base}: calibrated in {time.perf_counter() - t0:.0f} s", flush=True)
+        self.layers = {g for g, grp in self.v.groups.items() if grp.layer is not None}
+
+    def choice(self, spec: dict[str, str]) -> dict:
+        from aicc.quant.amp import Candidate
+        return {g: Candidate(*MOVES[m]) for g, m in spec.items()}
+
+    def score(self, spec: dict[str, str], act16: tuple[str, ...] = ()) -> dict:
+        """Strings kept, output SQNR and noise power of the base with ``spec`` (group -> move)
+        and ``act16`` activations at 16 bits."""
+        key = "+".join(f"{g}={m}" for g, m in sorted(spec.items())) + \
+            ("" if not act16 else "|act16:" + ",".join(sorted(act16)))
+        if key in self.cache:
+            return self.cache[key]
+        table = self.v.table(self.choice(spec))
+        for t in act16:
+            table["activations"][t] = {"dtype": "int", "bitwidth": 16}
+        program = self.v._run(self.v.program.copy(), table)
+        path = self.work / "budget_tmp.onnx"
+        onnx.save(program.to_model(), str(path))
+        q = amp_ppocr.quality(self.ref, amp_ppocr.run_ort(path, self.held), self.chars)
+        q["noise"] = self.signal / 10 ** (q["sqnr"] / 10)
+        self.cache[key] = q
+        self.cache_path.write_text(json.dumps(self.cache, indent=0))
+        return q
+
+    def db(self, noise: float) -> float:
+        return 10 * math.log10(self.signal / noise) if noise > 0 else math.inf
+
+
+def fmt(q: dict) -> str:
+    return f"{100 * q['strings']:5.1f} % {q['sqnr']:6.2f} dB"
+
+
+def singles(b: Bench, moves: list[str]) -> dict[str, dict[str, dict]]:
+    """Each group raised alone to each move; a table sorted by the best move's SQNR gain; then
+    the additivity check: the k best single fp16 moves together, predicted (base noise minus the
+    sum of each move's noise reduction) against measured."""
+    base = b.score({})
+    print(f"base: {fmt(base)}")
+    out: dict[str, dict[str, dict]] = {}
+    for g in b.v.groups:
+        out[g] = {m: b.score({g: m}) for m in moves}
+        print(f"  {g:14s} " + "  ".join(f"{m}: {fmt(q)}" for m, q in out[g].items()), flush=True)
+    print(f"\nranked by the SQNR gain of {moves[0]} (base {fmt(base)}):")
+    ranked = sorted(out, key=lambda g: -out[g][moves[0]]["sqnr"])
+    for g in ranked:
+        print(f"  {g:14s} " + "  ".join(
+            f"{m} {out[g][m]['sqnr'] - base['sqnr']:+6.2f} dB {100 * out[g][m]['strings']:5.1f} %"
+            for m in moves))
+    m = moves[0]
+    print(f"\nadditivity ({m}; the k groups of largest single gain together):")
+    for k in (2, 3, 4, 6, 8):
+        top = ranked[:k]
+        pred = base["noise"] - sum(base["noise"] - out[g][m]["noise"] for g in top)
+        got = b.score({g: m for g in top})
+        print(f"  k={k}: predicted {b.db(pred):6.2f} dB, measured {fmt(got)}  ({', '.join(top)})")
+    return out
+
+
+def greedy(b: Bench, k: int, moves: list[str], pool: int, metric: str) -> None:
+    """Forward selection: at each step add the (group, move) of the pool (the ``pool`` groups of
+    largest single SQNR gain under any move) that scores best with the set so far; ``metric``
+    strings (ties broken by SQNR) or sqnr."""
+    base = b.score({})
+    gain = {g: max(b.score({g: m})["sqnr"] for m in moves) for g in b.v.groups}
+    cand = sorted(gain, key=lambda g: -gain[g])[:pool]
+    print(f"pool: {', '.join(cand)}")
+
+    def key(q: dict) -> tuple:
+        return (q["strings"], q["sqnr"]) if metric == "strings" else (q["sqnr"], q["strings"])
+    chosen: dict[str, str] = {}
+    print(f"k=0: {fmt(base)}")
+    for step in range(1, k + 1):
+        best = None
+        for g in cand:
+            if g in chosen:
+                continue
+            for m in moves:
+                q = b.score({**chosen, g: m})
+                if best is None or key(q) > key(best[2]):
+                    best = (g, m, q)
+        chosen[best[0]] = best[1]
+        layers = sum(1 for g in chosen if g in b.layers)
+        print(f"k={step}: {fmt(best[2])}  ({layers} weighted layers) "
+              + " + ".join(f"{g}={m}" for g, m in chosen.items()), flush=True)
+
+
+def parse_set(text: str) -> dict[str, str]:
+    out = {}
+    for item in (t for t in text.split("+") if t):
+        g, _, m = item.partition("=")
+        if m not in MOVES:
+            raise SystemExit(f"unknown move {m!r} in {text!r}: one of {', '.join(MOVES)}")
+        out[g] = m
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("command", choices=("singles", "greedy", "sets", "act16"))
+    p.add_argument("items", nargs="*", help="sets: GROUP=MOVE+GROUP=MOVE ('' = the base); "
+                   "act16: comma-separated activation names")
+    p.add_argument("--base", default="plain", choices=sorted(BASES))
+    p.add_argument("--moves", default="fp16,A16W16,A16W8")
+    p.add_argument("--lines", type=int, default=48)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--pool", type=int, default=12)
+    p.add_argument("--metric", default="strings", choices=("strings", "sqnr"))
+    p.add_argument("--work", default="/tmp/amp_budget")
+    args = p.parse_args(argv)
+    moves = [m for m in args.moves.split(",") if m]
+    if unknown := [m for m in moves if m not in MOVES]:
+        raise SystemExit(f"unknown moves {unknown}: one of {', '.join(MOVES)}")
+    b = Bench(args.base, Path(args.work), args.lines, args.seed)
+    if args.command == "singles":
+        singles(b, moves)
+    elif args.command == "greedy":
+        greedy(b, args.k, moves, args.pool, args.metric)
+    elif args.command == "sets":
+        for text in args.items or [""]:
+            spec = parse_set(text)
+            layers = sum(1 for g in spec if g in b.layers)
+            print(f"{fmt(b.score(spec))}  ({layers} weighted layers) {text or 'base'}")
+    else:
+        names = tuple(n for item in args.items for n in item.split(",") if n)
+        print(f"base: {fmt(b.score({}))}")
+        for n in names:
+            print(f"  {n} at 16 bits: {fmt(b.score({}, (n,)))}", flush=True)
+        if len(names) > 1:
+            print(f"  all {len(names)} at 16 bits: {fmt(b.score({}, names))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
