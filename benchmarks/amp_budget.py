@@ -60,9 +60,12 @@ class Bench:
         self.work = work
         _, cal = ocr_lines.lines(64, seed=0)
         _, self.held = ocr_lines.lines(lines, seed=seed)
-        self.ref = amp_ppocr.run_ort(self.model, self.held)
+        path = work / "budget_float.onnx"
+        onnx.save(with_logits(onnx.load(str(self.model))), str(path))
+        self.ref, self.ref_logits = run_two(path, self.held)
         a = np.concatenate(self.ref).astype(np.float64)
         self.signal = float(np.sum(a ** 2))
+        self.lsignal = float(sum(np.sum(r.astype(np.float64) ** 2) for r in self.ref_logits))
         self.cache_path = work / f"budget_{base}_s{seed}_n{lines}.json"
         self.cache = json.loads(self.cache_path.read_text()) if self.cache_path.exists() else {}
         lst = amp_ppocr.write_list(work, cal)
@@ -86,26 +89,60 @@ class Bench:
         and ``act16`` activations at 16 bits."""
         key = "+".join(f"{g}={m}" for g, m in sorted(spec.items())) + \
             ("" if not act16 else "|act16:" + ",".join(sorted(act16)))
-        if key in self.cache:
+        if key in self.cache and "logit_sqnr" in self.cache[key]:
             return self.cache[key]
         table = self.v.table(self.choice(spec))
         for t in act16:
             table["activations"][t] = {"dtype": "int", "bitwidth": 16}
         program = self.v._run(self.v.program.copy(), table)
         path = self.work / "budget_tmp.onnx"
-        onnx.save(program.to_model(), str(path))
-        q = amp_ppocr.quality(self.ref, amp_ppocr.run_ort(path, self.held), self.chars)
+        onnx.save(with_logits(program.to_model()), str(path))
+        probs, logits = run_two(path, self.held)
+        q = amp_ppocr.quality(self.ref, probs, self.chars)
+        q["logit_sqnr"] = sqnr(self.ref_logits, logits)
+        q["logit_noise"] = self.lsignal / 10 ** (q["logit_sqnr"] / 10)
         q["noise"] = self.signal / 10 ** (q["sqnr"] / 10)
         self.cache[key] = q
         self.cache_path.write_text(json.dumps(self.cache, indent=0))
         return q
 
-    def db(self, noise: float) -> float:
-        return 10 * math.log10(self.signal / noise) if noise > 0 else math.inf
+    def db(self, noise: float, signal: float | None = None) -> float:
+        return 10 * math.log10((signal or self.signal) / noise) if noise > 0 else math.inf
+
+
+def with_logits(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with the classifier's logits (the last Softmax's input, before the Flatten that
+    onnx's version converter puts around an opset-12 Softmax) as a second output."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    soft = [n for n in model.graph.node if n.op_type == "Softmax"][-1]
+    name = soft.input[0]
+    if name in producer and producer[name].op_type == "Flatten":
+        name = producer[name].input[0]
+    # an fp16 classifier group (AMP's Cast lowering) computes the logits in float16
+    kinds = {v.name: v.type.tensor_type.elem_type
+             for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    model.graph.output.append(onnx.helper.make_tensor_value_info(
+        name, kinds.get(name) or onnx.TensorProto.FLOAT, None))
+    return model
+
+
+def run_two(path: Path, feeds: list[np.ndarray]) -> tuple[list, list]:
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    outs = [s.run(None, {"x": x}) for x in feeds]
+    return [o[0] for o in outs], [o[1] for o in outs]
+
+
+def sqnr(ref: list, got: list) -> float:
+    a = np.concatenate([r.ravel() for r in ref]).astype(np.float64)
+    b = np.concatenate([g.ravel() for g in got]).astype(np.float64)
+    return float(10 * np.log10(np.sum(a ** 2) / max(np.sum((a - b) ** 2), 1e-30)))
 
 
 def fmt(q: dict) -> str:
-    return f"{100 * q['strings']:5.1f} % {q['sqnr']:6.2f} dB"
+    return f"{100 * q['strings']:5.1f} % {q['sqnr']:6.2f} dB (logits {q['logit_sqnr']:5.2f})"
 
 
 def singles(b: Bench, moves: list[str]) -> dict[str, dict[str, dict]]:
@@ -118,28 +155,34 @@ def singles(b: Bench, moves: list[str]) -> dict[str, dict[str, dict]]:
     for g in b.v.groups:
         out[g] = {m: b.score({g: m}) for m in moves}
         print(f"  {g:14s} " + "  ".join(f"{m}: {fmt(q)}" for m, q in out[g].items()), flush=True)
-    print(f"\nranked by the SQNR gain of {moves[0]} (base {fmt(base)}):")
-    ranked = sorted(out, key=lambda g: -out[g][moves[0]]["sqnr"])
+    print(f"\nranked by the logit SQNR gain of {moves[0]} (base {fmt(base)}; output dB, "
+          "logit dB, strings):")
+    ranked = sorted(out, key=lambda g: -out[g][moves[0]]["logit_sqnr"])
     for g in ranked:
         print(f"  {g:14s} " + "  ".join(
-            f"{m} {out[g][m]['sqnr'] - base['sqnr']:+6.2f} dB {100 * out[g][m]['strings']:5.1f} %"
-            for m in moves))
+            f"{m} {out[g][m]['sqnr'] - base['sqnr']:+6.2f} "
+            f"{out[g][m]['logit_sqnr'] - base['logit_sqnr']:+6.2f} "
+            f"{100 * out[g][m]['strings']:5.1f} %" for m in moves))
     m = moves[0]
-    print(f"\nadditivity ({m}; the k groups of largest single gain together):")
+    print(f"\nadditivity ({m}; the k groups of largest single logit gain together; predicted: "
+          "the base's noise power minus the sum of each move's reduction):")
     for k in (2, 3, 4, 6, 8):
         top = ranked[:k]
         pred = base["noise"] - sum(base["noise"] - out[g][m]["noise"] for g in top)
+        lpred = base["logit_noise"] - sum(base["logit_noise"] - out[g][m]["logit_noise"]
+                                          for g in top)
         got = b.score({g: m for g in top})
-        print(f"  k={k}: predicted {b.db(pred):6.2f} dB, measured {fmt(got)}  ({', '.join(top)})")
+        print(f"  k={k}: predicted {b.db(pred):6.2f} dB (logits {b.db(lpred, b.lsignal):5.2f}), "
+              f"measured {fmt(got)}  ({', '.join(top)})")
     return out
 
 
 def greedy(b: Bench, k: int, moves: list[str], pool: int, metric: str) -> None:
     """Forward selection: at each step add the (group, move) of the pool (the ``pool`` groups of
-    largest single SQNR gain under any move) that scores best with the set so far; ``metric``
+    largest single logit SQNR gain under any move) that scores best with the set so far; ``metric``
     strings (ties broken by SQNR) or sqnr."""
     base = b.score({})
-    gain = {g: max(b.score({g: m})["sqnr"] for m in moves) for g in b.v.groups}
+    gain = {g: max(b.score({g: m})["logit_sqnr"] for m in moves) for g in b.v.groups}
     cand = sorted(gain, key=lambda g: -gain[g])[:pool]
     print(f"pool: {', '.join(cand)}")
 
@@ -162,6 +205,33 @@ def greedy(b: Bench, k: int, moves: list[str], pool: int, metric: str) -> None:
               + " + ".join(f"{g}={m}" for g, m in chosen.items()), flush=True)
 
 
+def curve(b: Bench, move: str, counts: list[int]) -> None:
+    """The first N groups (topological order) at ``move``, then the last N: models from the int8
+    base to every group raised, for the strings-vs-SQNR relation (``table``)."""
+    order = list(b.v.groups)
+    for n in counts:
+        for label, part in (("first", order[:n]), ("last", order[len(order) - n:])):
+            q = b.score({g: move for g in part})
+            print(f"{label} {n:2d} at {move}: {fmt(q)}", flush=True)
+
+
+def table(work: Path, seed: int, lines: int) -> None:
+    """Every configuration measured on these lines (all bases): how many keep >= 95 % of the
+    strings, binned by output SQNR and by logit SQNR."""
+    rows = []
+    for path in sorted(work.glob(f"budget_*_s{seed}_n{lines}.json")):
+        rows += [q for q in json.loads(path.read_text()).values() if "logit_sqnr" in q]
+    print(f"{len(rows)} configurations on {lines} lines (seed {seed})")
+    for key, edges in (("sqnr", [0, 14, 16, 18, 20, 22, 24, 26, 30, 100]),
+                       ("logit_sqnr", [0, 16, 18, 20, 22, 24, 26, 28, 32, 100])):
+        print(f"  by {key}: [lo, hi) dB: configurations, >= 95 % strings, mean strings %")
+        for lo, hi in zip(edges, edges[1:]):
+            sel = [q["strings"] for q in rows if lo <= q[key] < hi]
+            if sel:
+                print(f"    [{lo:3d}, {hi:3d}): {len(sel):4d}, {sum(x >= 0.95 for x in sel):4d}, "
+                      f"{100 * np.mean(sel):5.1f}")
+
+
 def parse_set(text: str) -> dict[str, str]:
     out = {}
     for item in (t for t in text.split("+") if t):
@@ -174,9 +244,9 @@ def parse_set(text: str) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("singles", "greedy", "sets", "act16"))
+    p.add_argument("command", choices=("singles", "greedy", "sets", "act16", "curve", "table"))
     p.add_argument("items", nargs="*", help="sets: GROUP=MOVE+GROUP=MOVE ('' = the base); "
-                   "act16: comma-separated activation names")
+                   "act16: comma-separated activation names; curve: counts of groups")
     p.add_argument("--base", default="plain", choices=sorted(BASES))
     p.add_argument("--moves", default="fp16,A16W16,A16W8")
     p.add_argument("--lines", type=int, default=48)
@@ -189,11 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     moves = [m for m in args.moves.split(",") if m]
     if unknown := [m for m in moves if m not in MOVES]:
         raise SystemExit(f"unknown moves {unknown}: one of {', '.join(MOVES)}")
+    if args.command == "table":
+        table(Path(args.work), args.seed, args.lines)
+        return 0
     b = Bench(args.base, Path(args.work), args.lines, args.seed)
     if args.command == "singles":
         singles(b, moves)
     elif args.command == "greedy":
         greedy(b, args.k, moves, args.pool, args.metric)
+    elif args.command == "curve":
+        curve(b, moves[0], [int(n) for n in args.items or [4, 8, 16, 24, 32, 40, 47]])
     elif args.command == "sets":
         for text in args.items or [""]:
             spec = parse_set(text)
