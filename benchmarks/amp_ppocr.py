@@ -167,7 +167,8 @@ def compiled(model: Path, folder: Path, lst: Path, backend: str, feeds) -> tuple
                     *([f"-node-precision-info={npi}"] if npi.exists() else []),
                     f"-external-quantization={folder / 'q_amp' / 'encodings.json'}",
                     f"-input-list-file={lst}", "-quantization-schema-activations=asymmetric",
-                    "-enable-channelwise",
+                    # the conversions out of fp16 groups are calibrated again: as quantize did
+                    "-enable-channelwise", "-quantization-calibration=Auto",
                     f"--backend={backend}", f"-aic-binary-dir={qpc}"], check=True)
     seconds = time.perf_counter() - t0
     sess = aicc.load(qpc)

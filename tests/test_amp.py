@@ -5,6 +5,7 @@ compile`` reproduce the choice on the cpu and interpreter backends."""
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 
@@ -153,6 +154,44 @@ def test_compile_reproduces_the_amp_choice_on_cpu_and_interpreter(auto_precision
         # encoding per tensor): within 1 dB of the AMP model, same predictions
         assert abs(_sqnr(ref, out) - _sqnr(ref, amp_out)) <= 1.0
         assert (out.argmax(1) == amp_out.argmax(1)).mean() >= 0.95
+
+
+
+def _conversion_scales(model_path):
+    """Tensor -> scale of the float -> integer conversions in a QDQ model (``<t>_converted``)."""
+    m = onnx.load(str(model_path))
+    consts = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+    consts.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t)
+                   for n in m.graph.node if n.op_type == "Constant"})
+    return {n.input[0]: float(consts[n.input[1]]) for n in m.graph.node
+            if n.op_type == "QuantizeLinear" and n.output[0].endswith("_converted_quantized")}
+
+
+def test_the_printed_compile_command_calibrates_conversions_as_amp_did(tmp_path, capsys):
+    """The fp16 -> integer conversions are calibrated again by ``aicc compile``; the command AMP
+    prints names the quantize run's range method (here percentile 99, which clips), so they
+    equal the ones AMP scored (compile's default, min/max, made them wider: PP-OCRv4 rec kept
+    54 % of its strings compiled where AMP's model, calibrated with ``Auto``, kept 85 %)."""
+    out = tmp_path / "q.onnx"
+    code, stdout, err = _quantize(["--output_model", out, "--weight_bw", "4",
+                                   "--use_per_channel_quantization", "--auto_precision", "16",
+                                   "--act_quantizer_calibration", "percentile",
+                                   "--percentile_calibration_value", "99"], capsys)
+    assert code == 0, err
+    line = next(s for s in stdout.splitlines() if s.startswith("amp: to compile this choice: "))
+    cmd = line.split("choice: ", 1)[1].split()
+    assert cmd[:3] == ["aicc", "compile", "-m=MODEL"]
+    assert "-quantization-calibration=Percentile" in cmd
+    assert "-percentile-calibration-value=99" in cmd
+    qpc = tmp_path / "qpc"
+    assert main(["compile", f"-m={DIGITS}", *cmd[3:], "--backend=interpreter",
+                 f"-aic-binary-dir={qpc}"]) == 0
+    amp = _conversion_scales(out)
+    assert amp                                   # the choice has fp16 -> int8 boundaries
+    manifest = json.loads((qpc / "manifest.json").read_text())
+    compiled = manifest["program"]["encodings"]["conversions"]
+    for name, scale in amp.items():
+        assert compiled[name]["scale"] == pytest.approx(scale, rel=1e-3), name
 
 
 LOADERS = f'''
