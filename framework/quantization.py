@@ -15,6 +15,7 @@ several ``profile`` files).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -33,6 +34,8 @@ from .program import Program
 from .quant.aimet import EncodingsFile
 
 __all__ = ["quantize_pipeline", "quantize_model", "save_model_atomic"]
+
+logger = logging.getLogger(__name__)
 
 
 def _minmax_only(options: dict[str, Any]) -> bool:
@@ -65,7 +68,7 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
         steps.append(("input-shape", {"shapes": list(input_shapes)}))
     steps += [("fold-constants", {}), ("fold-batchnorm", {})]
     for algo in algorithms:
-        steps.append((algo, {}))
+        steps.append((algo, _algorithm_options(algo, input_list, calibrate, engine, options)))
     if overrides:       # a path, or the EncodingsFile read once by quantize_model
         ov = overrides if isinstance(overrides, EncodingsFile) else str(overrides)
         steps.append(("quant-overrides", {"file": ov}))
@@ -103,6 +106,29 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
     steps.append(("quantize", q))
     steps.append(("cleanup", {}))
     return steps
+
+
+def _algorithm_options(algo: str, input_list: str | Path | None, calibrate: bool, engine: str,
+                       options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of a pre-quantization algorithm. ``cle`` with per-channel weights equalizes
+    the activations between layers on the calibration samples (``objective=activations``):
+    weight-range equalization buys per-channel weights nothing and can spread the per-tensor
+    activations. Without samples (a profile, overrides) it stays weight equalization."""
+    if algo != "cle" or not options.get("per_channel"):
+        return {}
+    if input_list is None and not calibrate:
+        logger.warning("cle: weights are quantized per channel, and equalizing their ranges "
+                       "buys nothing; equalizing the activations needs calibration samples, and "
+                       "none were given: weight equalization is run")
+        return {}
+    logger.info("cle: weights are quantized per channel: equalizing the activations between "
+                "layers on the calibration samples (objective=activations)")
+    out: dict[str, Any] = {"objective": "activations", "engine": engine,
+                           "act_bitwidth": int(options.get("act_bitwidth", 8)),
+                           "weight_bitwidth": int(options.get("weight_bitwidth", 8))}
+    if input_list is not None:
+        out["input_list"] = str(input_list)
+    return out
 
 
 #: The built-in registries by plugin-autoload setting, loaded once per process.
