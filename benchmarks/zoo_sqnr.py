@@ -109,6 +109,8 @@ def _spawn(key: str, tool: str, samples: int, folder: str, flags: str) -> dict:
 
 
 def _cell(r: dict) -> str:
+    if r.get("error") == "skipped":
+        return f"{'-':>9}"
     if "error" in r:
         return f"{'failed':>9}"
     return f"{r['sqnr']:>9.2f}" if math.isfinite(r["sqnr"]) else f"{r['sqnr']:>9}"
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             secs = "".join(f"{r['seconds']:>8.1f}" if "error" not in r else f"{'-':>8}"
                            for r in (a, o))
             note = "; ".join(f"{t}: {r['error']}" for t, r in (("aicc", a), ("ort", o))
-                             if "error" in r)
+                             if "error" in r and r["error"] != "skipped")
             print(f"{key:<18}{_cell(a)}{_cell(o)}{diff}{secs}  {note}", flush=True)
     return 0
 

@@ -15,7 +15,6 @@ several ``profile`` files).
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -34,8 +33,6 @@ from .program import Program
 from .quant.aimet import EncodingsFile
 
 __all__ = ["quantize_pipeline", "quantize_model", "save_model_atomic"]
-
-logger = logging.getLogger(__name__)
 
 
 def _minmax_only(options: dict[str, Any]) -> bool:
@@ -68,7 +65,7 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
         steps.append(("input-shape", {"shapes": list(input_shapes)}))
     steps += [("fold-constants", {}), ("fold-batchnorm", {})]
     for algo in algorithms:
-        steps.append((algo, _algorithm_options(algo, input_list, calibrate, engine, options)))
+        steps.append(_algorithm_step(algo, input_list, calibrate, engine, options))
     if overrides:       # a path, or the EncodingsFile read once by quantize_model
         ov = overrides if isinstance(overrides, EncodingsFile) else str(overrides)
         steps.append(("quant-overrides", {"file": ov}))
@@ -108,27 +105,33 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
     return steps
 
 
-def _algorithm_options(algo: str, input_list: str | Path | None, calibrate: bool, engine: str,
-                       options: Mapping[str, Any]) -> dict[str, Any]:
-    """The options of a pre-quantization algorithm. ``cle`` with per-channel weights equalizes
-    the activations between layers on the calibration samples (``objective=activations``):
-    weight-range equalization buys per-channel weights nothing and can spread the per-tensor
-    activations. Without samples (a profile, overrides) it stays weight equalization."""
-    if algo != "cle" or not options.get("per_channel"):
-        return {}
+#: algorithm names that run a pass under another name: ``cle-activations`` is ``cle`` with
+#: ``objective=activations``
+ALGORITHM_PASSES = {"cle-activations": "cle"}
+
+
+def _algorithm_step(algo: str, input_list: str | Path | None, calibrate: bool, engine: str,
+                    options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The (pass, options) of a pre-quantization algorithm. ``cle-activations`` equalizes the
+    activations between layers on the calibration samples (``cle`` with
+    ``objective=activations``), for per-channel weights, which weight-range equalization (plain
+    ``cle``, kept for every quantization setting) cannot help."""
+    if algo != "cle-activations":
+        return algo, {}
+    if not options.get("per_channel"):
+        raise ConfigError("cle-activations is for per-channel weights (with per-tensor weights, "
+                          "plain cle equalizes their ranges)", field="algorithms",
+                          hint="quantize with per_channel=True, or use cle")
     if input_list is None and not calibrate:
-        logger.warning("cle: weights are quantized per channel, and equalizing their ranges "
-                       "buys nothing; equalizing the activations needs calibration samples, and "
-                       "none were given: weight equalization is run")
-        return {}
-    logger.info("cle: weights are quantized per channel: equalizing the activations between "
-                "layers on the calibration samples (objective=activations)")
+        raise ConfigError("cle-activations measures the activations on calibration samples, "
+                          "and none were given", field="algorithms",
+                          hint="give calibration samples (an input list)")
     out: dict[str, Any] = {"objective": "activations", "engine": engine,
                            "act_bitwidth": int(options.get("act_bitwidth", 8)),
                            "weight_bitwidth": int(options.get("weight_bitwidth", 8))}
     if input_list is not None:
         out["input_list"] = str(input_list)
-    return out
+    return "cle", out
 
 
 #: The built-in registries by plugin-autoload setting, loaded once per process.
@@ -189,7 +192,7 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
         raise ConfigError("give samples or an input list, not both", field="quantize_model")
     registries = registries or _default_registries()
     for algo in algorithms:
-        if algo not in registries.passes:
+        if ALGORITHM_PASSES.get(algo, algo) not in registries.passes:
             raise ConfigError(f"algorithm '{algo}' is not available (no pass '{algo}' is "
                               "registered)", field="algorithms")
     if isinstance(bias_correction, bool):        # True: the defaults; False: none

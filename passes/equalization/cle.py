@@ -25,7 +25,7 @@ leaves them (scaled, shifted by c) are kept per graph in the analysis ``CLE_STAT
 [graph][layer], so a later cle in the same pipeline starts from them; ``folded_batchnorm`` itself,
 shared by all graphs, is never changed.
 
-``objective=activations`` (what ``aicc quantize --algorithms cle`` runs when weights are quantized
+``objective=activations`` (``aicc quantize --algorithms cle-activations``, for weights quantized
 per channel; see ``activations.py``) chooses each link's scales from the per-channel ranges of the
 activation between the two layers, measured on samples (``input_list``, else the Python API's
 calibration samples), instead of from the weights: per-channel weights gain nothing from weight
