@@ -321,25 +321,9 @@ def _summary(args: dict[str, Any], enc: dict[str, Any], amp_lines: list[str]) ->
               f"{max(gain, default=0):.1f} dB lower than nearest rounding)")
 
 
-def run_quantize(argv: Sequence[str]) -> int:
-    from . import quantize_dask
-    _spell_options()
-    parser = FlagParser("quantize", QUANTIZE_FLAGS + quantize_dask.FLAGS)
-    args = parser.parse(_split_input_dims(argv))
-    if args["help"]:
-        print(parser.help_text())
-        return 0
-    for dest, flag in (("input_model", "--input_model"), ("output_model", "--output_model")):
-        if not args[dest]:
-            raise UsageError(f"{flag} is required", where="aicc quantize")
-    opts = _options(args)
-    if args["overrides"]:     # read once; every check and pass below gets the read file
-        from ..quant import EncodingsFile
-        args["overrides"] = EncodingsFile.read(args["overrides"])
-    _float_flags(args, opts)
+def _algorithms(args: dict[str, Any], opts: dict[str, Any], registries: Any) -> list[str]:
+    """The ``--algorithms`` names, checked (``cle``, ``cle-activations``)."""
     algorithms = []
-    from ..plugins import load_registries
-    registries = load_registries()
     for algo in args["algorithms"]:
         for name in (a.strip() for a in algo.split(",") if a.strip()):
             if name not in ("cle", "cle-activations"):
@@ -356,6 +340,28 @@ def run_quantize(argv: Sequence[str]) -> int:
                 raise UsageError("cle-activations measures the activations on --input_list, "
                                  "and none was given", where="--algorithms")
             algorithms.append(name)
+    return algorithms
+
+
+def run_quantize(argv: Sequence[str]) -> int:
+    from . import quantize_dask
+    _spell_options()
+    parser = FlagParser("quantize", QUANTIZE_FLAGS + quantize_dask.FLAGS)
+    args = parser.parse(_split_input_dims(argv))
+    if args["help"]:
+        print(parser.help_text())
+        return 0
+    for dest, flag in (("input_model", "--input_model"), ("output_model", "--output_model")):
+        if not args[dest]:
+            raise UsageError(f"{flag} is required", where="aicc quantize")
+    opts = _options(args)
+    if args["overrides"]:     # read once; every check and pass below gets the read file
+        from ..quant import EncodingsFile
+        args["overrides"] = EncodingsFile.read(args["overrides"])
+    _float_flags(args, opts)
+    from ..plugins import load_registries
+    registries = load_registries()
+    algorithms = _algorithms(args, opts, registries)
     input_shapes = []
     for item in args["input_dim"]:
         name, _, dims = item.partition("=")
