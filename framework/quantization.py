@@ -8,9 +8,11 @@ a QDQ ONNX model out. ``aicc quantize`` is a thin command line over ``quantize_m
 The pipeline it runs is ``[input-shape] fold-constants fold-batchnorm [cle] [quant-overrides]
 [int32-sandwich] [adaround] [bias-correction] [calibrate] quantize cleanup``: the same
 simplifications as ``aicc compile``'s default pipeline before calibration, so a profile dumped
-by one can be loaded by the other. Samples are any iterable of feed dicts (streamed: a generator
-is read once, one sample at a time), or an input list file. Shards calibrated apart merge with ``aicc.quant.merge_profiles`` (or give
-several ``profile`` files).
+by one can be loaded by the other. ``algorithms=["cle"]`` equalizes weight ranges;
+``["cle-activations"]`` (per-channel weights, with samples) the activations between layers.
+Samples are any iterable of feed dicts (streamed: a generator is read once, one sample at a
+time), or an input list file. Shards calibrated apart merge with ``aicc.quant.merge_profiles``
+(or give several ``profile`` files).
 """
 
 from __future__ import annotations
