@@ -184,6 +184,13 @@ def test_weight_objective_refuses_activation_options(tmp_path):
         run_cle(_spread_model(), {"input_list": _list(tmp_path, _spread_model())})
 
 
+def test_activation_objective_refuses_weight_options(tmp_path):
+    model = _spread_model()
+    with pytest.raises(ConfigError, match="'max_iterations' only applies to objective=weights"):
+        run_cle(model, {"objective": "activations", "input_list": _list(tmp_path, model),
+                        "max_iterations": 5})
+
+
 def test_activation_objective_without_samples_is_refused():
     with pytest.raises(ConfigError, match="no samples for cle"):
         run_cle(_spread_model(), {"objective": "activations"})

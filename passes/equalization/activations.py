@@ -60,6 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aicc.backend import Observers
+from aicc.errors import PassError
 from aicc.program import Program
 
 from aicc.passes.equalization.patterns import Layer, Link
@@ -120,8 +121,9 @@ def collect_stats(program: Program, gname: str, links: list[Link],
         if name in stats:
             axis, channels = wanted[name]
             if np.ndim(array) < 2 or np.shape(array)[axis] != channels:
-                raise ValueError(f"tensor '{name}' has shape {list(np.shape(array))}, "
-                                 f"expected {channels} channels on axis {axis}")
+                raise PassError(f"cle: tensor '{name}' has shape {list(np.shape(array))} on "
+                                f"the samples, not {channels} channels on axis {axis}",
+                                where=f"graph '{gname}'")
             stats[name].add(array, axis)
     for feeds in itertools.islice(samples, limit or None):
         runner.run(feeds, observe)

@@ -64,14 +64,17 @@ logger = logging.getLogger(__name__)
 RELU6_MODES = ("exact", "replace")
 OBJECTIVES = ("weights", "activations")
 ENGINES = ("auto", "interpreter", "cpu")
-#: options that only the activations objective reads, with their defaults
-_ACTIVATION_ONLY = {"input_list": "", "engine": "auto", "num_batches": 0, "max_gain": 1000.0,
-                    "act_bitwidth": 8, "weight_bitwidth": 8}
+#: options that only one objective reads, with their defaults (another value is refused with
+#: the other objective)
+_ONLY = {"activations": {"input_list": "", "engine": "auto", "num_batches": 0, "max_gain": 1000.0,
+                         "act_bitwidth": 8, "weight_bitwidth": 8},
+         "weights": {"absorb_into_padded": False, "max_iterations": 100, "convergence": 1e-6}}
 
 
 class CrossLayerEqualization(Pass):
     name = "cle"
-    description = ("cross-layer equalization: fold BN, equalize per-channel weight ranges across "
+    description = ("cross-layer equalization: fold BN, equalize per-channel weight ranges (or "
+                   "with objective=activations the activations between layers) across "
                    "Conv/Gemm/MatMul chains, absorb high biases")
     scope = "graph"
     semantics = "preserving"
@@ -89,7 +92,8 @@ class CrossLayerEqualization(Pass):
                      "the vendor tools do (changes the float model)")
         high_bias_absorption: bool = option(
             True, "move c = max(0, beta - 3|gamma|) from layer 1's bias into layer 2's "
-                  "(needs BatchNorm statistics; exact where the pre-activation is >= c)")
+                  "(needs BatchNorm statistics; exact where the pre-activation is >= c; "
+                  "objective=weights only)")
         absorb_into_padded: bool = option(
             False, "also absorb into convolutions with zero padding (their border outputs shift)")
         max_iterations: int = option(
@@ -121,12 +125,12 @@ class CrossLayerEqualization(Pass):
         """Refuse non-float graphs, fold BatchNormalization (a nested ``fold-batchnorm``, which
         records the statistics high-bias absorption needs), then equalize each graph."""
         o = ctx.options
-        if o.objective == "weights":
-            given = [k for k, v in _ACTIVATION_ONLY.items() if getattr(o, k) != v]
-            if given:
-                raise ConfigError(f"option '{given[0]}' only applies to objective=activations",
-                                  field="pass 'cle'", hint="add objective=activations, or drop "
-                                  f"'{given[0]}'")
+        other = "weights" if o.objective == "activations" else "activations"
+        given = [k for k, v in _ONLY[other].items() if getattr(o, k) != v]
+        if given:
+            raise ConfigError(f"option '{given[0]}' only applies to objective={other}",
+                              field="pass 'cle'", hint=f"add objective={other}, or drop "
+                              f"'{given[0]}'")
         for name, graph in program.graphs.items():
             refuse_non_float(graph, f"graph '{name}'")
         program = ctx.run_pipeline(["fold-batchnorm"], program)
