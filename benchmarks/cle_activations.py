@@ -9,10 +9,10 @@ This checks the estimate that picks alpha for a dense layer 2 against the noise 
 
 Measured (2026-12-05, 8 samples): against no scaling (alpha 0) the chosen alpha gains on 16 of
 the 21 links of ocr-cls and ocr-det (up to 7.9 dB: ocr-det p2o.Conv.0 -> .1, depthwise, 28.6 ->
-36.4 dB; the 4 depthwise links all gain 3-8 dB at alpha 1), is equal on 2 and loses on 3 (ocr-det
-p2o.Conv.22 -> .23 -0.4 dB, .38 -> .39 -0.3 dB, .59 -> .60 -1.9 dB: the estimate assumes
-uniform rounding noise on every weight, which a few large weights per row do not follow); it is
-within 0.3 dB of the best of alpha 0, 0.5 and 1 on 17 of the 21. End to end these gains did not
+36.4 dB; the 4 depthwise links all gain 2-8 dB at alpha 1), is equal on 2 and loses on 3 (ocr-det
+p2o.Conv.22 -> .23 -0.4 dB, .38 -> .39 -0.3 dB, .59 -> .60 -1.9 dB; which assumption of the
+estimate fails there was not checked); it is within 0.3 dB of the best of alpha 0, 0.5 and 1 on
+17 of the 21. End to end these gains did not
 carry through (``passes/equalization/activations.py`` has those numbers).
 """
 
