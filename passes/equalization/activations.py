@@ -47,9 +47,10 @@ int8 per-channel, ``aicc quantize`` defaults, i.e. ``Auto`` calibration):
   25.90 dB (plain ``cle`` 29.39), ocr-det 15.35 -> 15.48 (plain ``cle`` 15.39), layout-cdla 3.71
   -> 3.70, silero-vad-op15 10.41 -> 10.41 (three dense links); orientation, nudenet-320n,
   oww-embedding and magika have no link (HardSwish, SiLU, Max, Reshape between their layers).
-  ocr-cls on 32 held-out samples: 25.86 -> 25.44 dB (plain ``cle`` 25.98), but 105 of its 120 quantized tensors gain (median +0.8 dB; the logits 18.2 ->
-  19.0 dB); the softmax it scores loses 0.4 dB, and one squeeze-excite block (pool2d_1 ->
-  hardsigmoid_1) 0.4-2.4 dB: its global average pool sums the errors' mean.
+  ocr-cls on 32 held-out samples: 25.86 -> 25.44 dB (plain ``cle`` 25.98), but 105 of its 120
+  quantized tensors gain (median +0.8 dB; the logits 18.2 -> 19.0 dB); the softmax it scores
+  loses 0.4 dB, and one squeeze-excite block (pool2d_1 -> hardsigmoid_1) 0.4-2.4 dB: its global
+  average pool sums the errors' mean.
 - With min-max calibration: ocr-cls (32 held-out) 26.35 -> 27.85 dB (plain ``cle`` 25.96);
   PP-OCRv4 rec 13.03 -> 12.37 dB (plain ``cle`` 10.73). ``Auto`` re-chooses a tensor's range
   after equalization on a histogram whose channels now all reach its ends, while the stretch aims
