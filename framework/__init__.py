@@ -11,6 +11,7 @@ The Python API::
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -71,11 +72,18 @@ def compile(model: Any = None, *, config: str | Path | None = None, output: Any 
         given = CompileConfig.from_file(registries.options, config).merged(given)
     dump_only = given.given("quantization.dump_profile") and not any(
         given.given(f"quantization.{k}") for k in ("calibrate", "profile", "encodings"))
-    if given.get("output") is None and output is None and not dump_only:
-        output = Path(tempfile.mkdtemp(prefix="aicc-")) / "program.qpc"
-    if output is not None:
-        given = given.merged(CompileConfig.from_python(registries.options, {"output": output}))
     if given.get("model") is None:
         raise ConfigError("no model given", hint="aicc.compile('model.onnx', ...)")
-    path, _, _ = compile_model(configure(given, registries, list(plugins)), registries)
+    folder = None
+    if given.get("output") is None and output is None and not dump_only:
+        folder = Path(tempfile.mkdtemp(prefix="aicc-"))
+        output = folder / "program.qpc"
+    if output is not None:
+        given = given.merged(CompileConfig.from_python(registries.options, {"output": output}))
+    try:
+        path, _, _ = compile_model(configure(given, registries, list(plugins)), registries)
+    except BaseException:
+        if folder is not None:  # the folder was ours and holds no program: leave nothing behind
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     return path

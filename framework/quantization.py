@@ -8,9 +8,11 @@ a QDQ ONNX model out. ``aicc quantize`` is a thin command line over ``quantize_m
 The pipeline it runs is ``[input-shape] fold-constants fold-batchnorm [cle] [quant-overrides]
 [int32-sandwich] [adaround] [bias-correction] [calibrate] quantize cleanup``: the same
 simplifications as ``aicc compile``'s default pipeline before calibration, so a profile dumped
-by one can be loaded by the other. Samples are any iterable of feed dicts (streamed: a generator
-is read once, one sample at a time), or an input list file. Shards calibrated apart merge with ``aicc.quant.merge_profiles`` (or give
-several ``profile`` files).
+by one can be loaded by the other. ``algorithms=["cle"]`` equalizes weight ranges;
+``["cle-activations"]`` (per-channel weights, with samples) the activations between layers.
+Samples are any iterable of feed dicts (streamed: a generator is read once, one sample at a
+time), or an input list file. Shards calibrated apart merge with ``aicc.quant.merge_profiles``
+(or give several ``profile`` files).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
         steps.append(("input-shape", {"shapes": list(input_shapes)}))
     steps += [("fold-constants", {}), ("fold-batchnorm", {})]
     for algo in algorithms:
-        steps.append((algo, {}))
+        steps.append(_algorithm_step(algo, input_list, calibrate, engine, options))
     if overrides:       # a path, or the EncodingsFile read once by quantize_model
         ov = overrides if isinstance(overrides, EncodingsFile) else str(overrides)
         steps.append(("quant-overrides", {"file": ov}))
@@ -103,6 +105,35 @@ def quantize_pipeline(*, input_list: str | Path | None = None, calibrate: bool =
     steps.append(("quantize", q))
     steps.append(("cleanup", {}))
     return steps
+
+
+#: algorithm names that run a pass under another name: ``cle-activations`` is ``cle`` with
+#: ``objective=activations``
+ALGORITHM_PASSES = {"cle-activations": "cle"}
+
+
+def _algorithm_step(algo: str, input_list: str | Path | None, calibrate: bool, engine: str,
+                    options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The (pass, options) of a pre-quantization algorithm. ``cle-activations`` equalizes the
+    activations between layers on the calibration samples (``cle`` with
+    ``objective=activations``), for per-channel weights, which weight-range equalization (plain
+    ``cle``, kept for every quantization setting) cannot help."""
+    if algo != "cle-activations":
+        return algo, {}
+    if not options.get("per_channel"):
+        raise ConfigError("cle-activations is for per-channel weights (with per-tensor weights, "
+                          "plain cle equalizes their ranges)", field="algorithms",
+                          hint="quantize with per_channel=True, or use cle")
+    if input_list is None and not calibrate:
+        raise ConfigError("cle-activations measures the activations on calibration samples, "
+                          "and none were given", field="algorithms",
+                          hint="give calibration samples (an input list)")
+    out: dict[str, Any] = {"objective": "activations", "engine": engine,
+                           "act_bitwidth": int(options.get("act_bitwidth", 8)),
+                           "weight_bitwidth": int(options.get("weight_bitwidth", 8))}
+    if input_list is not None:
+        out["input_list"] = str(input_list)
+    return "cle", out
 
 
 #: The built-in registries by plugin-autoload setting, loaded once per process.
@@ -163,7 +194,7 @@ def quantize_model(model: str | Path | bytes | onnx.ModelProto, *,
         raise ConfigError("give samples or an input list, not both", field="quantize_model")
     registries = registries or _default_registries()
     for algo in algorithms:
-        if algo not in registries.passes:
+        if ALGORITHM_PASSES.get(algo, algo) not in registries.passes:
             raise ConfigError(f"algorithm '{algo}' is not available (no pass '{algo}' is "
                               "registered)", field="algorithms")
     if isinstance(bias_correction, bool):        # True: the defaults; False: none

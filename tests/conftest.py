@@ -1,4 +1,6 @@
-"""Shared fixtures: tests never autoload installed plugins, and build models from text."""
+"""Shared fixtures: tests never autoload installed plugins, build models from text, and keep
+their temporary files (``aicc.compile`` without an output, the CLI's subprocesses) under pytest's
+own base folder, which pytest prunes, instead of leaving them in the system's."""
 
 from __future__ import annotations
 
@@ -14,6 +16,23 @@ from aicc.plugins import load_registries  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MODEL = ROOT / "examples" / "digits_mobilenet.onnx"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_files_under_pytest(tmp_path_factory):
+    """Point ``tempfile`` and child processes' ``TMPDIR`` at a folder pytest owns."""
+    import tempfile
+
+    folder = tmp_path_factory.mktemp("system-tmp")
+    saved = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = str(folder)
+    os.environ["TMPDIR"] = str(folder)
+    yield
+    tempfile.tempdir = saved[0]
+    if saved[1] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved[1]
 
 
 @pytest.fixture(scope="session")

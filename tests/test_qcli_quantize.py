@@ -98,7 +98,7 @@ def test_algorithms_cle(tmp_path, capsys, registries):
     else:
         assert code == 2 and "'cle' pass, which is not registered" in err
     code, _, err = _run(argv[:-1] + ["adaround"], capsys)
-    assert code == 2 and "--algorithms: unknown algorithm 'adaround' (supported: cle)" in err
+    assert code == 2 and "--algorithms: unknown algorithm 'adaround' (supported: cle, cle-activations)" in err
 
 
 def _bad_list(tmp_path, kind):

@@ -161,3 +161,20 @@ def test_dump_ir_dir_naming_a_file_is_refused(tmp_path, capsys):
     code = main(["compile", f"-m={model}", "--dump-ir-after=all", f"--dump-ir-dir={afile}"])
     err = capsys.readouterr().err
     assert code == 2 and "is not a folder" in err and afile.read_text() == "keep"
+
+
+def test_a_failed_compile_without_output_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    """``aicc.compile(model)`` makes a temporary folder for its container; when the compile fails
+    the folder holds nothing and is removed, so failed calls do not accumulate empty folders."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    graph = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(aicc.AiccError):
+        aicc.compile(model)
+    assert list(tmp_path.iterdir()) == []
+    path = aicc.compile(add_model())
+    assert path.exists() and path.parent.parent == tmp_path

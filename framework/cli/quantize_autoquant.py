@@ -1,6 +1,7 @@
 """``aicc quantize --apply_algorithms autoquant --config FILE``: AIMET's AutoQuant order on aicc's
 flow, stopping at the first step whose model is within ``allowed_accuracy_drop`` of the float
-model on the evaluation dataset:
+model on the evaluation dataset. As in AIMET, each step builds on the best step before it: a CLE
+that lowers the metric is not carried into AdaRound and AMP.
 
 1. BatchNorm folding (always part of aicc's quantization pipeline) and plain quantization;
 2. + cross-layer equalization (the ``cle`` pass);
@@ -109,11 +110,10 @@ def run_autoquant(plan: dict[str, Any], output_model: str, **kw: Any):
     steps = [("BN folding + quantization", {}),
              ("+ CLE", {"algorithms": list(kw.get("algorithms") or []) + ["cle"]}),
              ("+ AdaRound", {"adaround": plan["adaround"]})]
-    extra: dict[str, Any] = {}
-    best = None
+    best = None  # (model, program, metric, label, the step's settings)
     for label, add in steps:
         start = time.perf_counter()
-        extra.update(add)
+        extra = {**(best[4] if best else {}), **add}  # each step builds on the best one so far
         if "adaround" in add:
             extra["adaround_samples"] = plan["adaround_samples"]()
         try:
@@ -122,25 +122,27 @@ def run_autoquant(plan: dict[str, Any], output_model: str, **kw: Any):
             if plan["strict"]:
                 raise
             lines.append(f"autoquant: {label}: failed ({e}); skipped")
-            for k in add:
-                extra.pop(k, None)
             continue
         value = metric(model)
         lines.append(f"autoquant: {label}: metric {value:.4f} "
                      f"({time.perf_counter() - start:.1f}s)")
         if best is None or value > best[2]:
-            best = (model, program, value, label)
+            best = (model, program, value, label, extra)
+        else:
+            lines.append(f"autoquant: {label} is not kept (no better than '{best[3]}'); "
+                         "the next steps build on that one")
         if value >= target:
             lines.append(f"autoquant: target met after '{label}'")
             return model, program, lines
+    extra = dict(best[4]) if best else {}
+    if "adaround" in extra:  # a loader may be read once: AMP gets the samples afresh
+        extra["adaround_samples"] = plan["adaround_samples"]()
     start = time.perf_counter()
     amp = {"mode": "callback", "algo": "Binary", "reverse": False, "clean": False,
            "drop": plan["drop"], "candidates": plan["candidates"], "where": plan["where"],
            "phase2": plan["eval"], "batches": plan["batches"],
            "phase1_samples": plan["phase1_samples"],
            "cache_name": f"phase1_cache_{plan['cache_id']}" if plan["cache_id"] else None}
-    if "adaround" in extra:
-        extra["adaround_samples"] = plan["adaround_samples"]()
     try:
         model, program, amp_lines = run_amp_flow(amp, output_model, input_model=model_path,
                                                  **{**kw, **extra})

@@ -10,7 +10,8 @@ QNN: 8-bit activations, weights and biases, ``tf`` quantizers; activation ranges
 least expected quantization noise on its histogram, see ``aicc.quant.calibration.auto_range``),
 which holds on real models where min-max loses to outliers and MSE clips too much.
 ``--input_dim NAME DIMS`` takes two values (QNN's
-spelling); ``--algorithms cle`` runs the ``cle`` pass first. Flags that only matter together with
+spelling); ``--algorithms cle`` runs the ``cle`` pass first (``cle-activations``: with
+``objective=activations``, for per-channel weights). Flags that only matter together with
 another one (``--pack_4_bit_weights`` without 4-bit weights, ``--float_bw`` without float layers in
 the overrides, ...) are refused rather than silently ignored.
 """
@@ -85,7 +86,8 @@ QUANTIZE_FLAGS = [
     Flag(("--export_encodings",), "export_encodings",
          help="write the encodings used as AIMET JSON (0.6.1 form)", metavar="FILE"),
     Flag(("--algorithms",), "algorithms", "repeat",
-         help="pre-quantization algorithms: cle", metavar="NAME"),
+         help="pre-quantization algorithms: cle (weight ranges), cle-activations (the "
+              "activations between layers; per-channel weights)", metavar="NAME"),
     Flag(("--bias_correction",), "bias_correction", "switch",
          help="aicc's (not QNN's): shift each Conv/Gemm bias by the mean output error its "
               "quantized weights make on the --input_list samples (after AdaRound's rounding "
@@ -319,6 +321,28 @@ def _summary(args: dict[str, Any], enc: dict[str, Any], amp_lines: list[str]) ->
               f"{max(gain, default=0):.1f} dB lower than nearest rounding)")
 
 
+def _algorithms(args: dict[str, Any], opts: dict[str, Any], registries: Any) -> list[str]:
+    """The ``--algorithms`` names, checked (``cle``, ``cle-activations``)."""
+    algorithms = []
+    for algo in args["algorithms"]:
+        for name in (a.strip() for a in algo.split(",") if a.strip()):
+            if name not in ("cle", "cle-activations"):
+                raise UsageError(f"unknown algorithm {name!r}", where="--algorithms",
+                                 hint="supported: cle, cle-activations")
+            if "cle" not in registries.passes:
+                raise UsageError(f"--algorithms {name} needs the 'cle' pass, which is not "
+                                 "registered", where="--algorithms")
+            if name == "cle-activations" and not opts["per_channel"]:
+                raise UsageError("cle-activations is for per-channel weights (per-tensor "
+                                 "weights: use cle)", where="--algorithms",
+                                 hint="add --use_per_channel_quantization, or use cle")
+            if name == "cle-activations" and not args["input_list"]:
+                raise UsageError("cle-activations measures the activations on --input_list, "
+                                 "and none was given", where="--algorithms")
+            algorithms.append(name)
+    return algorithms
+
+
 def run_quantize(argv: Sequence[str]) -> int:
     from . import quantize_dask
     _spell_options()
@@ -335,18 +359,9 @@ def run_quantize(argv: Sequence[str]) -> int:
         from ..quant import EncodingsFile
         args["overrides"] = EncodingsFile.read(args["overrides"])
     _float_flags(args, opts)
-    algorithms = []
     from ..plugins import load_registries
     registries = load_registries()
-    for algo in args["algorithms"]:
-        for name in (a.strip() for a in algo.split(",") if a.strip()):
-            if name != "cle":
-                raise UsageError(f"unknown algorithm {name!r}", where="--algorithms",
-                                 hint="supported: cle")
-            if "cle" not in registries.passes:
-                raise UsageError("--algorithms cle needs the 'cle' pass, which is not "
-                                 "registered", where="--algorithms")
-            algorithms.append(name)
+    algorithms = _algorithms(args, opts, registries)
     input_shapes = []
     for item in args["input_dim"]:
         name, _, dims = item.partition("=")

@@ -24,6 +24,13 @@ that channel. It is skipped for layer 2 convolutions with zero padding unless
 leaves them (scaled, shifted by c) are kept per graph in the analysis ``CLE_STATISTICS``
 [graph][layer], so a later cle in the same pipeline starts from them; ``folded_batchnorm`` itself,
 shared by all graphs, is never changed.
+
+``objective=activations`` (``aicc quantize --algorithms cle-activations``, for weights quantized
+per channel; see ``activations.py``) chooses each link's scales from the per-channel ranges of the
+activation between the two layers, measured on samples (``input_list``, else the Python API's
+calibration samples), instead of from the weights: per-channel weights gain nothing from weight
+equalization, the per-tensor activations do from this. It equalizes every link on its own (no
+triplets, no sweeps) and absorbs no bias (the measured ranges are what it equalizes).
 """
 
 from __future__ import annotations
@@ -36,11 +43,13 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from aicc.analyses import Analysis
+from aicc.errors import ConfigError
 from aicc.hookspecs import hookimpl
 from aicc.options import option
 from aicc.pass_base import Pass, PassContext, PassResult, Tolerance
 from aicc.program import Program
 
+from aicc.passes.equalization.activations import collect_stats, link_scales
 from aicc.passes.equalization.patterns import Layer, Link, find_chains, refuse_non_float
 from aicc.passes.equalization.rewrite import Editor
 from aicc.passes.fold_batchnorm import FOLDED_BATCHNORM
@@ -53,11 +62,19 @@ __all__ = ["CrossLayerEqualization", "RELU6_MODES"]
 logger = logging.getLogger(__name__)
 
 RELU6_MODES = ("exact", "replace")
+OBJECTIVES = ("weights", "activations")
+ENGINES = ("auto", "interpreter", "cpu")
+#: options that only one objective reads, with their defaults (another value is refused with
+#: the other objective)
+_ONLY = {"activations": {"input_list": "", "engine": "auto", "num_batches": 0, "max_gain": 1000.0,
+                         "act_bitwidth": 8, "weight_bitwidth": 8},
+         "weights": {"absorb_into_padded": False, "max_iterations": 100, "convergence": 1e-6}}
 
 
 class CrossLayerEqualization(Pass):
     name = "cle"
-    description = ("cross-layer equalization: fold BN, equalize per-channel weight ranges across "
+    description = ("cross-layer equalization: fold BN, equalize per-channel weight ranges (or "
+                   "with objective=activations the activations between layers) across "
                    "Conv/Gemm/MatMul chains, absorb high biases")
     scope = "graph"
     semantics = "preserving"
@@ -75,7 +92,8 @@ class CrossLayerEqualization(Pass):
                      "the vendor tools do (changes the float model)")
         high_bias_absorption: bool = option(
             True, "move c = max(0, beta - 3|gamma|) from layer 1's bias into layer 2's "
-                  "(needs BatchNorm statistics; exact where the pre-activation is >= c)")
+                  "(needs BatchNorm statistics; exact where the pre-activation is >= c; "
+                  "objective=weights only)")
         absorb_into_padded: bool = option(
             False, "also absorb into convolutions with zero padding (their border outputs shift)")
         max_iterations: int = option(
@@ -84,10 +102,35 @@ class CrossLayerEqualization(Pass):
         convergence: float = option(
             1e-6, "a chain has converged when no scale of a sweep differs from 1 by more than "
                   "this", minimum=0.0, maximum=1.0)
+        objective: Literal["weights", "activations"] = option(
+            "weights", "'weights': equalize per-channel weight ranges (Nagel 2019); "
+                       "'activations': equalize the channels of the activation between the "
+                       "layers on samples (for per-channel weight quantization)",
+            choices=OBJECTIVES)
+        input_list: str = option("", "activations: a QNN input list of samples (else the Python "
+                                     "API's calibration samples)", path=True)
+        engine: str = option("auto", "activations: what runs the samples (auto: onnxruntime "
+                                     "where it runs the graph, else the interpreter)",
+                             choices=ENGINES)
+        num_batches: int = option(0, "activations: use at most this many samples (0: all)",
+                                  minimum=0)
+        max_gain: float = option(1000.0, "activations: the most a channel of an activation is "
+                                         "magnified", minimum=1.0, maximum=1e6)
+        act_bitwidth: int = option(8, "activations: the activation bitwidth the noise estimate "
+                                      "assumes", choices=(4, 8, 16))
+        weight_bitwidth: int = option(8, "activations: the weight bitwidth the noise estimate "
+                                         "assumes", choices=(4, 8, 16))
 
     def run(self, program: Program, ctx: PassContext) -> PassResult:
         """Refuse non-float graphs, fold BatchNormalization (a nested ``fold-batchnorm``, which
         records the statistics high-bias absorption needs), then equalize each graph."""
+        o = ctx.options
+        other = "weights" if o.objective == "activations" else "activations"
+        given = [k for k, v in _ONLY[other].items() if getattr(o, k) != v]
+        if given:
+            raise ConfigError(f"option '{given[0]}' only applies to objective={other}",
+                              field="pass 'cle'", hint=f"add objective={other}, or drop "
+                              f"'{given[0]}'")
         for name, graph in program.graphs.items():
             refuse_non_float(graph, f"graph '{name}'")
         program = ctx.run_pipeline(["fold-batchnorm"], program)
@@ -104,13 +147,24 @@ class CrossLayerEqualization(Pass):
             logger.info("cle: no candidate in %s (%d layer(s) looked at; --debug shows why)",
                         where, len(skipped))
             return
-        # BN statistics: as folded (shared by all graphs), and as cle left them in this graph
-        if CLE_STATISTICS not in ctx.analyses:
-            ctx.analyses.put(CLE_STATISTICS, {})
-        stats = {"folded": ctx.analyses.peek(FOLDED_BATCHNORM, {}),
-                 "graph": ctx.analyses.peek(CLE_STATISTICS).setdefault(ctx.graph_name, {})}
         editor = Editor(graph)
         replace = ctx.options.relu6_mode == "replace"
+        if ctx.options.objective == "activations":
+            replaced = self._equalize_activations(chains, program, ctx, editor, replace)
+        else:
+            replaced = self._equalize_weights(chains, stats_of(ctx), ctx, editor, replace)
+        for layer in _layers(chains):
+            editor.layer(layer, ctx)
+        editor.finish()
+        if replaced:
+            ctx.count("relu6 replaced by relu", replaced)
+            logger.warning("cle: replaced %d ReLU6/Clip activation(s) by Relu in %s "
+                           "(relu6_mode=replace): float outputs change wherever an activation "
+                           "exceeded its bound", replaced, where)
+
+    def _equalize_weights(self, chains: list[list[Link]], stats: dict, ctx: PassContext,
+                          editor: Editor, replace: bool) -> int:
+        """Weight-range equalization and high-bias absorption; returns the ReLU6 replaced."""
         replaced = exact = 0
         for chain in chains:
             totals = self._equalize(chain, ctx)
@@ -121,14 +175,7 @@ class CrossLayerEqualization(Pass):
                 exact += bound is not None
         if exact:
             ctx.count("bounded relus kept exact", exact)
-        for layer in _layers(chains):
-            editor.layer(layer, ctx)
-        editor.finish()
-        if replaced:
-            ctx.count("relu6 replaced by relu", replaced)
-            logger.warning("cle: replaced %d ReLU6/Clip activation(s) by Relu in %s "
-                           "(relu6_mode=replace): float outputs change wherever an activation "
-                           "exceeded its bound", replaced, where)
+        return replaced
 
     # ------------------------------------------------------------------ equalization
     @staticmethod
@@ -161,6 +208,46 @@ class CrossLayerEqualization(Pass):
             logger.debug("cle: equalized %s (%d pair(s), %d triplet(s), %d sweep(s))", names,
                          pairs, len(sets) - pairs, sweeps)
         return totals
+
+    # ------------------------------------------------------------------ objective=activations
+    def _equalize_activations(self, chains: list[list[Link]], program: Program,
+                              ctx: PassContext, editor: Editor, replace: bool) -> int:
+        """Scale every link from its intermediate activation's statistics (``activations.py``);
+        returns the ReLU6 replaced."""
+        from aicc.passes.quantization.adaround import pass_samples
+
+        o = ctx.options
+        links = [link for chain in chains for link in chain]
+        samples = pass_samples(program, ctx, None, "cle")
+        stats = collect_stats(program, ctx.graph_name, links, samples, engine=o.engine,
+                              observers=ctx.observers, limit=o.num_batches)
+        replaced = exact = equalized = 0
+        for link in links:
+            st = stats[link.second.node.inputs[0].name]
+            if not st.measured:
+                logger.info("cle: '%s' -> '%s' left as it is: its input was not measured "
+                            "(no samples, or non-finite values)", link.first.node.name,
+                            link.second.node.name)
+                continue
+            s, alpha, gain = link_scales(link, st, max_gain=o.max_gain,
+                                         act_bits=o.act_bitwidth, weight_bits=o.weight_bitwidth)
+            if alpha == 0.0 or np.all(s == 1.0):
+                continue
+            link.first.scale_out(1.0 / s)
+            link.second.scale_in(s)
+            bound = self._new_bound(link, s, replace)
+            replaced += editor.activation(link, bound, replace)
+            exact += bound is not None
+            equalized += 1
+            logger.debug("cle: activation '%s' -> '%s': alpha %.1f, largest gain %.3g, "
+                         "estimated noise at the output -%.2f dB", link.first.node.name,
+                         link.second.node.name, alpha, float(1.0 / s.min()), gain)
+        ctx.count("activations equalized", equalized)
+        if exact:
+            ctx.count("bounded relus kept exact", exact)
+        logger.info("cle: equalized the activations of %d of %d link(s) in graph '%s' "
+                    "(objective=activations)", equalized, len(links), ctx.graph_name)
+        return replaced
 
     # ------------------------------------------------------------------ activations and HBA
     @staticmethod
@@ -235,6 +322,14 @@ def _scales(chain: list[Link], k: int, width: int) -> list[np.ndarray]:
     mid.scale_out(1.0 / s2)
     last.scale_in(s2)
     return [s1, s2]
+
+
+def stats_of(ctx: PassContext) -> dict:
+    """BN statistics: as folded (shared by all graphs), and as cle left them in this graph."""
+    if CLE_STATISTICS not in ctx.analyses:
+        ctx.analyses.put(CLE_STATISTICS, {})
+    return {"folded": ctx.analyses.peek(FOLDED_BATCHNORM, {}),
+            "graph": ctx.analyses.peek(CLE_STATISTICS).setdefault(ctx.graph_name, {})}
 
 
 def _layers(chains: list[list[Link]]) -> list[Layer]:
