@@ -42,8 +42,10 @@ of logit SQNR at most. AMP itself (``amp_ppocr.py --targets 16``, plain base): 2
 (Conv.0, Conv.1): 81.2 %, 15.34 dB (logits 20.91); ``--targets 16.5`` and 17: 5 layers (Conv.0,
 1, 2, 4, 7), 85.4 %, 16.96 dB. Same sets on a second held-out set (seed 2; base 79.2 %,
 15.33 dB): the greedy k=1..4 sets 79.2, 83.3, 83.3, 85.4 %; AMP's 2 layers **97.9 %**, 17.53 dB;
-its 5 layers 89.6 %: 48 lines sample the near-tie columns too sparsely for a +-10 % string
-measurement of one set (seeds 3, 4 below).
+its 5 layers 89.6 %. Seeds 3 and 4: base 70.8 / 66.7 %, AMP's 2 layers 75.0 / 85.4 %, the
+greedy 4 75.0 / 81.2 %; over the four sets (192 lines) base 74.0 %, AMP's 2 layers 84.9 %, the
+greedy 4 81.8 %: 48 lines sample the near-tie columns too sparsely to tell one set's strings to
+better than about +-10 %, and none of the sets is near 95 % on average.
 
 Single moves from the plain base (47 groups x fp16, A16W16): the later backbone gains a little
 (logits: Conv.18 fp16 +0.87 dB, Conv.13 +0.69 (output +1.47 dB, the best), Conv.14 +0.64,
