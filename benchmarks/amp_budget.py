@@ -40,8 +40,11 @@ Best found with k weighted layers above A8/W8 (k <= 4 = the issue's 10 % of 47):
 the plain base, fp16 on the bias-corrected one, selected on these very lines, so optimistic.)
 Nothing with <= 4 layers reaches 95 % on these lines; the best single moves of 47 x 2 gain 0.9 dB
 of logit SQNR at most. AMP itself (``amp_ppocr.py --targets 16``, plain base): 2 fp16 layers
-(Conv.0, Conv.1): 81.2 %, 15.34 dB (logits 20.91); ``--targets 16.5`` and 17: 5 layers (Conv.0,
-1, 2, 4, 7), 85.4 %, 16.96 dB. Same sets on a second held-out set (seed 2; base 79.2 %,
+(Conv.0, Conv.1): 81.2 %, 15.34 dB (logits 20.91), compiled with the command it prints: cpu
+83.3 % / 16.39 dB, interpreter 83.3 % / 16.24 dB; ``--targets 16.5`` and 17: 5 layers (Conv.0,
+1, 2, 4, 7), 85.4 %, 16.96 dB, compiled cpu 85.4 % / 18.04, interpreter 79.2 % / 15.36 (before
+the printed command named ``-quantization-calibration``, compile calibrated the fp16 -> int8
+conversions with min/max: 54.2 % / 14.31 and 68.8 % / 14.82). Same sets on a second held-out set (seed 2; base 79.2 %,
 15.33 dB): the greedy k=1..4 sets 79.2, 83.3, 83.3, 85.4 %; AMP's 2 layers **97.9 %**, 17.53 dB;
 its 5 layers 89.6 %. Seeds 3 and 4: base 70.8 / 66.7 %, AMP's 2 layers 75.0 / 85.4 %, the
 greedy 4 75.0 / 81.2 %; over the four sets (192 lines) base 74.0 %, AMP's 2 layers 84.9 %, the
