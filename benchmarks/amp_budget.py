@@ -59,8 +59,9 @@ loses a lot (Conv.4 fp16 -8.5 dB logits, -3.9 output, 66.7 %; A16W16 on Conv.1/2
 wider, as it should be): batch_norm_2.tmp_2 77.1 % / 16.00 / 20.41; depthwise_conv2d_0.tmp_0 54.2 %
 / 11.47 / 12.15; p2o.Add.7 72.9 % / 15.84 / 18.92; p2o.Add.39 87.5 % / 16.29 / 18.88;
 conv2d_187.tmp_0 68.8 % / 12.43 / 11.30; conv2d_188.tmp_0 68.8 % / 15.80 / 15.54; all six 79.2 % /
-15.76 / 19.44. With bias correction the sign turns: the stem's fp16 moves gain 2-4 dB of logits each
-(Conv.1 +4.3, Conv.4 +3.9).
+15.76 / 19.44. A16/W8 per group (Conv.0-32, an earlier run of ``singles --moves A16W8``): 56.2-83.3
+%, 11.75-16.71 dB, no better than fp16 or A16/W16. With bias correction the sign turns: the stem's
+fp16 moves gain 2-4 dB of logits each (Conv.1 +4.3, Conv.4 +3.9).
 
 Additivity (noise powers): plain, the k best single fp16 moves together: k=4 predicted 19.5 dB
 output / 23.3 dB logits, measured 15.71 / 20.38 (83.3 %); k=8 predicted 20.7 / 27.8, measured
