@@ -194,6 +194,18 @@ def test_the_printed_compile_command_calibrates_conversions_as_amp_did(tmp_path,
         assert compiled[name]["scale"] == pytest.approx(scale, rel=1e-3), name
 
 
+
+def test_amp_with_the_enhanced_quantizer_says_compile_calibrates_with_its_own_method(tmp_path,
+                                                                                   capsys):
+    """compile has no 'enhanced' range method: the printed command cannot reproduce the
+    conversions exactly, and the report says so instead of implying it does."""
+    out = tmp_path / "q.onnx"
+    code, stdout, err = _quantize(["--output_model", out, "--weight_bw", "4",
+                                   "--use_per_channel_quantization", "--auto_precision", "16",
+                                   "--act_quantizer", "enhanced"], capsys)
+    assert code == 0, err
+    assert "amp: note: compile has no 'enhanced' range method" in stdout
+
 LOADERS = f'''
 import numpy as np
 

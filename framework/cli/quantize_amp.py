@@ -182,6 +182,10 @@ def _compile_lines(kw: dict[str, Any], files: list[Path]) -> list[str]:
     if kw.get("bias_correction") not in (None, False):
         lines.append("amp: note: the encodings file carries no biases; the compiled program "
                      "has the original ones, not the bias-corrected ones of this model")
+    if kw.get("act_quantizer") == "enhanced" and any(f.suffix == ".yaml" for f in files):
+        lines.append("amp: note: compile has no 'enhanced' range method; it calibrates the "
+                     "fp16 -> integer conversions with its own (add "
+                     "-quantization-calibration=SQNR for the closest)")
     return lines
 
 
