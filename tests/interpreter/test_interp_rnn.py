@@ -37,10 +37,19 @@ def _ort(model, feeds):
     return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
 
 
-def _close(got, ref):
+def _close(got, ref, activations=()):
+    """Equal within RTOL/ATOL. One known onnxruntime defect is set aside: its recurrent kernels
+    compute Softplus as log(1 + exp(x)), which is inf in float32 above x ~ 88.7, where the
+    interpreter gives the finite softplus(x) ~ x (found by hypothesis: an LSTM with Relu gates and
+    Softplus output, cell state 2.0e4, onnxruntime Y_h inf, interpreter 5.2e6). Only positions
+    where onnxruntime is inf, the interpreter finite and Softplus in use are excluded."""
     for name, want in ref.items():
-        assert got[name].shape == want.shape, name
-        np.testing.assert_allclose(got[name], want, rtol=RTOL, atol=ATOL, err_msg=name)
+        have = got[name]
+        assert have.shape == want.shape, name
+        if "Softplus" in activations:
+            keep = ~(np.isinf(want) & np.isfinite(have))
+            have, want = have[keep], want[keep]
+        np.testing.assert_allclose(have, want, rtol=RTOL, atol=ATOL, err_msg=name)
 
 
 @st.composite
@@ -85,7 +94,28 @@ def test_recurrent_ops_match_onnxruntime(case, data_seed):
         assume(not str(e))
     x = np.random.default_rng(data_seed).standard_normal(
         (kw["seq"], kw["batch"], kw["inp"])).astype(np.float32)
-    _close(Interpreter(model).run({"X": x}), _ort(model, {"X": x}))
+    _close(Interpreter(model).run({"X": x}), _ort(model, {"X": x}), kw.get("activations", ()))
+
+
+def test_softplus_in_a_recurrent_op_stays_finite_where_onnxruntime_overflows():
+    """The case hypothesis found: onnxruntime gives inf; the interpreter equals a float64 LSTM
+    written out here from the ONNX equations (gates i, o, f, c; f = g = Relu, h = Softplus)."""
+    kw = dict(seq=4, batch=2, inp=2, hidden=3, direction="forward", bias=False, initial=True,
+              seed=947, peepholes=False, input_forget=0, activations=["Relu", "Relu", "Softplus"])
+    model = rnn_model("LSTM", **kw)
+    x = np.random.default_rng(0).standard_normal((4, 2, 2)).astype(np.float32)
+    got, ref = Interpreter(model).run({"X": x}), _ort(model, {"X": x})
+    assert np.isinf(ref["Y_h"]).any() and np.isfinite(got["Y_h"]).all()
+    _close(got, ref, kw["activations"])
+    w = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in model.graph.initializer}
+    (W,), (R,) = w["W"], w["R"]
+    h, c = w["H0"][0], w["C0"][0]
+    for t in range(4):
+        i, o, f, g = np.split(x[t] @ W.T + h @ R.T, 4, axis=-1)
+        c = np.maximum(f, 0) * c + np.maximum(i, 0) * np.maximum(g, 0)
+        h = np.maximum(o, 0) * np.logaddexp(0, c)
+    np.testing.assert_allclose(got["Y_h"][0], h, rtol=1e-4)
+    np.testing.assert_allclose(got["Y_c"][0], c, rtol=1e-4)
 
 
 @pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
