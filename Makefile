@@ -10,7 +10,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 EXTRAS := dev,dask,plot
 PYTEST_ARGS ?= -q -n 2
 
-.PHONY: demo test test-latest test-blas lock zoo bench install clean
+.PHONY: demo test fuzz test-latest test-blas lock zoo bench install clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	AICC_DISABLE_PLUGIN_AUTOLOAD=1 $(PY) -m pytest $(PYTEST_ARGS) tests
+
+# The property tests with fresh random examples (`make test` draws fixed ones, see tests/conftest.py).
+fuzz: $(STAMP)
+	AICC_HYPOTHESIS=explore AICC_DISABLE_PLUGIN_AUTOLOAD=1 $(PY) -m pytest $(PYTEST_ARGS) \
+	  $$(grep -rl '@given' tests)
 
 test-latest:
 	test -x .venv-latest/bin/python || $(PYTHON) -m venv .venv-latest

@@ -12,7 +12,16 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from hypothesis import settings  # noqa: E402
+
 from aicc.plugins import load_registries  # noqa: E402
+
+#: Property tests draw the same examples on every run and machine (``make test``, CI), so a
+#: failure is reproducible and a submission never fails on an example no one saw before;
+#: ``AICC_HYPOTHESIS=explore`` (``make fuzz``) draws new ones and remembers failures locally.
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("AICC_HYPOTHESIS", "repeatable"))
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MODEL = ROOT / "examples" / "digits_mobilenet.onnx"
